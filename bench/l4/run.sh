@@ -1,0 +1,367 @@
+#!/usr/bin/env bash
+# bench/l4/run.sh — L4 data-path benchmark (issue 2, point 10). Results and method: docs/benchmarks.md.
+#
+# One run on loopback, HTTP/1.1, fixed concurrency, keep-alive and new-connection-per-request, three paths:
+#   a  direct:  wrk → nginx 127.0.0.1:BASE
+#   b  kmesh:   wrk in a registered cgroup → VIP 127.10.0.5:9080, steered by Kmesh's connect hook to the same nginx
+#   c  sidecar: wrk → haproxy A (client side) 127.0.0.1:BASE+1 → haproxy B (server side) 127.0.0.1:BASE+2 → nginx
+# Prints req/s and p50/p99 per path and mode, ratios b/a and c/b, a table and JSON; checks the floors
+# b/a ≥ 0.97 (keep-alive) and ≥ 0.93 (new connection).
+#
+# Needs root (cgroup, BPF). Usage: sudo bash bench/l4/run.sh [options]   (or: sudo npm run bench:l4 -- [options])
+set -euo pipefail
+
+usage() {
+  cat <<EOF
+usage: $0 [options]
+  --paths LIST        which paths to run, comma separated subset of a,b,c (default a,b,c)
+  --connections N     wrk connections, fixed for every case (default 64)
+  --duration S        seconds per measured run (default 5)
+  --reps N            measured runs per case; the median is reported (default 3)
+  --warmup S          warm-up seconds per case, not measured (default 2)
+  --json FILE         also write the JSON result to FILE
+  --strict            exit 3 when a floor is missed
+  --no-install        do not apt-get install missing Debian packages
+  --no-build          do not run 'npm run build' (use the existing dist/)
+Environment: BENCH_PORT_BASE (default 18080; ports BASE..BASE+10 on 127.0.0.1 are used).
+CPU placement (2 cores): wrk and haproxy A on CPU 0 (the client side), nginx and haproxy B on CPU 1 (the server side).
+EOF
+}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BENCH_DIR="$ROOT/bench/l4"
+
+PATHS="a,b,c"
+CONNS=64
+DURATION=5
+REPS=3
+WARMUP=2
+JSON_OUT=""
+STRICT=0
+DO_INSTALL=1
+DO_BUILD=1
+while (($#)); do
+  case $1 in
+    --paths) PATHS=$2; shift 2 ;;
+    --connections) CONNS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --reps) REPS=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --json) JSON_OUT=$(realpath -m "$2"); shift 2 ;;
+    --strict) STRICT=1; shift ;;
+    --no-install) DO_INSTALL=0; shift ;;
+    --no-build) DO_BUILD=0; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "unknown option: $1" >&2; usage >&2; exit 64 ;;
+  esac
+done
+IFS=', ' read -r -a PATH_LIST <<<"$PATHS"
+for p in "${PATH_LIST[@]}"; do
+  [[ $p == a || $p == b || $p == c ]] || { echo "--paths: unknown path '$p' (use a,b,c)" >&2; exit 64; }
+done
+want() { [[ " ${PATH_LIST[*]} " == *" $1 "* ]]; }
+
+PORT_BASE=${BENCH_PORT_BASE:-18080}
+P_BACKEND=$PORT_BASE            # nginx, the backend of all three paths
+P_HA_A=$((PORT_BASE + 1))       # haproxy A, client-side proxy
+P_HA_B=$((PORT_BASE + 2))       # haproxy B, server-side proxy
+P_NGX_STATUS=$((PORT_BASE + 8)) # nginx stub_status (accepted-connection counter)
+P_HA_STATS=$((PORT_BASE + 9))   # haproxy A stats (client-side session counter)
+P_METRICS=$((PORT_BASE + 10))   # kmesh-daemon metrics listener (kept off the default 15020)
+VIP=127.10.0.5
+VIP_PORT=9080
+CPU_CLIENT=0
+CPU_SERVER=1
+DAEMON_JS="$ROOT/dist/src/bin/kmesh-daemon.js"
+REPORT_JS="$ROOT/dist/bench/l4/report.js"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "run as root (needs cgroup and BPF for path b)"
+
+# --- install (idempotent: only what is missing) ---------------------------------------------------------------
+install_deps() {
+  local need=()
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v haproxy >/dev/null || need+=(haproxy)
+  command -v nginx >/dev/null || need+=(nginx-light)
+  command -v curl >/dev/null || need+=(curl)
+  command -v taskset >/dev/null || need+=(util-linux)
+  if want b; then # the project's build and the daemon (see README): BPF toolchain and libbpf
+    command -v clang >/dev/null || need+=(clang)
+    command -v llvm-strip >/dev/null || need+=(llvm)
+    command -v bpftool >/dev/null || need+=(bpftool)
+    [[ -e /usr/include/bpf/libbpf.h ]] || need+=(libbpf-dev)
+    [[ -e /usr/include/libelf.h ]] || need+=(libelf-dev)
+    ldconfig -p | grep -q 'libbpf\.so\.1 ' || need+=(libbpf1)
+  fi
+  if ((${#need[@]})); then
+    log "installing Debian packages: ${need[*]}"
+    # Note: Debian's nginx package may start its own service on :80; the bench runs a private nginx instead.
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+}
+if ((DO_INSTALL)); then install_deps; fi
+for tool in wrk haproxy nginx curl taskset node; do
+  command -v "$tool" >/dev/null || die "$tool not found (run without --no-install)"
+done
+(($(nproc) >= 2)) || die "needs 2 CPUs (client side on CPU $CPU_CLIENT, server side on CPU $CPU_SERVER)"
+
+# --- build -------------------------------------------------------------------------------------------------------
+if ((DO_BUILD)); then
+  log "building (npm run build)"
+  (cd "$ROOT" && { [[ -d node_modules ]] || npm ci --no-audit --no-fund; } && npm run build >/dev/null) ||
+    { want b && die "build failed"; log "warning: build failed; paths a/c only, using dist/ as it is"; }
+fi
+[[ -f $REPORT_JS ]] || die "$REPORT_JS missing (npm run build)"
+if want b; then [[ -f $DAEMON_JS ]] || die "$DAEMON_JS missing (npm run build); run --paths a,c without the daemon"; fi
+
+# --- state and cleanup (always: on success, error and Ctrl-C) ----------------------------------------------------
+WORK=$(mktemp -d /tmp/kmesh-bench-l4.XXXXXX)
+chmod 755 "$WORK" # nginx workers (user nobody) read the static file from here
+BG_PIDS=()        # nginx, haproxy A, haproxy B — started by us, stopped by pid
+DAEMON_PID=""
+CG=""
+PIN_DIR=""
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  if [[ -n $DAEMON_PID ]]; then
+    kill -TERM "$DAEMON_PID" 2>/dev/null
+    wait "$DAEMON_PID" 2>/dev/null
+  fi
+  if [[ -n $PIN_DIR ]]; then
+    node "$DAEMON_JS" --cleanup --pin-dir "$PIN_DIR" --config "$WORK/kmesh.toml" >>"$WORK/daemon-cleanup.log" 2>&1 ||
+      log "warning: daemon --cleanup failed, see $WORK/daemon-cleanup.log"
+    [[ -d $PIN_DIR ]] && rmdir "$PIN_DIR" 2>/dev/null
+    [[ -e $PIN_DIR ]] && log "warning: $PIN_DIR still exists"
+  fi
+  if [[ -n $CG && -d $CG ]]; then
+    rmdir "$CG" 2>/dev/null || log "warning: could not remove cgroup $CG (processes left: $(tr '\n' ' ' <"$CG/cgroup.procs"))"
+  fi
+  local pid
+  for pid in "${BG_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${BG_PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  if ((rc == 0)); then rm -rf "$WORK"; else log "exit $rc; logs kept in $WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
+wait_http() { # url [seconds] — until it answers 200; fails early when a server we started has exited
+  local i pid
+  for ((i = 0; i < ${2:-10} * 10; i++)); do
+    curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null && return 0
+    for pid in "${BG_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || return 1; done
+    sleep 0.1
+  done
+  return 1
+}
+start_bg() { # name cpu cmd... — runs pinned, output to $WORK/name.log
+  local name=$1 cpu=$2
+  shift 2
+  taskset -c "$cpu" "$@" >"$WORK/$name.log" 2>&1 &
+  BG_PIDS+=("$!")
+}
+in_cgroup() { sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$@"; }
+
+for port in "$P_BACKEND" "$P_HA_A" "$P_HA_B" "$P_NGX_STATUS" "$P_HA_STATS" "$P_METRICS"; do
+  port_free "$port" || die "127.0.0.1:$port is in use (set BENCH_PORT_BASE)"
+done
+
+# --- backend: nginx, one worker, small static body ---------------------------------------------------------------
+mkdir -p "$WORK/www" "$WORK/nginx-tmp"
+printf 'kmesh l4 bench: a small static body served by nginx for all three paths.........................\n' >"$WORK/www/hello"
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx-tmp/body;
+  proxy_temp_path $WORK/nginx-tmp/proxy;
+  fastcgi_temp_path $WORK/nginx-tmp/fastcgi;
+  uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
+  scgi_temp_path $WORK/nginx-tmp/scgi;
+  default_type text/plain;
+  sendfile on;
+  tcp_nodelay on;
+  open_file_cache max=16;
+  open_file_cache_valid 60s;
+  keepalive_requests 100000000;   # keep-alive means one connection per wrk connection for the whole run
+  keepalive_timeout 60s;
+  server { listen 127.0.0.1:$P_BACKEND backlog=4096; root $WORK/www; }
+  server { listen 127.0.0.1:$P_NGX_STATUS; location / { stub_status; } }
+}
+EOF
+start_bg nginx "$CPU_SERVER" nginx -e "$WORK/nginx-error.log" -p "$WORK/" -c "$WORK/nginx.conf"
+
+# --- sidecar path: haproxy A (client side) → haproxy B (server side) → nginx ------------------------------------
+haproxy_cfg() { # name listen-port upstream-port [extra frontend]
+  cat <<EOF
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe_$1
+  bind 127.0.0.1:$2
+  default_backend be_$1
+backend be_$1
+  server upstream 127.0.0.1:$3
+${4:-}
+EOF
+}
+if want c; then
+  haproxy_cfg client "$P_HA_A" "$P_HA_B" "frontend stats
+  bind 127.0.0.1:$P_HA_STATS
+  stats enable
+  stats uri /stats" >"$WORK/haproxy-a.cfg"
+  haproxy_cfg server "$P_HA_B" "$P_BACKEND" >"$WORK/haproxy-b.cfg"
+  start_bg haproxy-a "$CPU_CLIENT" haproxy -db -f "$WORK/haproxy-a.cfg"
+  start_bg haproxy-b "$CPU_SERVER" haproxy -db -f "$WORK/haproxy-b.cfg"
+fi
+
+wait_http "http://127.0.0.1:$P_BACKEND/hello" || die "nginx did not come up; $(cat "$WORK/nginx-error.log" "$WORK/nginx.log")"
+if want c; then
+  wait_http "http://127.0.0.1:$P_HA_A/hello" || die "haproxy path did not come up; $(cat "$WORK"/haproxy-*.log)"
+fi
+
+# --- kmesh path: own cgroup, daemon registering it, VIP → nginx --------------------------------------------------
+if want b; then
+  CG_ROOT=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+  [[ -n $CG_ROOT ]] || die "no cgroup2 mount found in /proc/self/mounts"
+  CG="$CG_ROOT/kmesh-bench-l4-$$"
+  mkdir "$CG"
+  PIN_DIR="/sys/fs/bpf/kmesh-bench-l4-$$"
+  cat >"$WORK/kmesh.toml" <<EOF
+[daemon]
+log_level = "info"
+pin_dir = "$PIN_DIR"
+
+[metrics]
+listen = "127.0.0.1:$P_METRICS"
+
+[[services]]
+cgroup = "$CG"
+
+[[clusters]]
+name = "bench-backend"
+lb_policy = "round_robin"
+endpoints = [ { address = "127.0.0.1", port = $P_BACKEND, weight = 1 } ]
+
+[[listeners]]
+name = "bench"
+address = "$VIP"
+port = $VIP_PORT
+protocol = "tcp"
+cluster = "bench-backend"
+EOF
+  # An unregistered process must not reach anything at the VIP (else path b would not measure the redirect).
+  if curl -s -o /dev/null --max-time 2 "http://$VIP:$VIP_PORT/hello"; then
+    die "something answers at $VIP:$VIP_PORT without Kmesh; pick another VIP"
+  fi
+  node "$DAEMON_JS" --check --config "$WORK/kmesh.toml" >"$WORK/daemon-check.log" 2>&1 ||
+    die "kmesh-daemon --check rejected the bench config: $(cat "$WORK/daemon-check.log")"
+  log "starting kmesh-daemon (cgroup $CG, pins $PIN_DIR)"
+  node "$DAEMON_JS" --config "$WORK/kmesh.toml" --pin-dir "$PIN_DIR" >"$WORK/daemon.log" 2>&1 &
+  DAEMON_PID=$!
+  ready=0
+  for ((i = 0; i < 300; i++)); do # up to 30 s: ready = a request from the cgroup to the VIP lands on nginx
+    kill -0 "$DAEMON_PID" 2>/dev/null || die "kmesh-daemon exited: $(tail -20 "$WORK/daemon.log")"
+    if in_cgroup curl -fsS -o /dev/null --max-time 1 "http://$VIP:$VIP_PORT/hello" 2>/dev/null; then ready=1; break; fi
+    sleep 0.1
+  done
+  ((ready)) || die "VIP not steered after 30 s; daemon log: $(tail -20 "$WORK/daemon.log")"
+  curl -s -o /dev/null --max-time 2 "http://$VIP:$VIP_PORT/hello" &&
+    die "an unregistered process reached the VIP — the redirect is not scoped to the bench cgroup"
+  if command -v bpftool >/dev/null; then
+    log "programs on $CG: $(bpftool cgroup show "$CG" 2>/dev/null | awk 'NR > 1 { print $2 }' | sort -u | tr '\n' ' ')"
+  fi
+fi
+
+# --- measurement -------------------------------------------------------------------------------------------------
+nginx_accepts() { curl -fsS --max-time 2 "http://127.0.0.1:$P_NGX_STATUS/" | awk 'NR == 3 { print $1 }'; }
+haproxy_a_sessions() { # total sessions (= accepted client connections) of haproxy A's frontend
+  curl -fsS --max-time 2 "http://127.0.0.1:$P_HA_STATS/stats;csv" | awk -F, '$1 == "fe_client" && $2 == "FRONTEND" { print $8 }'
+}
+url_of() {
+  case $1 in
+    a) echo "http://127.0.0.1:$P_BACKEND/hello" ;;
+    b) echo "http://$VIP:$VIP_PORT/hello" ;;
+    c) echo "http://127.0.0.1:$P_HA_A/hello" ;;
+  esac
+}
+run_wrk() { # path mode seconds → prints wrk's output (with the WRK_RESULT line)
+  local path=$1 mode=$2 secs=$3 hdr=()
+  [[ $mode == close ]] && hdr=(-H 'Connection: close')
+  local cmd=(taskset -c "$CPU_CLIENT" wrk -t1 -c"$CONNS" -d"${secs}s" --timeout 5s --latency
+    -s "$BENCH_DIR/wrk-report.lua" "${hdr[@]}" "$(url_of "$path")")
+  if [[ $path == b ]]; then in_cgroup "${cmd[@]}"; else "${cmd[@]}"; fi
+}
+
+LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg) # the machine may be shared: record how busy it was
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+DAEMON_CPU_BEFORE=""
+[[ -n $DAEMON_PID ]] && DAEMON_CPU_BEFORE=$(awk '{ print $14 + $15 }' "/proc/$DAEMON_PID/stat")
+total=$((2 * ${#PATH_LIST[@]} * (WARMUP + REPS * DURATION)))
+log "measuring: paths ${PATH_LIST[*]}, modes keepalive+close, c=$CONNS, ${REPS}×${DURATION}s after ${WARMUP}s warm-up (~${total}s)"
+for mode in keepalive close; do
+  for path in "${PATH_LIST[@]}"; do run_wrk "$path" "$mode" "$WARMUP" >/dev/null; done
+  for ((rep = 1; rep <= REPS; rep++)); do
+    # rotate the order per repetition so no path always runs first or last
+    n=${#PATH_LIST[@]}
+    for ((k = 0; k < n; k++)); do
+      path=${PATH_LIST[$(((k + rep - 1) % n))]}
+      acc0=$(nginx_accepts)
+      ses0=0
+      [[ $path == c ]] && ses0=$(haproxy_a_sessions)
+      out=$(run_wrk "$path" "$mode" "$DURATION")
+      echo "$out" >>"$WORK/wrk-$mode-$path.log"
+      acc1=$(nginx_accepts)
+      backend_conns=$((acc1 - acc0 - 1)) # minus the status request's own connection
+      client_conns=$backend_conns
+      [[ $path == c ]] && client_conns=$(($(haproxy_a_sessions) - ses0))
+      res=$(sed -n 's/^WRK_RESULT //p' <<<"$out")
+      [[ -n $res ]] || die "no result from wrk: $out"
+      printf '{"mode":"%s","path":"%s","rep":%d,"client_conns":%d,"backend_conns":%d,"wrk":%s}\n' \
+        "$mode" "$path" "$rep" "$client_conns" "$backend_conns" "$res" >>"$RESULTS"
+      log "$(printf '%-9s %s rep %d: %9.0f req/s' "$mode" "$path" "$rep" \
+        "$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.requests*1e6/r.duration_us)' "$res")")"
+    done
+  done
+done
+DAEMON_CPU_TICKS=null
+[[ -n $DAEMON_PID ]] && DAEMON_CPU_TICKS=$(($(awk '{ print $14 + $15 }' "/proc/$DAEMON_PID/stat") - DAEMON_CPU_BEFORE))
+
+cat >"$WORK/meta.json" <<EOF
+{
+  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "command": "bash bench/l4/run.sh --paths $PATHS --connections $CONNS --duration $DURATION --reps $REPS --warmup $WARMUP",
+  "host": { "kernel": "$(uname -r)", "loadavg_before": "$LOADAVG_BEFORE", "loadavg_after": "$(cut -d' ' -f1-3 /proc/loadavg)", "cpus": $(nproc), "cpu_model": "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)" },
+  "tools": { "wrk": "$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')", "nginx": "$(nginx -v 2>&1 | sed 's/.*nginx\///')", "haproxy": "$(haproxy -v | awk 'NR == 1 { print $3 }')", "node": "$(node -v)" },
+  "setup": { "connections": $CONNS, "wrk_threads": 1, "duration_s": $DURATION, "reps": $REPS, "warmup_s": $WARMUP,
+    "cpu_client": $CPU_CLIENT, "cpu_server": $CPU_SERVER, "vip": "$VIP:$VIP_PORT", "backend": "127.0.0.1:$P_BACKEND",
+    "daemon_cpu_ticks_during_bench": $DAEMON_CPU_TICKS }
+}
+EOF
+report_args=(--results "$RESULTS" --meta "$WORK/meta.json")
+[[ -n $JSON_OUT ]] && report_args+=(--json "$JSON_OUT")
+((STRICT)) && report_args+=(--strict)
+node "$REPORT_JS" "${report_args[@]}"

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one definition of every key/value layout shared by the kernel programs and
+ * the TypeScript runtime (src/runtime/maps/layouts.ts is checked against the BTF
+ * of the compiled objects by test/unit/layouts-btf.test.ts).
+ *
+ * Conventions: addresses are 16 bytes in network byte order, IPv4 as ::ffff:a.b.c.d;
+ * ports are host byte order; every struct is padded explicitly so that no implicit
+ * hole exists for user space to forget.
+ */
+#ifndef KMESH_MAPS_H
+#define KMESH_MAPS_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+
+#define KMESH_MAX_LISTENERS 16384
+#define KMESH_MAX_CLUSTERS 16384
+/* Endpoint entries are double-buffered during a swap (old and new generation). */
+#define KMESH_MAX_ENDPOINTS 262144
+/* log2(KMESH_MAX_ENDPOINTS) + 1: bound of the weighted binary search. */
+#define KMESH_ENDPOINT_SEARCH_STEPS 19
+#define KMESH_MAX_ROUTE_CLUSTERS 16
+#define KMESH_MAX_TRACKED_SOCKETS 65536
+
+enum kmesh_lb_policy {
+	KMESH_LB_ROUND_ROBIN = 0,
+	KMESH_LB_RANDOM = 1,
+	KMESH_LB_LEAST_REQUEST = 2,
+	KMESH_LB_MAGLEV = 3,
+	KMESH_LB_RING_HASH = 4,
+};
+
+/* cluster_value.flags */
+#define KMESH_CLUSTER_UNIFORM_WEIGHTS 0x1
+
+struct kmesh_listener_key {
+	__u8 addr[16];
+	__u16 port;
+	__u8 protocol; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct kmesh_listener_value {
+	__u32 cluster_count;
+	__u32 total_weight;
+	__u32 cluster_ids[KMESH_MAX_ROUTE_CLUSTERS];
+	/* cum_weights[i] = sum of the weights of clusters 0..i */
+	__u32 cum_weights[KMESH_MAX_ROUTE_CLUSTERS];
+};
+
+struct kmesh_cluster_value {
+	__u32 lb_policy;
+	__u32 generation; /* which endpoint set is live */
+	__u32 endpoint_count;
+	__u32 total_weight;
+	__u32 flags;
+	__u32 pad;
+};
+
+struct kmesh_endpoint_key {
+	__u32 cluster_id;
+	__u32 generation;
+	__u32 index;
+};
+
+struct kmesh_endpoint_value {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad;
+	/* sum of the weights of endpoints 0..index */
+	__u32 cum_weight;
+};
+
+/* Round-robin cursor per cluster; the lock keeps the order exact across CPUs. */
+struct kmesh_rr_value {
+	struct bpf_spin_lock lock;
+	__u32 next;
+};
+
+/* Where a steered socket was going and where it was sent: keyed by socket cookie. */
+struct kmesh_sock_origin {
+	__u8 vip[16];
+	__u8 endpoint[16];
+	__u16 vip_port;
+	__u16 endpoint_port;
+	__u32 cluster_id;
+};
+
+/* UDP replies: (socket, endpoint) -> the VIP the application addressed. */
+struct kmesh_udp_reverse_key {
+	__u64 cookie;
+	__u8 endpoint[16];
+	__u16 endpoint_port;
+	__u16 pad[3];
+};
+
+struct kmesh_udp_reverse_value {
+	__u8 vip[16];
+	__u16 vip_port;
+	__u16 pad;
+};
+
+#endif /* KMESH_MAPS_H */

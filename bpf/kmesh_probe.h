@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * kmesh-probe: the layouts shared by bpf/kmesh_probe.bpf.c and src/probe/.
+ * The TypeScript codec (src/probe/event-codec.ts) is checked against the BTF of the
+ * compiled object by test/unit/probe-btf.test.ts; change both together.
+ *
+ * Conventions follow bpf/kmesh_maps.h: addresses are 16 bytes in network byte order
+ * (IPv4 as ::ffff:a.b.c.d), ports in host byte order, no implicit padding.
+ */
+#ifndef KMESH_PROBE_H
+#define KMESH_PROBE_H
+
+#include "kmesh_maps.h"
+
+/* Ring buffer size in bytes (power of two, multiple of the page size). Each event
+ * takes sizeof(struct kmesh_probe_event) + 8 bytes of ring header: 120 bytes, so
+ * 256 KiB hold ~2180 events between two polls of the consumer. */
+#define KMESH_PROBE_RINGBUF_BYTES (256 * 1024)
+
+enum kmesh_probe_event_type {
+	KMESH_PROBE_EV_OPEN = 1,   /* active connection established */
+	KMESH_PROBE_EV_CLOSE = 2,  /* established connection reached TCP_CLOSE */
+	KMESH_PROBE_EV_FAILED = 3, /* SYN_SENT -> TCP_CLOSE without establishing */
+};
+
+/* kmesh_probe_event.flags */
+#define KMESH_PROBE_F_STEERED 0x1 /* origin is valid: the L4 data path steered this socket */
+#define KMESH_PROBE_F_IPV6 0x2    /* remote is a real IPv6 address (else ::ffff:v4) */
+
+/* One ring-buffer record per connection event. */
+struct kmesh_probe_event {
+	__u64 cookie;         /* socket cookie: joins open/close of one connection */
+	__u64 cgroup_id;      /* registered cgroup whose program saw the socket (0 = unknown) */
+	__u64 duration_ns;    /* connect() to this event */
+	__u64 bytes_sent;     /* tcp bytes_acked: payload the peer acknowledged */
+	__u64 bytes_received; /* tcp bytes_received: payload received */
+	struct kmesh_sock_origin origin; /* copied at connect time when steered */
+	__u8 remote[16];      /* the socket's peer address (the chosen endpoint when steered) */
+	__u16 remote_port;
+	__u16 local_port;
+	__u32 srtt_us;        /* smoothed RTT, microseconds */
+	__u32 total_retrans;
+	__u8 type;            /* enum kmesh_probe_event_type */
+	__u8 flags;           /* KMESH_PROBE_F_* */
+	__u16 pad;
+};
+
+/* Per-socket state kept in socket-local storage (freed with the socket). */
+struct kmesh_probe_sock {
+	__u64 start_ns;
+	__u64 cgroup_id;
+	struct kmesh_sock_origin origin;
+	__u32 flags; /* KMESH_PROBE_SOCK_* */
+	__u32 pad;
+};
+
+#define KMESH_PROBE_SOCK_STEERED 0x1
+#define KMESH_PROBE_SOCK_ESTABLISHED 0x2
+
+/* Value of the per-cgroup storage: user space writes the cgroup id of each attachment
+ * (the key carries it) so the program can name the registered cgroup without
+ * bpf_get_current_cgroup_id(), which sockops may run without process context for. */
+struct kmesh_probe_cgroup {
+	__u64 cgroup_id;
+};
+
+#endif /* KMESH_PROBE_H */

@@ -1,0 +1,343 @@
+/**
+ * Wire → decoded resources. Everything a control plane sends passes through here, so every field read is
+ * defensive: protobufjs yields defaults for absent scalars and null for absent messages.
+ */
+import { isIP } from 'node:net';
+import type protobuf from 'protobufjs';
+import type { Endpoint, LbPolicy, Protocol, UnenforcedRoute, WeightedCluster } from '../../model/types.js';
+import { TYPE, toPlain, xdsTypes } from './protos.js';
+import {
+  type RawEndpoint,
+  type XCluster,
+  type XListener,
+  type XListenerEntry,
+  type XLoadAssignment,
+  XdsResourceError,
+  type XRouteConfig,
+  type XTarget,
+  type XVirtualHost,
+} from './resources.js';
+
+/** Limits against a control plane that sends garbage or floods: beyond them the response is NACKed. */
+export const LIMITS = { resourcesPerResponse: 200_000, endpointsPerAssignment: 100_000, nameLength: 1024 };
+
+// protobufjs messages are untyped bags; this alias keeps the reads below readable.
+// biome-ignore lint/suspicious/noExplicitAny: decoded protobuf messages are dynamic
+type M = any;
+
+const HEALTH_UNHEALTHY = 2;
+const HEALTH_DRAINING = 3;
+const TRAFFIC_INBOUND = 1;
+const SOCKET_UDP = 1;
+
+const LB: Record<number, LbPolicy> = {
+  0: 'round_robin',
+  1: 'least_request',
+  2: 'ring_hash',
+  3: 'random',
+  5: 'maglev',
+};
+
+export interface DecodedResponse {
+  versionInfo: string;
+  typeUrl: string;
+  nonce: string;
+  resources: Array<{ typeUrl: string; value: Uint8Array }>;
+}
+
+/** Decodes the DiscoveryResponse envelope. Throws (plain Error) on malformed protobuf. */
+export function decodeResponse(buf: Uint8Array): DecodedResponse {
+  const t = xdsTypes();
+  const msg: M = t.DiscoveryResponse.decode(buf);
+  return {
+    versionInfo: msg.versionInfo ?? '',
+    typeUrl: msg.typeUrl ?? '',
+    nonce: msg.nonce ?? '',
+    resources: (msg.resources ?? []).map((a: M) => ({ typeUrl: a.typeUrl ?? '', value: a.value ?? new Uint8Array() })),
+  };
+}
+
+function decodeAs(type: protobuf.Type, value: Uint8Array, what: string): M {
+  try {
+    return type.decode(value);
+  } catch (e) {
+    throw new XdsResourceError(`${what}: malformed ${type.name}: ${(e as Error).message}`);
+  }
+}
+
+/** Unwraps envoy.service.discovery.v3.Resource and checks the type URL matches the response's. */
+function unwrap(any: { typeUrl: string; value: Uint8Array }, typeUrl: string, index: number): Uint8Array {
+  if (any.typeUrl === TYPE.resource) {
+    const r: M = decodeAs(xdsTypes().Resource, any.value, `resource #${index}`);
+    if (!r.resource) throw new XdsResourceError(`resource #${index}: Resource wrapper without a resource`);
+    return unwrap({ typeUrl: r.resource.typeUrl ?? '', value: r.resource.value ?? new Uint8Array() }, typeUrl, index);
+  }
+  if (any.typeUrl !== typeUrl) {
+    throw new XdsResourceError(`resource #${index}: type ${any.typeUrl || '(none)'} in a ${typeUrl} response`);
+  }
+  return any.value;
+}
+
+function checkName(name: unknown, kind: string, index: number): string {
+  if (typeof name !== 'string' || name === '') throw new XdsResourceError(`${kind} #${index}: missing name`);
+  if (name.length > LIMITS.nameLength) throw new XdsResourceError(`${kind} #${index}: name longer than ${LIMITS.nameLength}`);
+  return name;
+}
+
+/** Decodes all resources of one response; names must be unique. */
+export function decodeResources<T extends { name: string }>(
+  resp: DecodedResponse,
+  one: (bytes: Uint8Array, index: number) => T,
+): Map<string, T> {
+  if (resp.resources.length > LIMITS.resourcesPerResponse) {
+    throw new XdsResourceError(`${resp.resources.length} resources in one response (limit ${LIMITS.resourcesPerResponse})`);
+  }
+  const out = new Map<string, T>();
+  resp.resources.forEach((any, i) => {
+    const r = one(unwrap(any, resp.typeUrl, i), i);
+    if (out.has(r.name)) throw new XdsResourceError(`duplicate resource name "${r.name}"`);
+    out.set(r.name, r);
+  });
+  return out;
+}
+
+function checkPort(port: unknown, what: string): number {
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new XdsResourceError(`${what}: port ${String(port)} out of range 1..65535`);
+  }
+  return port;
+}
+
+function locality(l: M): Endpoint['locality'] | undefined {
+  if (!l || (!l.region && !l.zone && !l.subZone)) return undefined;
+  const out: NonNullable<Endpoint['locality']> = {};
+  if (l.region) out.region = l.region;
+  if (l.zone) out.zone = l.zone;
+  if (l.subZone) out.subZone = l.subZone;
+  return out;
+}
+
+/** Endpoints of a ClusterLoadAssignment; UNHEALTHY and DRAINING hosts are skipped (not an error). */
+function loadAssignmentEndpoints(cla: M, what: string, requireIp: boolean): RawEndpoint[] {
+  const out: RawEndpoint[] = [];
+  for (const loc of cla?.endpoints ?? []) {
+    const loca = locality(loc.locality);
+    const priority: number = loc.priority ?? 0;
+    for (const lbe of loc.lbEndpoints ?? []) {
+      if (lbe.healthStatus === HEALTH_UNHEALTHY || lbe.healthStatus === HEALTH_DRAINING) continue;
+      const sa = lbe.endpoint?.address?.socketAddress;
+      if (!sa) {
+        throw new XdsResourceError(`${what}: endpoint without socket_address (named/pipe endpoints are not supported)`);
+      }
+      const host: string = sa.address ?? '';
+      if (requireIp ? isIP(host) === 0 : host === '') {
+        throw new XdsResourceError(`${what}: endpoint address "${host}" is not an IP literal`);
+      }
+      const port = checkPort(sa.portValue, `${what}: endpoint ${host}`);
+      const weight: number = lbe.loadBalancingWeight ? lbe.loadBalancingWeight.value : 1;
+      if (!(weight >= 1)) throw new XdsResourceError(`${what}: endpoint ${host}:${port} has weight ${weight} (must be >= 1)`);
+      const ep: RawEndpoint = { host, port, weight };
+      if (loca) ep.locality = loca;
+      if (priority) ep.priority = priority;
+      out.push(ep);
+      if (out.length > LIMITS.endpointsPerAssignment) {
+        throw new XdsResourceError(`${what}: more than ${LIMITS.endpointsPerAssignment} endpoints`);
+      }
+    }
+  }
+  return out;
+}
+
+export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
+  const t = xdsTypes();
+  const c: M = decodeAs(t.Cluster, bytes, `cluster #${index}`);
+  const name = checkName(c.name, 'cluster', index);
+  const what = `cluster ${name}`;
+  const lb = LB[c.lbPolicy ?? 0];
+  const out: XCluster = { name, kind: 'unsupported', lbPolicy: lb ?? 'round_robin', endpoints: [] };
+  if (c.circuitBreakers) out.circuitBreakers = toPlain(t.root.lookupType('envoy.config.cluster.v3.CircuitBreakers'), c.circuitBreakers);
+  if (c.outlierDetection) out.outlierDetection = toPlain(t.root.lookupType('envoy.config.cluster.v3.OutlierDetection'), c.outlierDetection);
+  if (c.clusterType) {
+    out.reason = `custom cluster type ${c.clusterType.name || '(unnamed)'}`;
+    return out;
+  }
+  switch (c.type ?? 0) {
+    case 0: // STATIC
+      out.kind = 'static';
+      out.endpoints = loadAssignmentEndpoints(c.loadAssignment, what, true);
+      break;
+    case 1: // STRICT_DNS
+    case 2: // LOGICAL_DNS: resolved the same way; connect-time steering has no connection pool to pin
+      out.kind = 'dns';
+      out.endpoints = loadAssignmentEndpoints(c.loadAssignment, what, false);
+      break;
+    case 3: // EDS
+      out.kind = 'eds';
+      out.edsName = c.edsClusterConfig?.serviceName || name;
+      break;
+    case 4:
+      out.reason = 'ORIGINAL_DST (passthrough) has no endpoints to steer to';
+      break;
+    default:
+      out.reason = `discovery type ${c.type}`;
+  }
+  return out;
+}
+
+export function decodeLoadAssignment(bytes: Uint8Array, index: number): XLoadAssignment {
+  const cla: M = decodeAs(xdsTypes().ClusterLoadAssignment, bytes, `load assignment #${index}`);
+  const name = checkName(cla.clusterName, 'load assignment', index);
+  const raw = loadAssignmentEndpoints(cla, `load assignment ${name}`, true);
+  return { name, endpoints: raw.map(({ host, ...rest }) => ({ address: host, ...rest })) };
+}
+
+function positiveWeights(list: Array<{ name: string; weight: number }>, what: string): WeightedCluster[] {
+  const out: WeightedCluster[] = [];
+  for (const wc of list) {
+    if (!wc.name) throw new XdsResourceError(`${what}: weighted cluster without a name`);
+    // A zero weight is legal in xDS and means "no traffic": drop it rather than program it.
+    if (wc.weight > 0) out.push({ cluster: wc.name, weight: wc.weight });
+  }
+  if (out.length === 0) throw new XdsResourceError(`${what}: weighted_clusters with no positive weight`);
+  return out;
+}
+
+function tcpProxyTarget(value: Uint8Array, what: string): XTarget | undefined {
+  const tp: M = decodeAs(xdsTypes().TcpProxy, value, what);
+  if (tp.cluster) return { kind: 'clusters', routes: [{ cluster: tp.cluster, weight: 1 }] };
+  if (tp.weightedClusters) {
+    const list = (tp.weightedClusters.clusters ?? []).map((c: M) => ({ name: c.name ?? '', weight: c.weight ?? 0 }));
+    return { kind: 'clusters', routes: positiveWeights(list, what) };
+  }
+  throw new XdsResourceError(`${what}: tcp_proxy without cluster or weighted_clusters`);
+}
+
+function hcmTarget(value: Uint8Array, what: string): XTarget {
+  const t = xdsTypes();
+  const hcm: M = decodeAs(t.HttpConnectionManager, value, what);
+  for (const f of hcm.httpFilters ?? []) {
+    // Router is the only HTTP filter whose config we read; a malformed one means a broken push.
+    if (f.typedConfig?.typeUrl === TYPE.router) decodeAs(t.Router, f.typedConfig.value, `${what}: router filter`);
+  }
+  if (hcm.rds) {
+    if (!hcm.rds.routeConfigName) throw new XdsResourceError(`${what}: rds without route_config_name`);
+    return { kind: 'rds', name: hcm.rds.routeConfigName };
+  }
+  if (hcm.routeConfig) return { kind: 'inline', config: routeConfigFrom(hcm.routeConfig, `${what}: inline route_config`) };
+  throw new XdsResourceError(`${what}: http_connection_manager without rds or route_config`);
+}
+
+/** The L4-relevant target of a filter chain: tcp_proxy wins over HCM (sniffing chains carry both). */
+function chainTarget(chain: M, what: string): { target: XTarget; protocol: Protocol } | undefined {
+  let http: XTarget | undefined;
+  for (const f of chain.filters ?? []) {
+    const tc = f.typedConfig;
+    if (!tc) continue;
+    if (tc.typeUrl === TYPE.tcpProxy) {
+      const target = tcpProxyTarget(tc.value, `${what}: tcp_proxy`);
+      if (target) return { target, protocol: 'tcp' };
+    } else if (tc.typeUrl === TYPE.hcm && !http) {
+      http = hcmTarget(tc.value, `${what}: http_connection_manager`);
+    }
+  }
+  return http ? { target: http, protocol: 'http' } : undefined;
+}
+
+function hostPrefixes(match: M): string[] {
+  const out: string[] = [];
+  for (const r of match?.prefixRanges ?? []) {
+    const fam = isIP(r.addressPrefix ?? '');
+    const len = r.prefixLen ? r.prefixLen.value : fam === 4 ? 32 : 128;
+    // Only single-host ranges name a service address; wider CIDRs cannot be a VIP.
+    if ((fam === 4 && len === 32) || (fam === 6 && len === 128)) out.push(r.addressPrefix);
+  }
+  return out;
+}
+
+export function decodeListener(bytes: Uint8Array, index: number): XListener {
+  const l: M = decodeAs(xdsTypes().Listener, bytes, `listener #${index}`);
+  const name = checkName(l.name, 'listener', index);
+  const what = `listener ${name}`;
+  const sa = l.address?.socketAddress;
+  if (!sa) return { name, entries: [], skipped: 'no socket address' };
+  if (l.trafficDirection === TRAFFIC_INBOUND) return { name, entries: [], skipped: 'inbound listener' };
+  const addr: string = sa.address ?? '';
+  if (isIP(addr) === 0) throw new XdsResourceError(`${what}: address "${addr}" is not an IP literal`);
+  const port = checkPort(sa.portValue, what);
+  const wildcard = addr === '0.0.0.0' || addr === '::';
+  const entries: XListenerEntry[] = [];
+  const chains = [...(l.filterChains ?? [])];
+  if (l.defaultFilterChain) chains.push(l.defaultFilterChain);
+  chains.forEach((chain: M, i: number) => {
+    const t = chainTarget(chain, `${what} chain ${chain.name || i}`);
+    if (!t) return;
+    const m = chain.filterChainMatch;
+    const cport = m?.destinationPort ? checkPort(m.destinationPort.value, `${what}: destination_port`) : port;
+    const addresses = wildcard ? hostPrefixes(m) : [addr];
+    const protocol: Protocol = sa.protocol === SOCKET_UDP ? 'udp' : t.protocol;
+    entries.push({ addresses, port: cport, protocol, target: t.target });
+  });
+  return { name, entries };
+}
+
+function isCatchAll(match: M): boolean {
+  if (!match) return true;
+  const prefixAll = (match.prefix === '' || match.prefix === '/') && !match.path && !match.safeRegex && !match.pathSeparatedPrefix;
+  return (
+    prefixAll &&
+    (match.headers ?? []).length === 0 &&
+    (match.queryParameters ?? []).length === 0 &&
+    !match.runtimeFraction &&
+    !match.grpc
+  );
+}
+
+function routeClusters(action: M, what: string): WeightedCluster[] | undefined {
+  if (!action) return undefined;
+  if (action.cluster) return [{ cluster: action.cluster, weight: 1 }];
+  if (action.weightedClusters) {
+    const list = (action.weightedClusters.clusters ?? []).map((c: M) => ({
+      name: c.name ?? '',
+      weight: c.weight ? c.weight.value : 0,
+    }));
+    return positiveWeights(list, what);
+  }
+  return undefined; // cluster_header: chosen per request, nothing to program at connect time
+}
+
+function sameTargets(a: WeightedCluster[], b: WeightedCluster[]): boolean {
+  return a.length === b.length && a.every((x, i) => x.cluster === b[i]?.cluster && x.weight === b[i]?.weight);
+}
+
+function virtualHost(vh: M, what: string): XVirtualHost {
+  const t = xdsTypes();
+  const name: string = vh.name ?? '';
+  const vwhat = `${what} vhost ${name}`;
+  const routes: M[] = vh.routes ?? [];
+  const targets = routes.map((r: M, i: number) => routeClusters(r.route, `${vwhat} route ${r.name || i}`));
+  const plain = (r: M) => toPlain(t.root.lookupType('envoy.config.route.v3.Route'), r);
+  const out: XVirtualHost = { name, domains: [...(vh.domains ?? [])], unenforced: [] };
+  const first = targets[0];
+  if (first && targets.every((x) => x && sameTargets(x, first))) {
+    out.l4 = first; // every route goes to the same place: the vhost is exactly one L4 destination
+    return out;
+  }
+  const catchAll = routes.findIndex((r: M, i: number) => targets[i] && isCatchAll(r.match));
+  if (catchAll >= 0) out.l4 = targets[catchAll];
+  routes.forEach((r: M, i: number) => {
+    if (i === catchAll) return;
+    const u: UnenforcedRoute = { description: `${what} vhost ${name} route ${r.name || i}: L7 match not enforced at connect time`, detail: plain(r) };
+    out.unenforced.push(u);
+  });
+  return out;
+}
+
+function routeConfigFrom(rc: M, what: string): XRouteConfig {
+  return { name: rc.name ?? '', vhosts: (rc.virtualHosts ?? []).map((vh: M) => virtualHost(vh, what)) };
+}
+
+export function decodeRouteConfig(bytes: Uint8Array, index: number): XRouteConfig {
+  const rc: M = decodeAs(xdsTypes().RouteConfiguration, bytes, `route configuration #${index}`);
+  const name = checkName(rc.name, 'route configuration', index);
+  return routeConfigFrom(rc, `route configuration ${name}`);
+}

@@ -1,0 +1,25 @@
+/**
+ * Cluster names → 32-bit ids for the maps. Derived from the name (FNV-1a) so that a
+ * restarted daemon finds its clusters in the pinned maps without a state file; a
+ * collision moves the later name (in sorted order) to the next free id.
+ */
+export function fnv1a32(text: string): number {
+  let hash = 0x811c9dc5;
+  for (const byte of Buffer.from(text, 'utf8')) {
+    hash ^= byte;
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash;
+}
+
+export function assignClusterIds(names: Iterable<string>): Map<string, number> {
+  const ids = new Map<string, number>();
+  const taken = new Set<number>();
+  for (const name of [...names].sort()) {
+    let id = fnv1a32(name);
+    while (taken.has(id)) id = (id + 1) >>> 0;
+    taken.add(id);
+    ids.set(name, id);
+  }
+  return ids;
+}

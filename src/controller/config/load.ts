@@ -1,0 +1,182 @@
+/** kmesh.toml → KmeshConfig, strictly: every problem found is reported with file, line and key. */
+import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import { parse } from 'smol-toml';
+import { byName, validateModel } from '../../model/validate.js';
+import {
+  type Cluster,
+  type Endpoint,
+  LB_POLICIES,
+  type Listener,
+  type MeshModel,
+  PROTOCOLS,
+  type ServiceSpec,
+  type WeightedCluster,
+} from '../../model/types.js';
+import { KmeshError } from '../errors.js';
+import { KeyLocator } from './locator.js';
+import { DEFAULT_PIN_DIR, type KmeshConfig, LOG_LEVELS } from './schema.js';
+import { TableReader } from './table-reader.js';
+
+const TOP_LEVEL = ['daemon', 'metrics', 'xds', 'services', 'clusters', 'listeners'];
+const U32_MAX = 0xffffffff;
+
+export function loadConfigFile(path: string): KmeshConfig {
+  let source: string;
+  try {
+    source = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new KmeshError('InvalidConfig', `${path}: cannot read: ${(err as Error).message}`);
+  }
+  return parseConfig(source, path);
+}
+
+export function parseConfig(source: string, path: string): KmeshConfig {
+  const file = basename(path);
+  let doc: Record<string, unknown>;
+  try {
+    doc = parse(source) as Record<string, unknown>;
+  } catch (err) {
+    const { line, message } = err as { line?: number; message: string };
+    const first = message.split('\n')[0]?.replace(/^Invalid TOML document: /, '');
+    throw new KmeshError('InvalidConfig', `${file}:${line ?? 1}: TOML syntax error: ${first}`);
+  }
+  const locator = new KeyLocator(file, source);
+  const errors: string[] = [];
+  const root = new TableReader(doc, (key) => locator.where(null, null, key), errors);
+  for (const key of Object.keys(doc)) {
+    if (!TOP_LEVEL.includes(key)) root.fail(key, `unknown section (expected one of ${TOP_LEVEL.join(', ')})`);
+  }
+
+  const section = (name: string) => {
+    const v = doc[name];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+      root.fail(name, 'must be a table ([' + name + '])');
+      return undefined;
+    }
+    return new TableReader(v as Record<string, unknown>, (key) => locator.where(name, null, key), errors);
+  };
+  const arrayOf = (name: string): TableReader[] => {
+    const v = doc[name];
+    if (v === undefined) return [];
+    if (!Array.isArray(v)) {
+      root.fail(name, `must be an array of tables ([[${name}]])`);
+      return [];
+    }
+    return v.map((item, i) => new TableReader(item as Record<string, unknown>, (key) => locator.where(name, i, key), errors));
+  };
+
+  const daemonTable = section('daemon');
+  const daemon = {
+    logLevel: daemonTable?.oneOf('log_level', LOG_LEVELS, 'info') ?? 'info',
+    pinDir: daemonTable?.string('pin_dir', DEFAULT_PIN_DIR) ?? DEFAULT_PIN_DIR,
+    accessLog: daemonTable?.boolean('access_log', false) ?? false,
+    rescanIntervalMs: daemonTable?.integer('rescan_interval_ms', 100, 60_000, 1000) ?? 1000,
+  };
+  if (!daemon.pinDir.startsWith('/sys/fs/bpf/')) daemonTable?.fail('pin_dir', 'must be a directory below /sys/fs/bpf/');
+  daemonTable?.rejectUnknown();
+
+  const metricsTable = section('metrics');
+  const listen = metricsTable?.string('listen');
+  if (listen !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(listen)) {
+    metricsTable?.fail('listen', `must be host:port, got "${listen}"`);
+  }
+  metricsTable?.rejectUnknown();
+
+  const xdsTable = doc.xds;
+  if (xdsTable !== undefined && (typeof xdsTable !== 'object' || xdsTable === null || Array.isArray(xdsTable))) {
+    root.fail('xds', 'must be a table ([xds])');
+  }
+
+  const services = arrayOf('services').flatMap((t) => readService(t));
+  checkDuplicateServices(services, arrayOf('services'));
+  const clusterReaders = arrayOf('clusters');
+  const listenerReaders = arrayOf('listeners');
+  const model: MeshModel = {
+    clusters: clusterReaders.map(readCluster),
+    listeners: listenerReaders.map(readListener),
+  };
+  for (const reader of [...clusterReaders, ...listenerReaders]) reader.rejectUnknown();
+
+  // Semantic checks only make sense once every field has the right type.
+  if (errors.length === 0) {
+    errors.push(
+      ...validateModel(model, {
+        cluster: (i, key) => clusterReaders[i]?.where(key) ?? byName(model).cluster(i, key),
+        listener: (i, key) => listenerReaders[i]?.where(key) ?? byName(model).listener(i, key),
+      }),
+    );
+  }
+  if (errors.length > 0) throw new KmeshError('InvalidConfig', errors.join('\n'));
+
+  return {
+    path,
+    daemon,
+    ...(listen !== undefined ? { metrics: { listen } } : {}),
+    ...(xdsTable !== undefined
+      ? { xds: { table: xdsTable as Record<string, unknown>, where: (key: string) => locator.where('xds', null, key) } }
+      : {}),
+    services,
+    model,
+  };
+}
+
+function readService(t: TableReader): ServiceSpec[] {
+  const unit = t.optionalString('unit');
+  const cgroup = t.optionalString('cgroup');
+  t.rejectUnknown();
+  if ((unit === undefined) === (cgroup === undefined)) {
+    t.fail(undefined, 'needs exactly one of unit = "name.service" or cgroup = "/path"');
+    return [];
+  }
+  if (unit !== undefined && !/^[\w:.@-]+\.(service|scope|slice)$/.test(unit)) {
+    t.fail('unit', `not a systemd unit name (x.service, x.scope or x.slice): "${unit}"`);
+  }
+  return [unit !== undefined ? { unit } : { cgroup: cgroup as string }];
+}
+
+function checkDuplicateServices(services: ServiceSpec[], readers: TableReader[]): void {
+  const seen = new Set<string>();
+  services.forEach((s, i) => {
+    const name = s.unit ?? s.cgroup ?? '';
+    if (seen.has(name)) readers[i]?.fail(s.unit ? 'unit' : 'cgroup', `"${name}" is registered twice`);
+    seen.add(name);
+  });
+}
+
+function readEndpoint(t: TableReader): Endpoint {
+  return {
+    address: t.string('address') ?? '',
+    port: t.integer('port', -U32_MAX, U32_MAX) ?? 0,
+    weight: t.integer('weight', -U32_MAX, U32_MAX, 1) ?? 1,
+  };
+}
+
+function readCluster(t: TableReader): Cluster {
+  return {
+    name: t.string('name') ?? '',
+    lbPolicy: t.oneOf('lb_policy', LB_POLICIES, 'round_robin') ?? 'round_robin',
+    endpoints: t.tables('endpoints', readEndpoint) ?? (t.fail('endpoints', 'is required'), []),
+    source: 'toml',
+  };
+}
+
+function readListener(t: TableReader): Listener {
+  const cluster = t.optionalString('cluster');
+  const weighted = t.tables(
+    'weighted_clusters',
+    (w): WeightedCluster => ({ cluster: w.string('cluster') ?? '', weight: w.integer('weight', -U32_MAX, U32_MAX) ?? 0 }),
+  );
+  if ((cluster === undefined) === (weighted === undefined)) {
+    t.fail(undefined, 'needs exactly one of cluster = "name" or weighted_clusters = [...]');
+  }
+  return {
+    name: t.string('name') ?? '',
+    address: t.string('address') ?? '',
+    port: t.integer('port', -U32_MAX, U32_MAX) ?? 0,
+    protocol: t.oneOf('protocol', PROTOCOLS, 'tcp') ?? 'tcp',
+    routes: cluster !== undefined ? [{ cluster, weight: 1 }] : (weighted ?? []),
+    source: 'toml',
+  };
+}

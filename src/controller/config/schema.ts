@@ -1,0 +1,26 @@
+import type { MeshModel, ServiceSpec } from '../../model/types.js';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const DEFAULT_CONFIG_PATH = '/etc/kmesh/kmesh.toml';
+export const DEFAULT_PIN_DIR = '/sys/fs/bpf/kmesh';
+
+export interface DaemonSettings {
+  logLevel: LogLevel;
+  /** bpffs directory for maps and links. */
+  pinDir: string;
+  accessLog: boolean;
+  /** How often registered cgroups are checked for removal and re-creation. */
+  rescanIntervalMs: number;
+}
+
+export interface KmeshConfig {
+  path: string;
+  daemon: DaemonSettings;
+  metrics?: { listen: string };
+  /** The raw [xds] table, with the locator prefix for its keys; parsed by the xDS client. */
+  xds?: { table: Record<string, unknown>; where: (key: string) => string };
+  services: ServiceSpec[];
+  model: MeshModel;
+}

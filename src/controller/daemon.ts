@@ -1,0 +1,277 @@
+/**
+ * kmesh-controller: owns the lifecycle. Load (or adopt) the programs and maps, keep
+ * the maps equal to TOML + xDS, keep registered cgroups attached, and answer the
+ * management surfaces through DaemonControl.
+ */
+import { EventEmitter } from 'node:events';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { mergeModels } from '../model/merge.js';
+import { type MeshModel, type ServiceSpec, emptyModel } from '../model/types.js';
+import { validateModel } from '../model/validate.js';
+import { BpfObject, type BpfProgram } from '../runtime/bpf-object.js';
+import { ensureBpffs } from '../runtime/bpffs.js';
+import { CgroupLinks } from '../runtime/cgroup-links.js';
+import { findCgroup2Mount } from '../runtime/cgroup2.js';
+import { type DatapathMaps, datapathMaps } from '../runtime/maps/datapath-maps.js';
+import { loadConfigFile } from './config/load.js';
+import type { KmeshConfig } from './config/schema.js';
+import type { DaemonControl, DaemonEvents, DaemonState, DaemonStatus, FeatureStatus, ServiceStatus } from './control.js';
+import { desiredState } from './desired-state.js';
+import { KmeshError } from './errors.js';
+import { dumpMaps } from './map-dump.js';
+import { bpfObjectDir, packageRoot, pinPaths } from './paths.js';
+import { Reconciler } from './reconciler.js';
+import { ServiceRegistry } from './services.js';
+import type { UnitCgroupResolver } from './unit-resolver.js';
+
+export const VERSION: string = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version;
+
+export interface DaemonOptions {
+  logger: Logger;
+  /** Overrides [daemon] pin_dir. */
+  pinDir?: string;
+  unitResolver?: UnitCgroupResolver | null;
+  /** Programs of the L4 object to leave out (kernel lacks them), with the reason. */
+  disabledPrograms?: Map<string, string>;
+}
+
+/** A part that runs beside the data path (xDS client, probe, D-Bus): started after the maps are live. */
+export interface DaemonPlugin {
+  name: string;
+  stop(): Promise<void> | void;
+}
+
+export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl {
+  private state: DaemonState = 'starting';
+  private configVersion = 0;
+  private xdsModel: MeshModel = emptyModel();
+  private liveModel: MeshModel = emptyModel();
+  private clusterNames = new Map<number, string>();
+  private xdsConnected = false;
+  private xdsAddress: string | undefined;
+  private lastError: string | undefined;
+  private readonly startedAt = new Date().toISOString();
+  private readonly features: Record<string, FeatureStatus> = {};
+  private readonly plugins: DaemonPlugin[] = [];
+  private l4: BpfObject | undefined;
+  private extraPrograms: BpfProgram[] = [];
+  private reconciler: Reconciler | undefined;
+  private registry: ServiceRegistry | undefined;
+  readonly pinDir: string;
+
+  constructor(
+    private config: KmeshConfig,
+    private readonly options: DaemonOptions,
+  ) {
+    super();
+    this.pinDir = options.pinDir ?? config.daemon.pinDir;
+  }
+
+  get logger(): Logger {
+    return this.options.logger;
+  }
+
+  get maps(): DatapathMaps {
+    if (!this.l4) throw new Error('daemon not started');
+    return datapathMaps(this.l4);
+  }
+
+  get currentConfig(): KmeshConfig {
+    return this.config;
+  }
+
+  async start(): Promise<void> {
+    ensureBpffs(this.pinDir);
+    const pins = pinPaths(this.pinDir);
+    mkdirSync(pins.maps, { recursive: true });
+    const disabled = this.options.disabledPrograms ?? new Map<string, string>();
+    for (const [prog, reason] of disabled) this.features[prog] = { enabled: false, reason };
+
+    this.l4 = BpfObject.open(join(bpfObjectDir(), 'kmesh_l4.bpf.o'), {
+      pinMapsDir: pins.maps,
+      skipPrograms: new Set(disabled.keys()),
+    });
+    this.l4.load();
+    for (const prog of this.l4.allPrograms()) this.features[prog.name] = { enabled: true };
+
+    this.reconciler = new Reconciler(datapathMaps(this.l4), this.logger);
+    this.reconciler.adopt();
+    this.applyModels(this.config.model, this.xdsModel);
+
+    const mount = findCgroup2Mount();
+    const links = new CgroupLinks(pins.links, mount);
+    this.registry = new ServiceRegistry(links, () => this.programs(), mount, this.options.unitResolver ?? null, this.logger);
+    this.registry.on('changed', (name, change) => this.emit('service-changed', name, change));
+    await this.registerConfigured(this.config.services);
+    this.registry.pruneStale();
+    this.registry.startWatching(this.config.daemon.rescanIntervalMs);
+    this.setState('running');
+  }
+
+  /** Attach programs of another object (the probe) to every registered cgroup too. */
+  addPrograms(programs: BpfProgram[]): void {
+    this.extraPrograms.push(...programs);
+    this.registry?.resyncAll();
+  }
+
+  addPlugin(plugin: DaemonPlugin): void {
+    this.plugins.push(plugin);
+  }
+
+  /** Called by the xDS client with its complete model; throws (→ NACK) and changes nothing when it is not acceptable. */
+  async applyXds(model: MeshModel): Promise<void> {
+    this.applyModels(this.config.model, model);
+    this.xdsModel = model;
+  }
+
+  setXdsConnected(connected: boolean, address?: string): void {
+    this.xdsConnected = connected;
+    if (address !== undefined) this.xdsAddress = address;
+  }
+
+  private programs(): BpfProgram[] {
+    return [...(this.l4?.allPrograms() ?? []), ...this.extraPrograms];
+  }
+
+  private applyModels(toml: MeshModel, xds: MeshModel): void {
+    if (!this.reconciler) throw new Error('daemon not started');
+    const { model, shadowed } = mergeModels(toml, xds);
+    for (const note of shadowed) this.logger.warn(note);
+    const errors = validateModel(model);
+    if (errors.length > 0) throw new KmeshError('InvalidConfig', errors.join('\n'));
+    const desired = desiredState(model);
+    const started = process.hrtime.bigint();
+    const result = this.reconciler.apply(desired);
+    this.liveModel = model;
+    this.clusterNames = new Map([...desired.clusterIds].map(([name, id]) => [id, name]));
+    this.configVersion++;
+    this.logger.info(
+      { configVersion: this.configVersion, ...result, ms: Number(process.hrtime.bigint() - started) / 1e6 },
+      'config applied',
+    );
+    this.emit('config-applied', this.configVersion);
+  }
+
+  private async registerConfigured(specs: ServiceSpec[]): Promise<void> {
+    if (!this.registry) return;
+    try {
+      await this.registry.setConfigured(specs);
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      this.logger.error({ err }, 'registering configured services');
+    }
+  }
+
+  status(): DaemonStatus {
+    const counts = this.reconciler?.counts() ?? { listeners: 0, clusters: 0, endpoints: 0 };
+    return {
+      version: VERSION,
+      state: this.state,
+      configVersion: this.configVersion,
+      configPath: this.config.path,
+      xdsConnected: this.xdsConnected,
+      ...(this.xdsAddress !== undefined ? { xdsAddress: this.xdsAddress } : {}),
+      services: this.registry?.list().length ?? 0,
+      ...counts,
+      features: { ...this.features },
+      startedAt: this.startedAt,
+      ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
+    };
+  }
+
+  listServices(): ServiceStatus[] {
+    return this.registry?.list() ?? [];
+  }
+
+  /** source_workload for the probe. */
+  workloadOfCgroup(id: bigint): string | undefined {
+    return this.registry?.nameOfCgroup(id);
+  }
+
+  clusterNameOf(id: number): string | undefined {
+    return this.clusterNames.get(id);
+  }
+
+  listenerOf(address: string, port: number): string | undefined {
+    return this.liveModel.listeners.find((l) => l.address === address && l.port === port)?.name;
+  }
+
+  async registerService(spec: ServiceSpec): Promise<ServiceStatus> {
+    if (!this.registry) throw new KmeshError('Failed', 'daemon not started');
+    return this.registry.register(spec, 'runtime');
+  }
+
+  async unregisterService(name: string): Promise<void> {
+    if (!this.registry) throw new KmeshError('Failed', 'daemon not started');
+    await this.registry.unregister(name);
+  }
+
+  async dumpConfig(): Promise<unknown> {
+    return {
+      configVersion: this.configVersion,
+      model: this.liveModel,
+      services: this.listServices(),
+      maps: this.l4 ? dumpMaps(this.maps, this.clusterNames) : null,
+    };
+  }
+
+  /** Re-read the TOML; a bad file leaves everything live as it was. */
+  async reload(): Promise<number> {
+    this.setState('reloading');
+    try {
+      const next = loadConfigFile(this.config.path);
+      this.applyModels(next.model, this.xdsModel);
+      this.config = next;
+      this.setLogLevel(next.daemon.logLevel);
+      await this.registerConfigured(next.services);
+      this.lastError = undefined;
+      return this.configVersion;
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      this.logger.error({ err: (err as Error).message }, 'reload rejected; the live config is unchanged');
+      throw err;
+    } finally {
+      this.setState('running');
+    }
+  }
+
+  setLogLevel(level: string): void {
+    if (!(level in this.logger.levels.values) && level !== 'silent') {
+      throw new KmeshError('InvalidArgument', `unknown log level "${level}" (fatal, error, warn, info, debug, trace, silent)`);
+    }
+    this.logger.level = level;
+  }
+
+  private accessLogListeners: Array<(enabled: boolean) => void> = [];
+
+  onAccessLogChange(listener: (enabled: boolean) => void): void {
+    this.accessLogListeners.push(listener);
+  }
+
+  setAccessLog(enabled: boolean): void {
+    for (const listener of this.accessLogListeners) listener(enabled);
+  }
+
+  /** Stop managing; pinned programs and maps keep steering traffic. */
+  async stop(): Promise<void> {
+    this.setState('stopping');
+    for (const plugin of this.plugins.reverse()) {
+      try {
+        await plugin.stop();
+      } catch (err) {
+        this.logger.error({ err, plugin: plugin.name }, 'stopping plugin');
+      }
+    }
+    await this.registry?.close();
+    this.reconciler?.flush();
+    this.l4?.close();
+  }
+
+  private setState(state: DaemonState): void {
+    if (this.state === state) return;
+    this.state = state;
+    this.emit('state-changed', state);
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * The model as map entries, before any kernel is touched: pure, so the load-balancing
+ * tables (cumulative weights, cluster splits) are unit-tested directly.
+ */
+import { l4Protocol } from '../model/validate.js';
+import type { Cluster, Listener, MeshModel } from '../model/types.js';
+import { encodeAddr } from '../runtime/maps/addr.js';
+import {
+  CLUSTER_UNIFORM_WEIGHTS,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  LB_POLICY_CODES,
+  endpointValue,
+  listenerKey,
+  listenerValue,
+} from '../runtime/maps/layouts.js';
+import { assignClusterIds } from './cluster-ids.js';
+
+export interface DesiredCluster {
+  id: number;
+  name: string;
+  lbPolicy: number;
+  flags: number;
+  totalWeight: number;
+  /** Encoded kmesh_endpoint_value, in configured order (round robin follows it). */
+  endpoints: Buffer[];
+}
+
+export interface DesiredListener {
+  name: string;
+  key: Buffer;
+  value: Buffer;
+}
+
+export interface DesiredState {
+  clusterIds: Map<string, number>;
+  clusters: Map<number, DesiredCluster>;
+  /** By hex of the key. */
+  listeners: Map<string, DesiredListener>;
+}
+
+function cumulative(weights: number[]): number[] {
+  let sum = 0;
+  return weights.map((w) => {
+    sum += w;
+    return sum;
+  });
+}
+
+function desiredCluster(cluster: Cluster, id: number): DesiredCluster {
+  const weights = cluster.endpoints.map((ep) => ep.weight);
+  const cum = cumulative(weights);
+  return {
+    id,
+    name: cluster.name,
+    lbPolicy: LB_POLICY_CODES[cluster.lbPolicy],
+    flags: weights.every((w) => w === weights[0]) ? CLUSTER_UNIFORM_WEIGHTS : 0,
+    totalWeight: cum.at(-1) ?? 0,
+    endpoints: cluster.endpoints.map((ep, i) =>
+      endpointValue.encode({ addr: encodeAddr(ep.address), port: ep.port, cum_weight: cum[i] }),
+    ),
+  };
+}
+
+function desiredListener(listener: Listener, ids: Map<string, number>): DesiredListener {
+  const cum = cumulative(listener.routes.map((r) => r.weight));
+  return {
+    name: listener.name,
+    key: listenerKey.encode({
+      addr: encodeAddr(listener.address),
+      port: listener.port,
+      protocol: l4Protocol(listener.protocol) === 'udp' ? IPPROTO_UDP : IPPROTO_TCP,
+    }),
+    value: listenerValue.encode({
+      cluster_count: listener.routes.length,
+      total_weight: cum.at(-1) ?? 0,
+      cluster_ids: listener.routes.map((r) => ids.get(r.cluster) ?? 0),
+      cum_weights: cum,
+    }),
+  };
+}
+
+/** Expects a model that passed validateModel. */
+export function desiredState(model: MeshModel): DesiredState {
+  const clusterIds = assignClusterIds(model.clusters.map((c) => c.name));
+  const clusters = new Map<number, DesiredCluster>();
+  for (const cluster of model.clusters) {
+    const id = clusterIds.get(cluster.name) as number;
+    clusters.set(id, desiredCluster(cluster, id));
+  }
+  const listeners = new Map<string, DesiredListener>();
+  for (const listener of model.listeners) {
+    const entry = desiredListener(listener, clusterIds);
+    listeners.set(entry.key.toString('hex'), entry);
+  }
+  return { clusterIds, clusters, listeners };
+}

@@ -1,0 +1,89 @@
+/**
+ * Semantic checks on a MeshModel, whichever source produced it. Each problem names
+ * the resource through the locator so TOML errors carry file:line and xDS errors the
+ * resource name.
+ */
+import { isIP } from 'node:net';
+import { LB_POLICIES, type MeshModel, PROTOCOLS, type Protocol } from './types.js';
+
+export const MAX_WEIGHT = 1_000_000;
+export const MAX_ROUTE_CLUSTERS = 16;
+
+export interface ModelLocator {
+  listener(index: number, key?: string): string;
+  cluster(index: number, key?: string): string;
+}
+
+export const byName = (model: MeshModel): ModelLocator => ({
+  listener: (i, key) => `listener "${model.listeners[i]?.name}"${key ? ` ${key}` : ''}`,
+  cluster: (i, key) => `cluster "${model.clusters[i]?.name}"${key ? ` ${key}` : ''}`,
+});
+
+/** TCP and HTTP share the kernel's TCP hook, so they clash on one address and port. */
+export function l4Protocol(protocol: Protocol): 'tcp' | 'udp' {
+  return protocol === 'udp' ? 'udp' : 'tcp';
+}
+
+const validPort = (port: number) => Number.isInteger(port) && port >= 1 && port <= 65535;
+const validWeight = (weight: number) => Number.isInteger(weight) && weight >= 1 && weight <= MAX_WEIGHT;
+
+export function validateModel(model: MeshModel, at: ModelLocator = byName(model)): string[] {
+  const errors: string[] = [];
+  const clusterNames = new Map<string, number>();
+
+  model.clusters.forEach((cluster, i) => {
+    if (!cluster.name) errors.push(`${at.cluster(i, 'name')}: is empty`);
+    if (clusterNames.has(cluster.name)) {
+      errors.push(`${at.cluster(i, 'name')}: duplicate cluster name "${cluster.name}"`);
+    }
+    clusterNames.set(cluster.name, i);
+    if (!LB_POLICIES.includes(cluster.lbPolicy)) {
+      errors.push(`${at.cluster(i, 'lb_policy')}: must be one of ${LB_POLICIES.join(', ')}`);
+    }
+    if (cluster.endpoints.length === 0) errors.push(`${at.cluster(i, 'endpoints')}: the endpoint set is empty`);
+    cluster.endpoints.forEach((ep, j) => {
+      const where = at.cluster(i, `endpoints[${j}]`);
+      if (isIP(ep.address) === 0) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
+      if (!validPort(ep.port)) errors.push(`${where}.port: must be 1..65535, got ${ep.port}`);
+      if (!validWeight(ep.weight)) errors.push(`${where}.weight: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
+    });
+  });
+
+  const listenerNames = new Set<string>();
+  const boundAddresses = new Map<string, string>();
+  model.listeners.forEach((listener, i) => {
+    if (!listener.name) errors.push(`${at.listener(i, 'name')}: is empty`);
+    if (listenerNames.has(listener.name)) {
+      errors.push(`${at.listener(i, 'name')}: duplicate listener name "${listener.name}"`);
+    }
+    listenerNames.add(listener.name);
+    if (isIP(listener.address) === 0) {
+      errors.push(`${at.listener(i, 'address')}: not an IP address literal: "${listener.address}"`);
+    }
+    if (!validPort(listener.port)) errors.push(`${at.listener(i, 'port')}: must be 1..65535, got ${listener.port}`);
+    if (!PROTOCOLS.includes(listener.protocol)) {
+      errors.push(`${at.listener(i, 'protocol')}: must be one of ${PROTOCOLS.join(', ')}`);
+    }
+    const bound = `${listener.address}|${listener.port}|${l4Protocol(listener.protocol)}`;
+    const other = boundAddresses.get(bound);
+    if (other !== undefined) {
+      errors.push(
+        `${at.listener(i, 'address')}: ${listener.address}:${listener.port}/${l4Protocol(listener.protocol)} is already used by listener "${other}"`,
+      );
+    }
+    boundAddresses.set(bound, listener.name);
+
+    if (listener.routes.length === 0) errors.push(`${at.listener(i, 'cluster')}: names no cluster`);
+    if (listener.routes.length > MAX_ROUTE_CLUSTERS) {
+      errors.push(`${at.listener(i, 'weighted_clusters')}: at most ${MAX_ROUTE_CLUSTERS} clusters, got ${listener.routes.length}`);
+    }
+    listener.routes.forEach((route, j) => {
+      const key = listener.routes.length > 1 ? `weighted_clusters[${j}]` : 'cluster';
+      if (!clusterNames.has(route.cluster)) errors.push(`${at.listener(i, key)}: unknown cluster "${route.cluster}"`);
+      if (!validWeight(route.weight)) {
+        errors.push(`${at.listener(i, key)}.weight: must be an integer 1..${MAX_WEIGHT}, got ${route.weight}`);
+      }
+    });
+  });
+  return errors;
+}

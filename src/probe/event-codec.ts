@@ -1,0 +1,96 @@
+/**
+ * The TypeScript side of bpf/kmesh_probe.h; test/unit/probe-btf.test.ts checks the
+ * layout against the BTF of build/bpf/kmesh_probe.bpf.o.
+ */
+import { decodeAddr } from '../runtime/maps/addr.js';
+import { sockOrigin } from '../runtime/maps/layouts.js';
+import { StructCodec, bytes, u16, u32, u64, u8 } from '../runtime/maps/struct-codec.js';
+
+export const EV_OPEN = 1;
+export const EV_CLOSE = 2;
+export const EV_FAILED = 3;
+export const F_STEERED = 0x1;
+
+export const probeEvent = new StructCodec('kmesh_probe_event', {
+  cookie: u64,
+  cgroup_id: u64,
+  duration_ns: u64,
+  bytes_sent: u64,
+  bytes_received: u64,
+  origin: bytes(sockOrigin.size),
+  remote: bytes(16),
+  remote_port: u16,
+  local_port: u16,
+  srtt_us: u32,
+  total_retrans: u32,
+  type: u8,
+  flags: u8,
+  pad: u16,
+});
+
+/** Value of kmesh_probe_cgroup (per-cgroup storage). */
+export const probeCgroup = new StructCodec('kmesh_probe_cgroup', { cgroup_id: u64 });
+
+/** struct bpf_cgroup_storage_key from linux/bpf.h: the key of kmesh_probe_cgroup. */
+export const cgroupStorageKey = new StructCodec('bpf_cgroup_storage_key', {
+  cgroup_inode_id: u64,
+  attach_type: u32,
+});
+
+export type EventKind = 'open' | 'close' | 'failed';
+
+/** A decoded event with addresses as text, ready for labels and the access log. */
+export interface ConnEvent {
+  kind: EventKind;
+  cookie: bigint;
+  cgroupId: bigint;
+  durationNs: bigint;
+  bytesSent: bigint;
+  bytesReceived: bigint;
+  /** Present when the L4 data path steered the socket (kmesh_sock_origin had it). */
+  steered?: { vip: string; vipPort: number; endpoint: string; endpointPort: number; clusterId: number };
+  remote: string;
+  remotePort: number;
+  localPort: number;
+  srttUs: number;
+  retransmits: number;
+}
+
+const KINDS: Record<number, EventKind> = { [EV_OPEN]: 'open', [EV_CLOSE]: 'close', [EV_FAILED]: 'failed' };
+
+/** Decodes one ring-buffer record; returns null for a type this build does not know. */
+export function decodeEvent(buf: Buffer): ConnEvent | null {
+  // u64 fields decode to bigint at run time; the codec's static type says number.
+  const raw = probeEvent.decode(buf);
+  const kind = KINDS[raw.type];
+  if (!kind) return null;
+  const ev: ConnEvent = {
+    kind,
+    cookie: BigInt(raw.cookie),
+    cgroupId: BigInt(raw.cgroup_id),
+    durationNs: BigInt(raw.duration_ns),
+    bytesSent: BigInt(raw.bytes_sent),
+    bytesReceived: BigInt(raw.bytes_received),
+    remote: decodeAddr(raw.remote),
+    remotePort: raw.remote_port,
+    localPort: raw.local_port,
+    srttUs: raw.srtt_us,
+    retransmits: raw.total_retrans,
+  };
+  if (raw.flags & F_STEERED) {
+    const o = sockOrigin.decode(raw.origin);
+    ev.steered = {
+      vip: decodeAddr(o.vip),
+      vipPort: o.vip_port,
+      endpoint: decodeAddr(o.endpoint),
+      endpointPort: o.endpoint_port,
+      clusterId: o.cluster_id,
+    };
+  }
+  return ev;
+}
+
+/** ip:port, with IPv6 in brackets as in a URL. */
+export function hostPort(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}

@@ -1,0 +1,149 @@
+/**
+ * kmesh-probe in user space: ring-buffer events → Prometheus counters and access log.
+ *
+ * Lifecycle (the daemon's side): load build/bpf/kmesh_probe.bpf.o with the other
+ * objects (same pin directory, so kmesh_sock_origin is shared with the L4 path),
+ * construct a Probe with the loaded maps, start() it, attach `kmesh_probe_sockops`
+ * to every registered cgroup next to the L4 programs and call syncCgroups() after
+ * each attach; stop() on shutdown.
+ */
+import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { BpfMap } from '../runtime/bpf-map.js';
+import { AccessLog } from './access-log.js';
+import { ConnectionMetrics, DEFAULT_MAX_SERIES } from './connection-metrics.js';
+import { type ConnEvent, decodeEvent } from './event-codec.js';
+import { readPerCpuCounter, syncCgroupIds } from './kernel-state.js';
+import { type ProbeLookups, labelsOf } from './labels.js';
+import { RingBufferConsumer } from './ringbuf.js';
+
+export const PROBE_OBJECT = 'kmesh_probe.bpf.o';
+export const PROBE_PROGRAM = 'kmesh_probe_sockops';
+export const PROBE_MAPS = {
+  events: 'kmesh_probe_events',
+  drops: 'kmesh_probe_drops',
+  cgroups: 'kmesh_probe_cgroup',
+} as const;
+
+type MapLike = Pick<BpfMap, 'fd' | 'name' | 'keys' | 'lookup' | 'update'>;
+
+export interface ProbeOptions {
+  maps: { events: Pick<BpfMap, 'fd' | 'name'>; drops: Pick<BpfMap, 'fd' | 'name'>; cgroups: MapLike };
+  lookups: ProbeLookups;
+  registry: Registry;
+  logger: Logger;
+  accessLog: boolean;
+  /** Bound on distinct connection label sets (default 2000). */
+  maxSeries?: number;
+  /** Ring-buffer poll period in ms (default 20). */
+  pollIntervalMs?: number;
+  /** Seen by tests: every decoded event, after metrics. */
+  onEvent?: (ev: ConnEvent) => void;
+}
+
+export class Probe {
+  private readonly consumer: RingBufferConsumer;
+  private readonly metrics: ConnectionMetrics;
+  private readonly access: AccessLog;
+  private readonly events: Counter<'type'>;
+  private syncTimer: NodeJS.Timeout | null = null;
+  private lastDrops = 0n;
+  private running = false;
+
+  constructor(private readonly opts: ProbeOptions) {
+    const { registry } = opts;
+    this.metrics = new ConnectionMetrics(registry, opts.maxSeries ?? DEFAULT_MAX_SERIES);
+    this.access = new AccessLog(opts.logger, opts.accessLog);
+    this.events = new Counter({
+      name: 'kmesh_probe_events_total',
+      help: 'Connection events read from the kernel ring buffer, by type.',
+      labelNames: ['type'],
+      registers: [registry],
+    });
+    const drops = new Counter({
+      name: 'kmesh_probe_ringbuf_drops_total',
+      help: 'Connection events the kernel could not queue because the ring buffer was full (their connections are missing from the connection counters).',
+      registers: [registry],
+    });
+    const self = this;
+    new Gauge({
+      name: 'kmesh_probe_label_sets',
+      help: 'Distinct connection label sets in use (bounded by the label-set limit).',
+      registers: [registry],
+      collect() {
+        this.set(self.metrics.limiter.size);
+        // Drops live in the kernel (per-CPU); fold the delta into the counter at scrape time.
+        self.pullDrops(drops);
+      },
+    });
+    this.consumer = new RingBufferConsumer(opts.maps.events.fd, (buf) => this.handle(buf), {
+      intervalMs: opts.pollIntervalMs ?? 20,
+    });
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.syncCgroups();
+    this.consumer.start();
+    // Also catch attaches the daemon did not tell us about (the sync is a few syscalls).
+    this.syncTimer = setInterval(() => this.syncCgroups(), 1000);
+    this.syncTimer.unref();
+    this.running = true;
+  }
+
+  /** Drains what is queued, then stops reading; the kernel side keeps counting drops. */
+  stop(): void {
+    if (this.syncTimer) clearInterval(this.syncTimer);
+    this.syncTimer = null;
+    this.consumer.stop();
+    this.running = false;
+  }
+
+  setAccessLog(on: boolean): void {
+    this.access.enabled = on;
+  }
+
+  get accessLogEnabled(): boolean {
+    return this.access.enabled;
+  }
+
+  /** Writes each attached cgroup's id into its storage; call right after attaching the program. */
+  syncCgroups(): number {
+    try {
+      return syncCgroupIds(this.opts.maps.cgroups);
+    } catch (err) {
+      this.opts.logger.warn({ err }, 'probe: cgroup id sync failed');
+      return 0;
+    }
+  }
+
+  /** Reads the ring buffer now (tests; the timer does this otherwise). */
+  drain(): number {
+    return this.consumer.drain();
+  }
+
+  /** Events lost in the kernel so far (cumulative, all CPUs). */
+  drops(): bigint {
+    return readPerCpuCounter(this.opts.maps.drops);
+  }
+
+  private pullDrops(counter: Counter<string>): void {
+    try {
+      const now = this.drops();
+      if (now > this.lastDrops) counter.inc(Number(now - this.lastDrops));
+      this.lastDrops = now;
+    } catch (err) {
+      this.opts.logger.warn({ err }, 'probe: reading ring-buffer drops failed');
+    }
+  }
+
+  private handle(buf: Buffer): void {
+    const ev = decodeEvent(buf);
+    if (!ev) return;
+    this.events.inc({ type: ev.kind });
+    const labels = labelsOf(ev, this.opts.lookups);
+    this.metrics.record(ev, labels);
+    this.access.write(ev, labels);
+    this.opts.onEvent?.(ev);
+  }
+}

@@ -1,0 +1,85 @@
+import { closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import type { BpfProgram } from './bpf-object.js';
+import { cgroupId } from './cgroup2.js';
+import { check } from './errors.js';
+import { libbpf } from './libbpf.js';
+
+const DIR_PREFIX = 'cg-';
+
+/**
+ * Programs attached to cgroups through bpf_link, each link pinned at
+ * <linksDir>/cg-<cgroup id>/<program>. A pinned link outlives the daemon, so a
+ * restart or a stop never drops traffic; unpinning the last reference detaches it.
+ */
+export class CgroupLinks {
+  constructor(
+    private readonly linksDir: string,
+    private readonly cgroupMount: string,
+  ) {
+    mkdirSync(linksDir, { recursive: true });
+  }
+
+  /**
+   * Make exactly `programs` attached to the cgroup: existing pinned links are switched
+   * to the new program atomically (bpf_link_update), missing ones created, extra ones dropped.
+   */
+  attach(cgroupPath: string, programs: readonly BpfProgram[]): bigint {
+    if (cgroupPath === this.cgroupMount) {
+      throw new Error(`refusing to attach to the root cgroup ${cgroupPath}: register a service's own cgroup`);
+    }
+    const id = cgroupId(cgroupPath);
+    const dir = this.dirOf(id);
+    mkdirSync(dir, { recursive: true });
+    const wanted = new Set(programs.map((p) => p.name));
+    for (const stale of readdirSync(dir).filter((name) => !wanted.has(name))) unlinkSync(join(dir, stale));
+
+    const cgroupFd = openSync(cgroupPath, constants.O_RDONLY | constants.O_DIRECTORY);
+    try {
+      for (const prog of programs) this.attachOne(join(dir, prog.name), prog, cgroupFd);
+    } finally {
+      closeSync(cgroupFd);
+    }
+    return id;
+  }
+
+  /** Drops every link of the cgroup; detaching is immediate once the pins are gone. */
+  detach(id: bigint): void {
+    rmSync(this.dirOf(id), { recursive: true, force: true });
+  }
+
+  /** Cgroup ids that have pinned links, from a previous or the current run. */
+  attachedIds(): bigint[] {
+    if (!existsSync(this.linksDir)) return [];
+    return readdirSync(this.linksDir)
+      .filter((name) => name.startsWith(DIR_PREFIX))
+      .map((name) => BigInt(name.slice(DIR_PREFIX.length)));
+  }
+
+  programsOf(id: bigint): string[] {
+    const dir = this.dirOf(id);
+    return existsSync(dir) ? readdirSync(dir).sort() : [];
+  }
+
+  private attachOne(pinPath: string, prog: BpfProgram, cgroupFd: number): void {
+    if (existsSync(pinPath)) {
+      const linkFd = check(`open link ${pinPath}`, libbpf.objGet(pinPath));
+      try {
+        check(`update link ${pinPath}`, libbpf.linkUpdate(linkFd, prog.fd, null));
+      } finally {
+        closeSync(linkFd);
+      }
+      return;
+    }
+    const linkFd = check(`attach ${prog.name}`, libbpf.linkCreate(prog.fd, cgroupFd, prog.attachType, null));
+    try {
+      check(`pin link ${pinPath}`, libbpf.objPin(linkFd, pinPath));
+    } finally {
+      closeSync(linkFd);
+    }
+  }
+
+  private dirOf(id: bigint): string {
+    return join(this.linksDir, `${DIR_PREFIX}${id}`);
+  }
+}

@@ -1,0 +1,65 @@
+import { isIPv4, isIPv6 } from 'node:net';
+
+/** 16-byte form used in every map: IPv6 as is, IPv4 as ::ffff:a.b.c.d. */
+export function encodeAddr(address: string): Buffer {
+  const buf = Buffer.alloc(16);
+  if (isIPv4(address)) {
+    buf.writeUInt16BE(0xffff, 10);
+    address.split('.').forEach((octet, i) => buf.writeUInt8(Number(octet), 12 + i));
+    return buf;
+  }
+  if (!isIPv6(address)) throw new Error(`not an IP address: ${address}`);
+  ipv6Groups(address).forEach((g, i) => buf.writeUInt16BE(g, i * 2));
+  return buf;
+}
+
+/** The eight 16-bit groups of an IPv6 literal (with '::' and a dotted IPv4 tail expanded). */
+function ipv6Groups(address: string): number[] {
+  let text = address;
+  const dotted = text.match(/^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/);
+  if (dotted) {
+    const [, prefix, a, b, c, d] = dotted.map((part, i) => (i < 2 ? part : Number(part))) as [string, string, number, number, number, number];
+    text = `${prefix}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const headGroups = head ? head.split(':') : [];
+  const tailGroups = tail ? tail.split(':') : [];
+  const zeros = tail === undefined ? 0 : 8 - headGroups.length - tailGroups.length;
+  return [...headGroups, ...new Array<string>(zeros).fill('0'), ...tailGroups].map((g) => Number.parseInt(g, 16));
+}
+
+export function isV4Mapped(buf: Buffer): boolean {
+  return buf.subarray(0, 10).every((b) => b === 0) && buf.readUInt16BE(10) === 0xffff;
+}
+
+export function decodeAddr(buf: Buffer): string {
+  if (isV4Mapped(buf)) return Array.from(buf.subarray(12, 16)).join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(buf.readUInt16BE(i).toString(16));
+  return compressV6(groups);
+}
+
+function compressV6(groups: string[]): string {
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < groups.length; ) {
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < groups.length && groups[j] === '0') j++;
+    if (j - i > bestLen && j - i > 1) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  if (bestStart < 0) return groups.join(':');
+  return `${groups.slice(0, bestStart).join(':')}::${groups.slice(bestStart + bestLen).join(':')}`;
+}
+
+/** The wildcard of either family. */
+export function isWildcard(address: string): boolean {
+  return address === '0.0.0.0' || address === '::';
+}

@@ -1,0 +1,120 @@
+/**
+ * Real kernel: connections made by a process in a registered (test-created) cgroup
+ * are counted exactly; connections from an unregistered cgroup are not.
+ */
+import assert from 'node:assert/strict';
+import { type AddressInfo, type Server, createServer } from 'node:net';
+import { after, before, test } from 'node:test';
+import type { ConnEvent } from '../../src/probe/event-codec.js';
+import { type ProbeRig, counterTotal, inCgroupScript, makeProbeRig, runChild, waitFor } from './probe-harness.js';
+
+const N = 20;
+const SEND = 10_000; // bytes each client writes
+const REPLY = 3_333; // bytes the backend answers per connection
+
+let rig: ProbeRig;
+let backend: Server;
+let port: number;
+const events: ConnEvent[] = [];
+
+before(async () => {
+  rig = makeProbeRig('conn', { onEvent: (ev) => events.push(ev) });
+  // Backend outside the registered cgroup: reads SEND bytes, replies REPLY bytes, closes after the client.
+  backend = createServer((sock) => {
+    let got = 0;
+    sock.on('data', (d) => {
+      got += d.length;
+      if (got === SEND) sock.write(Buffer.alloc(REPLY, 0x61));
+    });
+    sock.on('end', () => sock.end());
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+  port = (backend.address() as AddressInfo).port;
+});
+
+after(async () => {
+  await new Promise<void>((r) => (backend ? backend.close(() => r()) : r()));
+  rig?.close();
+});
+
+function clientBody(targetPort: number, n: number): string {
+  return `
+for (let i = 0; i < ${n}; i++) {
+  await new Promise((resolve, reject) => {
+    const s = net.connect(${targetPort}, '127.0.0.1');
+    let got = 0;
+    s.on('connect', () => s.write(Buffer.alloc(${SEND}, 0x62)));
+    s.on('data', (d) => { got += d.length; if (got === ${REPLY}) s.end(); });
+    s.on('close', resolve);
+    s.on('error', reject);
+  });
+}`;
+}
+
+test('N connections from the registered cgroup: opened = closed = N, bytes exact', async () => {
+  const res = await runChild(inCgroupScript(rig.cgroups.attached, clientBody(port, N)));
+  assert.equal(res.code, 0, res.stderr);
+  await waitFor('close events', async () => (await counterTotal(rig.registry, 'kmesh_tcp_connections_closed_total')) >= N);
+  assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_connections_opened_total'), N);
+  assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_connections_closed_total'), N);
+  assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_sent_bytes_total'), N * SEND);
+  assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_received_bytes_total'), N * REPLY);
+  assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_connections_failed_total'), 0);
+
+  const text = await rig.registry.getSingleMetricAsString('kmesh_tcp_connections_closed_total');
+  assert.match(
+    text,
+    new RegExp(
+      `kmesh_tcp_connections_closed_total\\{reporter="source",source_workload="probe-test.service",destination_service="unknown",destination_address="127.0.0.1:${port}",destination_cluster="unknown"\\} ${N}`,
+    ),
+  );
+  const closes = events.filter((e) => e.kind === 'close');
+  assert.equal(closes.length, N);
+  for (const ev of closes) {
+    assert.equal(ev.cgroupId, rig.attachedId);
+    assert.equal(ev.remotePort, port);
+    assert.ok(ev.durationNs > 0n);
+    assert.ok(ev.srttUs > 0, 'loopback RTT is small but measured');
+    assert.equal(ev.bytesSent, BigInt(SEND));
+    assert.equal(ev.bytesReceived, BigInt(REPLY));
+  }
+  // open and close of one connection share the socket cookie
+  const opens = new Set(events.filter((e) => e.kind === 'open').map((e) => e.cookie));
+  for (const ev of closes) assert.ok(opens.has(ev.cookie));
+  assert.equal(rig.probe.drops(), 0n);
+});
+
+test('refused connects are counted as failed, not opened', async () => {
+  // a port with no listener: bind-and-close leaves it free
+  const probePort = await new Promise<number>((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const before = await counterTotal(rig.registry, 'kmesh_tcp_connections_opened_total');
+  const body = `
+for (let i = 0; i < 5; i++) {
+  await new Promise((resolve) => {
+    const s = net.connect(${probePort}, '127.0.0.1');
+    s.on('error', resolve);
+    s.on('connect', () => { s.destroy(); resolve(); });
+  });
+}`;
+  const res = await runChild(inCgroupScript(rig.cgroups.attached, body));
+  assert.equal(res.code, 0, res.stderr);
+  await waitFor('failed events', async () => (await counterTotal(rig.registry, 'kmesh_tcp_connections_failed_total')) >= 5);
+  assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_connections_failed_total'), 5);
+  assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_connections_opened_total'), before);
+});
+
+test('connections from an unregistered cgroup are not seen', async () => {
+  const before = events.length;
+  const res = await runChild(inCgroupScript(rig.cgroups.plain, clientBody(port, 5)));
+  assert.equal(res.code, 0, res.stderr);
+  await new Promise((r) => setTimeout(r, 200));
+  rig.probe.drain();
+  assert.equal(events.length, before);
+});

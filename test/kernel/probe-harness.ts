@@ -1,0 +1,136 @@
+/**
+ * Shared set-up for the probe's kernel tests and bench: a private pin directory, a
+ * test-created cgroup with kmesh_probe_sockops attached, and a Probe reading it.
+ * Everything is torn down by close(), which tests call from after()/finally.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import { Probe, type ProbeOptions } from '../../src/probe/probe.js';
+import { BpfObject } from '../../src/runtime/bpf-object.js';
+import { ensureBpffs } from '../../src/runtime/bpffs.js';
+import { CgroupLinks } from '../../src/runtime/cgroup-links.js';
+import { cgroupId, findCgroup2Mount } from '../../src/runtime/cgroup2.js';
+
+export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+export const PROBE_OBJ = join(REPO, 'build/bpf/kmesh_probe.bpf.o');
+
+export interface ProbeRig {
+  obj: BpfObject;
+  probe: Probe;
+  registry: Registry;
+  /** Cgroups created by the rig; `attached` ones run the probe program. */
+  cgroups: { attached: string; plain: string };
+  attachedId: bigint;
+  pinDir: string;
+  close(): void;
+}
+
+export function makeProbeRig(tag: string, extra: Partial<ProbeOptions> = {}): ProbeRig {
+  const pinDir = `/sys/fs/bpf/kmesh-test-${tag}-${process.pid}`;
+  ensureBpffs(pinDir);
+  const mount = findCgroup2Mount();
+  const base = join(mount, `kmesh-test-${tag}-${process.pid}`);
+  const cgroups = { attached: join(base, 'probed'), plain: join(base, 'plain') };
+  const cleanups: Array<() => void> = [];
+  const close = (): void => {
+    for (const fn of cleanups.reverse()) {
+      try {
+        fn();
+      } catch (err) {
+        process.stderr.write(`probe rig cleanup: ${String(err)}\n`);
+      }
+    }
+    cleanups.length = 0;
+  };
+  try {
+    mkdirSync(pinDir, { recursive: true });
+    cleanups.push(() => rmSync(pinDir, { recursive: true, force: true }));
+    mkdirSync(cgroups.attached, { recursive: true });
+    mkdirSync(cgroups.plain, { recursive: true });
+    cleanups.push(() => {
+      for (const dir of [cgroups.attached, cgroups.plain, base]) if (existsSync(dir)) rmdirSync(dir);
+    });
+    const obj = BpfObject.open(PROBE_OBJ, { pinMapsDir: join(pinDir, 'maps') });
+    cleanups.push(() => obj.close());
+    obj.load();
+    const links = new CgroupLinks(join(pinDir, 'links'), mount);
+    const attachedId = links.attach(cgroups.attached, [obj.program('kmesh_probe_sockops')]);
+    cleanups.push(() => links.detach(attachedId));
+    const registry = new Registry();
+    const probe = new Probe({
+      maps: {
+        events: obj.map('kmesh_probe_events'),
+        drops: obj.map('kmesh_probe_drops'),
+        cgroups: obj.map('kmesh_probe_cgroup'),
+      },
+      lookups: {
+        workloadOfCgroup: (id) => (id === attachedId ? 'probe-test.service' : undefined),
+        listenerOf: () => undefined,
+        clusterNameOf: () => undefined,
+      },
+      registry,
+      logger: pino({ level: 'silent' }),
+      accessLog: false,
+      ...extra,
+    });
+    probe.start();
+    cleanups.push(() => probe.stop());
+    return { obj, probe, registry, cgroups, attachedId, pinDir, close };
+  } catch (err) {
+    close();
+    throw err;
+  }
+}
+
+/** Sum of a counter's values (all label sets) from the registry. */
+export async function counterTotal(registry: Registry, name: string): Promise<number> {
+  const metric = registry.getSingleMetric(name);
+  if (!metric) return 0;
+  const data = await metric.get();
+  return data.values.reduce((sum, v) => sum + v.value, 0);
+}
+
+export async function waitFor(what: string, cond: () => Promise<boolean> | boolean, timeoutMs = 10000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/**
+ * Node script run as a child: joins the cgroup first (so every socket it creates is
+ * in it), then runs `body` (an async function body with `net` in scope) and exits.
+ */
+export function inCgroupScript(cgroup: string, body: string): string {
+  return `
+const fs = require('node:fs'); const net = require('node:net');
+fs.writeFileSync(${JSON.stringify(join(cgroup, 'cgroup.procs'))}, String(process.pid));
+(async () => { ${body} })().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+`;
+}
+
+export function runChild(script: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child: ChildProcess = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d) => {
+    stdout += d;
+  });
+  child.stderr?.on('data', (d) => {
+    stderr += d;
+  });
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
+}
+
+/** Writes a pid into a cgroup (test-created cgroups only). */
+export function moveTo(cgroup: string, pid: number): void {
+  writeFileSync(join(cgroup, 'cgroup.procs'), String(pid));
+}
+
+export { cgroupId };
