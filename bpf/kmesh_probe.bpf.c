@@ -3,16 +3,21 @@
  * kmesh-probe: connection events for registered cgroups.
  *
  * A sock_ops program attached to each registered cgroup. For every active TCP
- * connection it records the connect time and the L4 steering decision (copied
- * from kmesh_sock_origin, which the connect4/6 program wrote just before), asks
- * the kernel for state-change callbacks, and emits exactly one OPEN and one
- * CLOSE (or one FAILED) record into a ring buffer. Nothing runs per packet:
- * only the TCP_CONNECT, ACTIVE_ESTABLISHED and STATE callbacks are handled, and
- * byte/RTT/retransmit totals are read from the tcp_sock at close.
+ * connection it asks the kernel for state-change callbacks at connect() and emits
+ * one OPEN record when it is established and one CLOSE (or one FAILED, when it
+ * never left SYN_SENT) record when it reaches TCP_CLOSE, into a ring buffer. The
+ * records carry the L4 steering decision from kmesh_sock_origin (written by the
+ * connect4/6 program) and the byte/RTT/retransmit totals the tcp_sock keeps anyway.
+ * Nothing runs per packet: only the TCP_CONNECT, ACTIVE_ESTABLISHED and STATE
+ * callbacks do work.
  *
- * Memory is bounded: per-socket state lives in socket-local storage (freed with
- * the socket), the ring buffer has a fixed size and a full ring is counted in
- * kmesh_probe_drops instead of blocking anything.
+ * Two modes per registered cgroup (KMESH_PROBE_CG_TIMING, set by user space while
+ * the access log is on): without it the program keeps no per-socket state at all;
+ * with it a small socket-local storage holds the connect time (for the duration),
+ * a copy of the origin taken at connect time, and which program owns the socket.
+ *
+ * Memory is bounded: socket-local storage is freed with the socket, the ring buffer
+ * has a fixed size and a full ring is counted in kmesh_probe_drops, never waited on.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -24,6 +29,16 @@
 
 #define AF_INET 2
 #define AF_INET6 10
+#define RCV_SHUTDOWN 1
+
+/*
+ * The one kernel-internal field the probe reads, relocated by libbpf (CO-RE) against
+ * the running kernel's BTF: set by tcp_fin() when the peer's FIN arrived. The
+ * ___kmesh flavour matches the kernel's struct sock; sk sits at offset 0 of tcp_sock.
+ */
+struct sock___kmesh {
+	unsigned char sk_shutdown;
+} __attribute__((preserve_access_index));
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -69,8 +84,9 @@ static __always_inline void count_drop(void)
 	__u32 zero = 0;
 	__u64 *n = bpf_map_lookup_elem(&kmesh_probe_drops, &zero);
 
+	/* per-CPU slot; atomic anyway: programs can preempt each other on one CPU (RT) */
 	if (n)
-		*n += 1; /* per-CPU slot: no atomics needed */
+		__sync_fetch_and_add(n, 1);
 }
 
 /* Keep other sock_ops programs' callback flags: the helper sets, it does not OR. */
@@ -82,17 +98,16 @@ static __always_inline void want_state_cb(struct bpf_sock_ops *skops)
 		bpf_sock_ops_cb_flags_set(skops, flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
-static __always_inline __u64 my_cgroup_id(void)
+static __always_inline struct kmesh_probe_cgroup *my_cgroup(void)
 {
-	struct kmesh_probe_cgroup *cg = bpf_get_local_storage(&kmesh_probe_cgroup, 0);
-
-	return cg->cgroup_id;
+	return bpf_get_local_storage(&kmesh_probe_cgroup, 0);
 }
 
-/* Create the socket's state on first sight. Returns NULL when the socket belongs to
- * another registered cgroup's program (nested registrations: the innermost one,
- * which runs first, owns it) or storage is exhausted. */
-static __always_inline struct kmesh_probe_sock *track(struct bpf_sock_ops *skops, __u64 cg)
+/* Create the socket's timing state on first sight, or start it over on a new connect()
+ * (`restart`: a socket may connect again after a failed attempt). Returns NULL when
+ * the socket belongs to another registered cgroup's program (nested registrations:
+ * the innermost one, which runs first, owns it) or storage is exhausted. */
+static __always_inline struct kmesh_probe_sock *track(struct bpf_sock_ops *skops, __u64 cg, int restart)
 {
 	struct bpf_sock *sk = skops->sk;
 	struct kmesh_probe_sock *st;
@@ -101,14 +116,17 @@ static __always_inline struct kmesh_probe_sock *track(struct bpf_sock_ops *skops
 
 	if (!sk)
 		return 0;
-	st = bpf_sk_storage_get(&kmesh_probe_socks, sk, 0, 0);
-	if (st)
-		return st->cgroup_id == cg ? st : 0;
+	/* one call finds or creates; a zero start_ns means "created just now" */
 	st = bpf_sk_storage_get(&kmesh_probe_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		return 0;
+	if (st->start_ns && st->cgroup_id != cg)
+		return 0;
+	if (st->start_ns && !restart)
+		return st;
 	st->start_ns = bpf_ktime_get_ns();
 	st->cgroup_id = cg;
+	st->flags = 0;
 	cookie = bpf_get_socket_cookie(skops);
 	origin = bpf_map_lookup_elem(&kmesh_sock_origin, &cookie);
 	if (origin) {
@@ -118,40 +136,62 @@ static __always_inline struct kmesh_probe_sock *track(struct bpf_sock_ops *skops
 	return st;
 }
 
-static __always_inline struct kmesh_probe_sock *lookup(struct bpf_sock *sk, __u64 cg)
-{
-	struct kmesh_probe_sock *st;
-
-	st = bpf_sk_storage_get(&kmesh_probe_socks, sk, 0, 0);
-	if (st && st->cgroup_id != cg)
-		return 0;
-	return st;
-}
-
 /*
  * Not inlined on purpose: as a BPF subprogram it puts struct kmesh_probe_event into
  * the object's BTF (through its parameter), where test/unit/probe-btf.test.ts checks
  * the TypeScript codec against it. One call per connection event costs nothing.
+ * `origin` may be NULL (not steered). (BPF calls take at most five arguments: the
+ * caller sets duration_ns.)
  */
-static __noinline void fill(struct kmesh_probe_event *ev, struct bpf_sock_ops *skops,
-			    struct kmesh_probe_sock *st, __u8 type)
+static __noinline void fill(struct kmesh_probe_event *ev, struct bpf_sock_ops *skops, __u8 type, __u64 cg,
+			    const struct kmesh_sock_origin *origin)
 {
 	__u32 *r = (__u32 *)ev->remote;
+	__u64 acked = skops->bytes_acked;
+	__u64 received = skops->bytes_received;
+	__u64 ctl = 0;
+	__u64 rctl = 0;
+
+	/*
+	 * bytes_acked counts sequence space, so it includes our SYN and, once the peer
+	 * acknowledged it, our FIN. Report payload only: drop the SYN once established,
+	 * and the FIN when it was sent (a FIN_* / CLOSING / LAST_ACK state) and nothing
+	 * is outstanding (snd_una == snd_nxt).
+	 */
+	if (type != KMESH_PROBE_EV_FAILED)
+		ctl = 1;
+	if (type == KMESH_PROBE_EV_CLOSE) {
+		__u32 old = skops->args[0];
+		struct bpf_sock *sk = skops->sk;
+		struct tcp_sock *tp = sk ? bpf_skc_to_tcp_sock(sk) : 0;
+
+		/* bytes_received likewise counts the peer's FIN. (An application's
+		 * shutdown(SHUT_RD) also sets RCV_SHUTDOWN; such a socket is reported one
+		 * received byte short.) */
+		if (tp && (((struct sock___kmesh *)tp)->sk_shutdown & RCV_SHUTDOWN))
+			rctl = 1;
+		if ((old == BPF_TCP_FIN_WAIT1 || old == BPF_TCP_FIN_WAIT2 || old == BPF_TCP_CLOSING ||
+		     old == BPF_TCP_LAST_ACK) &&
+		    skops->snd_una == skops->snd_nxt)
+			ctl += 1;
+	}
 
 	ev->cookie = bpf_get_socket_cookie(skops);
-	ev->cgroup_id = st->cgroup_id;
-	ev->duration_ns = bpf_ktime_get_ns() - st->start_ns;
-	ev->bytes_sent = skops->bytes_acked;
-	ev->bytes_received = skops->bytes_received;
+	ev->cgroup_id = cg;
+	ev->bytes_sent = acked > ctl ? acked - ctl : 0;
+	ev->bytes_received = received > rctl ? received - rctl : 0;
 	/* the sock_ops field holds srtt << 3, as tcp_sock does */
 	ev->srtt_us = skops->srtt_us >> 3;
 	ev->total_retrans = skops->total_retrans;
 	ev->type = type;
 	ev->flags = 0;
 	ev->pad = 0;
-	__builtin_memcpy(&ev->origin, &st->origin, sizeof(ev->origin));
-	if (st->flags & KMESH_PROBE_SOCK_STEERED)
+	if (origin) {
+		__builtin_memcpy(&ev->origin, origin, sizeof(ev->origin));
 		ev->flags |= KMESH_PROBE_F_STEERED;
+	} else {
+		__builtin_memset(&ev->origin, 0, sizeof(ev->origin));
+	}
 
 	if (skops->family == AF_INET6) {
 		r[0] = skops->remote_ip6[0];
@@ -169,7 +209,8 @@ static __noinline void fill(struct kmesh_probe_event *ev, struct bpf_sock_ops *s
 	ev->local_port = (__u16)skops->local_port;
 }
 
-static __always_inline void emit(struct bpf_sock_ops *skops, struct kmesh_probe_sock *st, __u8 type)
+static __always_inline void emit(struct bpf_sock_ops *skops, __u8 type, __u64 cg, __u64 start_ns,
+				 const struct kmesh_sock_origin *origin)
 {
 	struct kmesh_probe_event *ev;
 
@@ -178,36 +219,65 @@ static __always_inline void emit(struct bpf_sock_ops *skops, struct kmesh_probe_
 		count_drop();
 		return;
 	}
-	fill(ev, skops, st, type);
-	bpf_ringbuf_submit(ev, 0);
+	fill(ev, skops, type, cg, origin);
+	ev->duration_ns = start_ns ? bpf_ktime_get_ns() - start_ns : 0;
+	/* no wakeup: user space polls on a timer, so skip the irq_work per record */
+	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+}
+
+/* With timing state: the state says what to emit, once. */
+static __always_inline void emit_tracked(struct bpf_sock_ops *skops, struct kmesh_probe_sock *st, __u8 type)
+{
+	/* two calls, not a conditional pointer: clang would make the latter a mask on the
+	 * pointer, which the verifier rejects */
+	if (st->flags & KMESH_PROBE_SOCK_STEERED)
+		emit(skops, type, st->cgroup_id, st->start_ns, &st->origin);
+	else
+		emit(skops, type, st->cgroup_id, st->start_ns, 0);
+}
+
+/* Without: the origin is looked up now; the L4 path keeps it for the socket's life. */
+static __always_inline void emit_untracked(struct bpf_sock_ops *skops, __u8 type, __u64 cg)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+
+	emit(skops, type, cg, 0, bpf_map_lookup_elem(&kmesh_sock_origin, &cookie));
 }
 
 SEC("sockops")
 int kmesh_probe_sockops(struct bpf_sock_ops *skops)
 {
+	struct kmesh_probe_cgroup *cg;
 	struct kmesh_probe_sock *st;
 	struct bpf_sock *sk;
-	__u64 cg;
+	__u8 type;
 
 	if (skops->family != AF_INET && skops->family != AF_INET6)
 		return 1;
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		/* process context of connect(): start the clock, ask for state changes */
-		cg = my_cgroup_id();
-		if (track(skops, cg))
-			want_state_cb(skops);
+		/* process context of connect(): ask for state changes (and start the clock) */
+		cg = my_cgroup();
+		if (cg->flags & KMESH_PROBE_CG_TIMING) {
+			if (!track(skops, cg->cgroup_id, 1))
+				break;
+		}
+		want_state_cb(skops);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		cg = my_cgroup_id();
-		/* also picks up connects that started before the program was attached */
-		st = track(skops, cg);
+		cg = my_cgroup();
+		/* also covers connects that started before the program was attached */
+		want_state_cb(skops);
+		if (!(cg->flags & KMESH_PROBE_CG_TIMING)) {
+			emit_untracked(skops, KMESH_PROBE_EV_OPEN, cg->cgroup_id);
+			break;
+		}
+		st = track(skops, cg->cgroup_id, 0);
 		if (!st || (st->flags & KMESH_PROBE_SOCK_ESTABLISHED))
 			break;
 		st->flags |= KMESH_PROBE_SOCK_ESTABLISHED;
-		want_state_cb(skops);
-		emit(skops, st, KMESH_PROBE_EV_OPEN);
+		emit_tracked(skops, st, KMESH_PROBE_EV_OPEN);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* args[0] = old state, args[1] = new state */
@@ -216,16 +286,24 @@ int kmesh_probe_sockops(struct bpf_sock_ops *skops)
 		sk = skops->sk;
 		if (!sk)
 			break;
-		cg = my_cgroup_id();
-		st = lookup(sk, cg);
-		if (!st)
+		cg = my_cgroup();
+		/* state exists if timing was on at connect/establish time, whatever it is now */
+		st = bpf_sk_storage_get(&kmesh_probe_socks, sk, 0, 0);
+		if (st) {
+			if (st->cgroup_id != cg->cgroup_id || (st->flags & KMESH_PROBE_SOCK_CLOSED))
+				break;
+			/* one record per socket even if the state machine revisits CLOSE; the
+			 * storage itself goes with the socket (a delete here costs an RCU free) */
+			st->flags |= KMESH_PROBE_SOCK_CLOSED;
+			if (st->flags & KMESH_PROBE_SOCK_ESTABLISHED)
+				emit_tracked(skops, st, KMESH_PROBE_EV_CLOSE);
+			else if (skops->args[0] == BPF_TCP_SYN_SENT)
+				emit_tracked(skops, st, KMESH_PROBE_EV_FAILED);
 			break;
-		if (st->flags & KMESH_PROBE_SOCK_ESTABLISHED)
-			emit(skops, st, KMESH_PROBE_EV_CLOSE);
-		else if (skops->args[0] == BPF_TCP_SYN_SENT)
-			emit(skops, st, KMESH_PROBE_EV_FAILED);
-		/* one close per socket even if the state machine revisits CLOSE */
-		bpf_sk_storage_delete(&kmesh_probe_socks, sk);
+		}
+		/* untracked: CLOSE is reached once per connection; SYN_SENT before it = never established */
+		type = skops->args[0] == BPF_TCP_SYN_SENT ? KMESH_PROBE_EV_FAILED : KMESH_PROBE_EV_CLOSE;
+		emit_untracked(skops, type, cg->cgroup_id);
 		break;
 	default:
 		break;

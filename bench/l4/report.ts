@@ -2,193 +2,243 @@
 // repetitions per (mode, path), prints a table, the ratios b/a and c/b with the floors, and the whole result as JSON.
 //
 //   node dist/bench/l4/report.js --results results.jsonl --meta meta.json [--json out.json] [--strict]
-import { readFileSync, writeFileSync } from "node:fs";
-import { parseArgs } from "node:util";
+import { readFileSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
 
-type Mode = "keepalive" | "close";
-type Path = "a" | "b" | "c";
+type Mode = 'keepalive' | 'close';
+type Path = 'a' | 'b' | 'c';
 
 /** One measured wrk run, as written by run.sh (latencies in µs, from wrk's histogram). */
 interface Run {
-	mode: Mode;
-	path: Path;
-	rep: number;
-	client_conns: number;
-	backend_conns: number;
-	wrk: {
-		requests: number;
-		duration_us: number;
-		p50_us: number;
-		p90_us: number;
-		p99_us: number;
-		errors: Record<string, number>;
-	};
+  mode: Mode;
+  path: Path;
+  rep: number;
+  client_conns: number;
+  backend_conns: number;
+  /** PSI "some" CPU stall during the run, % of wall time (null without /proc/pressure) */
+  cpu_pressure_pct: number | null;
+  /** CPU time of the client side (wrk; + haproxy A for path c) and the server side (nginx; + haproxy B), µs */
+  client_cpu_us: number;
+  server_cpu_us: number;
+  wrk: {
+    requests: number;
+    duration_us: number;
+    p50_us: number;
+    p90_us: number;
+    p99_us: number;
+    errors: Record<string, number>;
+  };
 }
 
 interface CaseResult {
-	mode: Mode;
-	path: Path;
-	req_per_s: number;
-	p50_ms: number;
-	p99_ms: number;
-	runs_req_per_s: number[];
-	/** client connections opened per request (≈1 with Connection: close, ≈0 with keep-alive) */
-	conns_per_request: number;
-	backend_conns_per_request: number;
-	errors: number;
+  mode: Mode;
+  path: Path;
+  req_per_s: number;
+  p50_ms: number;
+  p99_ms: number;
+  runs_req_per_s: number[];
+  /** client connections opened per request (≈1 with Connection: close, ≈0 with keep-alive) */
+  conns_per_request: number;
+  backend_conns_per_request: number;
+  /** median CPU pressure of the runs, % (load from outside the bench, for paths a and b) */
+  cpu_pressure_pct: number | null;
+  /** CPU µs per request on each side: unlike req/s, hardly moved by other work on the machine */
+  client_cpu_us_per_req: number;
+  server_cpu_us_per_req: number;
+  errors: number;
 }
 
-const MODES: Mode[] = ["keepalive", "close"];
-const PATHS: Path[] = ["a", "b", "c"];
+const MODES: Mode[] = ['keepalive', 'close'];
+const PATHS: Path[] = ['a', 'b', 'c'];
 const PATH_NAMES: Record<Path, string> = {
-	a: "a direct",
-	b: "b kmesh VIP",
-	c: "c 2×haproxy",
+  a: 'a direct',
+  b: 'b kmesh VIP',
+  c: 'c 2×haproxy',
 };
 const MODE_NAMES: Record<Mode, string> = {
-	keepalive: "keep-alive",
-	close: "new-conn",
+  keepalive: 'keep-alive',
+  close: 'new-conn',
 };
+/** Above this CPU pressure (%) during paths a/b, outside load decides the numbers more than the paths do. */
+const BUSY_PCT = 10;
 /** Floors for b/a req/s (issue 2, point 10). */
 const FLOORS: Record<Mode, number> = { keepalive: 0.97, close: 0.93 };
 
 function median(xs: number[]): number {
-	const s = [...xs].sort((x, y) => x - y);
-	const m = Math.floor(s.length / 2);
-	return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
+  const s = [...xs].sort((x, y) => x - y);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+const rps = (r: Run) => (r.wrk.requests * 1e6) / r.wrk.duration_us;
+
 function summarize(runs: Run[]): CaseResult {
-	const { mode, path } = runs[0];
-	const rps = runs.map((r) => (r.wrk.requests * 1e6) / r.wrk.duration_us);
-	const requests = runs.reduce((n, r) => n + r.wrk.requests, 0);
-	const sum = (f: (r: Run) => number) => runs.reduce((n, r) => n + f(r), 0);
-	return {
-		mode,
-		path,
-		req_per_s: Math.round(median(rps)),
-		p50_ms: median(runs.map((r) => r.wrk.p50_us)) / 1000,
-		p99_ms: median(runs.map((r) => r.wrk.p99_us)) / 1000,
-		runs_req_per_s: rps.map((x) => Math.round(x)),
-		conns_per_request: sum((r) => r.client_conns) / requests,
-		backend_conns_per_request: sum((r) => r.backend_conns) / requests,
-		errors: sum((r) => Object.values(r.wrk.errors).reduce((n, e) => n + e, 0)),
-	};
+  const { mode, path } = runs[0];
+  const rpss = runs.map(rps);
+  const requests = runs.reduce((n, r) => n + r.wrk.requests, 0);
+  const sum = (f: (r: Run) => number) => runs.reduce((n, r) => n + f(r), 0);
+  return {
+    mode,
+    path,
+    req_per_s: Math.round(median(rpss)),
+    p50_ms: median(runs.map((r) => r.wrk.p50_us)) / 1000,
+    p99_ms: median(runs.map((r) => r.wrk.p99_us)) / 1000,
+    runs_req_per_s: rpss.map((x) => Math.round(x)),
+    conns_per_request: sum((r) => r.client_conns) / requests,
+    backend_conns_per_request: sum((r) => r.backend_conns) / requests,
+    client_cpu_us_per_req: sum((r) => r.client_cpu_us) / requests,
+    server_cpu_us_per_req: sum((r) => r.server_cpu_us) / requests,
+    cpu_pressure_pct: runs.every((r) => r.cpu_pressure_pct !== null)
+      ? median(runs.map((r) => r.cpu_pressure_pct ?? 0))
+      : null,
+    errors: sum((r) => Object.values(r.wrk.errors).reduce((n, e) => n + e, 0)),
+  };
 }
 
 const round = (x: number, digits: number) => Number(x.toFixed(digits));
 
 function main(): number {
-	const { values } = parseArgs({
-		options: {
-			results: { type: "string" },
-			meta: { type: "string" },
-			json: { type: "string" },
-			strict: { type: "boolean", default: false },
-		},
-	});
-	if (!values.results) throw new Error("--results FILE is required");
-	const runs: Run[] = readFileSync(values.results, "utf8")
-		.split("\n")
-		.filter((l) => l.trim() !== "")
-		.map((l) => JSON.parse(l) as Run);
-	const meta: unknown = values.meta
-		? JSON.parse(readFileSync(values.meta, "utf8"))
-		: {};
+  const { values } = parseArgs({
+    options: {
+      results: { type: 'string' },
+      meta: { type: 'string' },
+      json: { type: 'string' },
+      strict: { type: 'boolean', default: false },
+    },
+  });
+  if (!values.results) throw new Error('--results FILE is required');
+  const runs: Run[] = readFileSync(values.results, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as Run);
+  const meta: unknown = values.meta ? JSON.parse(readFileSync(values.meta, 'utf8')) : {};
 
-	const cases: CaseResult[] = [];
-	for (const mode of MODES) {
-		for (const path of PATHS) {
-			const rs = runs.filter((r) => r.mode === mode && r.path === path);
-			if (rs.length > 0) cases.push(summarize(rs));
-		}
-	}
-	const get = (mode: Mode, path: Path) =>
-		cases.find((c) => c.mode === mode && c.path === path);
+  const cases: CaseResult[] = [];
+  for (const mode of MODES) {
+    for (const path of PATHS) {
+      const rs = runs.filter((r) => r.mode === mode && r.path === path);
+      if (rs.length > 0) cases.push(summarize(rs));
+    }
+  }
+  const get = (mode: Mode, path: Path) => cases.find((c) => c.mode === mode && c.path === path);
 
-	const ratios: Record<string, Record<string, number | null>> = {};
-	const floors: Record<
-		string,
-		{ floor: number; b_over_a: number | null; met: boolean | null }
-	> = {};
-	for (const mode of MODES) {
-		const [a, b, c] = PATHS.map((p) => get(mode, p));
-		const ratio = (x?: CaseResult, y?: CaseResult) =>
-			x && y ? round(x.req_per_s / y.req_per_s, 3) : null;
-		const lat = (x?: CaseResult, y?: CaseResult) =>
-			x && y ? round(x.p50_ms / y.p50_ms, 3) : null;
-		ratios[mode] = {
-			b_over_a_req_per_s: ratio(b, a),
-			c_over_b_req_per_s: ratio(c, b),
-			b_over_a_p50: lat(b, a),
-			c_over_b_p50: lat(c, b),
-		};
-		const ba = ratios[mode].b_over_a_req_per_s;
-		floors[mode] = {
-			floor: FLOORS[mode],
-			b_over_a: ba,
-			met: ba === null ? null : ba >= FLOORS[mode],
-		};
-	}
+  /**
+   * Median over the repetitions of x_i / y_i, where run i of path x and run i of path y ran back to back
+   * (run.sh orders a b c, c b a, …) and so saw the same background load on a shared machine.
+   */
+  const paired = (mode: Mode, x: Path, y: Path, f: (r: Run) => number) => {
+    const qs: number[] = [];
+    for (const rx of runs.filter((r) => r.mode === mode && r.path === x)) {
+      const ry = runs.find((r) => r.mode === mode && r.path === y && r.rep === rx.rep);
+      if (ry) qs.push(f(rx) / f(ry));
+    }
+    return qs.length > 0 ? round(median(qs), 3) : null;
+  };
+  const cpuPerReq = (c: CaseResult) => c.client_cpu_us_per_req + c.server_cpu_us_per_req;
+  const cpuRatio = (x?: CaseResult, y?: CaseResult) => (x && y ? round(cpuPerReq(x) / cpuPerReq(y), 3) : null);
+  const ratios: Record<string, Record<string, number | null>> = {};
+  const floors: Record<string, { floor: number; b_over_a: number | null; met: boolean | null }> = {};
+  for (const mode of MODES) {
+    const [a, b] = [get(mode, 'a'), get(mode, 'b')];
+    ratios[mode] = {
+      b_over_a_req_per_s: paired(mode, 'b', 'a', rps),
+      c_over_b_req_per_s: paired(mode, 'c', 'b', rps),
+      b_over_a_p50: paired(mode, 'b', 'a', (r) => r.wrk.p50_us),
+      c_over_b_p50: paired(mode, 'c', 'b', (r) => r.wrk.p50_us),
+      b_over_a_p99: paired(mode, 'b', 'a', (r) => r.wrk.p99_us),
+      c_over_b_p99: paired(mode, 'c', 'b', (r) => r.wrk.p99_us),
+      /** CPU per request, whole path (client + server side): robust to other load on the machine */
+      b_over_a_cpu_per_req: cpuRatio(b, a),
+      c_over_b_cpu_per_req: cpuRatio(get(mode, 'c'), b),
+      /** for reference: the ratio of the two medians instead of the median of paired ratios */
+      b_over_a_req_per_s_of_medians: a && b ? round(b.req_per_s / a.req_per_s, 3) : null,
+    };
+    const ba = ratios[mode].b_over_a_req_per_s;
+    floors[mode] = {
+      floor: FLOORS[mode],
+      b_over_a: ba,
+      met: ba === null ? null : ba >= FLOORS[mode],
+    };
+  }
 
-	// --- table ---
-	const lines: string[] = [];
-	const row = (cells: string[], widths: number[]) =>
-		cells
-			.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i])))
-			.join("  ");
-	const widths = [10, 12, 10, 8, 8, 10, 8];
-	lines.push(
-		row(
-			["mode", "path", "req/s", "p50 ms", "p99 ms", "conn/req", "errors"],
-			widths,
-		),
-	);
-	for (const c of cases) {
-		lines.push(
-			row(
-				[
-					MODE_NAMES[c.mode],
-					PATH_NAMES[c.path],
-					c.req_per_s.toLocaleString("en-US"),
-					c.p50_ms.toFixed(3),
-					c.p99_ms.toFixed(3),
-					c.conns_per_request.toFixed(3),
-					String(c.errors),
-				],
-				widths,
-			),
-		);
-	}
-	lines.push("");
-	const fmt = (x: number | null) => (x === null ? "n/a" : x.toFixed(3));
-	for (const mode of MODES) {
-		const r = ratios[mode];
-		const f = floors[mode];
-		const verdict = f.met === null ? "not checked" : f.met ? "met" : "NOT MET";
-		lines.push(
-			`${MODE_NAMES[mode].padEnd(10)}  req/s b/a ${fmt(r.b_over_a_req_per_s)} (floor ${f.floor}: ${verdict})` +
-				`   c/b ${fmt(r.c_over_b_req_per_s)}   p50 b/a ${fmt(r.b_over_a_p50)}  c/b ${fmt(r.c_over_b_p50)}`,
-		);
-	}
-	console.log(lines.join("\n"));
+  // --- table ---
+  const lines: string[] = [];
+  const row = (cells: string[], widths: number[]) =>
+    cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const widths = [10, 12, 9, 7, 7, 7, 8, 6, 8, 8, 8];
+  lines.push(
+    row(
+      ['mode', 'path', 'req/s', 'spread', 'p50 ms', 'p99 ms', 'conn/req', 'errors', 'cpu busy', 'µs/req', 'µs/req'],
+      widths,
+    ),
+  );
+  lines.push(row(['', '', '', '', '', '', '', '', '', 'client', 'server'], widths));
+  for (const c of cases) {
+    lines.push(
+      row(
+        [
+          MODE_NAMES[c.mode],
+          PATH_NAMES[c.path],
+          c.req_per_s.toLocaleString('en-US'),
+          `±${((50 * (Math.max(...c.runs_req_per_s) - Math.min(...c.runs_req_per_s))) / c.req_per_s).toFixed(0)}%`,
+          c.p50_ms.toFixed(3),
+          c.p99_ms.toFixed(3),
+          c.conns_per_request.toFixed(3),
+          String(c.errors),
+          c.cpu_pressure_pct === null ? 'n/a' : `${c.cpu_pressure_pct.toFixed(0)}%`,
+          c.client_cpu_us_per_req.toFixed(1),
+          c.server_cpu_us_per_req.toFixed(1),
+        ],
+        widths,
+      ),
+    );
+  }
+  lines.push('');
+  const fmt = (x: number | null) => (x === null ? 'n/a' : x.toFixed(3));
+  for (const mode of MODES) {
+    const r = ratios[mode];
+    const f = floors[mode];
+    const verdict = f.met === null ? 'not checked' : f.met ? 'met' : 'NOT MET';
+    lines.push(
+      `${MODE_NAMES[mode].padEnd(10)}  req/s b/a ${fmt(r.b_over_a_req_per_s)} (floor ${f.floor}: ${verdict})` +
+        `   c/b ${fmt(r.c_over_b_req_per_s)}   p50 b/a ${fmt(r.b_over_a_p50)}  c/b ${fmt(r.c_over_b_p50)}` +
+        `   cpu/req b/a ${fmt(r.b_over_a_cpu_per_req)}  c/b ${fmt(r.c_over_b_cpu_per_req)}`,
+    );
+  }
+  lines.push(
+    "(req/s, p50, p99: medians of the runs; spread: half the range of the runs' req/s over the median;",
+    ' conn/req: client connections per request; cpu busy: CPU pressure (PSI "some") during the runs;',
+    ' µs/req: CPU time per request of the client side (wrk, + haproxy A) and the server side (nginx, + haproxy B);',
+    ' ratios: median of b_i/a_i, c_i/b_i over back-to-back runs)',
+  );
+  const busy = cases.filter((c) => c.path !== 'c' && (c.cpu_pressure_pct ?? 0) > BUSY_PCT);
+  if (busy.length > 0) {
+    lines.push(
+      `WARNING: other work competed for the CPUs during paths a/b (cpu busy > ${BUSY_PCT}%); ` +
+        'req/s and ratios are unreliable — rerun on an idle machine (--wait-quiet 300).',
+    );
+  }
+  console.log(lines.join('\n'));
 
-	const result = {
-		meta,
-		cases: cases.map((c) => ({
-			...c,
-			conns_per_request: round(c.conns_per_request, 4),
-			backend_conns_per_request: round(c.backend_conns_per_request, 4),
-		})),
-		ratios,
-		floors,
-	};
-	const json = JSON.stringify(result, null, 2);
-	console.log(`\nJSON:\n${json}`);
-	if (values.json) writeFileSync(values.json, `${json}\n`);
+  const result = {
+    meta,
+    cases: cases.map((c) => ({
+      ...c,
+      conns_per_request: round(c.conns_per_request, 4),
+      backend_conns_per_request: round(c.backend_conns_per_request, 4),
+      client_cpu_us_per_req: round(c.client_cpu_us_per_req, 2),
+      server_cpu_us_per_req: round(c.server_cpu_us_per_req, 2),
+    })),
+    ratios,
+    floors,
+    warnings: busy.map((c) => `${c.mode} ${c.path}: cpu pressure ${c.cpu_pressure_pct}% during the runs`),
+  };
+  const json = JSON.stringify(result, null, 2);
+  console.log(`\nJSON:\n${json}`);
+  if (values.json) writeFileSync(values.json, `${json}\n`);
 
-	const missed = Object.values(floors).some((f) => f.met === false);
-	return values.strict && missed ? 3 : 0;
+  const missed = Object.values(floors).some((f) => f.met === false);
+  return values.strict && missed ? 3 : 0;
 }
 
 process.exitCode = main();

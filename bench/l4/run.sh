@@ -10,16 +10,18 @@
 #
 # Needs root (cgroup, BPF). Usage: sudo bash bench/l4/run.sh [options]   (or: sudo npm run bench:l4 -- [options])
 set -euo pipefail
+{ # the whole script is one block: bash parses it before running, so editing the file mid-run is harmless
 
 usage() {
   cat <<EOF
 usage: $0 [options]
   --paths LIST        which paths to run, comma separated subset of a,b,c (default a,b,c)
   --connections N     wrk connections, fixed for every case (default 64)
-  --duration S        seconds per measured run (default 5)
-  --reps N            measured runs per case; the median is reported (default 3)
+  --duration S        seconds per measured run (default 2)
+  --reps N            measured runs per case; medians are reported (default 7)
   --warmup S          warm-up seconds per case, not measured (default 2)
   --json FILE         also write the JSON result to FILE
+  --wait-quiet S      before measuring, wait up to S seconds for CPU pressure (PSI avg10) below 10%
   --strict            exit 3 when a floor is missed
   --no-install        do not apt-get install missing Debian packages
   --no-build          do not run 'npm run build' (use the existing dist/)
@@ -33,10 +35,11 @@ BENCH_DIR="$ROOT/bench/l4"
 
 PATHS="a,b,c"
 CONNS=64
-DURATION=5
-REPS=3
+DURATION=2
+REPS=7
 WARMUP=2
 JSON_OUT=""
+WAIT_QUIET=0
 STRICT=0
 DO_INSTALL=1
 DO_BUILD=1
@@ -48,6 +51,7 @@ while (($#)); do
     --reps) REPS=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
     --json) JSON_OUT=$(realpath -m "$2"); shift 2 ;;
+    --wait-quiet) WAIT_QUIET=$2; shift 2 ;;
     --strict) STRICT=1; shift ;;
     --no-install) DO_INSTALL=0; shift ;;
     --no-build) DO_BUILD=0; shift ;;
@@ -127,7 +131,7 @@ CG=""
 PIN_DIR=""
 
 cleanup() {
-  local rc=$?
+  local rc=$? pid
   trap - EXIT INT TERM
   set +e
   if [[ -n $DAEMON_PID ]]; then
@@ -141,9 +145,11 @@ cleanup() {
     [[ -e $PIN_DIR ]] && log "warning: $PIN_DIR still exists"
   fi
   if [[ -n $CG && -d $CG ]]; then
+    # only processes this script put there (wrk, curl) can be in it; stop them by pid so the cgroup can go
+    for pid in $(cat "$CG/cgroup.procs"); do kill -TERM "$pid" 2>/dev/null; done
+    for _ in $(seq 50); do [[ -n $(cat "$CG/cgroup.procs") ]] || break; sleep 0.1; done
     rmdir "$CG" 2>/dev/null || log "warning: could not remove cgroup $CG (processes left: $(tr '\n' ' ' <"$CG/cgroup.procs"))"
   fi
-  local pid
   for pid in "${BG_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${BG_PIDS[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -207,6 +213,7 @@ http {
 }
 EOF
 start_bg nginx "$CPU_SERVER" nginx -e "$WORK/nginx-error.log" -p "$WORK/" -c "$WORK/nginx.conf"
+NGINX_PID=$!
 
 # --- sidecar path: haproxy A (client side) → haproxy B (server side) → nginx ------------------------------------
 haproxy_cfg() { # name listen-port upstream-port [extra frontend]
@@ -234,7 +241,9 @@ if want c; then
   stats uri /stats" >"$WORK/haproxy-a.cfg"
   haproxy_cfg server "$P_HA_B" "$P_BACKEND" >"$WORK/haproxy-b.cfg"
   start_bg haproxy-a "$CPU_CLIENT" haproxy -db -f "$WORK/haproxy-a.cfg"
+  HAPROXY_A_PID=$!
   start_bg haproxy-b "$CPU_SERVER" haproxy -db -f "$WORK/haproxy-b.cfg"
+  HAPROXY_B_PID=$!
 fi
 
 wait_http "http://127.0.0.1:$P_BACKEND/hello" || die "nginx did not come up; $(cat "$WORK/nginx-error.log" "$WORK/nginx.log")"
@@ -246,8 +255,10 @@ fi
 if want b; then
   CG_ROOT=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
   [[ -n $CG_ROOT ]] || die "no cgroup2 mount found in /proc/self/mounts"
+  # CG and PIN_DIR are set only once they are known to be ours: cleanup removes exactly those.
+  mkdir "$CG_ROOT/kmesh-bench-l4-$$" || die "cannot create cgroup $CG_ROOT/kmesh-bench-l4-$$"
   CG="$CG_ROOT/kmesh-bench-l4-$$"
-  mkdir "$CG"
+  [[ ! -e /sys/fs/bpf/kmesh-bench-l4-$$ ]] || die "/sys/fs/bpf/kmesh-bench-l4-$$ exists already (not ours)"
   PIN_DIR="/sys/fs/bpf/kmesh-bench-l4-$$"
   cat >"$WORK/kmesh.toml" <<EOF
 [daemon]
@@ -281,13 +292,25 @@ EOF
   log "starting kmesh-daemon (cgroup $CG, pins $PIN_DIR)"
   node "$DAEMON_JS" --config "$WORK/kmesh.toml" --pin-dir "$PIN_DIR" >"$WORK/daemon.log" 2>&1 &
   DAEMON_PID=$!
+  daemon_alive() { # false once the daemon has exited; dies if it exited with an error
+    [[ -n $DAEMON_PID ]] || return 1
+    kill -0 "$DAEMON_PID" 2>/dev/null && return 0
+    local rc=0
+    wait "$DAEMON_PID" || rc=$?
+    DAEMON_PID=""
+    ((rc == 0)) || die "kmesh-daemon exited with status $rc: $(tail -20 "$WORK/daemon.log")"
+    return 1
+  }
   ready=0
   for ((i = 0; i < 300; i++)); do # up to 30 s: ready = a request from the cgroup to the VIP lands on nginx
-    kill -0 "$DAEMON_PID" 2>/dev/null || die "kmesh-daemon exited: $(tail -20 "$WORK/daemon.log")"
     if in_cgroup curl -fsS -o /dev/null --max-time 1 "http://$VIP:$VIP_PORT/hello" 2>/dev/null; then ready=1; break; fi
+    daemon_alive || break
     sleep 0.1
   done
-  ((ready)) || die "VIP not steered after 30 s; daemon log: $(tail -20 "$WORK/daemon.log")"
+  ((ready)) || die "VIP not steered; daemon log: $(tail -20 "$WORK/daemon.log")"
+  # The data path lives in the kernel: pinned programs keep steering after the daemon exits (SIGTERM keeps pins).
+  # The bench measures that data path, so a daemon that has exited cleanly is reported, not fatal.
+  daemon_alive || log "warning: kmesh-daemon exited (status 0) after attaching; the pinned programs keep steering"
   curl -s -o /dev/null --max-time 2 "http://$VIP:$VIP_PORT/hello" &&
     die "an unregistered process reached the VIP — the redirect is not scoped to the bench cgroup"
   if command -v bpftool >/dev/null; then
@@ -315,46 +338,86 @@ run_wrk() { # path mode seconds → prints wrk's output (with the WRK_RESULT lin
   if [[ $path == b ]]; then in_cgroup "${cmd[@]}"; else "${cmd[@]}"; fi
 }
 
-LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg) # the machine may be shared: record how busy it was
+# The machine may be shared. Other work on the 2 cores skews the comparison (a path with more processes, like c,
+# gets a larger share of a contended CPU), so record how busy it was: CPU pressure (PSI "some") is the share of
+# wall time in which some runnable task waited for a CPU. Per run, as a percentage (paths a and b have one
+# process per CPU, so their pressure comes from outside the bench).
+psi() { awk -v f="$1" '/^some/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' \
+  /proc/pressure/cpu 2>/dev/null; }
+now_us() { echo $(($(date +%s%N) / 1000)); }
+if ((WAIT_QUIET > 0)) && [[ -r /proc/pressure/cpu ]]; then
+  log "waiting up to ${WAIT_QUIET}s for a quiet machine (CPU pressure avg10 < 10%; now $(psi avg10)%)"
+  for ((waited = 0; waited < WAIT_QUIET; waited += 5)); do
+    awk -v p="$(psi avg10)" 'BEGIN { exit !(p < 10) }' && break
+    sleep 5
+  done
+fi
+LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+PSI_BEFORE=$(psi avg60)
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
+daemon_ticks() { awk '{ print $14 + $15 }' "/proc/$DAEMON_PID/stat" 2>/dev/null || echo 0; } # user+system, 1/100 s
 DAEMON_CPU_BEFORE=""
-[[ -n $DAEMON_PID ]] && DAEMON_CPU_BEFORE=$(awk '{ print $14 + $15 }' "/proc/$DAEMON_PID/stat")
+[[ -n $DAEMON_PID ]] && DAEMON_CPU_BEFORE=$(daemon_ticks)
 total=$((2 * ${#PATH_LIST[@]} * (WARMUP + REPS * DURATION)))
+# CPU time of a process in µs (user + system, which includes softirq work done in its context: this kernel has no
+# IRQ time accounting, and loopback receive mostly runs in the sender's context).
+CLK_TCK=$(getconf CLK_TCK)
+cpu_us() { awk -v hz="$CLK_TCK" '{ printf "%d", ($14 + $15) * 1000000 / hz }' "/proc/$1/stat"; }
+NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)
+[[ -n $NGINX_WORKER ]] || die "no nginx worker process"
+
+measure_run() { # path mode rep — one measured wrk run, appended to $RESULTS as one JSON line
+  local path=$1 mode=$2 rep=$3
+  local acc0 ses0=0 stall0 t0 srv0 ha0=0 out wrk_cpu pressure=null
+  acc0=$(nginx_accepts)
+  [[ $path == c ]] && ses0=$(haproxy_a_sessions) && ha0=$(cpu_us "$HAPROXY_A_PID")
+  srv0=$(($(cpu_us "$NGINX_WORKER") + $([[ $path == c ]] && cpu_us "$HAPROXY_B_PID" || echo 0)))
+  stall0=$(psi total)
+  t0=$(now_us)
+  # wrk's own CPU time from bash's `time` (rusage of the finished child); the result line is on stdout
+  out=$( { TIMEFORMAT='WRK_CPU %3U %3S'; time run_wrk "$path" "$mode" "$DURATION"; } 2>&1)
+  [[ -n $stall0 ]] && pressure=$(awk -v s="$(($(psi total) - stall0))" -v t="$(($(now_us) - t0))" \
+    'BEGIN { printf "%.1f", 100 * s / t }')
+  # client side (CPU 0): wrk, and haproxy A for path c; server side (CPU 1): nginx, and haproxy B for path c
+  wrk_cpu=$(awk '/^WRK_CPU/ { printf "%d", ($2 + $3) * 1000000 }' <<<"$out")
+  local client_cpu=$((wrk_cpu + ($([[ $path == c ]] && cpu_us "$HAPROXY_A_PID" || echo 0) - ha0)))
+  local server_cpu=$(($(cpu_us "$NGINX_WORKER") + $([[ $path == c ]] && cpu_us "$HAPROXY_B_PID" || echo 0) - srv0))
+  echo "$out" >>"$WORK/wrk-$mode-$path.log"
+  local backend_conns=$(($(nginx_accepts) - acc0 - 1)) # minus the status request's own connection
+  local client_conns=$backend_conns
+  [[ $path == c ]] && client_conns=$(($(haproxy_a_sessions) - ses0))
+  local res
+  res=$(sed -n 's/^WRK_RESULT //p' <<<"$out")
+  [[ -n $res ]] || die "no result from wrk: $out"
+  printf '{"mode":"%s","path":"%s","rep":%d,"client_conns":%d,"backend_conns":%d,"cpu_pressure_pct":%s,' \
+    "$mode" "$path" "$rep" "$client_conns" "$backend_conns" "$pressure" >>"$RESULTS"
+  printf '"client_cpu_us":%d,"server_cpu_us":%d,"wrk":%s}\n' "$client_cpu" "$server_cpu" "$res" >>"$RESULTS"
+  log "$(printf '%-9s %s rep %d: %9.0f req/s   cpu pressure %5s%%' "$mode" "$path" "$rep" \
+    "$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.requests*1e6/r.duration_us)' "$res")" "$pressure")"
+}
+
 log "measuring: paths ${PATH_LIST[*]}, modes keepalive+close, c=$CONNS, ${REPS}×${DURATION}s after ${WARMUP}s warm-up (~${total}s)"
 for mode in keepalive close; do
   for path in "${PATH_LIST[@]}"; do run_wrk "$path" "$mode" "$WARMUP" >/dev/null; done
   for ((rep = 1; rep <= REPS; rep++)); do
-    # rotate the order per repetition so no path always runs first or last
-    n=${#PATH_LIST[@]}
-    for ((k = 0; k < n; k++)); do
-      path=${PATH_LIST[$(((k + rep - 1) % n))]}
-      acc0=$(nginx_accepts)
-      ses0=0
-      [[ $path == c ]] && ses0=$(haproxy_a_sessions)
-      out=$(run_wrk "$path" "$mode" "$DURATION")
-      echo "$out" >>"$WORK/wrk-$mode-$path.log"
-      acc1=$(nginx_accepts)
-      backend_conns=$((acc1 - acc0 - 1)) # minus the status request's own connection
-      client_conns=$backend_conns
-      [[ $path == c ]] && client_conns=$(($(haproxy_a_sessions) - ses0))
-      res=$(sed -n 's/^WRK_RESULT //p' <<<"$out")
-      [[ -n $res ]] || die "no result from wrk: $out"
-      printf '{"mode":"%s","path":"%s","rep":%d,"client_conns":%d,"backend_conns":%d,"wrk":%s}\n' \
-        "$mode" "$path" "$rep" "$client_conns" "$backend_conns" "$res" >>"$RESULTS"
-      log "$(printf '%-9s %s rep %d: %9.0f req/s' "$mode" "$path" "$rep" \
-        "$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.requests*1e6/r.duration_us)' "$res")")"
-    done
+    # a b c, then c b a, …: the paths compared (a–b, b–c) always run back to back, so a ratio is taken between
+    # runs that saw the same background load; no path is always first or last.
+    order=("${PATH_LIST[@]}")
+    if ((rep % 2 == 0)); then mapfile -t order < <(printf '%s\n' "${PATH_LIST[@]}" | tac); fi
+    for path in "${order[@]}"; do measure_run "$path" "$mode" "$rep"; done
   done
 done
 DAEMON_CPU_TICKS=null
-[[ -n $DAEMON_PID ]] && DAEMON_CPU_TICKS=$(($(awk '{ print $14 + $15 }' "/proc/$DAEMON_PID/stat") - DAEMON_CPU_BEFORE))
+[[ -n $DAEMON_CPU_BEFORE && -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null &&
+  DAEMON_CPU_TICKS=$(($(daemon_ticks) - DAEMON_CPU_BEFORE))
 
 cat >"$WORK/meta.json" <<EOF
 {
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "command": "bash bench/l4/run.sh --paths $PATHS --connections $CONNS --duration $DURATION --reps $REPS --warmup $WARMUP",
-  "host": { "kernel": "$(uname -r)", "loadavg_before": "$LOADAVG_BEFORE", "loadavg_after": "$(cut -d' ' -f1-3 /proc/loadavg)", "cpus": $(nproc), "cpu_model": "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)" },
+  "host": { "kernel": "$(uname -r)", "loadavg_before": "$LOADAVG_BEFORE", "loadavg_after": "$(cut -d' ' -f1-3 /proc/loadavg)",
+    "cpu_pressure_avg60_before": ${PSI_BEFORE:-null}, "cpu_pressure_avg60_after": $(psi avg60 || echo null), "cpus": $(nproc), "cpu_model": "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)" },
   "tools": { "wrk": "$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')", "nginx": "$(nginx -v 2>&1 | sed 's/.*nginx\///')", "haproxy": "$(haproxy -v | awk 'NR == 1 { print $3 }')", "node": "$(node -v)" },
   "setup": { "connections": $CONNS, "wrk_threads": 1, "duration_s": $DURATION, "reps": $REPS, "warmup_s": $WARMUP,
     "cpu_client": $CPU_CLIENT, "cpu_server": $CPU_SERVER, "vip": "$VIP:$VIP_PORT", "backend": "127.0.0.1:$P_BACKEND",
@@ -365,3 +428,5 @@ report_args=(--results "$RESULTS" --meta "$WORK/meta.json")
 [[ -n $JSON_OUT ]] && report_args+=(--json "$JSON_OUT")
 ((STRICT)) && report_args+=(--strict)
 node "$REPORT_JS" "${report_args[@]}"
+exit
+}

@@ -13,7 +13,7 @@ kernel="$CACHE/vmlinuz-$rel"
 # KMESH_QEMU_ACCEL=kvm opts in where KVM is known to work.
 accel=${KMESH_QEMU_ACCEL:-tcg}
 if [ "$accel" = kvm ] && ! { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }; then accel=tcg; fi
-if [ "$accel" = kvm ]; then acc=(-enable-kvm -cpu ${KMESH_QEMU_CPU:-max}); else acc=(-accel tcg -cpu max); fi
+if [ "$accel" = kvm ]; then acc=(-enable-kvm -cpu ${KMESH_QEMU_CPU:-max}); else acc=(-accel tcg -cpu qemu64); fi
 echo "KMESH-QEMU series=$series kernel=$rel accel=$accel" >&2
 exec timeout --foreground -k 5 "${KMESH_QEMU_TIMEOUT:-240}" \
   qemu-system-x86_64 "${acc[@]}" -smp 2 -m "${KMESH_QEMU_MEM:-1536}" \

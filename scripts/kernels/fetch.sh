@@ -100,6 +100,7 @@ for s in "${missing[@]}"; do
   case $s in
     5.10) re='^linux-image-5\.10\.0-[0-9]+-cloud-amd64-unsigned$' ;;
     6.1)  re='^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' ;;
+    6.12) re='^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$' ;;  # optional: bookworm-security
     *) log "unknown series $s"; exit 2 ;;
   esac
   # Newest first; a mirror may list a package whose file it no longer serves, so
@@ -124,5 +125,6 @@ for s in "${missing[@]}"; do
   rm -rf "$tmp"
   log "$s: cached vmlinuz-$rel ($(cat "$CACHE/$s.version"))"
 done
-rm -rf "$APTDIR/archives"
+# The package lists were only needed to find the kernels.
+rm -rf "$APTDIR"
 echo "$CACHE"

@@ -3,7 +3,7 @@
 # Mounts what the daemon expects, runs the guest checks, which print exactly one
 # "KMESH-RESULT {json}" line on the console, and powers off.
 /bin/busybox --install -s /bin
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root KMESH_GUEST=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null

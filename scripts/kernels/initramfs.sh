@@ -49,8 +49,7 @@ cp "$ROOT/package.json" "$P/"
 cp -a "$ROOT/dist" "$P/dist"
 mkdir -p "$P/build/bpf"
 cp "$ROOT"/build/bpf/*.o "$P/build/bpf/" 2>/dev/null || log "warning: no build/bpf/*.o"
-for d in bpf; do [ -d "$ROOT/$d" ] && mkdir -p "$P/$d" && cp "$ROOT/$d"/*.h "$P/$d/" 2>/dev/null || true; done
-( cd "$ROOT" && npm ls --omit=dev --parseable --all 2>/dev/null ) | while read -r dir; do
+( cd "$ROOT" && npm ls --omit=dev --parseable --all 2>/dev/null || true ) | while read -r dir; do
   rel=${dir#"$ROOT"/}
   [ "$rel" = "$dir" ] && continue            # the project itself
   case $rel in node_modules/*) ;; *) continue ;; esac

@@ -80,7 +80,10 @@ async function main(): Promise<void> {
   }
 
   // Synchronous: a log line written just before exit must not be lost.
-  const logger = pino({ level: config.daemon.logLevel, base: { pid: process.pid } }, pino.destination({ fd: 1, sync: true }));
+  const logger = pino(
+    { level: config.daemon.logLevel, base: { pid: process.pid } },
+    pino.destination({ dest: 1, sync: true }),
+  );
   const daemon = new Daemon(config, { logger, ...(args['pin-dir'] ? { pinDir: args['pin-dir'] } : {}) });
   let releaseLock: () => void = () => {};
   try {

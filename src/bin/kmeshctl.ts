@@ -5,11 +5,12 @@
  *
  * Exit codes: 0 ok, 1 the daemon answered with an error, 2 usage error, 3 daemon (or the bus) not reachable.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import dbus from 'dbus-next';
 import { callMethod, dbusErrorName, dbusErrorText, getProperty } from '../api/dbus/call.js';
-import { type ServiceTuple, decodeService, decodeStatus } from '../api/dbus/codec.js';
+import { decodeService, decodeStatus, type ServiceTuple } from '../api/dbus/codec.js';
 import {
   BUS_NAME,
   DBUS_ERROR_NAME_HAS_NO_OWNER,
@@ -147,12 +148,10 @@ function clientVersion(): string {
   }
 }
 
-/** Errors meaning "nobody to talk to": the name has no owner, or the bus socket itself is missing. */
+/** The bus answered that nobody owns org.openeuler.Kmesh1. */
 function isNotRunning(err: unknown): boolean {
   const name = dbusErrorName(err);
-  if (name === DBUS_ERROR_SERVICE_UNKNOWN || name === DBUS_ERROR_NAME_HAS_NO_OWNER) return true;
-  const code = (err as { code?: string } | null)?.code;
-  return code === 'ENOENT' || code === 'ECONNREFUSED';
+  return name === DBUS_ERROR_SERVICE_UNKNOWN || name === DBUS_ERROR_NAME_HAS_NO_OWNER;
 }
 
 async function manager(bus: dbus.MessageBus, member: string, signature = '', body: unknown[] = []) {
@@ -177,7 +176,10 @@ async function execute(bus: dbus.MessageBus, inv: Invocation, io: Io): Promise<v
     case 'register': {
       const [raw] = await manager(bus, 'RegisterService', 's', [inv.arg]);
       const s = decodeService(raw as ServiceTuple);
-      print(`Registered ${s.name}${s.attached ? ` (attached to ${s.cgroupPath})` : ` (not attached: ${s.detail ?? 'not running'})`}`, s);
+      print(
+        `Registered ${s.name}${s.attached ? ` (attached to ${s.cgroupPath})` : ` (not attached: ${s.detail ?? 'not running'})`}`,
+        s,
+      );
       return;
     }
     case 'unregister':
@@ -209,7 +211,12 @@ async function execute(bus: dbus.MessageBus, inv: Invocation, io: Io): Promise<v
 }
 
 /** The whole CLI as a function of argv → exit code, so tests can drive it in-process. */
-export async function run(argv: string[], io: Io, connect: () => dbus.MessageBus = () => dbus.systemBus()): Promise<number> {
+export async function run(
+  argv: string[],
+  io: Io,
+  connect: () => dbus.MessageBus = () => dbus.systemBus(),
+  timeoutMs = 60_000,
+): Promise<number> {
   let inv: Invocation;
   try {
     inv = parseCommandLine(argv);
@@ -224,18 +231,37 @@ export async function run(argv: string[], io: Io, connect: () => dbus.MessageBus
   let bus: dbus.MessageBus | undefined;
   try {
     bus = connect();
-    // Connection errors (no socket) arrive as an 'error' event and also reject the pending call.
-    bus.on('error', () => {});
-    await execute(bus, inv, io);
+    const b = bus;
+    // dbus-next reports a failed connection (no socket, refused) only as an 'error' event and leaves the pending
+    // call unsettled, so race the command against that event and a timeout.
+    let timer: NodeJS.Timeout | undefined;
+    const failure = new Promise<never>((_, reject) => {
+      b.on('error', reject);
+      timer = setTimeout(() => reject(new Error(`no answer from ${BUS_NAME} within ${timeoutMs / 1000} s`)), timeoutMs);
+    });
+    try {
+      await Promise.race([execute(b, inv, io), failure]);
+    } finally {
+      clearTimeout(timer);
+    }
     return EXIT.ok;
   } catch (err) {
+    const code = (err as { code?: string } | null)?.code;
+    if (code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'EACCES') {
+      io.err(`kmeshctl: cannot connect to the system bus (${(err as Error).message}); is dbus running?`);
+      return EXIT.notRunning;
+    }
     if (isNotRunning(err)) {
-      io.err(`kmeshctl: the Kmesh daemon is not running (${BUS_NAME} is not on the system bus). Try: systemctl start kmesh`);
+      io.err(
+        `kmeshctl: the Kmesh daemon is not running (${BUS_NAME} is not on the system bus). Try: systemctl start kmesh`,
+      );
       return EXIT.notRunning;
     }
     const name = dbusErrorName(err);
     if (name) {
-      const short = name.replace(/^org\.openeuler\.Kmesh1\.Error\./, '').replace(/^org\.freedesktop\.DBus\.Error\./, '');
+      const short = name
+        .replace(/^org\.openeuler\.Kmesh1\.Error\./, '')
+        .replace(/^org\.freedesktop\.DBus\.Error\./, '');
       io.err(`kmeshctl: ${short}: ${dbusErrorText(err)}`);
       return EXIT.daemonError;
     }
@@ -246,8 +272,17 @@ export async function run(argv: string[], io: Io, connect: () => dbus.MessageBus
   }
 }
 
-// Run only when executed, not when imported by tests.
-if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+// Run only when executed (also through the /usr/bin launcher or a symlink), not when imported by tests.
+function isMain(): boolean {
+  try {
+    return (
+      process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url))
+    );
+  } catch {
+    return false;
+  }
+}
+if (isMain()) {
   const code = await run(process.argv.slice(2), {
     out: (s) => process.stdout.write(`${s}\n`),
     err: (s) => process.stderr.write(`${s}\n`),

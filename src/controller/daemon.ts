@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { mergeModels } from '../model/merge.js';
-import { type MeshModel, type ServiceSpec, emptyModel } from '../model/types.js';
+import { emptyModel, type MeshModel, type ServiceSpec } from '../model/types.js';
 import { validateModel } from '../model/validate.js';
 import { BpfObject, type BpfProgram } from '../runtime/bpf-object.js';
 import { ensureBpffs } from '../runtime/bpffs.js';
@@ -17,7 +17,14 @@ import { findCgroup2Mount } from '../runtime/cgroup2.js';
 import { type DatapathMaps, datapathMaps } from '../runtime/maps/datapath-maps.js';
 import { loadConfigFile } from './config/load.js';
 import type { KmeshConfig } from './config/schema.js';
-import type { DaemonControl, DaemonEvents, DaemonState, DaemonStatus, FeatureStatus, ServiceStatus } from './control.js';
+import type {
+  DaemonControl,
+  DaemonEvents,
+  DaemonState,
+  DaemonStatus,
+  FeatureStatus,
+  ServiceStatus,
+} from './control.js';
 import { desiredState } from './desired-state.js';
 import { KmeshError } from './errors.js';
 import { dumpMaps } from './map-dump.js';
@@ -102,7 +109,13 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
 
     const mount = findCgroup2Mount();
     const links = new CgroupLinks(pins.links, mount);
-    this.registry = new ServiceRegistry(links, () => this.programs(), mount, this.options.unitResolver ?? null, this.logger);
+    this.registry = new ServiceRegistry(
+      links,
+      () => this.programs(),
+      mount,
+      this.options.unitResolver ?? null,
+      this.logger,
+    );
     this.registry.on('changed', (name, change) => this.emit('service-changed', name, change));
     await this.registerConfigured(this.config.services);
     this.registry.pruneStale();
@@ -239,7 +252,10 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
 
   setLogLevel(level: string): void {
     if (!(level in this.logger.levels.values) && level !== 'silent') {
-      throw new KmeshError('InvalidArgument', `unknown log level "${level}" (fatal, error, warn, info, debug, trace, silent)`);
+      throw new KmeshError(
+        'InvalidArgument',
+        `unknown log level "${level}" (fatal, error, warn, info, debug, trace, silent)`,
+      );
     }
     this.logger.level = level;
   }

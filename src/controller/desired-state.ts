@@ -2,15 +2,16 @@
  * The model as map entries, before any kernel is touched: pure, so the load-balancing
  * tables (cumulative weights, cluster splits) are unit-tested directly.
  */
-import { l4Protocol } from '../model/validate.js';
+
 import type { Cluster, Listener, MeshModel } from '../model/types.js';
+import { l4Protocol } from '../model/validate.js';
 import { encodeAddr } from '../runtime/maps/addr.js';
 import {
   CLUSTER_UNIFORM_WEIGHTS,
+  endpointValue,
   IPPROTO_TCP,
   IPPROTO_UDP,
   LB_POLICY_CODES,
-  endpointValue,
   listenerKey,
   listenerValue,
 } from '../runtime/maps/layouts.js';

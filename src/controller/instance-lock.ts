@@ -23,7 +23,10 @@ export function acquireInstanceLock(pinDir: string): () => void {
   try {
     const pid = Number(readFileSync(path, 'utf8').trim());
     if (pid && pid !== process.pid && alive(pid)) {
-      throw new KmeshError('AlreadyExists', `another kmesh-daemon (pid ${pid}) already manages ${pinDir} (lock ${path})`);
+      throw new KmeshError(
+        'AlreadyExists',
+        `another kmesh-daemon (pid ${pid}) already manages ${pinDir} (lock ${path})`,
+      );
     }
   } catch (err) {
     if (err instanceof KmeshError) throw err;

@@ -1,12 +1,21 @@
 /** What is in the kernel maps right now, decoded for DumpConfig and `kmeshctl dump`. */
 import { decodeAddr } from '../runtime/maps/addr.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
-import { clusterKey, clusterValue, endpointKey, endpointValue, listenerKey, listenerValue } from '../runtime/maps/layouts.js';
+import {
+  clusterKey,
+  clusterValue,
+  endpointKey,
+  endpointValue,
+  listenerKey,
+  listenerValue,
+} from '../runtime/maps/layouts.js';
 
 const PROTOCOL_NAMES: Record<number, string> = { 6: 'tcp', 17: 'udp' };
 
 export function dumpMaps(maps: DatapathMaps, clusterNames: ReadonlyMap<number, string>) {
-  const endpoints = maps.endpoints.entries().map(([k, v]) => ({ key: endpointKey.decode(k), value: endpointValue.decode(v) }));
+  const endpoints = maps.endpoints
+    .entries()
+    .map(([k, v]) => ({ key: endpointKey.decode(k), value: endpointValue.decode(v) }));
   return {
     listeners: maps.listeners.entries().map(([k, v]) => {
       const key = listenerKey.decode(k);
@@ -34,7 +43,11 @@ export function dumpMaps(maps: DatapathMaps, clusterNames: ReadonlyMap<number, s
         endpoints: endpoints
           .filter((e) => e.key.cluster_id === id && e.key.generation === value.generation)
           .sort((a, b) => a.key.index - b.key.index)
-          .map((e) => ({ address: decodeAddr(e.value.addr), port: e.value.port, cumulativeWeight: e.value.cum_weight })),
+          .map((e) => ({
+            address: decodeAddr(e.value.addr),
+            port: e.value.port,
+            cumulativeWeight: e.value.cum_weight,
+          })),
       };
     }),
     endpointEntries: endpoints.length,

@@ -82,7 +82,8 @@ export class Reconciler {
     for (const [slot, entries] of byGeneration) {
       const [id, generation] = slot.split('/').map(Number) as [number, number];
       if (this.clusters.get(id)?.generation === generation) continue;
-      for (const index of entries.keys()) this.maps.endpoints.delete(endpointKey.encode({ cluster_id: id, generation, index }));
+      for (const index of entries.keys())
+        this.maps.endpoints.delete(endpointKey.encode({ cluster_id: id, generation, index }));
       stray += entries.size;
     }
     this.logger.info(
@@ -127,12 +128,24 @@ export class Reconciler {
     for (const cluster of changed) {
       const before = this.clusters.get(cluster.id);
       if (before && before.endpoints.length > 0 && before.generation !== this.generationOf(cluster)) {
-        this.retire({ clusterId: cluster.id, generation: before.generation, count: before.endpoints.length, dropCluster: false, due: now });
+        this.retire({
+          clusterId: cluster.id,
+          generation: before.generation,
+          count: before.endpoints.length,
+          dropCluster: false,
+          due: now,
+        });
       }
     }
     for (const id of removedClusters) {
       const before = this.clusters.get(id) as LiveCluster;
-      this.retire({ clusterId: id, generation: before.generation, count: before.endpoints.length, dropCluster: true, due: now });
+      this.retire({
+        clusterId: id,
+        generation: before.generation,
+        count: before.endpoints.length,
+        dropCluster: true,
+        due: now,
+      });
       this.clusters.delete(id);
     }
     for (const cluster of changed) this.clusters.set(cluster.id, this.pendingLive.get(cluster.id) as LiveCluster);
@@ -290,7 +303,10 @@ export class Reconciler {
 function asKmeshError(err: unknown): KmeshError {
   if (err instanceof KmeshError) return err;
   if (err instanceof BpfError && (err.errno === 7 || err.errno === 12 || err.errno === 28)) {
-    return new KmeshError('CapacityExceeded', `map full while applying: ${err.message}; the previous config stays live`);
+    return new KmeshError(
+      'CapacityExceeded',
+      `map full while applying: ${err.message}; the previous config stays live`,
+    );
   }
   return new KmeshError('Failed', `applying config failed: ${(err as Error).message}; the previous config stays live`);
 }

@@ -51,7 +51,10 @@ export class ServiceRegistry extends EventEmitter<{
     const entry: Registration = { name, spec, origin };
     if (spec.unit !== undefined) {
       if (!this.units) {
-        throw new KmeshError('InvalidArgument', `cannot register unit ${spec.unit}: systemd is not reachable on the system bus`);
+        throw new KmeshError(
+          'InvalidArgument',
+          `cannot register unit ${spec.unit}: systemd is not reachable on the system bus`,
+        );
       }
       const unit = spec.unit;
       const path = await this.units.resolve(unit);
@@ -116,7 +119,6 @@ export class ServiceRegistry extends EventEmitter<{
     this.timer = setInterval(() => {
       for (const entry of this.entries.values()) this.sync(entry);
     }, intervalMs);
-    this.timer.unref();
   }
 
   async close(): Promise<void> {

@@ -10,6 +10,7 @@
 import dbus from 'dbus-next';
 import { callBus, callMethod, dbusErrorName, dbusErrorText, getProperty } from '../api/dbus/call.js';
 import { KmeshError } from './errors.js';
+import type { UnitCgroupResolver as UnitCgroupResolverContract } from './unit-resolver.js';
 
 const SYSTEMD = 'org.freedesktop.systemd1';
 const SYSTEMD_PATH = '/org/freedesktop/systemd1';
@@ -65,7 +66,7 @@ interface Watch {
   timer?: NodeJS.Timeout;
 }
 
-export class UnitCgroupResolver {
+export class UnitCgroupResolver implements UnitCgroupResolverContract {
   private readonly bus: dbus.MessageBus;
   private readonly ownsBus: boolean;
   private readonly debounceMs: number;
@@ -73,6 +74,8 @@ export class UnitCgroupResolver {
   private readonly matches = new Map<string, number>();
   private subscribed: Promise<void> | null = null;
   private closed = false;
+  /** Set when the bus connection failed: calls would never be answered, so fail them at once. */
+  private broken: Error | null = null;
   private readonly onMessage = (msg: dbus.Message) => this.handleSignal(msg);
 
   constructor(options: UnitCgroupResolverOptions = {}) {
@@ -81,7 +84,9 @@ export class UnitCgroupResolver {
     this.debounceMs = options.debounceMs ?? 50;
     this.bus.on('message', this.onMessage);
     // A lost bus must not crash the daemon; resolve() then fails with a clear error.
-    this.bus.on('error', () => {});
+    this.bus.on('error', (err: unknown) => {
+      this.broken = err instanceof Error ? err : new Error(String(err));
+    });
   }
 
   /**
@@ -150,6 +155,12 @@ export class UnitCgroupResolver {
   }
 
   private async loadUnit(unit: string): Promise<string> {
+    if (this.broken) {
+      throw new KmeshError(
+        'Failed',
+        `cannot ask systemd about "${unit}": system bus unavailable (${this.broken.message})`,
+      );
+    }
     try {
       // LoadUnit (unlike GetUnit) also answers for units that are not loaded yet, with LoadState telling the rest.
       const [path] = await callMethod(this.bus, {

@@ -29,7 +29,9 @@ export function mergeModels(toml: MeshModel, xds: MeshModel): MergeResult {
       return false;
     }
     if (bound.has(`${l.address}|${l.port}|${l4Protocol(l.protocol)}`)) {
-      shadowed.push(`xDS listener "${l.name}" on ${l.address}:${l.port} is shadowed by a TOML listener on that address`);
+      shadowed.push(
+        `xDS listener "${l.name}" on ${l.address}:${l.port} is shadowed by a TOML listener on that address`,
+      );
       return false;
     }
     return true;

@@ -45,7 +45,8 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
       const where = at.cluster(i, `endpoints[${j}]`);
       if (isIP(ep.address) === 0) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
       if (!validPort(ep.port)) errors.push(`${where}.port: must be 1..65535, got ${ep.port}`);
-      if (!validWeight(ep.weight)) errors.push(`${where}.weight: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
+      if (!validWeight(ep.weight))
+        errors.push(`${where}.weight: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
     });
   });
 
@@ -75,7 +76,9 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
 
     if (listener.routes.length === 0) errors.push(`${at.listener(i, 'cluster')}: names no cluster`);
     if (listener.routes.length > MAX_ROUTE_CLUSTERS) {
-      errors.push(`${at.listener(i, 'weighted_clusters')}: at most ${MAX_ROUTE_CLUSTERS} clusters, got ${listener.routes.length}`);
+      errors.push(
+        `${at.listener(i, 'weighted_clusters')}: at most ${MAX_ROUTE_CLUSTERS} clusters, got ${listener.routes.length}`,
+      );
     }
     listener.routes.forEach((route, j) => {
       const key = listener.routes.length > 1 ? `weighted_clusters[${j}]` : 'cluster';

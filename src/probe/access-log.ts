@@ -20,7 +20,8 @@ export interface AccessRecord {
   local_port: number;
   bytes_sent: number;
   bytes_received: number;
-  duration_ms: number;
+  /** Absent for connections made before the access log was switched on. */
+  duration_ms?: number;
   rtt_us: number;
   retransmits: number;
 }
@@ -38,11 +39,11 @@ export function accessRecord(ev: ConnEvent, labels: ConnectionLabels): AccessRec
     local_port: ev.localPort,
     bytes_sent: Number(ev.bytesSent),
     bytes_received: Number(ev.bytesReceived),
-    duration_ms: Number(ev.durationNs / 1000n) / 1000,
     rtt_us: ev.srttUs,
     retransmits: ev.retransmits,
   };
   if (ev.steered) rec.vip = hostPort(ev.steered.vip, ev.steered.vipPort);
+  if (ev.durationNs > 0n) rec.duration_ms = Number(ev.durationNs / 1000n) / 1000;
   return rec;
 }
 

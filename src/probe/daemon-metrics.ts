@@ -2,7 +2,7 @@
  * Daemon-level metrics: read at scrape time from what the daemon already knows, so a
  * scrape during a reload sees the last applied state, never a half-applied one.
  */
-import { Counter, Gauge, type Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
 import type { DaemonControl } from '../controller/control.js';
 import { progStats } from './prog-stats.js';
 
@@ -15,13 +15,14 @@ export interface XdsStats {
 
 export interface MapStats {
   name: string;
-  /** Entries in use as the daemon knows them (it wrote them). */
-  entries: number;
+  /** Entries in use as the daemon knows them (it wrote them); omitted when unknown (LRU maps). */
+  entries?: number;
   capacity: number;
 }
 
 export interface DaemonMetricsSources {
-  control: Pick<DaemonControl, 'status' | 'on'>;
+  /** The daemon; only status() and the 'config-applied' event are used. */
+  control: Pick<DaemonControl, 'status'> & { on(event: 'config-applied', listener: () => void): unknown };
   xds?: () => XdsStats;
   maps: () => MapStats[];
   /** The loaded programs; run counts are reported when kernel stats are enabled. */
@@ -32,6 +33,11 @@ export interface DaemonMetricsSources {
 
 export function registerDaemonMetrics(registry: Registry, src: DaemonMetricsSources): void {
   collectDefaultMetrics({ register: registry });
+  // prom-client names these gauges *_total, which promtool rejects for non-counters; the
+  // per-type nodejs_active_handles/requests/resources gauges carry the same information.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(name);
+  }
   const regs = [registry];
 
   new Gauge({
@@ -58,6 +64,8 @@ export function registerDaemonMetrics(registry: Registry, src: DaemonMetricsSour
     help: 'Successful applies of configuration (TOML or xDS) to the maps since start.',
     registers: regs,
   });
+  // applies before the metrics existed (the first one happens during start-up) count too
+  applies.inc(src.control.status().configVersion);
   src.control.on('config-applied', () => applies.inc());
   new Gauge({
     name: 'kmesh_xds_connected',
@@ -89,7 +97,7 @@ export function registerDaemonMetrics(registry: Registry, src: DaemonMetricsSour
     labelNames: ['map'],
     registers: regs,
     collect() {
-      for (const m of src.maps()) this.set({ map: m.name }, m.entries);
+      for (const m of src.maps()) if (m.entries !== undefined) this.set({ map: m.name }, m.entries);
     },
   });
   new Gauge({

@@ -4,7 +4,7 @@
  */
 import { decodeAddr } from '../runtime/maps/addr.js';
 import { sockOrigin } from '../runtime/maps/layouts.js';
-import { StructCodec, bytes, u16, u32, u64, u8 } from '../runtime/maps/struct-codec.js';
+import { bytes, StructCodec, u8, u16, u32, u64 } from '../runtime/maps/struct-codec.js';
 
 export const EV_OPEN = 1;
 export const EV_CLOSE = 2;
@@ -29,7 +29,9 @@ export const probeEvent = new StructCodec('kmesh_probe_event', {
 });
 
 /** Value of kmesh_probe_cgroup (per-cgroup storage). */
-export const probeCgroup = new StructCodec('kmesh_probe_cgroup', { cgroup_id: u64 });
+export const probeCgroup = new StructCodec('kmesh_probe_cgroup', { cgroup_id: u64, flags: u32, pad: u32 });
+/** kmesh_probe_cgroup.flags: keep per-socket timing state (connection durations). */
+export const CG_TIMING = 0x1;
 
 /** struct bpf_cgroup_storage_key from linux/bpf.h: the key of kmesh_probe_cgroup. */
 export const cgroupStorageKey = new StructCodec('bpf_cgroup_storage_key', {
@@ -44,6 +46,7 @@ export interface ConnEvent {
   kind: EventKind;
   cookie: bigint;
   cgroupId: bigint;
+  /** 0 when timing was off for the connection (access log off at connect time). */
   durationNs: bigint;
   bytesSent: bigint;
   bytesReceived: bigint;

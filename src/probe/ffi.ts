@@ -1,26 +1,15 @@
 /**
- * libbpf bindings only the probe needs (ring buffer, program info, stats). Kept here
- * rather than in src/runtime/libbpf.ts so the two can evolve without edit clashes;
- * koffi.load of the same soname shares the one dlopen'ed libbpf.so.1.
+ * Foreign calls only the probe needs: program info and stats from libbpf, mmap for
+ * the ring buffer from libc. Kept here rather than in src/runtime/libbpf.ts so the
+ * two files can evolve without edit clashes; koffi.load of the same soname shares the
+ * one dlopen'ed library.
  */
 import koffi from 'koffi';
 
 const lib = koffi.load('libbpf.so.1');
-
-/** int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size) */
-export const RingBufferSampleFn = koffi.proto('int kmesh_ring_buffer_sample_fn(void *ctx, void *data, size_t size)');
-const RingBufferPtr = koffi.pointer('kmesh_ring_buffer', koffi.opaque());
-
-/** An opaque libbpf pointer as koffi hands it out. */
-export type Handle = object;
+const c = koffi.load('libc.so.6');
 
 export const probeLib = {
-  ringBufferNew: lib.func(
-    'kmesh_ring_buffer *ring_buffer__new(int map_fd, kmesh_ring_buffer_sample_fn *cb, void *ctx, void *opts)',
-  ) as (mapFd: number, cb: unknown, ctx: null, opts: null) => Handle | null,
-  /** Non-blocking: drains what is in the ring now; returns the count or -errno. */
-  ringBufferConsume: lib.func('int ring_buffer__consume(kmesh_ring_buffer *rb)') as (rb: Handle) => number,
-  ringBufferFree: lib.func('void ring_buffer__free(kmesh_ring_buffer *rb)') as (rb: Handle) => void,
   objGetInfoByFd: lib.func('int bpf_obj_get_info_by_fd(int fd, _Inout_ void *info, _Inout_ uint32_t *len)') as (
     fd: number,
     info: Buffer,
@@ -31,15 +20,26 @@ export const probeLib = {
   enableStats: lib.func('int bpf_enable_stats(int type)') as (type: number) => number,
 };
 
-void RingBufferPtr;
+const MAP_SHARED = 1;
+const MAP_FAILED = 0xffffffffffffffffn;
+const mmap = c.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)') as (
+  addr: null,
+  length: number,
+  prot: number,
+  flags: number,
+  fd: number,
+  offset: number,
+) => unknown;
 
-/** Copies `size` bytes at a pointer handed to a callback (valid only during the call). */
-export function copyOut(ptr: unknown, size: number): Buffer {
-  return Buffer.from(koffi.view(ptr, size).slice(0));
-}
+export const libc = {
+  getpagesize: c.func('int getpagesize(void)') as () => number,
+  /** MAP_SHARED mapping of an fd; null on failure. */
+  mmapShared(length: number, prot: number, fd: number, offset: number): unknown {
+    const ptr = mmap(null, length, prot, MAP_SHARED, fd, offset);
+    return ptr === null || koffi.address(ptr) === MAP_FAILED ? null : ptr;
+  },
+  munmap: c.func('int munmap(void *addr, size_t length)') as (addr: unknown, length: number) => number,
+};
 
-export type SampleFn = (ctx: unknown, data: unknown, size: number | bigint) => number;
-
-/** A C-callable pointer to `fn`; valid until unregisterSample. Called only on this thread, inside consume. */
-export const registerSample = (fn: SampleFn): bigint => koffi.register(fn, koffi.pointer(RingBufferSampleFn));
-export const unregisterSample = (cb: bigint): void => koffi.unregister(cb);
+/** An ArrayBuffer over mapped memory, no copy; invalid after munmap. */
+export const mapView = (ptr: unknown, len: number): ArrayBuffer => koffi.view(ptr, len);

@@ -1,7 +1,7 @@
 /** Small readers/writers of the probe's own maps, by fd (no dependency on the loader). */
 import type { BpfMap } from '../runtime/bpf-map.js';
-import { cgroupStorageKey, probeCgroup } from './event-codec.js';
 import { libbpf } from '../runtime/libbpf.js';
+import { cgroupStorageKey, probeCgroup } from './event-codec.js';
 import { probeLib } from './ffi.js';
 
 let possibleCpus = 0;
@@ -29,19 +29,20 @@ export function readPerCpuCounter(map: Pick<BpfMap, 'fd' | 'name'>): bigint {
 
 /**
  * The kernel gives every (cgroup, attach type) the program is attached to its own
- * kmesh_probe_cgroup value, zeroed. Writing each key's cgroup id into its value is how
- * the program learns the registered cgroup's id (see kmesh_probe.h). Idempotent and
- * cheap (one entry per registered cgroup): call after every attach.
- * Returns the number of entries written.
+ * kmesh_probe_cgroup value, zeroed. Writing each key's cgroup id (and the switches)
+ * into its value is how the program learns the registered cgroup's id (see
+ * kmesh_probe.h). Idempotent and cheap (one entry per registered cgroup): call after
+ * every attach and whenever `flags` change. Returns the number of entries written.
  */
-export function syncCgroupIds(map: Pick<BpfMap, 'keys' | 'lookup' | 'update'>): number {
+export function syncCgroupIds(map: Pick<BpfMap, 'keys' | 'lookup' | 'update'>, flags: number): number {
   let written = 0;
   for (const keyBuf of map.keys()) {
     const key = cgroupStorageKey.decode(keyBuf);
     const value = map.lookup(keyBuf);
-    if (!value || BigInt(probeCgroup.decode(value).cgroup_id) !== BigInt(key.cgroup_inode_id)) {
+    const current = value ? probeCgroup.decode(value) : undefined;
+    if (!current || BigInt(current.cgroup_id) !== BigInt(key.cgroup_inode_id) || current.flags !== flags) {
       try {
-        map.update(keyBuf, probeCgroup.encode({ cgroup_id: key.cgroup_inode_id }));
+        map.update(keyBuf, probeCgroup.encode({ cgroup_id: key.cgroup_inode_id, flags }));
         written++;
       } catch {
         // the cgroup went away (detached) between keys() and update(): nothing to name

@@ -11,10 +11,11 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { BpfMap } from '../runtime/bpf-map.js';
 import { AccessLog } from './access-log.js';
+import { Aggregator } from './aggregate.js';
 import { ConnectionMetrics, DEFAULT_MAX_SERIES } from './connection-metrics.js';
-import { type ConnEvent, decodeEvent } from './event-codec.js';
+import { CG_TIMING, type ConnEvent, decodeEvent, EV_OPEN, probeEvent } from './event-codec.js';
 import { readPerCpuCounter, syncCgroupIds } from './kernel-state.js';
-import { type ProbeLookups, labelsOf } from './labels.js';
+import { labelsOf, type ProbeLookups } from './labels.js';
 import { RingBufferConsumer } from './ringbuf.js';
 
 export const PROBE_OBJECT = 'kmesh_probe.bpf.o';
@@ -28,7 +29,7 @@ export const PROBE_MAPS = {
 type MapLike = Pick<BpfMap, 'fd' | 'name' | 'keys' | 'lookup' | 'update'>;
 
 export interface ProbeOptions {
-  maps: { events: Pick<BpfMap, 'fd' | 'name'>; drops: Pick<BpfMap, 'fd' | 'name'>; cgroups: MapLike };
+  maps: { events: Pick<BpfMap, 'fd' | 'name' | 'maxEntries'>; drops: Pick<BpfMap, 'fd' | 'name'>; cgroups: MapLike };
   lookups: ProbeLookups;
   registry: Registry;
   logger: Logger;
@@ -45,40 +46,57 @@ export class Probe {
   private readonly consumer: RingBufferConsumer;
   private readonly metrics: ConnectionMetrics;
   private readonly access: AccessLog;
-  private readonly events: Counter<'type'>;
+  private readonly agg: Aggregator;
   private syncTimer: NodeJS.Timeout | null = null;
   private lastDrops = 0n;
   private running = false;
 
   constructor(private readonly opts: ProbeOptions) {
     const { registry } = opts;
-    this.metrics = new ConnectionMetrics(registry, opts.maxSeries ?? DEFAULT_MAX_SERIES);
+    const maxSeries = opts.maxSeries ?? DEFAULT_MAX_SERIES;
+    // Keys between two scrapes; a few per label set is plenty, the rest is "other".
+    this.agg = new Aggregator(4 * maxSeries);
+    this.metrics = new ConnectionMetrics(registry, opts.lookups, () => this.agg.drain(), maxSeries);
     this.access = new AccessLog(opts.logger, opts.accessLog);
-    this.events = new Counter({
+    const agg = this.agg;
+    new Counter({
       name: 'kmesh_probe_events_total',
       help: 'Connection events read from the kernel ring buffer, by type.',
       labelNames: ['type'],
       registers: [registry],
+      collect() {
+        this.reset();
+        for (const [type, n] of Object.entries(agg.byType)) this.inc({ type }, n);
+      },
     });
-    const drops = new Counter({
+    const self = this;
+    new Counter({
       name: 'kmesh_probe_ringbuf_drops_total',
       help: 'Connection events the kernel could not queue because the ring buffer was full (their connections are missing from the connection counters).',
       registers: [registry],
+      collect() {
+        // Drops are counted in the kernel (per CPU); fold the delta in at scrape time.
+        self.pullDrops(this);
+      },
     });
-    const self = this;
     new Gauge({
       name: 'kmesh_probe_label_sets',
       help: 'Distinct connection label sets in use (bounded by the label-set limit).',
       registers: [registry],
       collect() {
         this.set(self.metrics.limiter.size);
-        // Drops live in the kernel (per-CPU); fold the delta into the counter at scrape time.
-        self.pullDrops(drops);
       },
     });
-    this.consumer = new RingBufferConsumer(opts.maps.events.fd, (buf) => this.handle(buf), {
-      intervalMs: opts.pollIntervalMs ?? 20,
-    });
+    const { events } = opts.maps;
+    this.consumer = new RingBufferConsumer(
+      events.fd,
+      events.maxEntries,
+      (ring, at, size) => this.handle(ring, at, size),
+      {
+        intervalMs: opts.pollIntervalMs ?? 20,
+        onError: (err) => opts.logger.error({ err }, 'probe: reading the ring buffer failed'),
+      },
+    );
   }
 
   start(): void {
@@ -99,18 +117,21 @@ export class Probe {
     this.running = false;
   }
 
+  /** Also switches per-connection timing in the kernel: durations are for the access log only. */
   setAccessLog(on: boolean): void {
+    if (this.access.enabled === on) return;
     this.access.enabled = on;
+    this.syncCgroups();
   }
 
   get accessLogEnabled(): boolean {
     return this.access.enabled;
   }
 
-  /** Writes each attached cgroup's id into its storage; call right after attaching the program. */
+  /** Writes each attached cgroup's id and switches into its storage; call right after attaching the program. */
   syncCgroups(): number {
     try {
-      return syncCgroupIds(this.opts.maps.cgroups);
+      return syncCgroupIds(this.opts.maps.cgroups, this.access.enabled ? CG_TIMING : 0);
     } catch (err) {
       this.opts.logger.warn({ err }, 'probe: cgroup id sync failed');
       return 0;
@@ -120,6 +141,11 @@ export class Probe {
   /** Reads the ring buffer now (tests; the timer does this otherwise). */
   drain(): number {
     return this.consumer.drain();
+  }
+
+  /** Time spent reading and handling events so far, ns. */
+  get consumerBusyNs(): bigint {
+    return this.consumer.busyNs;
   }
 
   /** Events lost in the kernel so far (cumulative, all CPUs). */
@@ -137,13 +163,15 @@ export class Probe {
     }
   }
 
-  private handle(buf: Buffer): void {
-    const ev = decodeEvent(buf);
+  /** Per record: sums only; objects and names only when the access log or a test wants them. */
+  private handle(ring: Buffer, at: number, size: number): void {
+    const type = this.agg.add(ring, at, size);
+    if (type === 0) return;
+    const logIt = this.access.enabled && type !== EV_OPEN;
+    if (!logIt && !this.opts.onEvent) return;
+    const ev = decodeEvent(ring.subarray(at, at + probeEvent.size));
     if (!ev) return;
-    this.events.inc({ type: ev.kind });
-    const labels = labelsOf(ev, this.opts.lookups);
-    this.metrics.record(ev, labels);
-    this.access.write(ev, labels);
+    if (logIt) this.access.write(ev, labelsOf(ev, this.opts.lookups));
     this.opts.onEvent?.(ev);
   }
 }

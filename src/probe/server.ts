@@ -1,5 +1,5 @@
 /** The Prometheus endpoint: GET /metrics on `[metrics] listen`. */
-import { type Server, createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { KmeshError } from '../controller/errors.js';

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap } from './bpf-map.js';
 import { BpfError, check } from './errors.js';
-import { type Handle, errnoNow, libbpf } from './libbpf.js';
+import { errnoNow, type Handle, libbpf } from './libbpf.js';
 
 export interface BpfProgram {
   name: string;
@@ -40,7 +40,10 @@ export class BpfObject {
     const obj = new BpfObject(path, handle, options.skipPrograms ?? new Set());
     for (const map of obj.mapHandles()) {
       if (libbpf.mapIsInternal(map)) continue;
-      check(`pin path for ${libbpf.mapName(map)}`, libbpf.mapSetPinPath(map, join(options.pinMapsDir, libbpf.mapName(map))));
+      check(
+        `pin path for ${libbpf.mapName(map)}`,
+        libbpf.mapSetPinPath(map, join(options.pinMapsDir, libbpf.mapName(map))),
+      );
     }
     for (const prog of obj.programHandles()) {
       if (obj.skipPrograms.has(libbpf.programName(prog))) libbpf.programSetAutoload(prog, false);
@@ -57,7 +60,13 @@ export class BpfObject {
       const name = libbpf.mapName(map);
       this.maps.set(
         name,
-        new BpfMap(name, libbpf.mapFd(map), libbpf.mapKeySize(map), libbpf.mapValueSize(map), libbpf.mapMaxEntries(map)),
+        new BpfMap(
+          name,
+          libbpf.mapFd(map),
+          libbpf.mapKeySize(map),
+          libbpf.mapValueSize(map),
+          libbpf.mapMaxEntries(map),
+        ),
       );
     }
     for (const prog of this.programHandles()) {

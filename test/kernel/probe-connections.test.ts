@@ -3,10 +3,10 @@
  * are counted exactly; connections from an unregistered cgroup are not.
  */
 import assert from 'node:assert/strict';
-import { type AddressInfo, type Server, createServer } from 'node:net';
+import { type AddressInfo, createServer, type Server } from 'node:net';
 import { after, before, test } from 'node:test';
 import type { ConnEvent } from '../../src/probe/event-codec.js';
-import { type ProbeRig, counterTotal, inCgroupScript, makeProbeRig, runChild, waitFor } from './probe-harness.js';
+import { counterTotal, inCgroupScript, makeProbeRig, type ProbeRig, runChild, waitFor } from './probe-harness.js';
 
 const N = 20;
 const SEND = 10_000; // bytes each client writes
@@ -18,7 +18,8 @@ let port: number;
 const events: ConnEvent[] = [];
 
 before(async () => {
-  rig = makeProbeRig('conn', { onEvent: (ev) => events.push(ev) });
+  // access log on: the kernel keeps per-socket timing state (the other mode is tested below)
+  rig = makeProbeRig('conn', { onEvent: (ev) => events.push(ev), accessLog: true });
   // Backend outside the registered cgroup: reads SEND bytes, replies REPLY bytes, closes after the client.
   backend = createServer((sock) => {
     let got = 0;
@@ -52,10 +53,13 @@ for (let i = 0; i < ${n}; i++) {
 }`;
 }
 
-test('N connections from the registered cgroup: opened = closed = N, bytes exact', async () => {
+test('N connections from the registered cgroup (timing on): opened = closed = N, bytes exact', async () => {
   const res = await runChild(inCgroupScript(rig.cgroups.attached, clientBody(port, N)));
   assert.equal(res.code, 0, res.stderr);
-  await waitFor('close events', async () => (await counterTotal(rig.registry, 'kmesh_tcp_connections_closed_total')) >= N);
+  await waitFor(
+    'close events',
+    async () => (await counterTotal(rig.registry, 'kmesh_tcp_connections_closed_total')) >= N,
+  );
   assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_connections_opened_total'), N);
   assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_connections_closed_total'), N);
   assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_sent_bytes_total'), N * SEND);
@@ -85,6 +89,37 @@ test('N connections from the registered cgroup: opened = closed = N, bytes exact
   assert.equal(rig.probe.drops(), 0n);
 });
 
+test('without timing state (access log off) the counts and bytes are the same, durations absent', async () => {
+  rig.probe.setAccessLog(false);
+  try {
+    const before = {
+      opened: await counterTotal(rig.registry, 'kmesh_tcp_connections_opened_total'),
+      closed: await counterTotal(rig.registry, 'kmesh_tcp_connections_closed_total'),
+      sent: await counterTotal(rig.registry, 'kmesh_tcp_sent_bytes_total'),
+      received: await counterTotal(rig.registry, 'kmesh_tcp_received_bytes_total'),
+    };
+    const seen = events.length;
+    const res = await runChild(inCgroupScript(rig.cgroups.attached, clientBody(port, N)));
+    assert.equal(res.code, 0, res.stderr);
+    await waitFor(
+      'close events',
+      async () => (await counterTotal(rig.registry, 'kmesh_tcp_connections_closed_total')) >= before.closed + N,
+    );
+    assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_connections_opened_total'), before.opened + N);
+    assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_connections_closed_total'), before.closed + N);
+    assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_sent_bytes_total'), before.sent + N * SEND);
+    assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_received_bytes_total'), before.received + N * REPLY);
+    const fresh = events.slice(seen);
+    assert.equal(fresh.length, 2 * N);
+    for (const ev of fresh) {
+      assert.equal(ev.durationNs, 0n);
+      assert.equal(ev.cgroupId, rig.attachedId);
+    }
+  } finally {
+    rig.probe.setAccessLog(true);
+  }
+});
+
 test('refused connects are counted as failed, not opened', async () => {
   // a port with no listener: bind-and-close leaves it free
   const probePort = await new Promise<number>((resolve) => {
@@ -105,7 +140,10 @@ for (let i = 0; i < 5; i++) {
 }`;
   const res = await runChild(inCgroupScript(rig.cgroups.attached, body));
   assert.equal(res.code, 0, res.stderr);
-  await waitFor('failed events', async () => (await counterTotal(rig.registry, 'kmesh_tcp_connections_failed_total')) >= 5);
+  await waitFor(
+    'failed events',
+    async () => (await counterTotal(rig.registry, 'kmesh_tcp_connections_failed_total')) >= 5,
+  );
   assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_connections_failed_total'), 5);
   assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_connections_opened_total'), before);
 });
@@ -117,4 +155,42 @@ test('connections from an unregistered cgroup are not seen', async () => {
   await new Promise((r) => setTimeout(r, 200));
   rig.probe.drain();
   assert.equal(events.length, before);
+});
+
+test('IPv6 connections are counted with a bracketed address', async () => {
+  const v6 = createServer((sock) => {
+    sock.on('data', () => {});
+    sock.on('end', () => sock.end('six'));
+  });
+  await new Promise<void>((r) => v6.listen(0, '::1', r));
+  const v6port = (v6.address() as AddressInfo).port;
+  try {
+    const body = `
+for (let i = 0; i < 3; i++) await new Promise((resolve, reject) => {
+  const c = net.connect(${v6port}, '::1', () => c.end('hello6'));
+  c.on('data', () => {}); c.on('close', resolve); c.on('error', reject);
+});`;
+    const res = await runChild(inCgroupScript(rig.cgroups.attached, body));
+    assert.equal(res.code, 0, res.stderr);
+    const series = `destination_address="[::1]:${v6port}",destination_cluster="unknown"}`;
+    let text = '';
+    await waitFor('v6 close series', async () => {
+      text = await rig.registry.metrics();
+      return text.includes(
+        `kmesh_tcp_connections_closed_total{reporter="source",source_workload="probe-test.service",destination_service="unknown",${series} 3`,
+      );
+    });
+    assert.ok(
+      text.includes(
+        `kmesh_tcp_sent_bytes_total{reporter="source",source_workload="probe-test.service",destination_service="unknown",${series} 18`,
+      ),
+    );
+    assert.ok(
+      text.includes(
+        `kmesh_tcp_received_bytes_total{reporter="source",source_workload="probe-test.service",destination_service="unknown",${series} 9`,
+      ),
+    );
+  } finally {
+    await new Promise<void>((r) => v6.close(() => r()));
+  }
 });

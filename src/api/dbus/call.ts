@@ -13,9 +13,19 @@ export interface CallSpec {
   body?: unknown[];
 }
 
-/** Call and return the reply body; rejects with dbus-next's DBusError (`type`, `text`) on an error reply. */
-export async function callMethod(bus: dbus.MessageBus, spec: CallSpec): Promise<unknown[]> {
-  const reply = await bus.call(
+/** How long a call may wait for its reply; dbus-next itself waits forever (e.g. after the connection broke). */
+export const DEFAULT_CALL_TIMEOUT_MS = 25_000;
+
+/**
+ * Call and return the reply body; rejects with dbus-next's DBusError (`type`, `text`) on an error reply, and with
+ * an Error when no reply came within timeoutMs.
+ */
+export function callMethod(
+  bus: dbus.MessageBus,
+  spec: CallSpec,
+  timeoutMs = DEFAULT_CALL_TIMEOUT_MS,
+): Promise<unknown[]> {
+  const call = bus.call(
     new dbus.Message({
       destination: spec.destination,
       path: spec.path,
@@ -25,7 +35,18 @@ export async function callMethod(bus: dbus.MessageBus, spec: CallSpec): Promise<
       body: spec.body ?? [],
     }),
   );
-  return reply?.body ?? [];
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`no reply from ${spec.destination} to ${spec.member} within ${timeoutMs / 1000} s`)),
+      timeoutMs,
+    );
+    // An open connection keeps the process alive by itself; a call left pending on a closed one must not.
+    timer.unref();
+  });
+  return Promise.race([call, timeout])
+    .then((reply) => reply?.body ?? [])
+    .finally(() => clearTimeout(timer));
 }
 
 /** org.freedesktop.DBus.Properties.Get, unwrapped from its variant. */
@@ -68,7 +89,12 @@ export async function getAllProperties(
 }
 
 /** Calls on the bus daemon itself (GetConnectionUnixUser, AddMatch, …). */
-export function callBus(bus: dbus.MessageBus, member: string, signature = '', body: unknown[] = []): Promise<unknown[]> {
+export function callBus(
+  bus: dbus.MessageBus,
+  member: string,
+  signature = '',
+  body: unknown[] = [],
+): Promise<unknown[]> {
   return callMethod(bus, {
     destination: 'org.freedesktop.DBus',
     path: '/org/freedesktop/DBus',

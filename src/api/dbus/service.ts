@@ -13,13 +13,13 @@ import { KmeshError } from '../../controller/errors.js';
 import type { ServiceSpec } from '../../model/types.js';
 import { callBus, dbusErrorName, dbusErrorText } from './call.js';
 import {
+  encodeService,
+  encodeStatus,
   PROPERTY_SIGNATURES,
   type PropertyName,
   type PropertySnapshot,
-  SERVICE_SIGNATURE,
-  encodeService,
-  encodeStatus,
   propertySnapshot,
+  SERVICE_SIGNATURE,
 } from './codec.js';
 import {
   BUS_NAME,
@@ -165,9 +165,7 @@ ManagerInterface.configureMembers({
   properties: Object.fromEntries(
     Object.entries(PROPERTY_SIGNATURES).map(([k, signature]) => [k, { signature, access: dbus.interface.ACCESS_READ }]),
   ),
-  methods: Object.fromEntries(
-    Object.entries(METHODS).map(([k, m]) => [k, { inSignature: m.in, outSignature: m.out }]),
-  ),
+  methods: Object.fromEntries(Object.entries(METHODS).map(([k, m]) => [k, { inSignature: m.in, outSignature: m.out }])),
   signals: { ConfigApplied: { signature: 'u' }, ServiceChanged: { signature: 'ss' } },
 });
 
@@ -230,7 +228,11 @@ export async function startDbusService(
     if (msg.path !== OBJECT_PATH) return false;
     // dbus-next's own Properties.Set replies twice for read-only properties; answer it here once.
     if (msg.interface === 'org.freedesktop.DBus.Properties' && msg.member === 'Set') {
-      replyError(msg, 'org.freedesktop.DBus.Error.PropertyReadOnly', 'all org.openeuler.Kmesh1 properties are read-only');
+      replyError(
+        msg,
+        'org.freedesktop.DBus.Error.PropertyReadOnly',
+        'all org.openeuler.Kmesh1 properties are read-only',
+      );
       return true;
     }
     // The interface field is optional in a call; a bare member name of ours is ours.

@@ -21,13 +21,19 @@ import {
   decodeCluster,
   decodeListener,
   decodeLoadAssignment,
-  decodeResources,
   decodeResponse,
   decodeRouteConfig,
+  ResourceCache,
 } from './decode.js';
 import { type Lookup, resolveAll, systemLookup } from './dns.js';
 import { ADS_METHOD, TYPE, xdsTypes } from './protos.js';
-import { XdsResourceError } from './resources.js';
+import {
+  type XCluster,
+  XdsResourceError,
+  type XListener,
+  type XLoadAssignment,
+  type XRouteConfig,
+} from './resources.js';
 import { packageVersion } from './version.js';
 
 export type { XdsConfig } from './config.js';
@@ -36,7 +42,12 @@ export { parseXdsConfig } from './config.js';
 /** Subscription order Envoy uses: clusters before their endpoints, listeners before their routes. */
 const TYPES = [TYPE.cluster, TYPE.endpoint, TYPE.listener, TYPE.route] as const;
 type XdsType = (typeof TYPES)[number];
-const SHORT: Record<XdsType, string> = { [TYPE.cluster]: 'CDS', [TYPE.endpoint]: 'EDS', [TYPE.listener]: 'LDS', [TYPE.route]: 'RDS' };
+const SHORT: Record<XdsType, string> = {
+  [TYPE.cluster]: 'CDS',
+  [TYPE.endpoint]: 'EDS',
+  [TYPE.listener]: 'LDS',
+  [TYPE.route]: 'RDS',
+};
 
 /** Larger responses fail the stream with RESOURCE_EXHAUSTED (logged) rather than exhaust the daemon's memory. */
 export const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
@@ -73,9 +84,15 @@ export class XdsClient extends EventEmitter<Events> {
 
   // Committed (ACKed and applied) state.
   private state: XdsState = emptyState();
-  private warmed = new Set<string>();
   private dns = new Map<string, string[]>();
-  private lastApplied = '';
+  /** False until the first apply: an empty first push must still reach the daemon once. */
+  private appliedOnce = false;
+  private readonly caches = {
+    clusters: new ResourceCache<XCluster>(),
+    listeners: new ResourceCache<XListener>(),
+    assignments: new ResourceCache<XLoadAssignment>(),
+    routes: new ResourceCache<XRouteConfig>(),
+  };
   private readonly versions = new Map<string, string>();
   /** Per-stream: nonce of the last response seen per type (cleared on reconnect). */
   private nonces = new Map<string, string>();
@@ -164,7 +181,10 @@ export class XdsClient extends EventEmitter<Events> {
         const token = readFileSync(this.config.tokenFile, 'utf8').trim();
         if (token) md.set('authorization', `Bearer ${token}`);
       } catch (e) {
-        this.log.warn({ err: (e as Error).message, file: this.config.tokenFile }, 'xds token file unreadable; connecting without a token');
+        this.log.warn(
+          { err: (e as Error).message, file: this.config.tokenFile },
+          'xds token file unreadable; connecting without a token',
+        );
       }
     }
     return md;
@@ -174,7 +194,11 @@ export class XdsClient extends EventEmitter<Events> {
     if (this.isConnected === v) return;
     this.isConnected = v;
     if (v) this.log.info({ address: this.config.address }, 'xds stream up');
-    else this.log.warn({ address: this.config.address, lastError: this.lastError }, 'xds stream down; keeping the last applied config');
+    else
+      this.log.warn(
+        { address: this.config.address, lastError: this.lastError },
+        'xds stream down; keeping the last applied config',
+      );
     this.emit('connected', v);
   }
 
@@ -208,7 +232,8 @@ export class XdsClient extends EventEmitter<Events> {
       this.retryTimer = setTimeout(() => this.openStream(), delay);
     };
     call.on('error', (e: grpc.ServiceError) => {
-      const hint = e.code === grpc.status.RESOURCE_EXHAUSTED ? ` (responses are limited to ${MAX_RESPONSE_BYTES} bytes)` : '';
+      const hint =
+        e.code === grpc.status.RESOURCE_EXHAUSTED ? ` (responses are limited to ${MAX_RESPONSE_BYTES} bytes)` : '';
       down(`${grpc.status[e.code] ?? e.code}: ${e.details || e.message}${hint}`);
     });
     call.on('end', () => down('stream ended by the server'));
@@ -218,7 +243,12 @@ export class XdsClient extends EventEmitter<Events> {
     for (const t of TYPES) {
       const names = this.subs.get(t);
       if (names !== undefined && names.length === 0) continue; // nothing to ask for yet (EDS/RDS come after CDS/LDS)
-      this.send({ typeUrl: t, versionInfo: this.versions.get(t) ?? '', resourceNames: names ?? [], ...(first ? { node } : {}) });
+      this.send({
+        typeUrl: t,
+        versionInfo: this.versions.get(t) ?? '',
+        resourceNames: names ?? [],
+        ...(first ? { node } : {}),
+      });
       first = false;
     }
   }
@@ -251,7 +281,9 @@ export class XdsClient extends EventEmitter<Events> {
       this.draining = true;
       // setImmediate lets frames already read off the socket join this batch (CDS+EDS+LDS arrive together).
       setImmediate(() => {
-        this.chain = this.chain.then(() => this.drain()).catch((e) => this.log.error({ err: e }, 'xds: internal error'));
+        this.chain = this.chain
+          .then(() => this.drain())
+          .catch((e) => this.log.error({ err: e }, 'xds: internal error'));
       });
     }
   }
@@ -296,78 +328,116 @@ export class XdsClient extends EventEmitter<Events> {
   private async processBatch(batch: Pending[]): Promise<void> {
     const staged: XdsState = { ...this.state };
     const accepted: Pending[] = [];
+    const caches: Array<() => void> = [];
+    let changed = false;
     for (const p of batch) {
       const { resp } = p;
       try {
         switch (resp.typeUrl) {
-          case TYPE.cluster:
-            staged.clusters = decodeResources(resp, decodeCluster);
+          case TYPE.cluster: {
+            const { resources, cache } = this.caches.clusters.decode(resp, decodeCluster);
+            changed ||= !sameEntries(staged.clusters, resources);
+            staged.clusters = resources;
+            caches.push(() => this.caches.clusters.commit(cache, this.state.clusters, false));
             break;
-          case TYPE.listener:
-            staged.listeners = decodeResources(resp, decodeListener);
+          }
+          case TYPE.listener: {
+            const { resources, cache } = this.caches.listeners.decode(resp, decodeListener);
+            changed ||= !sameEntries(staged.listeners, resources);
+            staged.listeners = resources;
+            caches.push(() => this.caches.listeners.commit(cache, this.state.listeners, false));
             break;
-          case TYPE.endpoint:
+          }
+          case TYPE.endpoint: {
             // SotW EDS/RDS: a response carries the resources it names; others keep their last value.
-            staged.assignments = new Map([...staged.assignments, ...decodeResources(resp, decodeLoadAssignment)]);
+            const { resources, cache } = this.caches.assignments.decode(resp, decodeLoadAssignment);
+            changed ||= [...resources].some(([n, r]) => staged.assignments.get(n) !== r);
+            staged.assignments = new Map([...staged.assignments, ...resources]);
+            caches.push(() => this.caches.assignments.commit(cache, this.state.assignments, true));
             break;
-          case TYPE.route:
-            staged.routes = new Map([...staged.routes, ...decodeResources(resp, decodeRouteConfig)]);
+          }
+          case TYPE.route: {
+            const { resources, cache } = this.caches.routes.decode(resp, decodeRouteConfig);
+            changed ||= [...resources].some(([n, r]) => staged.routes.get(n) !== r);
+            staged.routes = new Map([...staged.routes, ...resources]);
+            caches.push(() => this.caches.routes.commit(cache, this.state.routes, true));
             break;
+          }
           default:
             throw new XdsResourceError(`unknown or unsubscribed type URL "${resp.typeUrl}"`);
         }
         accepted.push(p);
       } catch (e) {
-        if (!(e instanceof XdsResourceError)) throw e;
-        this.nack(resp, e.message);
+        // Anything thrown while reading a control plane's bytes is that response's fault: NACK, never crash.
+        this.nack(resp, e instanceof XdsResourceError ? e.message : `cannot decode: ${(e as Error).message}`);
       }
     }
     if (accepted.length === 0) return;
+    // Every resource byte-identical to what is applied (a periodic resend, a re-subscribe): just ACK.
+    if (!changed && this.appliedOnce) {
+      this.accepted(accepted, performance.now());
+      return;
+    }
 
     let conv: Conversion;
     let dns = this.dns;
     try {
-      conv = convert(staged, dns, this.warmed);
+      conv = convert(staged, dns);
       if (conv.dnsHosts.some((h) => !dns.has(h))) {
-        dns = (await resolveAll(conv.dnsHosts, dns, this.lookup, (h, err) => this.log.warn({ host: h, err: err.message }, 'xds: DNS lookup failed'))).table;
-        conv = convert(staged, dns, this.warmed);
+        dns = (
+          await resolveAll(conv.dnsHosts, dns, this.lookup, (h, err) =>
+            this.log.warn({ host: h, err: err.message }, 'xds: DNS lookup failed'),
+          )
+        ).table;
+        conv = convert(staged, dns);
       }
     } catch (e) {
-      if (!(e instanceof XdsResourceError)) throw e;
-      for (const p of accepted) this.nack(p.resp, e.message);
+      const msg = e instanceof XdsResourceError ? e.message : `cannot convert: ${(e as Error).message}`;
+      for (const p of accepted) this.nack(p.resp, msg);
       return;
     }
     if (this.stopped) return;
 
-    const json = JSON.stringify(conv.model);
-    if (json !== this.lastApplied) {
-      try {
-        await this.apply(conv.model);
-      } catch (e) {
-        const msg = `rejected by the daemon: ${(e as Error).message}`;
-        for (const p of accepted) this.nack(p.resp, msg);
-        return;
-      }
-      this.lastApplied = json;
+    try {
+      await this.apply(conv.model);
+    } catch (e) {
+      const msg = `rejected by the daemon: ${(e as Error).message}`;
+      for (const p of accepted) this.nack(p.resp, msg);
+      return;
     }
+    this.appliedOnce = true;
     const now = performance.now();
     this.state = staged;
-    this.warmed = conv.warmed;
+    for (const commit of caches) commit();
     this.dns = dns;
     this.lastApplyMs = now - Math.min(...accepted.map((p) => p.receivedAt));
     for (const note of conv.notes) this.log.debug({ note }, 'xds conversion');
-    if (conv.warming.length > 0) this.log.debug({ warming: conv.warming.slice(0, 20), count: conv.warming.length }, 'xds: listeners warming');
-    for (const p of accepted) {
+    if (conv.warming.length > 0)
+      this.log.debug({ warming: conv.warming.slice(0, 20), count: conv.warming.length }, 'xds: listeners warming');
+    this.accepted(accepted, now);
+    this.resubscribe(TYPE.endpoint, conv.edsNames);
+    this.resubscribe(TYPE.route, conv.rdsNames);
+  }
+
+  /** ACKs what was applied (or found unchanged), logs it and tells listeners. */
+  private accepted(list: Pending[], now: number): void {
+    for (const p of list) {
       this.ack(p.resp);
       this.counters.pushes++;
       this.log.info(
-        { type: SHORT[p.resp.typeUrl as XdsType], version: p.resp.versionInfo, resources: p.resp.resources.length, ms: Math.round(now - p.receivedAt) },
+        {
+          type: SHORT[p.resp.typeUrl as XdsType],
+          version: p.resp.versionInfo,
+          resources: p.resp.resources.length,
+          ms: Number((now - p.receivedAt).toFixed(2)),
+          // Epoch ms with sub-ms precision, so a benchmark can time a push that spans several responses.
+          arrivedAt: Number((performance.timeOrigin + p.receivedAt).toFixed(3)),
+          doneAt: Number((performance.timeOrigin + now).toFixed(3)),
+        },
         'xds: applied',
       );
       this.emit('push', p.resp.typeUrl, p.resp.versionInfo);
     }
-    this.resubscribe(TYPE.endpoint, conv.edsNames);
-    this.resubscribe(TYPE.route, conv.rdsNames);
   }
 
   /** Updates EDS/RDS subscriptions when the clusters/listeners referencing them changed; prunes dropped ones. */
@@ -395,13 +465,15 @@ export class XdsClient extends EventEmitter<Events> {
           this.log.warn({ host: h, err: err.message }, 'xds: DNS refresh failed'),
         );
         if (!changed || this.stopped) return;
-        const conv = convert(this.state, table, this.warmed);
-        const json = JSON.stringify(conv.model);
-        if (json !== this.lastApplied) await this.apply(conv.model);
-        this.lastApplied = json;
+        await this.apply(convert(this.state, table).model);
         this.dns = table;
-        this.warmed = conv.warmed;
       })
       .catch((e) => this.log.warn({ err: (e as Error).message }, 'xds: DNS refresh not applied'));
   }
+}
+
+function sameEntries<T>(a: Map<string, T>, b: Map<string, T>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of b) if (a.get(k) !== v) return false;
+  return true;
 }

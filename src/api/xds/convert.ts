@@ -4,7 +4,14 @@
  */
 import { isIP } from 'node:net';
 import type { Cluster, Endpoint, Listener, MeshModel, UnenforcedRoute, WeightedCluster } from '../../model/types.js';
-import { XdsResourceError, type XCluster, type XListener, type XLoadAssignment, type XRouteConfig, type XVirtualHost } from './resources.js';
+import {
+  type XCluster,
+  XdsResourceError,
+  type XListener,
+  type XLoadAssignment,
+  type XRouteConfig,
+  type XVirtualHost,
+} from './resources.js';
 
 /** The daemon's L4 limit; checked here too so the NACK names the xDS resource. */
 export const MAX_WEIGHTED_CLUSTERS = 16;
@@ -28,9 +35,7 @@ export interface Conversion {
   rdsNames: string[];
   /** Hostnames of STRICT_DNS/LOGICAL_DNS endpoints the caller must resolve. */
   dnsHosts: string[];
-  /** Listener names emitted; pass back as `warmed` so a warmed listener survives a cluster going empty. */
-  warmed: Set<string>;
-  /** Listener names held back because a cluster has no endpoints (or is unknown / unsupported) yet. */
+  /** Listener names held back because a cluster has no endpoints (or is unknown / unsupported). */
   warming: string[];
   notes: string[];
 }
@@ -43,6 +48,29 @@ function clusterEndpoints(c: XCluster, state: XdsState, dns: Map<string, string[
     else for (const ip of dns.get(host) ?? []) out.push({ address: ip, ...rest });
   }
   return out;
+}
+
+/**
+ * The same Cluster object for an unchanged cluster (same decoded resource, same assignment, same DNS table):
+ * a one-endpoint change then hands the daemon 999 identical objects it can recognise without comparing.
+ */
+const clusterMemo = new WeakMap<
+  XCluster,
+  { assignment?: XLoadAssignment; dns?: Map<string, string[]>; model: Cluster }
+>();
+
+function modelCluster(c: XCluster, state: XdsState, dns: Map<string, string[]>): Cluster {
+  const assignment = c.kind === 'eds' ? state.assignments.get(c.edsName ?? c.name) : undefined;
+  const memo = clusterMemo.get(c);
+  if (memo && memo.assignment === assignment && (c.kind !== 'dns' || memo.dns === dns)) return memo.model;
+  const mc: Cluster = { name: c.name, lbPolicy: c.lbPolicy, endpoints: clusterEndpoints(c, state, dns), source: 'xds' };
+  if (c.circuitBreakers !== undefined) mc.circuitBreakers = c.circuitBreakers;
+  if (c.outlierDetection !== undefined) mc.outlierDetection = c.outlierDetection;
+  const entry: { assignment?: XLoadAssignment; dns?: Map<string, string[]>; model: Cluster } = { model: mc };
+  if (assignment) entry.assignment = assignment;
+  if (c.kind === 'dns') entry.dns = dns;
+  clusterMemo.set(c, entry);
+  return mc;
 }
 
 /** Service addresses named by a virtual host: `<IP>` and `<IP>:<port>` domains (IPv6 as `[addr]:port`). */
@@ -78,8 +106,17 @@ function candidates(l: XListener, state: XdsState, rdsNames: Set<string>, notes:
   for (const e of l.entries) {
     const nameFor = (addr: string) => (multi ? `${l.name}~${addr}:${e.port}` : l.name);
     if (e.target.kind === 'clusters') {
-      if (e.addresses.length === 0) notes.push(`listener ${l.name}: wildcard tcp_proxy on port ${e.port} not programmed (no service address)`);
-      for (const a of e.addresses) out.push({ name: nameFor(a), address: a, port: e.port, protocol: e.protocol, routes: e.target.routes, unenforced: [] });
+      if (e.addresses.length === 0)
+        notes.push(`listener ${l.name}: wildcard tcp_proxy on port ${e.port} not programmed (no service address)`);
+      for (const a of e.addresses)
+        out.push({
+          name: nameFor(a),
+          address: a,
+          port: e.port,
+          protocol: e.protocol,
+          routes: e.target.routes,
+          unenforced: [],
+        });
       continue;
     }
     let rc: XRouteConfig | undefined;
@@ -91,7 +128,15 @@ function candidates(l: XListener, state: XdsState, rdsNames: Set<string>, notes:
     if (e.addresses.length > 0) {
       for (const a of e.addresses) {
         const vh = vhostFor(rc, a, e.port);
-        if (vh?.l4) out.push({ name: nameFor(a), address: a, port: e.port, protocol: e.protocol, routes: vh.l4, unenforced: vh.unenforced });
+        if (vh?.l4)
+          out.push({
+            name: nameFor(a),
+            address: a,
+            port: e.port,
+            protocol: e.protocol,
+            routes: vh.l4,
+            unenforced: vh.unenforced,
+          });
         else notes.push(`listener ${l.name}: no virtual host routes ${a}:${e.port} to one destination`);
       }
       continue;
@@ -101,7 +146,9 @@ function candidates(l: XListener, state: XdsState, rdsNames: Set<string>, notes:
       const vips = vipsFromDomains(vh.domains, e.port);
       if (vips.length === 0) continue;
       if (!vh.l4) {
-        notes.push(`route ${rc.name} vhost ${vh.name}: no route for the whole host; ${vips.join(',')}:${e.port} not programmed`);
+        notes.push(
+          `route ${rc.name} vhost ${vh.name}: no route for the whole host; ${vips.join(',')}:${e.port} not programmed`,
+        );
         continue;
       }
       for (const a of vips) {
@@ -113,7 +160,7 @@ function candidates(l: XListener, state: XdsState, rdsNames: Set<string>, notes:
   return out;
 }
 
-export function convert(state: XdsState, dns: Map<string, string[]>, warmedBefore: Set<string> = new Set()): Conversion {
+export function convert(state: XdsState, dns: Map<string, string[]>): Conversion {
   const notes: string[] = [];
   const clusters: Cluster[] = [];
   const byName = new Map<string, Cluster>();
@@ -126,9 +173,13 @@ export function convert(state: XdsState, dns: Map<string, string[]>, warmedBefor
     }
     if (c.kind === 'eds') edsNames.add(c.edsName ?? c.name);
     if (c.kind === 'dns') for (const e of c.endpoints) if (!isIP(e.host)) dnsHosts.add(e.host);
-    const mc: Cluster = { name: c.name, lbPolicy: c.lbPolicy, endpoints: clusterEndpoints(c, state, dns), source: 'xds' };
-    if (c.circuitBreakers !== undefined) mc.circuitBreakers = c.circuitBreakers;
-    if (c.outlierDetection !== undefined) mc.outlierDetection = c.outlierDetection;
+    const mc = modelCluster(c, state, dns);
+    // The data path has no "no healthy upstream" state: a cluster is programmed only with endpoints
+    // (the daemon rejects empty ones), and its listeners wait for it — Envoy's warming, applied throughout.
+    if (mc.endpoints.length === 0) {
+      notes.push(`cluster ${c.name}: no endpoints yet`);
+      continue;
+    }
     clusters.push(mc);
     byName.set(c.name, mc);
   }
@@ -137,7 +188,6 @@ export function convert(state: XdsState, dns: Map<string, string[]>, warmedBefor
   const listeners: Listener[] = [];
   const seenAddr = new Map<string, string>();
   const seenName = new Set<string>();
-  const warmed = new Set<string>();
   const warming: string[] = [];
   // Listeners in name order so that clash resolution (first wins) does not depend on push order.
   const ordered = [...state.listeners.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -145,17 +195,17 @@ export function convert(state: XdsState, dns: Map<string, string[]>, warmedBefor
     if (l.skipped) continue;
     for (const c of candidates(l, state, rdsNames, notes)) {
       if (c.routes.length > MAX_WEIGHTED_CLUSTERS) {
-        throw new XdsResourceError(`listener ${c.name}: ${c.routes.length} weighted clusters (limit ${MAX_WEIGHTED_CLUSTERS})`);
+        throw new XdsResourceError(
+          `listener ${c.name}: ${c.routes.length} weighted clusters (limit ${MAX_WEIGHTED_CLUSTERS})`,
+        );
       }
-      const missing = c.routes.filter((r) => !byName.has(r.cluster));
-      const empty = c.routes.filter((r) => (byName.get(r.cluster)?.endpoints.length ?? 0) === 0);
-      // Warming: first programmed only when every cluster has endpoints; once programmed, only a vanished
-      // cluster takes it out (an empty cluster then fails connects, as Envoy would with no healthy host).
-      if (missing.length > 0 || (empty.length > 0 && !warmedBefore.has(c.name))) {
+      // Warming: programmed only once every cluster it routes to has endpoints.
+      if (c.routes.some((r) => !byName.has(r.cluster))) {
         warming.push(c.name);
         continue;
       }
-      const key = `${c.address}|${c.port}`;
+      // TCP and HTTP share the kernel's TCP hook, so they clash on one address and port.
+      const key = `${c.address}|${c.port}|${c.protocol === 'udp' ? 'udp' : 'tcp'}`;
       const other = seenAddr.get(key);
       if (other !== undefined || seenName.has(c.name)) {
         notes.push(`listener ${c.name}: ${c.address}:${c.port} already programmed by ${other ?? c.name}; skipped`);
@@ -163,8 +213,14 @@ export function convert(state: XdsState, dns: Map<string, string[]>, warmedBefor
       }
       seenAddr.set(key, c.name);
       seenName.add(c.name);
-      warmed.add(c.name);
-      const ml: Listener = { name: c.name, address: c.address, port: c.port, protocol: c.protocol, routes: c.routes, source: 'xds' };
+      const ml: Listener = {
+        name: c.name,
+        address: c.address,
+        port: c.port,
+        protocol: c.protocol,
+        routes: c.routes,
+        source: 'xds',
+      };
       if (c.unenforced.length > 0) ml.unenforcedRoutes = c.unenforced;
       listeners.push(ml);
     }
@@ -174,7 +230,6 @@ export function convert(state: XdsState, dns: Map<string, string[]>, warmedBefor
     edsNames: [...edsNames].sort(),
     rdsNames: [...rdsNames].sort(),
     dnsHosts: [...dnsHosts].sort(),
-    warmed,
     warming,
     notes,
   };

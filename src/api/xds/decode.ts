@@ -9,10 +9,10 @@ import { TYPE, toPlain, xdsTypes } from './protos.js';
 import {
   type RawEndpoint,
   type XCluster,
+  XdsResourceError,
   type XListener,
   type XListenerEntry,
   type XLoadAssignment,
-  XdsResourceError,
   type XRouteConfig,
   type XTarget,
   type XVirtualHost,
@@ -48,7 +48,10 @@ export interface DecodedResponse {
 /** Decodes the DiscoveryResponse envelope. Throws (plain Error) on malformed protobuf. */
 export function decodeResponse(buf: Uint8Array): DecodedResponse {
   const t = xdsTypes();
-  const msg: M = t.DiscoveryResponse.decode(buf);
+  // A plain Uint8Array view, not a Buffer: protobufjs's Buffer reader silently truncates a string whose length
+  // runs past the end, while the plain reader rejects it — and truncated input must be NACKed, not half-read.
+  const view = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  const msg: M = t.DiscoveryResponse.decode(view);
   return {
     versionInfo: msg.versionInfo ?? '',
     typeUrl: msg.typeUrl ?? '',
@@ -59,7 +62,10 @@ export function decodeResponse(buf: Uint8Array): DecodedResponse {
 
 function decodeAs(type: protobuf.Type, value: Uint8Array, what: string): M {
   try {
-    return type.decode(value);
+    // Plain view for the strict reader (see decodeResponse); a no-op for the views decodeResponse hands out.
+    return type.decode(
+      Buffer.isBuffer(value) ? new Uint8Array(value.buffer, value.byteOffset, value.byteLength) : value,
+    );
   } catch (e) {
     throw new XdsResourceError(`${what}: malformed ${type.name}: ${(e as Error).message}`);
   }
@@ -80,25 +86,56 @@ function unwrap(any: { typeUrl: string; value: Uint8Array }, typeUrl: string, in
 
 function checkName(name: unknown, kind: string, index: number): string {
   if (typeof name !== 'string' || name === '') throw new XdsResourceError(`${kind} #${index}: missing name`);
-  if (name.length > LIMITS.nameLength) throw new XdsResourceError(`${kind} #${index}: name longer than ${LIMITS.nameLength}`);
+  if (name.length > LIMITS.nameLength)
+    throw new XdsResourceError(`${kind} #${index}: name longer than ${LIMITS.nameLength}`);
   return name;
 }
 
-/** Decodes all resources of one response; names must be unique. */
+/**
+ * Decoded resources by their exact bytes. A SotW push resends every resource; the ones whose bytes did not change
+ * keep their decoded object, so decoding is skipped and the client can tell "nothing changed" by object identity
+ * (and the model keeps the same objects for unchanged clusters).
+ */
+export class ResourceCache<T extends { name: string }> {
+  private byBytes = new Map<string, T>();
+
+  /** Decodes all resources of one response (names must be unique); returns the map and the cache to keep. */
+  decode(
+    resp: DecodedResponse,
+    one: (bytes: Uint8Array, index: number) => T,
+  ): { resources: Map<string, T>; cache: Map<string, T> } {
+    if (resp.resources.length > LIMITS.resourcesPerResponse) {
+      throw new XdsResourceError(
+        `${resp.resources.length} resources in one response (limit ${LIMITS.resourcesPerResponse})`,
+      );
+    }
+    const resources = new Map<string, T>();
+    const cache = new Map<string, T>();
+    resp.resources.forEach((any, i) => {
+      const bytes = unwrap(any, resp.typeUrl, i);
+      // latin1 maps each byte to one char: an exact, cheap key (V8 one-byte string, hashed in full below 16 KiB).
+      const key = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+      const r = this.byBytes.get(key) ?? one(bytes, i);
+      if (resources.has(r.name)) throw new XdsResourceError(`duplicate resource name "${r.name}"`);
+      resources.set(r.name, r);
+      cache.set(key, r);
+    });
+    return { resources, cache };
+  }
+
+  /** Keeps `cache` plus the old entries still live in `state` (EDS/RDS responses may carry a subset). */
+  commit(cache: Map<string, T>, state: Map<string, T>, partial: boolean): void {
+    if (partial) for (const [k, v] of this.byBytes) if (state.get(v.name) === v && !cache.has(k)) cache.set(k, v);
+    this.byBytes = cache;
+  }
+}
+
+/** Decodes all resources of one response without caching (tests, tools). */
 export function decodeResources<T extends { name: string }>(
   resp: DecodedResponse,
   one: (bytes: Uint8Array, index: number) => T,
 ): Map<string, T> {
-  if (resp.resources.length > LIMITS.resourcesPerResponse) {
-    throw new XdsResourceError(`${resp.resources.length} resources in one response (limit ${LIMITS.resourcesPerResponse})`);
-  }
-  const out = new Map<string, T>();
-  resp.resources.forEach((any, i) => {
-    const r = one(unwrap(any, resp.typeUrl, i), i);
-    if (out.has(r.name)) throw new XdsResourceError(`duplicate resource name "${r.name}"`);
-    out.set(r.name, r);
-  });
-  return out;
+  return new ResourceCache<T>().decode(resp, one).resources;
 }
 
 function checkPort(port: unknown, what: string): number {
@@ -135,7 +172,8 @@ function loadAssignmentEndpoints(cla: M, what: string, requireIp: boolean): RawE
       }
       const port = checkPort(sa.portValue, `${what}: endpoint ${host}`);
       const weight: number = lbe.loadBalancingWeight ? lbe.loadBalancingWeight.value : 1;
-      if (!(weight >= 1)) throw new XdsResourceError(`${what}: endpoint ${host}:${port} has weight ${weight} (must be >= 1)`);
+      if (!(weight >= 1))
+        throw new XdsResourceError(`${what}: endpoint ${host}:${port} has weight ${weight} (must be >= 1)`);
       const ep: RawEndpoint = { host, port, weight };
       if (loca) ep.locality = loca;
       if (priority) ep.priority = priority;
@@ -155,8 +193,10 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
   const what = `cluster ${name}`;
   const lb = LB[c.lbPolicy ?? 0];
   const out: XCluster = { name, kind: 'unsupported', lbPolicy: lb ?? 'round_robin', endpoints: [] };
-  if (c.circuitBreakers) out.circuitBreakers = toPlain(t.root.lookupType('envoy.config.cluster.v3.CircuitBreakers'), c.circuitBreakers);
-  if (c.outlierDetection) out.outlierDetection = toPlain(t.root.lookupType('envoy.config.cluster.v3.OutlierDetection'), c.outlierDetection);
+  if (c.circuitBreakers)
+    out.circuitBreakers = toPlain(t.root.lookupType('envoy.config.cluster.v3.CircuitBreakers'), c.circuitBreakers);
+  if (c.outlierDetection)
+    out.outlierDetection = toPlain(t.root.lookupType('envoy.config.cluster.v3.OutlierDetection'), c.outlierDetection);
   if (c.clusterType) {
     out.reason = `custom cluster type ${c.clusterType.name || '(unnamed)'}`;
     return out;
@@ -223,7 +263,8 @@ function hcmTarget(value: Uint8Array, what: string): XTarget {
     if (!hcm.rds.routeConfigName) throw new XdsResourceError(`${what}: rds without route_config_name`);
     return { kind: 'rds', name: hcm.rds.routeConfigName };
   }
-  if (hcm.routeConfig) return { kind: 'inline', config: routeConfigFrom(hcm.routeConfig, `${what}: inline route_config`) };
+  if (hcm.routeConfig)
+    return { kind: 'inline', config: routeConfigFrom(hcm.routeConfig, `${what}: inline route_config`) };
   throw new XdsResourceError(`${what}: http_connection_manager without rds or route_config`);
 }
 
@@ -282,7 +323,8 @@ export function decodeListener(bytes: Uint8Array, index: number): XListener {
 
 function isCatchAll(match: M): boolean {
   if (!match) return true;
-  const prefixAll = (match.prefix === '' || match.prefix === '/') && !match.path && !match.safeRegex && !match.pathSeparatedPrefix;
+  const prefixAll =
+    (match.prefix === '' || match.prefix === '/') && !match.path && !match.safeRegex && !match.pathSeparatedPrefix;
   return (
     prefixAll &&
     (match.headers ?? []).length === 0 &&
@@ -326,7 +368,10 @@ function virtualHost(vh: M, what: string): XVirtualHost {
   if (catchAll >= 0) out.l4 = targets[catchAll];
   routes.forEach((r: M, i: number) => {
     if (i === catchAll) return;
-    const u: UnenforcedRoute = { description: `${what} vhost ${name} route ${r.name || i}: L7 match not enforced at connect time`, detail: plain(r) };
+    const u: UnenforcedRoute = {
+      description: `${what} vhost ${name} route ${r.name || i}: L7 match not enforced at connect time`,
+      detail: plain(r),
+    };
     out.unenforced.push(u);
   });
   return out;

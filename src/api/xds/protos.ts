@@ -1,7 +1,7 @@
 /**
  * The xDS v3 message types, loaded at start-up from the hand-written .proto files in `proto/` with protobufjs.
- * Hand-written rather than the canonical Envoy tree: measured (docs/xds.md) the small set loads ~30x faster and
- * decodes the same bytes faster, because protobufjs skips every field we do not declare as an unknown field.
+ * Hand-written rather than the canonical Envoy tree: measured (docs/xds.md, bench/xds/protos.ts) the small set
+ * loads ~7x faster, takes less heap and decodes the same bytes faster, since undeclared fields are just skipped.
  */
 import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';

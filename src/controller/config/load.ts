@@ -2,7 +2,6 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parse } from 'smol-toml';
-import { byName, validateModel } from '../../model/validate.js';
 import {
   type Cluster,
   type Endpoint,
@@ -13,6 +12,7 @@ import {
   type ServiceSpec,
   type WeightedCluster,
 } from '../../model/types.js';
+import { byName, validateModel } from '../../model/validate.js';
 import { KmeshError } from '../errors.js';
 import { KeyLocator } from './locator.js';
 import { DEFAULT_PIN_DIR, type KmeshConfig, LOG_LEVELS } from './schema.js';
@@ -52,7 +52,7 @@ export function parseConfig(source: string, path: string): KmeshConfig {
     const v = doc[name];
     if (v === undefined) return undefined;
     if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-      root.fail(name, 'must be a table ([' + name + '])');
+      root.fail(name, `must be a table ([${name}])`);
       return undefined;
     }
     return new TableReader(v as Record<string, unknown>, (key) => locator.where(name, null, key), errors);
@@ -64,7 +64,9 @@ export function parseConfig(source: string, path: string): KmeshConfig {
       root.fail(name, `must be an array of tables ([[${name}]])`);
       return [];
     }
-    return v.map((item, i) => new TableReader(item as Record<string, unknown>, (key) => locator.where(name, i, key), errors));
+    return v.map(
+      (item, i) => new TableReader(item as Record<string, unknown>, (key) => locator.where(name, i, key), errors),
+    );
   };
 
   const daemonTable = section('daemon');
@@ -157,16 +159,24 @@ function readCluster(t: TableReader): Cluster {
   return {
     name: t.string('name') ?? '',
     lbPolicy: t.oneOf('lb_policy', LB_POLICIES, 'round_robin') ?? 'round_robin',
-    endpoints: t.tables('endpoints', readEndpoint) ?? (t.fail('endpoints', 'is required'), []),
+    endpoints: t.tables('endpoints', readEndpoint) ?? missing(t, 'endpoints'),
     source: 'toml',
   };
+}
+
+function missing(t: TableReader, key: string): never[] {
+  t.fail(key, 'is required');
+  return [];
 }
 
 function readListener(t: TableReader): Listener {
   const cluster = t.optionalString('cluster');
   const weighted = t.tables(
     'weighted_clusters',
-    (w): WeightedCluster => ({ cluster: w.string('cluster') ?? '', weight: w.integer('weight', -U32_MAX, U32_MAX) ?? 0 }),
+    (w): WeightedCluster => ({
+      cluster: w.string('cluster') ?? '',
+      weight: w.integer('weight', -U32_MAX, U32_MAX) ?? 0,
+    }),
   );
   if ((cluster === undefined) === (weighted === undefined)) {
     t.fail(undefined, 'needs exactly one of cluster = "name" or weighted_clusters = [...]');

@@ -39,7 +39,10 @@ export class KeyLocator {
   }
 
   private headerLine(table: string, index: number | null): number {
-    const header = index === null ? new RegExp(`^\\s*\\[\\s*${escapeRegExp(table)}\\s*\\]`) : new RegExp(`^\\s*\\[\\[\\s*${escapeRegExp(table)}\\s*\\]\\]`);
+    const header =
+      index === null
+        ? new RegExp(`^\\s*\\[\\s*${escapeRegExp(table)}\\s*\\]`)
+        : new RegExp(`^\\s*\\[\\[\\s*${escapeRegExp(table)}\\s*\\]\\]`);
     let seen = 0;
     for (let i = 0; i < this.lines.length; i++) {
       if (!header.test(this.lines[i] ?? '')) continue;

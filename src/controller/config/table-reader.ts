@@ -96,7 +96,11 @@ export class TableReader {
       return undefined;
     }
     return v.flatMap((item, index) => {
-      const reader = new TableReader(item as Record<string, unknown>, (k) => `${this.where(key)}[${index}]${k ? `.${k}` : ''}`, this.errors);
+      const reader = new TableReader(
+        item as Record<string, unknown>,
+        (k) => `${this.where(key)}[${index}]${k ? `.${k}` : ''}`,
+        this.errors,
+      );
       const out = each(reader, index);
       reader.rejectUnknown();
       return out === undefined ? [] : [out];

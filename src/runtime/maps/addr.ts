@@ -5,11 +5,11 @@ export function encodeAddr(address: string): Buffer {
   const buf = Buffer.alloc(16);
   if (isIPv4(address)) {
     buf.writeUInt16BE(0xffff, 10);
-    address.split('.').forEach((octet, i) => buf.writeUInt8(Number(octet), 12 + i));
+    for (const [i, octet] of address.split('.').entries()) buf.writeUInt8(Number(octet), 12 + i);
     return buf;
   }
   if (!isIPv6(address)) throw new Error(`not an IP address: ${address}`);
-  ipv6Groups(address).forEach((g, i) => buf.writeUInt16BE(g, i * 2));
+  for (const [i, group] of ipv6Groups(address).entries()) buf.writeUInt16BE(group, i * 2);
   return buf;
 }
 
@@ -18,7 +18,14 @@ function ipv6Groups(address: string): number[] {
   let text = address;
   const dotted = text.match(/^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/);
   if (dotted) {
-    const [, prefix, a, b, c, d] = dotted.map((part, i) => (i < 2 ? part : Number(part))) as [string, string, number, number, number, number];
+    const [, prefix, a, b, c, d] = dotted.map((part, i) => (i < 2 ? part : Number(part))) as [
+      string,
+      string,
+      number,
+      number,
+      number,
+      number,
+    ];
     text = `${prefix}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
   }
   const [head = '', tail] = text.split('::');

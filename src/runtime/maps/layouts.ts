@@ -1,5 +1,5 @@
 /** The TypeScript side of bpf/kmesh_maps.h; test/unit/layouts-btf.test.ts checks it against BTF. */
-import { StructCodec, array, bytes, u16, u32, u64, u8 } from './struct-codec.js';
+import { array, bytes, StructCodec, u8, u16, u32, u64 } from './struct-codec.js';
 
 export const MAX_ROUTE_CLUSTERS = 16;
 export const MAX_LISTENERS = 16384;

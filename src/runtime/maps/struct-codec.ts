@@ -121,8 +121,10 @@ function writeField(buf: Buffer, field: FieldLayout, v: unknown): void {
     src.copy(buf, field.offset);
   } else {
     const items = v as number[];
-    if (items.length > type.length) throw new Error(`${field.name}: ${items.length} items do not fit in ${type.length}`);
-    items.forEach((item, i) => writeScalar(buf, field.offset + i * type.element.size, type.element.size, item));
+    if (items.length > type.length)
+      throw new Error(`${field.name}: ${items.length} items do not fit in ${type.length}`);
+    for (const [i, item] of items.entries())
+      writeScalar(buf, field.offset + i * type.element.size, type.element.size, item);
   }
 }
 

@@ -1,0 +1,45 @@
+/** A real Daemon in the test process, on its own pin directory, always cleaned up. */
+import pino from 'pino';
+import { cleanupPins } from '../../../src/controller/cleanup.js';
+import { parseConfig } from '../../../src/controller/config/load.js';
+import { Daemon } from '../../../src/controller/daemon.js';
+
+let counter = 0;
+
+export function testPinDir(label: string): string {
+  return `/sys/fs/bpf/kmesh-test-${process.pid}-${label}-${counter++}`;
+}
+
+export interface TestDaemon {
+  daemon: Daemon;
+  pinDir: string;
+  /** Stops the daemon and removes every pin (detaching the programs). */
+  destroy(): Promise<void>;
+}
+
+export function configWithPinDir(toml: string, pinDir: string, logLevel = 'warn'): string {
+  return `[daemon]\nlog_level = "${logLevel}"\npin_dir = "${pinDir}"\nrescan_interval_ms = 100\n\n${toml}`;
+}
+
+export async function startTestDaemon(label: string, toml: string, path = '/tmp/kmesh-test.toml'): Promise<TestDaemon> {
+  const pinDir = testPinDir(label);
+  const config = parseConfig(configWithPinDir(toml, pinDir), path);
+  const daemon = new Daemon(config, { logger: pino({ level: 'warn' }) });
+  try {
+    await daemon.start();
+  } catch (err) {
+    cleanupPins(pinDir);
+    throw err;
+  }
+  return {
+    daemon,
+    pinDir,
+    async destroy() {
+      try {
+        await daemon.stop();
+      } finally {
+        cleanupPins(pinDir);
+      }
+    },
+  };
+}
