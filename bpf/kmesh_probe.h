@@ -15,7 +15,7 @@
 /* Ring buffer size in bytes (power of two, multiple of the page size). Each event
  * takes sizeof(struct kmesh_probe_event) + 8 bytes of ring header: 120 bytes, so
  * 1 MiB holds ~8700 events: ~4000 connections, or ~280 ms of 15k connections/s
- * while the daemon is not scheduled (seen on a loaded 2-CPU VM with 256 KiB). */
+ * while the daemon is not scheduled (256 KiB dropped records on a loaded 2-CPU VM). */
 #define KMESH_PROBE_RINGBUF_BYTES (1024 * 1024)
 
 enum kmesh_probe_event_type {

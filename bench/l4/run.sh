@@ -25,6 +25,7 @@ usage: $0 [options]
   --strict            exit 3 when a floor is missed
   --no-install        do not apt-get install missing Debian packages
   --no-build          do not run 'npm run build' (use the existing dist/)
+  --no-prog-stats     skip the extra path-b run with BPF run-time statistics (connect4 ns per connect)
 Environment: BENCH_PORT_BASE (default 18080; ports BASE..BASE+10 on 127.0.0.1 are used).
 CPU placement (2 cores): wrk and haproxy A on CPU 0 (the client side), nginx and haproxy B on CPU 1 (the server side).
 EOF
@@ -43,6 +44,7 @@ WAIT_QUIET=0
 STRICT=0
 DO_INSTALL=1
 DO_BUILD=1
+PROG_STATS=1
 while (($#)); do
   case $1 in
     --paths) PATHS=$2; shift 2 ;;
@@ -55,6 +57,7 @@ while (($#)); do
     --strict) STRICT=1; shift ;;
     --no-install) DO_INSTALL=0; shift ;;
     --no-build) DO_BUILD=0; shift ;;
+    --no-prog-stats) PROG_STATS=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 64 ;;
   esac
@@ -127,6 +130,7 @@ WORK=$(mktemp -d /tmp/kmesh-bench-l4.XXXXXX)
 chmod 755 "$WORK" # nginx workers (user nobody) read the static file from here
 BG_PIDS=()        # nginx, haproxy A, haproxy B — started by us, stopped by pid
 DAEMON_PID=""
+STATS_PID=""      # the BPF-stats holder, only around the connect4 cost run
 CG=""
 PIN_DIR=""
 
@@ -134,6 +138,7 @@ cleanup() {
   local rc=$? pid
   trap - EXIT INT TERM
   set +e
+  [[ -n $STATS_PID ]] && kill -TERM "$STATS_PID" 2>/dev/null
   if [[ -n $DAEMON_PID ]]; then
     kill -TERM "$DAEMON_PID" 2>/dev/null
     wait "$DAEMON_PID" 2>/dev/null
@@ -408,6 +413,37 @@ for mode in keepalive close; do
     for path in "${order[@]}"; do measure_run "$path" "$mode" "$rep"; done
   done
 done
+# What the connect hook itself costs: one extra new-connection run of path b with BPF run-time statistics on
+# (off during the measured runs: they add a few ns to every program run).
+CONNECT4_NS=null
+CONNECT4_RUNS=0
+if want b && ((PROG_STATS)) && command -v bpftool >/dev/null; then
+  prog_id=$(bpftool cgroup show "$CG" | awk '$2 == "cgroup_inet4_connect" { print $1; exit }')
+  prog_run() { # run_time_ns run_cnt of the connect4 program
+    bpftool prog show id "$prog_id" | awk 'NR == 1 { t = 0; c = 0
+      for (i = 1; i < NF; i++) { if ($i == "run_time_ns") t = $(i + 1); if ($i == "run_cnt") c = $(i + 1) }
+      print t, c }'
+  }
+  if [[ -n $prog_id ]]; then
+    node "$ROOT/dist/bench/l4/hold-bpf-stats.js" >"$WORK/bpf-stats.log" 2>&1 &
+    STATS_PID=$!
+    for ((i = 0; i < 50; i++)); do grep -q 'stats on' "$WORK/bpf-stats.log" && break; sleep 0.1; done
+    if grep -q 'stats on' "$WORK/bpf-stats.log"; then
+      read -r t0 c0 < <(prog_run)
+      run_wrk b close "$DURATION" >/dev/null
+      read -r t1 c1 < <(prog_run)
+      CONNECT4_RUNS=$((c1 - c0))
+      ((CONNECT4_RUNS > 0)) && CONNECT4_NS=$(((t1 - t0) / CONNECT4_RUNS))
+      log "kmesh connect4 program: $CONNECT4_NS ns per connect() (mean over $CONNECT4_RUNS connects, BPF stats on)"
+    else
+      log "warning: could not enable BPF stats: $(cat "$WORK/bpf-stats.log")"
+    fi
+    kill -TERM "$STATS_PID" 2>/dev/null
+    wait "$STATS_PID" 2>/dev/null || true
+    STATS_PID=""
+  fi
+fi
+
 DAEMON_CPU_TICKS=null
 [[ -n $DAEMON_CPU_BEFORE && -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null &&
   DAEMON_CPU_TICKS=$(($(daemon_ticks) - DAEMON_CPU_BEFORE))
@@ -421,7 +457,8 @@ cat >"$WORK/meta.json" <<EOF
   "tools": { "wrk": "$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')", "nginx": "$(nginx -v 2>&1 | sed 's/.*nginx\///')", "haproxy": "$(haproxy -v | awk 'NR == 1 { print $3 }')", "node": "$(node -v)" },
   "setup": { "connections": $CONNS, "wrk_threads": 1, "duration_s": $DURATION, "reps": $REPS, "warmup_s": $WARMUP,
     "cpu_client": $CPU_CLIENT, "cpu_server": $CPU_SERVER, "vip": "$VIP:$VIP_PORT", "backend": "127.0.0.1:$P_BACKEND",
-    "daemon_cpu_ticks_during_bench": $DAEMON_CPU_TICKS }
+    "daemon_cpu_ticks_during_bench": $DAEMON_CPU_TICKS },
+  "kmesh_connect4": { "ns_per_connect": $CONNECT4_NS, "connects": $CONNECT4_RUNS }
 }
 EOF
 report_args=(--results "$RESULTS" --meta "$WORK/meta.json")

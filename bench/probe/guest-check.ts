@@ -15,8 +15,9 @@ const N = 20;
 const SEND = 10_000;
 const REPLY = 3_333;
 
-async function main(): Promise<Record<string, unknown>> {
-  const rig = makeProbeRig('guest');
+/** One pass; `accessLog` selects the kernel mode (per-socket timing state or none). */
+async function check(accessLog: boolean): Promise<Record<string, unknown>> {
+  const rig = makeProbeRig(accessLog ? 'guest-t' : 'guest', { accessLog });
   const backend = createServer((sock) => {
     let got = 0;
     sock.on('data', (d) => {
@@ -58,11 +59,17 @@ for (let i = 0; i < 3; i++) await new Promise((resolve) => {
       drops: Number(rig.probe.drops()),
     };
     const want = { opened: N, closed: N, failed: 3, sent: N * SEND, received: N * REPLY, drops: 0 };
-    return { kernel: release(), probe: got, ok: JSON.stringify(got) === JSON.stringify(want) };
+    return { accessLog, probe: got, ok: JSON.stringify(got) === JSON.stringify(want) };
   } finally {
     backend.close();
     rig.close();
   }
+}
+
+async function main(): Promise<Record<string, unknown>> {
+  const untracked = await check(false);
+  const timed = await check(true);
+  return { kernel: release(), untracked, timed, ok: untracked.ok === true && timed.ok === true };
 }
 
 main().then(

@@ -48,12 +48,8 @@ interface Applied {
   doneAt: number;
 }
 
-/** The real binary once it starts the xDS client itself; until then the stand-in with the same wiring. */
 function daemonEntry(): { path: string; kind: string } {
-  const bin = join(root, 'dist', 'src', 'bin', 'kmesh-daemon.js');
-  const src = readFileSync(bin, 'utf8');
-  if (src.includes('attachXds') || src.includes('XdsClient')) return { path: bin, kind: 'kmesh-daemon' };
-  return { path: join(here, 'daemon-runner.js'), kind: 'bench/xds/daemon-runner (real Daemon + attachXds)' };
+  return { path: join(root, 'dist', 'src', 'bin', 'kmesh-daemon.js'), kind: 'kmesh-daemon' };
 }
 
 const name = (i: number) => `outbound|8080||svc${i}.bench.svc.cluster.local`;

@@ -24,6 +24,8 @@ if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install 
   need_pkgs+=(busybox-static)
 fi
 command -v cpio >/dev/null 2>&1 || need_pkgs+=(cpio)
+# a system bus inside the guest, as on any systemd VM (the daemon's D-Bus API uses it)
+[ -x /usr/bin/dbus-daemon ] || need_pkgs+=(dbus-daemon)
 command -v dpkg-deb >/dev/null 2>&1 || need_pkgs+=(dpkg)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"

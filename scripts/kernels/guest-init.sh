@@ -15,6 +15,10 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 ip link set lo up
 hostname kmesh-guest
+if [ -x /usr/bin/dbus-daemon ]; then
+  mkdir -p /run/dbus
+  dbus-daemon --config-file=/etc/dbus-1/kmesh-guest-system.conf --fork --nopidfile || echo "KMESH-WARN no system bus"
+fi
 echo "KMESH-BOOTED $(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 # kmesh.script=<path relative to /kmesh> picks the guest program (default: the full check)

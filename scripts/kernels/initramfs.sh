@@ -21,7 +21,8 @@ LIBBPF=$(ldconfig -p | awk '/libbpf\.so\.1 .*x86-64/{print $NF; exit}')
 STAGE=$(mktemp -d /tmp/kmesh-initramfs.XXXXXX)
 trap 'rm -rf "$STAGE"' EXIT
 
-mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root,kmesh}
+mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root,kmesh,var}
+ln -s /run "$STAGE/var/run"
 cp /bin/busybox "$STAGE/bin/busybox"
 # copy a file to the same path inside the stage, following symlinks, keeping the link name too
 copy_lib() {
@@ -34,7 +35,32 @@ copy_lib() {
 libs_of() { ldd "$1" | awk '/=>/ && $3 ~ /^\// {print $3} /^\t\/.*ld-linux/ {print $1}'; }
 
 cp "$NODE" "$STAGE/usr/bin/node"
-for bin in "$NODE" "$LIBBPF"; do
+bins=("$NODE" "$LIBBPF")
+# A system bus in the guest, as on any systemd VM: the daemon serves its D-Bus API there.
+if [ -x /usr/bin/dbus-daemon ]; then
+  cp /usr/bin/dbus-daemon "$STAGE/usr/bin/dbus-daemon"
+  bins+=(/usr/bin/dbus-daemon)
+  mkdir -p "$STAGE/etc/dbus-1"
+  cat > "$STAGE/etc/dbus-1/kmesh-guest-system.conf" <<'CONF'
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=/run/dbus/system_bus_socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+CONF
+fi
+printf 'root:x:0:0:root:/root:/bin/sh\nmessagebus:x:100:101::/run/dbus:/bin/false\n' > "$STAGE/etc/passwd"
+printf 'root:x:0:\nmessagebus:x:101:\n' > "$STAGE/etc/group"
+for bin in "${bins[@]}"; do
   copy_lib "$bin"
   for l in $(libs_of "$bin"); do copy_lib "$l"; done
 done

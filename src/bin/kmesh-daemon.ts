@@ -2,11 +2,17 @@
 /** kmesh-daemon: the host service. `--help` for usage. */
 import { parseArgs } from 'node:util';
 import pino from 'pino';
+import { startDbusService } from '../api/dbus/service.js';
+import { attachXds, countXdsResponses } from '../api/xds/plugin.js';
 import { cleanupPins } from '../controller/cleanup.js';
 import { loadConfigFile } from '../controller/config/load.js';
 import { DEFAULT_CONFIG_PATH, DEFAULT_PIN_DIR } from '../controller/config/schema.js';
 import { Daemon, VERSION } from '../controller/daemon.js';
 import { acquireInstanceLock } from '../controller/instance-lock.js';
+import { bpfObjectDir, pinPaths } from '../controller/paths.js';
+import { startProbe } from '../probe/wire.js';
+import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../controller/sd-notify.js';
+import { UnitCgroupResolver } from '../controller/systemd-units.js';
 
 const USAGE = `Usage: kmesh-daemon [options]
 
@@ -84,7 +90,13 @@ async function main(): Promise<void> {
     { level: config.daemon.logLevel, base: { pid: process.pid } },
     pino.destination({ dest: 1, sync: true }),
   );
-  const daemon = new Daemon(config, { logger, ...(args['pin-dir'] ? { pinDir: args['pin-dir'] } : {}) });
+  // Unit names are resolved through systemd's D-Bus API; only connect when some service is named by unit.
+  const unitResolver = config.services.some((s) => s.unit) ? new UnitCgroupResolver() : null;
+  const daemon = new Daemon(config, {
+    logger,
+    unitResolver,
+    ...(args['pin-dir'] ? { pinDir: args['pin-dir'] } : {}),
+  });
   let releaseLock: () => void = () => {};
   try {
     releaseLock = acquireInstanceLock(daemon.pinDir);
@@ -94,26 +106,64 @@ async function main(): Promise<void> {
     releaseLock();
     process.exit(1);
   }
+  try {
+    const dbusService = await startDbusService(daemon, logger);
+    daemon.addPlugin({ name: 'dbus', stop: () => dbusService.stop() });
+  } catch (err) {
+    // Management over D-Bus is optional for the data path; a taken name means another instance, though.
+    logger.error({ err: (err as Error).message }, 'D-Bus management API unavailable');
+    if ((err as { code?: string }).code === 'AlreadyExists') {
+      releaseLock();
+      process.exit(1);
+    }
+  }
+  const xdsClient = config.xds ? attachXds(daemon, config.xds, logger) : undefined;
+  try {
+    await startProbe(daemon, {
+      pinMapsDir: pinPaths(daemon.pinDir).maps,
+      bpfObjectDir: bpfObjectDir(),
+      accessLog: config.daemon.accessLog,
+      ...(config.metrics ? { metricsListen: config.metrics.listen } : {}),
+      programs: () => daemon.l4Programs(),
+      ...(xdsClient ? { xdsStats: countXdsResponses(xdsClient) } : {}),
+    });
+  } catch (err) {
+    logger.fatal({ err: (err as Error).message }, 'start-up failed');
+    await daemon.stop();
+    releaseLock();
+    process.exit(1);
+  }
   const status = daemon.status();
+  const summary = (s = daemon.status()) =>
+    `${s.state}: config v${s.configVersion}, ${s.services} services, ${s.listeners} listeners, ${s.clusters} clusters`;
+  const stopWatchdog = startWatchdog();
+  notifyReady(summary());
+  daemon.on('config-applied', () => notifyStatus(summary()));
+  daemon.on('service-changed', () => notifyStatus(summary()));
   logger.info(
     { pinDir: daemon.pinDir, listeners: status.listeners, clusters: status.clusters, services: status.services },
     'kmesh-daemon ready',
   );
 
   process.on('SIGHUP', () => {
-    daemon.reload().catch(() => {
-      /* reported by reload(); the live config stays */
-    });
+    notifyReloading();
+    daemon
+      .reload()
+      .then(() => notifyReady(summary()))
+      .catch((err) => notifyReady(`${summary()}; last reload failed: ${(err as Error).message}`));
   });
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'stopping; pinned programs keep steering traffic');
+    notifyStopping();
+    stopWatchdog();
     daemon
       .stop()
       .catch((err) => logger.error({ err }, 'stop'))
-      .finally(() => {
+      .finally(async () => {
+        await unitResolver?.close();
         releaseLock();
         process.exit(0);
       });

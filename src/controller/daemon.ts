@@ -14,6 +14,7 @@ import { BpfObject, type BpfProgram } from '../runtime/bpf-object.js';
 import { ensureBpffs } from '../runtime/bpffs.js';
 import { CgroupLinks } from '../runtime/cgroup-links.js';
 import { findCgroup2Mount } from '../runtime/cgroup2.js';
+import { encodeAddr, isV4Mapped } from '../runtime/maps/addr.js';
 import { type DatapathMaps, datapathMaps } from '../runtime/maps/datapath-maps.js';
 import { loadConfigFile } from './config/load.js';
 import type { KmeshConfig } from './config/schema.js';
@@ -145,7 +146,12 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   }
 
   private programs(): BpfProgram[] {
-    return [...(this.l4?.allPrograms() ?? []), ...this.extraPrograms];
+    return [...this.l4Programs(), ...this.extraPrograms];
+  }
+
+  /** The data-path programs (for run-count metrics). */
+  l4Programs(): BpfProgram[] {
+    return this.l4?.allPrograms() ?? [];
   }
 
   private applyModels(toml: MeshModel, xds: MeshModel): void {
@@ -207,8 +213,14 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return this.clusterNames.get(id);
   }
 
+  /** The listener a dialled address matched, the wildcard of its family included (as the kernel does). */
   listenerOf(address: string, port: number): string | undefined {
-    return this.liveModel.listeners.find((l) => l.address === address && l.port === port)?.name;
+    const wanted = encodeAddr(address);
+    const wildcard = encodeAddr(isV4Mapped(wanted) ? '0.0.0.0' : '::');
+    const onPort = this.liveModel.listeners.filter((l) => l.port === port && l.protocol !== 'udp');
+    return (
+      onPort.find((l) => encodeAddr(l.address).equals(wanted)) ?? onPort.find((l) => encodeAddr(l.address).equals(wildcard))
+    )?.name;
   }
 
   async registerService(spec: ServiceSpec): Promise<ServiceStatus> {
@@ -238,6 +250,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       this.applyModels(next.model, this.xdsModel);
       this.config = next;
       this.setLogLevel(next.daemon.logLevel);
+      this.setAccessLog(next.daemon.accessLog);
       await this.registerConfigured(next.services);
       this.lastError = undefined;
       return this.configVersion;

@@ -81,13 +81,24 @@ function desiredListener(listener: Listener, ids: Map<string, number>): DesiredL
   };
 }
 
+/*
+ * Encodings of unchanged resources are reused: sources hand over the same Cluster object
+ * while it is unchanged, so a one-endpoint change re-encodes one cluster, not ten thousand.
+ */
+const encodedClusters = new WeakMap<Cluster, DesiredCluster>();
+
 /** Expects a model that passed validateModel. */
 export function desiredState(model: MeshModel): DesiredState {
   const clusterIds = assignClusterIds(model.clusters.map((c) => c.name));
   const clusters = new Map<number, DesiredCluster>();
   for (const cluster of model.clusters) {
     const id = clusterIds.get(cluster.name) as number;
-    clusters.set(id, desiredCluster(cluster, id));
+    let encoded = encodedClusters.get(cluster);
+    if (encoded?.id !== id) {
+      encoded = desiredCluster(cluster, id);
+      encodedClusters.set(cluster, encoded);
+    }
+    clusters.set(id, encoded);
   }
   const listeners = new Map<string, DesiredListener>();
   for (const listener of model.listeners) {

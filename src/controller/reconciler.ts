@@ -185,12 +185,12 @@ export class Reconciler {
       live.lbPolicy === c.lbPolicy &&
       live.flags === c.flags &&
       live.totalWeight === c.totalWeight &&
-      live.endpoints.length === c.endpoints.length &&
-      live.endpoints.every((ep, i) => ep.equals(c.endpoints[i] as Buffer))
+      this.sameEndpoints(live, c)
     );
   }
 
   private sameEndpoints(live: LiveCluster | undefined, c: DesiredCluster): boolean {
+    if (live?.endpoints === c.endpoints) return true;
     return (
       live !== undefined &&
       live.endpoints.length === c.endpoints.length &&

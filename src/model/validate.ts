@@ -4,7 +4,7 @@
  * resource name.
  */
 import { isIP } from 'node:net';
-import { LB_POLICIES, type MeshModel, PROTOCOLS, type Protocol } from './types.js';
+import { type Cluster, LB_POLICIES, type MeshModel, PROTOCOLS, type Protocol } from './types.js';
 
 export const MAX_WEIGHT = 1_000_000;
 export const MAX_ROUTE_CLUSTERS = 16;
@@ -27,6 +27,9 @@ export function l4Protocol(protocol: Protocol): 'tcp' | 'udp' {
 const validPort = (port: number) => Number.isInteger(port) && port >= 1 && port <= 65535;
 const validWeight = (weight: number) => Number.isInteger(weight) && weight >= 1 && weight <= MAX_WEIGHT;
 
+/** Endpoint sets already found valid; a source hands over the same object while a cluster is unchanged. */
+const validEndpointSets = new WeakSet<Cluster['endpoints']>();
+
 export function validateModel(model: MeshModel, at: ModelLocator = byName(model)): string[] {
   const errors: string[] = [];
   const clusterNames = new Map<string, number>();
@@ -41,6 +44,8 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
       errors.push(`${at.cluster(i, 'lb_policy')}: must be one of ${LB_POLICIES.join(', ')}`);
     }
     if (cluster.endpoints.length === 0) errors.push(`${at.cluster(i, 'endpoints')}: the endpoint set is empty`);
+    if (validEndpointSets.has(cluster.endpoints)) return;
+    const before = errors.length;
     cluster.endpoints.forEach((ep, j) => {
       const where = at.cluster(i, `endpoints[${j}]`);
       if (isIP(ep.address) === 0) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
@@ -48,6 +53,7 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
       if (!validWeight(ep.weight))
         errors.push(`${where}.weight: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
     });
+    if (errors.length === before) validEndpointSets.add(cluster.endpoints);
   });
 
   const listenerNames = new Set<string>();

@@ -34,6 +34,8 @@ export interface ProbeOptions {
   registry: Registry;
   logger: Logger;
   accessLog: boolean;
+  /** Where access lines go (default: `logger`), e.g. a logger writing to a separate file. */
+  accessLogger?: Logger;
   /** Bound on distinct connection label sets (default 2000). */
   maxSeries?: number;
   /** Ring-buffer poll period in ms (default 20). */
@@ -57,7 +59,7 @@ export class Probe {
     // Keys between two scrapes; a few per label set is plenty, the rest is "other".
     this.agg = new Aggregator(4 * maxSeries);
     this.metrics = new ConnectionMetrics(registry, opts.lookups, () => this.agg.drain(), maxSeries);
-    this.access = new AccessLog(opts.logger, opts.accessLog);
+    this.access = new AccessLog(opts.accessLogger ?? opts.logger, opts.accessLog);
     const agg = this.agg;
     new Counter({
       name: 'kmesh_probe_events_total',

@@ -35,6 +35,8 @@ export interface ProbeSettings {
   bpfObjectDir: string;
   /** [daemon] access_log */
   accessLog: boolean;
+  /** Destination for access lines (default: the daemon logger), e.g. a separate file. */
+  accessLogger?: Logger;
   /** [metrics] listen; no HTTP server when absent. */
   metricsListen?: string;
   /** The L4 programs, for run counts (optional). */
@@ -81,6 +83,7 @@ export async function startProbe(host: ProbeDaemon, settings: ProbeSettings): Pr
       registry,
       logger: host.logger,
       accessLog: settings.accessLog,
+      ...(settings.accessLogger ? { accessLogger: settings.accessLogger } : {}),
     });
     const running = probe;
     registerDaemonMetrics(registry, {

@@ -42,7 +42,7 @@ server.close();
 console.log(JSON.stringify({ done, failed }));`;
 }
 
-test('100k connections with the consumer blocked: drops are counted, nothing else is lost, probe survives', async () => {
+test('100k connections with the consumer blocked: drops are counted, nothing else is lost, probe survives', async (t) => {
   const eventsBefore = await counterTotal(rig.registry, 'kmesh_probe_events_total');
   assert.equal(eventsBefore, 0);
   // spawnSync blocks this process's event loop, so the ring buffer is not drained meanwhile.
@@ -64,6 +64,7 @@ test('100k connections with the consumer blocked: drops are counted, nothing els
     30_000,
   );
   const drops = Number(rig.probe.drops());
+  t.diagnostic(`events delivered ${await delivered()}, dropped ${drops}, expected ${expected + failed}`);
   assert.ok(drops > 0, 'the ring buffer overflowed');
   assert.equal((await delivered()) + drops, expected + failed);
   // the scrape-time counter mirrors the kernel's count

@@ -73,7 +73,8 @@ export function makeProbeRig(tag: string, extra: Partial<ProbeOptions> = {}): Pr
         clusterNameOf: () => undefined,
       },
       registry,
-      logger: pino({ level: 'silent' }),
+      // access-log lines (level info whatever the logger's level) go nowhere, but are still written
+      logger: pino({ level: 'silent' }, pino.destination({ dest: '/dev/null', sync: true })),
       accessLog: false,
       ...extra,
     });

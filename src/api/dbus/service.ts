@@ -191,7 +191,16 @@ export async function startDbusService(
   let last = propertySnapshot(control.status());
   const iface = new ManagerInterface(() => propertySnapshot(control.status()));
 
-  bus.on('error', (err: unknown) => logger.error({ err: String(err) }, 'D-Bus connection error'));
+  // A bus that cannot be reached fails the start instead of leaving requestName waiting forever.
+  let connectionFailed: (err: unknown) => void = () => {};
+  const connectionError = new Promise<never>((_, reject) => {
+    connectionFailed = reject;
+  });
+  connectionError.catch(() => {});
+  bus.on('error', (err: unknown) => {
+    logger.error({ err: String(err) }, 'D-Bus connection error');
+    connectionFailed(err);
+  });
 
   const reply = (msg: dbus.Message, signature: string, body: unknown[]) =>
     bus.send(dbus.Message.newMethodReturn(msg, signature, body));
@@ -274,7 +283,7 @@ export async function startDbusService(
   bus.addMethodHandler(handler);
   bus.export(OBJECT_PATH, iface);
   try {
-    const result = await bus.requestName(BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE);
+    const result = await Promise.race([bus.requestName(BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE), connectionError]);
     if (result !== dbus.RequestNameReply.PRIMARY_OWNER && result !== dbus.RequestNameReply.ALREADY_OWNER) {
       throw new KmeshError('AlreadyExists', await nameTakenMessage(bus));
     }

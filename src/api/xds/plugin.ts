@@ -28,3 +28,17 @@ export function attachXds(
   client.start();
   return client;
 }
+
+/** Accepted and rejected responses by short type name ("Cluster", "Listener", …), for metrics. */
+export function countXdsResponses(client: XdsClient): () => { pushes: Record<string, number>; nacks: Record<string, number> } {
+  const pushes: Record<string, number> = {};
+  const nacks: Record<string, number> = {};
+  const shortName = (typeUrl: string) => typeUrl.slice(typeUrl.lastIndexOf('.') + 1);
+  client.on('push', (typeUrl) => {
+    pushes[shortName(typeUrl)] = (pushes[shortName(typeUrl)] ?? 0) + 1;
+  });
+  client.on('nack', (typeUrl) => {
+    nacks[shortName(typeUrl)] = (nacks[shortName(typeUrl)] ?? 0) + 1;
+  });
+  return () => ({ pushes: { ...pushes }, nacks: { ...nacks } });
+}

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parse } from 'smol-toml';
+import { type XdsConfig, parseXdsConfig } from '../../api/xds/config.js';
 import {
   type Cluster,
   type Endpoint,
@@ -86,10 +87,7 @@ export function parseConfig(source: string, path: string): KmeshConfig {
   }
   metricsTable?.rejectUnknown();
 
-  const xdsTable = doc.xds;
-  if (xdsTable !== undefined && (typeof xdsTable !== 'object' || xdsTable === null || Array.isArray(xdsTable))) {
-    root.fail('xds', 'must be a table ([xds])');
-  }
+  const xds = readXds(doc.xds, locator, root, errors);
 
   const services = arrayOf('services').flatMap((t) => readService(t));
   checkDuplicateServices(services, arrayOf('services'));
@@ -116,12 +114,24 @@ export function parseConfig(source: string, path: string): KmeshConfig {
     path,
     daemon,
     ...(listen !== undefined ? { metrics: { listen } } : {}),
-    ...(xdsTable !== undefined
-      ? { xds: { table: xdsTable as Record<string, unknown>, where: (key: string) => locator.where('xds', null, key) } }
-      : {}),
+    ...(xds !== undefined ? { xds } : {}),
     services,
     model,
   };
+}
+
+function readXds(table: unknown, locator: KeyLocator, root: TableReader, errors: string[]): XdsConfig | undefined {
+  if (table === undefined) return undefined;
+  if (typeof table !== 'object' || table === null || Array.isArray(table)) {
+    root.fail('xds', 'must be a table ([xds])');
+    return undefined;
+  }
+  try {
+    return parseXdsConfig(table as Record<string, unknown>, (key) => locator.where('xds', null, key));
+  } catch (err) {
+    errors.push((err as Error).message);
+    return undefined;
+  }
 }
 
 function readService(t: TableReader): ServiceSpec[] {

@@ -1,3 +1,4 @@
+import type { XdsConfig } from '../../api/xds/config.js';
 import type { MeshModel, ServiceSpec } from '../../model/types.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -19,8 +20,8 @@ export interface KmeshConfig {
   path: string;
   daemon: DaemonSettings;
   metrics?: { listen: string };
-  /** The raw [xds] table, with the locator prefix for its keys; parsed by the xDS client. */
-  xds?: { table: Record<string, unknown>; where: (key: string) => string };
+  /** [xds]; without it the TOML is the whole config. */
+  xds?: XdsConfig;
   services: ServiceSpec[];
   model: MeshModel;
 }
