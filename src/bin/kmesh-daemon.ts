@@ -1,18 +1,22 @@
 #!/usr/bin/env node
 /** kmesh-daemon: the host service. `--help` for usage. */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { startDbusService } from '../api/dbus/service.js';
 import { attachXds, countXdsResponses } from '../api/xds/plugin.js';
 import { cleanupPins } from '../controller/cleanup.js';
 import { loadConfigFile } from '../controller/config/load.js';
-import { DEFAULT_CONFIG_PATH, DEFAULT_PIN_DIR } from '../controller/config/schema.js';
+import { DEFAULT_CONFIG_PATH, DEFAULT_PIN_DIR, type KmeshConfig } from '../controller/config/schema.js';
 import { Daemon, VERSION } from '../controller/daemon.js';
 import { acquireInstanceLock } from '../controller/instance-lock.js';
 import { bpfObjectDir, pinPaths } from '../controller/paths.js';
-import { startProbe } from '../probe/wire.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../controller/sd-notify.js';
 import { UnitCgroupResolver } from '../controller/systemd-units.js';
+import { PROBE_OBJECT } from '../probe/probe.js';
+import { startProbe } from '../probe/wire.js';
+import { planPrograms } from '../runtime/features.js';
 
 const USAGE = `Usage: kmesh-daemon [options]
 
@@ -85,61 +89,75 @@ async function main(): Promise<void> {
     return;
   }
 
+  await runDaemon(config, args['pin-dir']);
+}
+
+/** The system bus is there (systemd hosts): unit names can be resolved and D-Bus served. */
+function systemBusAvailable(): boolean {
+  return Boolean(process.env.DBUS_SYSTEM_BUS_ADDRESS) || existsSync('/run/dbus/system_bus_socket');
+}
+
+async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined): Promise<void> {
   // Synchronous: a log line written just before exit must not be lost.
   const logger = pino(
     { level: config.daemon.logLevel, base: { pid: process.pid } },
     pino.destination({ dest: 1, sync: true }),
   );
-  // Unit names are resolved through systemd's D-Bus API; only connect when some service is named by unit.
-  const unitResolver = config.services.some((s) => s.unit) ? new UnitCgroupResolver() : null;
-  const daemon = new Daemon(config, {
-    logger,
-    unitResolver,
-    ...(args['pin-dir'] ? { pinDir: args['pin-dir'] } : {}),
-  });
+  const unitResolver = systemBusAvailable() ? new UnitCgroupResolver() : null;
+  const daemon = new Daemon(config, { logger, unitResolver, ...(pinDirOverride ? { pinDir: pinDirOverride } : {}) });
   let releaseLock: () => void = () => {};
+  const exitStartupFailed = async (err: unknown): Promise<never> => {
+    logger.fatal({ err: (err as Error).message }, 'start-up failed');
+    await daemon.stop().catch(() => {});
+    await unitResolver?.close();
+    releaseLock();
+    process.exit(1);
+  };
+
   try {
     releaseLock = acquireInstanceLock(daemon.pinDir);
     await daemon.start();
   } catch (err) {
-    logger.fatal({ err: (err as Error).message }, 'start-up failed');
-    releaseLock();
-    process.exit(1);
+    await exitStartupFailed(err);
   }
-  try {
-    const dbusService = await startDbusService(daemon, logger);
-    daemon.addPlugin({ name: 'dbus', stop: () => dbusService.stop() });
-  } catch (err) {
-    // Management over D-Bus is optional for the data path; a taken name means another instance, though.
-    logger.error({ err: (err as Error).message }, 'D-Bus management API unavailable');
-    if ((err as { code?: string }).code === 'AlreadyExists') {
-      releaseLock();
-      process.exit(1);
+  if (unitResolver) {
+    try {
+      const dbusService = await startDbusService(daemon, logger);
+      daemon.addPlugin({ name: 'dbus', stop: () => dbusService.stop() });
+    } catch (err) {
+      // A taken name means another instance; any other D-Bus trouble leaves the data path working.
+      if ((err as { code?: string }).code === 'AlreadyExists') await exitStartupFailed(err);
+      logger.error({ err: (err as Error).message }, 'D-Bus management API unavailable');
     }
+  } else {
+    logger.warn('no system bus: the D-Bus management API and unit-name registration are off');
   }
   const xdsClient = config.xds ? attachXds(daemon, config.xds, logger) : undefined;
-  try {
-    await startProbe(daemon, {
-      pinMapsDir: pinPaths(daemon.pinDir).maps,
-      bpfObjectDir: bpfObjectDir(),
-      accessLog: config.daemon.accessLog,
-      ...(config.metrics ? { metricsListen: config.metrics.listen } : {}),
-      programs: () => daemon.l4Programs(),
-      ...(xdsClient ? { xdsStats: countXdsResponses(xdsClient) } : {}),
-    });
-  } catch (err) {
-    logger.fatal({ err: (err as Error).message }, 'start-up failed');
-    await daemon.stop();
-    releaseLock();
-    process.exit(1);
+  const probePlan = planPrograms(join(bpfObjectDir(), PROBE_OBJECT), daemon.kernelFeatures);
+  if (probePlan.disabled.size > 0) {
+    logger.warn({ why: [...probePlan.disabled.values()] }, 'feature off: kmesh-probe (connection metrics)');
+  } else {
+    try {
+      await startProbe(daemon, {
+        pinMapsDir: pinPaths(daemon.pinDir).maps,
+        bpfObjectDir: bpfObjectDir(),
+        accessLog: config.daemon.accessLog,
+        ...(config.metrics ? { metricsListen: config.metrics.listen } : {}),
+        programs: () => daemon.l4Programs(),
+        ...(xdsClient ? { xdsStats: countXdsResponses(xdsClient) } : {}),
+      });
+    } catch (err) {
+      await exitStartupFailed(err);
+    }
   }
-  const status = daemon.status();
+
   const summary = (s = daemon.status()) =>
     `${s.state}: config v${s.configVersion}, ${s.services} services, ${s.listeners} listeners, ${s.clusters} clusters`;
   const stopWatchdog = startWatchdog();
   notifyReady(summary());
   daemon.on('config-applied', () => notifyStatus(summary()));
   daemon.on('service-changed', () => notifyStatus(summary()));
+  const status = daemon.status();
   logger.info(
     { pinDir: daemon.pinDir, listeners: status.listeners, clusters: status.clusters, services: status.services },
     'kmesh-daemon ready',

@@ -14,6 +14,7 @@ import { BpfObject, type BpfProgram } from '../runtime/bpf-object.js';
 import { ensureBpffs } from '../runtime/bpffs.js';
 import { CgroupLinks } from '../runtime/cgroup-links.js';
 import { findCgroup2Mount } from '../runtime/cgroup2.js';
+import { planPrograms, probeFeatures } from '../runtime/features.js';
 import { encodeAddr, isV4Mapped } from '../runtime/maps/addr.js';
 import { type DatapathMaps, datapathMaps } from '../runtime/maps/datapath-maps.js';
 import { loadConfigFile } from './config/load.js';
@@ -34,6 +35,8 @@ import { Reconciler } from './reconciler.js';
 import { ServiceRegistry } from './services.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
+const L4_OBJECT = 'kmesh_l4.bpf.o';
+
 export const VERSION: string = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version;
 
 export interface DaemonOptions {
@@ -41,8 +44,6 @@ export interface DaemonOptions {
   /** Overrides [daemon] pin_dir. */
   pinDir?: string;
   unitResolver?: UnitCgroupResolver | null;
-  /** Programs of the L4 object to leave out (kernel lacks them), with the reason. */
-  disabledPrograms?: Map<string, string>;
 }
 
 /** A part that runs beside the data path (xDS client, probe, D-Bus): started after the maps are live. */
@@ -68,6 +69,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private reconciler: Reconciler | undefined;
   private registry: ServiceRegistry | undefined;
   readonly pinDir: string;
+  /** Probed once: the L4 and probe objects are planned against the same answers. */
+  readonly kernelFeatures = probeFeatures();
 
   constructor(
     private config: KmeshConfig,
@@ -93,14 +96,17 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   async start(): Promise<void> {
     ensureBpffs(this.pinDir);
     const pins = pinPaths(this.pinDir);
+    const objectPath = join(bpfObjectDir(), L4_OBJECT);
+    const plan = planPrograms(objectPath, this.kernelFeatures);
+    if (plan.fatal.length > 0) {
+      throw new KmeshError('KernelUnsupported', `this kernel cannot run the Kmesh data path: ${plan.fatal.join('; ')}`);
+    }
+    for (const [program, reason] of plan.disabled) {
+      this.features[program] = { enabled: false, reason };
+      this.logger.warn({ program, reason }, 'feature off: the kernel lacks what this program needs');
+    }
     mkdirSync(pins.maps, { recursive: true });
-    const disabled = this.options.disabledPrograms ?? new Map<string, string>();
-    for (const [prog, reason] of disabled) this.features[prog] = { enabled: false, reason };
-
-    this.l4 = BpfObject.open(join(bpfObjectDir(), 'kmesh_l4.bpf.o'), {
-      pinMapsDir: pins.maps,
-      skipPrograms: new Set(disabled.keys()),
-    });
+    this.l4 = BpfObject.open(objectPath, { pinMapsDir: pins.maps, skipPrograms: new Set(plan.disabled.keys()) });
     this.l4.load();
     for (const prog of this.l4.allPrograms()) this.features[prog.name] = { enabled: true };
 
@@ -219,7 +225,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     const wildcard = encodeAddr(isV4Mapped(wanted) ? '0.0.0.0' : '::');
     const onPort = this.liveModel.listeners.filter((l) => l.port === port && l.protocol !== 'udp');
     return (
-      onPort.find((l) => encodeAddr(l.address).equals(wanted)) ?? onPort.find((l) => encodeAddr(l.address).equals(wildcard))
+      onPort.find((l) => encodeAddr(l.address).equals(wanted)) ??
+      onPort.find((l) => encodeAddr(l.address).equals(wildcard))
     )?.name;
   }
 

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parse } from 'smol-toml';
-import { type XdsConfig, parseXdsConfig } from '../../api/xds/config.js';
+import { parseXdsConfig, type XdsConfig } from '../../api/xds/config.js';
 import {
   type Cluster,
   type Endpoint,
