@@ -9,6 +9,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "kmesh_maps.h"
+#include "kmesh_sock_origin_map.h"
 
 #define SOCK_ADDR_ALLOW 1
 
@@ -48,13 +49,6 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, KMESH_MAX_TRACKED_SOCKETS);
-	__type(key, __u64);
-	__type(value, struct kmesh_sock_origin);
-} kmesh_sock_origin SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, KMESH_MAX_TRACKED_SOCKETS);
 	__type(key, struct kmesh_udp_reverse_key);
 	__type(value, struct kmesh_udp_reverse_value);
 } kmesh_udp_reverse SEC(".maps");
@@ -74,6 +68,27 @@ static __always_inline void addr_set_v4(__u8 *a, __u32 ip4)
 	w[1] = 0;
 	w[2] = bpf_htonl(0xffff);
 	w[3] = ip4;
+}
+
+static __always_inline void read_user_ip6(const struct bpf_sock_addr *ctx, __u8 *a)
+{
+	__u32 *w = (__u32 *)a;
+
+	w[0] = ctx->user_ip6[0];
+	w[1] = ctx->user_ip6[1];
+	w[2] = ctx->user_ip6[2];
+	w[3] = ctx->user_ip6[3];
+}
+
+/* The context takes 4-byte stores only: write the address word by word. */
+static __always_inline void write_user_ip6(struct bpf_sock_addr *ctx, const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	ctx->user_ip6[0] = w[0];
+	ctx->user_ip6[1] = w[1];
+	ctx->user_ip6[2] = w[2];
+	ctx->user_ip6[3] = w[3];
 }
 
 static __always_inline __u32 pick_cluster(const struct kmesh_listener_value *lv)
@@ -258,25 +273,17 @@ static __always_inline int steer6(struct bpf_sock_addr *ctx, int is_sendmsg)
 {
 	struct kmesh_endpoint_value *ep;
 	__u8 vip[16];
-	__u32 *w = (__u32 *)vip;
 	__u16 port = bpf_ntohs(ctx->user_port);
 	__u8 protocol = ctx->protocol;
 	__u32 cluster_id = 0;
 
-	w[0] = ctx->user_ip6[0];
-	w[1] = ctx->user_ip6[1];
-	w[2] = ctx->user_ip6[2];
-	w[3] = ctx->user_ip6[3];
+	read_user_ip6(ctx, vip);
 	ep = steer(vip, port, protocol, &cluster_id);
 	if (!ep)
 		return SOCK_ADDR_ALLOW;
 
 	/* A v4 endpoint is written v4-mapped, which a dual-stack socket can dial. */
-	w = (__u32 *)ep->addr;
-	ctx->user_ip6[0] = w[0];
-	ctx->user_ip6[1] = w[1];
-	ctx->user_ip6[2] = w[2];
-	ctx->user_ip6[3] = w[3];
+	write_user_ip6(ctx, ep->addr);
 	ctx->user_port = bpf_htons(ep->port);
 	if (protocol == IPPROTO_UDP)
 		remember_udp_reverse(ctx, vip, port, ep);
@@ -332,20 +339,12 @@ int kmesh_recvmsg6(struct bpf_sock_addr *ctx)
 	struct kmesh_udp_reverse_key key = { .cookie = bpf_get_socket_cookie(ctx),
 					      .endpoint_port = bpf_ntohs(ctx->user_port) };
 	struct kmesh_udp_reverse_value *rev;
-	__u32 *w = (__u32 *)key.endpoint;
 
-	w[0] = ctx->user_ip6[0];
-	w[1] = ctx->user_ip6[1];
-	w[2] = ctx->user_ip6[2];
-	w[3] = ctx->user_ip6[3];
+	read_user_ip6(ctx, key.endpoint);
 	rev = bpf_map_lookup_elem(&kmesh_udp_reverse, &key);
 	if (!rev)
 		return SOCK_ADDR_ALLOW;
-	w = (__u32 *)rev->vip;
-	ctx->user_ip6[0] = w[0];
-	ctx->user_ip6[1] = w[1];
-	ctx->user_ip6[2] = w[2];
-	ctx->user_ip6[3] = w[3];
+	write_user_ip6(ctx, rev->vip);
 	ctx->user_port = bpf_htons(rev->vip_port);
 	return SOCK_ADDR_ALLOW;
 }
@@ -369,15 +368,10 @@ int kmesh_getpeername6(struct bpf_sock_addr *ctx)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct kmesh_sock_origin *origin = bpf_map_lookup_elem(&kmesh_sock_origin, &cookie);
-	const __u32 *w;
 
 	if (!origin)
 		return SOCK_ADDR_ALLOW;
-	w = (const __u32 *)origin->vip;
-	ctx->user_ip6[0] = w[0];
-	ctx->user_ip6[1] = w[1];
-	ctx->user_ip6[2] = w[2];
-	ctx->user_ip6[3] = w[3];
+	write_user_ip6(ctx, origin->vip);
 	ctx->user_port = bpf_htons(origin->vip_port);
 	return SOCK_ADDR_ALLOW;
 }

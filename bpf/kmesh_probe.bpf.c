@@ -26,6 +26,8 @@
 
 #include "kmesh_maps.h"
 #include "kmesh_probe.h"
+/* kmesh_sock_origin: written by the L4 data path; the probe only reads it (the shared pin is reused). */
+#include "kmesh_sock_origin_map.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -41,16 +43,6 @@ struct sock___kmesh {
 } __attribute__((preserve_access_index));
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-/* Owned by the L4 data path (bpf/kmesh_l4.bpf.c); declared identically so that the
- * loader (which pins every map by name in one directory) reuses the live instance:
- * the probe only reads it. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, KMESH_MAX_TRACKED_SOCKETS);
-	__type(key, __u64);
-	__type(value, struct kmesh_sock_origin);
-} kmesh_sock_origin SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

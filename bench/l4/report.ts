@@ -52,6 +52,13 @@ interface CaseResult {
   errors: number;
 }
 
+/** Run-time statistics of the BPF programs on the bench cgroup over one new-connection run of path b (run.sh). */
+interface BpfCost {
+  connects: number;
+  ns_per_connect: number;
+  programs: { name: string; attach: string; runs: number; ns_per_run: number }[];
+}
+
 const MODES: Mode[] = ['keepalive', 'close'];
 const PATHS: Path[] = ['a', 'b', 'c'];
 const PATH_NAMES: Record<Path, string> = {
@@ -252,10 +259,12 @@ function main(): number {
     ' µs/req: CPU time per request of the client side (wrk, + haproxy A) and the server side (nginx, + haproxy B);',
     ' ratios: median of b_i/a_i, c_i/b_i over back-to-back runs, quiet pairs only when there are enough)',
   );
-  const hook = (meta as { kmesh_connect4?: { ns_per_connect: number | null; connects: number } }).kmesh_connect4;
-  if (hook?.ns_per_connect != null) {
+  const bpf = (meta as { kmesh_bpf?: BpfCost | null }).kmesh_bpf;
+  if (bpf) {
+    const each = bpf.programs.map((p) => `${p.name} ${p.ns_per_run} ns × ${(p.runs / bpf.connects).toFixed(1)}`);
     lines.push(
-      `kmesh connect4 program: ${hook.ns_per_connect} ns per connect() (BPF run-time stats, ${hook.connects} connects)`,
+      `kmesh BPF per connection (path b, BPF run-time stats, ${bpf.connects} connects): ${bpf.ns_per_connect} ns` +
+        ` = ${each.join(' + ')}`,
     );
   }
   const warnings = [
