@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { DAEMON_NODE_FLAGS } from '../src/controller/memory.js';
 import { findCgroup2Mount } from '../src/runtime/cgroup2.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -78,7 +79,7 @@ async function startBackends(): Promise<void> {
 
 function startDaemon(): Promise<void> {
   return new Promise((resolve, reject) => {
-    daemon = spawn(process.execPath, [DAEMON, '--config', configPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+    daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON, '--config', configPath], { stdio: ['ignore', 'pipe', 'inherit'] });
     let buffered = '';
     daemon.stdout?.on('data', (chunk: Buffer) => {
       buffered += chunk;

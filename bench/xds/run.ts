@@ -20,6 +20,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cleanupPins } from '../../src/controller/cleanup.js';
+import { DAEMON_NODE_FLAGS } from '../../src/controller/memory.js';
 import {
   cluster,
   type EpSpec,
@@ -99,7 +100,7 @@ async function main(): Promise<void> {
   const waiters: Array<() => void> = [];
   try {
     // BENCH_DAEMON_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", to profile the daemon side.
-    const nodeArgs = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const nodeArgs = [...DAEMON_NODE_FLAGS, ...(process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean)];
     child = spawn(process.execPath, [...nodeArgs, entry.path, '--config', toml, '--pin-dir', pinDir], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { cleanupPins } from '../../src/controller/cleanup.js';
+import { DAEMON_NODE_FLAGS } from '../../src/controller/memory.js';
 import { makeCgroup } from './support/cgroup.js';
 import { configWithPinDir, startTestDaemon, testPinDir } from './support/daemon.js';
 import { count, dialFrom, echoBackend, holdFrom, tcpBackends } from './support/peers.js';
@@ -35,19 +36,16 @@ cluster = "swap"
 test('a reload loop swapping endpoint sets under continuous connects has zero failed connects', async (t) => {
   const cg = makeCgroup('swap');
   t.after(() => cg.remove());
-  const backends = await tcpBackends([23001, 23002, 23003, 23004].map((port) => ({ name: String(port), host: '127.0.0.1', port })));
+  const backends = await tcpBackends(
+    [23001, 23002, 23003, 23004].map((port) => ({ name: String(port), host: '127.0.0.1', port })),
+  );
   t.after(() => backends.close());
   const dir = mkdtempSync(join(tmpdir(), 'kmesh-swap-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'kmesh.toml');
   const mesh = await startTestDaemon('swap', swapConfig(cg.path, [23001, 23002]), path);
   t.after(() => mesh.destroy());
-  const sets = [
-    [23001, 23002],
-    [23003, 23004],
-    [23002, 23003, 23004],
-    [23004],
-  ];
+  const sets = [[23001, 23002], [23003, 23004], [23002, 23003, 23004], [23004]];
 
   const traffic = dialFrom(cg.path, 'tcp', '127.10.1.1', 9080, 3000);
   let done = false;
@@ -70,7 +68,9 @@ test('a reload loop swapping endpoint sets under continuous connects has zero fa
 });
 
 function runDaemon(configPath: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [DAEMON, '--config', configPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON, '--config', configPath], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout?.on('data', (chunk) => {

@@ -157,7 +157,11 @@ describe('parseConfig: a valid config', () => {
 
   test('[xds] is parsed by the xDS config parser', () => {
     const config = parseConfig(
-      toml('[xds]', 'address = "istiod.example:15010"', 'node_id = "sidecar~192.0.2.5~vm1.default~default.svc.cluster.local"'),
+      toml(
+        '[xds]',
+        'address = "istiod.example:15010"',
+        'node_id = "sidecar~192.0.2.5~vm1.default~default.svc.cluster.local"',
+      ),
       PATH,
     );
     assert.equal(config.xds?.address, 'istiod.example:15010');
@@ -183,7 +187,10 @@ describe('parseConfig: each bad case names file, line and key', () => {
   });
 
   test('unknown key in [daemon]', () => {
-    assertOneError(toml('[daemon]', 'log_level = "info"', 'loglevel = "debug"'), 'kmesh.toml:3: daemon.loglevel: unknown key');
+    assertOneError(
+      toml('[daemon]', 'log_level = "info"', 'loglevel = "debug"'),
+      'kmesh.toml:3: daemon.loglevel: unknown key',
+    );
   });
 
   test('bad log level', () => {
@@ -192,14 +199,27 @@ describe('parseConfig: each bad case names file, line and key', () => {
 
   test('unknown key in a [[clusters]] entry', () => {
     assertOneError(
-      toml(...CLUSTER_A, '[[clusters]]', 'name = "b"', 'lbpolicy = "random"', 'endpoints = [ { address = "127.0.0.1", port = 1 } ]'),
+      toml(
+        ...CLUSTER_A,
+        '[[clusters]]',
+        'name = "b"',
+        'lbpolicy = "random"',
+        'endpoints = [ { address = "127.0.0.1", port = 1 } ]',
+      ),
       'kmesh.toml:6: clusters[1].lbpolicy: unknown key',
     );
   });
 
   test('unknown key inside an endpoint inline table', () => {
     assertOneError(
-      toml('[[clusters]]', 'name = "a"', 'endpoints = [', '  { address = "127.0.0.1", port = 1 },', '  { address = "127.0.0.1", prot = 2, port = 3 },', ']'),
+      toml(
+        '[[clusters]]',
+        'name = "a"',
+        'endpoints = [',
+        '  { address = "127.0.0.1", port = 1 },',
+        '  { address = "127.0.0.1", prot = 2, port = 3 },',
+        ']',
+      ),
       'kmesh.toml:3: clusters[0].endpoints[1].prot: unknown key',
     );
   });
@@ -258,7 +278,15 @@ describe('parseConfig: each bad case names file, line and key', () => {
 
   test('duplicate listener names', () => {
     assertOneError(
-      toml(...CLUSTER_A, ...LISTENER_A, '[[listeners]]', 'name = "la"', 'address = "127.10.0.2"', 'port = 9080', 'cluster = "a"'),
+      toml(
+        ...CLUSTER_A,
+        ...LISTENER_A,
+        '[[listeners]]',
+        'name = "la"',
+        'address = "127.10.0.2"',
+        'port = 9080',
+        'cluster = "a"',
+      ),
       'kmesh.toml:10: listeners[1].name: duplicate listener name "la"',
     );
   });
@@ -372,7 +400,14 @@ describe('parseConfig: each bad case names file, line and key', () => {
 
   test('a single weighted cluster with weight 0 is reported at weighted_clusters', () => {
     assertOneError(
-      toml(...CLUSTER_A, '[[listeners]]', 'name = "la"', 'address = "127.10.0.1"', 'port = 9080', 'weighted_clusters = [ { cluster = "a", weight = 0 } ]'),
+      toml(
+        ...CLUSTER_A,
+        '[[listeners]]',
+        'name = "la"',
+        'address = "127.10.0.1"',
+        'port = 9080',
+        'weighted_clusters = [ { cluster = "a", weight = 0 } ]',
+      ),
       'kmesh.toml:8: listeners[0].weighted_clusters[0].weight: ',
       'got 0',
     );
@@ -391,7 +426,12 @@ describe('parseConfig: each bad case names file, line and key', () => {
 
   test('unknown lb_policy', () => {
     assertOneError(
-      toml('[[clusters]]', 'name = "a"', 'lb_policy = "fastest"', 'endpoints = [ { address = "127.0.0.1", port = 1 } ]'),
+      toml(
+        '[[clusters]]',
+        'name = "a"',
+        'lb_policy = "fastest"',
+        'endpoints = [ { address = "127.0.0.1", port = 1 } ]',
+      ),
       'kmesh.toml:3: clusters[0].lb_policy: must be one of round_robin, random, least_request, maglev, ring_hash',
       '"fastest"',
     );
@@ -414,7 +454,14 @@ describe('parseConfig: each bad case names file, line and key', () => {
     const routes = Array.from({ length: 17 }, (_, i) => `{ cluster = "c${i}", weight = 1 }`).join(', ');
     // 17 clusters × 3 lines = 51; the listener header is line 52, weighted_clusters line 56.
     assertOneError(
-      toml(...clusters, '[[listeners]]', 'name = "la"', 'address = "127.10.0.1"', 'port = 9080', `weighted_clusters = [ ${routes} ]`),
+      toml(
+        ...clusters,
+        '[[listeners]]',
+        'name = "la"',
+        'address = "127.10.0.1"',
+        'port = 9080',
+        `weighted_clusters = [ ${routes} ]`,
+      ),
       'kmesh.toml:56: listeners[0].weighted_clusters: at most 16 clusters, got 17',
     );
   });
@@ -427,7 +474,14 @@ describe('parseConfig: each bad case names file, line and key', () => {
     ]).flat();
     const routes = Array.from({ length: 16 }, (_, i) => `{ cluster = "c${i}", weight = 1 }`).join(', ');
     const config = parseConfig(
-      toml(...clusters, '[[listeners]]', 'name = "la"', 'address = "127.10.0.1"', 'port = 9080', `weighted_clusters = [ ${routes} ]`),
+      toml(
+        ...clusters,
+        '[[listeners]]',
+        'name = "la"',
+        'address = "127.10.0.1"',
+        'port = 9080',
+        `weighted_clusters = [ ${routes} ]`,
+      ),
       PATH,
     );
     assert.equal(config.model.listeners[0]?.routes.length, 16);
@@ -441,15 +495,25 @@ describe('parseConfig: each bad case names file, line and key', () => {
   });
 
   test('service with neither unit nor cgroup', () => {
-    assertOneError(toml('[[services]]', 'unit = "a.service"', '[[services]]'), 'kmesh.toml:3: services[1]: needs exactly one of unit');
+    assertOneError(
+      toml('[[services]]', 'unit = "a.service"', '[[services]]'),
+      'kmesh.toml:3: services[1]: needs exactly one of unit',
+    );
   });
 
   test('service with a bad unit name', () => {
-    assertOneError(toml('[[services]]', 'unit = "orders"'), 'kmesh.toml:2: services[0].unit: not a systemd unit name', '"orders"');
+    assertOneError(
+      toml('[[services]]', 'unit = "orders"'),
+      'kmesh.toml:2: services[0].unit: not a systemd unit name',
+      '"orders"',
+    );
   });
 
   test('unknown key in a service', () => {
-    assertOneError(toml('[[services]]', 'unit = "a.service"', 'user = "root"'), 'kmesh.toml:3: services[0].user: unknown key');
+    assertOneError(
+      toml('[[services]]', 'unit = "a.service"', 'user = "root"'),
+      'kmesh.toml:3: services[0].user: unknown key',
+    );
   });
 
   test('duplicate service unit', () => {
@@ -512,7 +576,10 @@ describe('parseConfig: each bad case names file, line and key', () => {
   });
 
   test('unknown key in [metrics]', () => {
-    assertOneError(toml('[metrics]', 'listen = "127.0.0.1:15020"', 'path = "/m"'), 'kmesh.toml:3: metrics.path: unknown key');
+    assertOneError(
+      toml('[metrics]', 'listen = "127.0.0.1:15020"', 'path = "/m"'),
+      'kmesh.toml:3: metrics.path: unknown key',
+    );
   });
 
   test('[xds] with an unknown key', () => {

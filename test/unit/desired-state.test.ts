@@ -4,12 +4,7 @@ import { describe, test } from 'node:test';
 import { fnv1a32 } from '../../src/controller/cluster-ids.js';
 import { desiredState } from '../../src/controller/desired-state.js';
 import type { Cluster, Endpoint, Listener, MeshModel } from '../../src/model/types.js';
-import {
-  CLUSTER_UNIFORM_WEIGHTS,
-  endpointValue,
-  listenerKey,
-  listenerValue,
-} from '../../src/runtime/maps/layouts.js';
+import { CLUSTER_UNIFORM_WEIGHTS, endpointValue, listenerKey, listenerValue } from '../../src/runtime/maps/layouts.js';
 
 const ep = (address: string, port: number, weight = 1): Endpoint => ({ address, port, weight });
 const cluster = (name: string, endpoints: Endpoint[], lbPolicy: Cluster['lbPolicy'] = 'round_robin'): Cluster => ({
@@ -54,10 +49,7 @@ describe('desiredState: clusters', () => {
   };
 
   test('ids come from the names', () => {
-    assert.deepEqual(
-      [...state.clusterIds].sort(),
-      model.clusters.map((c) => [c.name, fnv1a32(c.name)]).sort(),
-    );
+    assert.deepEqual([...state.clusterIds].sort(), model.clusters.map((c) => [c.name, fnv1a32(c.name)]).sort());
     assert.equal(state.clusters.size, 5);
     for (const [name, id] of state.clusterIds) {
       assert.equal(byName(name).id, id);
@@ -137,10 +129,7 @@ describe('desiredState: clusters', () => {
 
 describe('desiredState: listeners', () => {
   const model: MeshModel = {
-    clusters: [
-      cluster('v1', [ep('127.0.0.1', 9081)]),
-      cluster('v2', [ep('127.0.0.1', 9082)]),
-    ],
+    clusters: [cluster('v1', [ep('127.0.0.1', 9081)]), cluster('v2', [ep('127.0.0.1', 9082)])],
     listeners: [
       listener('gray', '127.10.0.3', 9080, [
         ['v1', 90],

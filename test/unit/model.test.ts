@@ -8,7 +8,11 @@ import { validateModel } from '../../src/model/validate.js';
 
 const ep = (address: string, port: number, weight = 1): Endpoint => ({ address, port, weight });
 
-const cluster = (name: string, endpoints: Endpoint[] = [ep('127.0.0.1', 9081)], source: 'toml' | 'xds' = 'xds'): Cluster => ({
+const cluster = (
+  name: string,
+  endpoints: Endpoint[] = [ep('127.0.0.1', 9081)],
+  source: 'toml' | 'xds' = 'xds',
+): Cluster => ({
   name,
   lbPolicy: 'round_robin',
   endpoints,
@@ -68,7 +72,12 @@ describe('validateModel with the by-name locator (as for xDS)', () => {
           ['nope', 2],
         ]),
         { ...listener('l7', '127.10.0.7', 80, [['a', 1]]), protocol: 'sctp' as never },
-        listener('l8', '127.10.0.8', 80, Array.from({ length: 17 }, (): [string, number] => ['a', 1])),
+        listener(
+          'l8',
+          '127.10.0.8',
+          80,
+          Array.from({ length: 17 }, (): [string, number] => ['a', 1]),
+        ),
       ],
     };
     assert.deepEqual(validateModel(model), [
@@ -105,6 +114,17 @@ describe('validateModel with the by-name locator (as for xDS)', () => {
     ]);
     // the same invalid object is reported every time (only valid sets are remembered)
     assert.equal(validateModel({ clusters: [bad], listeners: [] }).length, 1);
+  });
+
+  test('a cluster whose total endpoint weight overflows the u32 cum_weight is refused', () => {
+    // 4,295 × 1,000,000 = 4,295,000,000 > 2^32 - 1: every weight is valid on its own
+    const heavy = cluster(
+      'heavy',
+      Array.from({ length: 4295 }, (_, i) => ep('127.0.0.1', 1 + i, 1_000_000)),
+    );
+    const errors = validateModel({ clusters: [heavy], listeners: [] });
+    assert.equal(errors.length, 1, 'desiredState would throw a RangeError encoding cum_weight');
+    assert.match(errors[0] ?? '', /^cluster "heavy" /);
   });
 
   test('one address spelled two ways clashes (same map key)', () => {

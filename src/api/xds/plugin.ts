@@ -30,7 +30,9 @@ export function attachXds(
 }
 
 /** Accepted and rejected responses by short type name ("Cluster", "Listener", …), for metrics. */
-export function countXdsResponses(client: XdsClient): () => { pushes: Record<string, number>; nacks: Record<string, number> } {
+export function countXdsResponses(
+  client: XdsClient,
+): () => { pushes: Record<string, number>; nacks: Record<string, number> } {
   const pushes: Record<string, number> = {};
   const nacks: Record<string, number> = {};
   const shortName = (typeUrl: string) => typeUrl.slice(typeUrl.lastIndexOf('.') + 1);
