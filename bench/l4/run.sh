@@ -16,6 +16,7 @@ usage() {
   cat <<EOF
 usage: $0 [options]
   --paths LIST        which paths to run, comma separated subset of a,b,c (default a,b,c)
+  --modes LIST        keepalive (HTTP keep-alive) and/or close (a new connection per request); default both
   --connections N     wrk connections, fixed for every case (default 64)
   --duration S        seconds per measured run (default 2)
   --reps N            measured runs per case; medians are reported (default 7)
@@ -35,6 +36,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BENCH_DIR="$ROOT/bench/l4"
 
 PATHS="a,b,c"
+MODES="keepalive,close"
 CONNS=64
 DURATION=2
 REPS=7
@@ -48,6 +50,7 @@ PROG_STATS=1
 while (($#)); do
   case $1 in
     --paths) PATHS=$2; shift 2 ;;
+    --modes) MODES=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --reps) REPS=$2; shift 2 ;;
@@ -65,6 +68,10 @@ done
 IFS=', ' read -r -a PATH_LIST <<<"$PATHS"
 for p in "${PATH_LIST[@]}"; do
   [[ $p == a || $p == b || $p == c ]] || { echo "--paths: unknown path '$p' (use a,b,c)" >&2; exit 64; }
+done
+IFS=', ' read -r -a MODE_LIST <<<"$MODES"
+for m in "${MODE_LIST[@]}"; do
+  [[ $m == keepalive || $m == close ]] || { echo "--modes: unknown mode '$m' (use keepalive,close)" >&2; exit 64; }
 done
 want() { [[ " ${PATH_LIST[*]} " == *" $1 "* ]]; }
 
@@ -364,7 +371,7 @@ RESULTS="$WORK/results.jsonl"
 daemon_ticks() { awk '{ print $14 + $15 }' "/proc/$DAEMON_PID/stat" 2>/dev/null || echo 0; } # user+system, 1/100 s
 DAEMON_CPU_BEFORE=""
 [[ -n $DAEMON_PID ]] && DAEMON_CPU_BEFORE=$(daemon_ticks)
-total=$((2 * ${#PATH_LIST[@]} * (WARMUP + REPS * DURATION)))
+total=$((${#MODE_LIST[@]} * ${#PATH_LIST[@]} * (WARMUP + REPS * DURATION)))
 # CPU time of a process in µs (user + system, which includes softirq work done in its context: this kernel has no
 # IRQ time accounting, and loopback receive mostly runs in the sender's context).
 CLK_TCK=$(getconf CLK_TCK)
@@ -402,8 +409,8 @@ measure_run() { # path mode rep — one measured wrk run, appended to $RESULTS a
     "$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.requests*1e6/r.duration_us)' "$res")" "$pressure")"
 }
 
-log "measuring: paths ${PATH_LIST[*]}, modes keepalive+close, c=$CONNS, ${REPS}×${DURATION}s after ${WARMUP}s warm-up (~${total}s)"
-for mode in keepalive close; do
+log "measuring: paths ${PATH_LIST[*]}, modes ${MODE_LIST[*]}, c=$CONNS, ${REPS}×${DURATION}s after ${WARMUP}s warm-up (~${total}s)"
+for mode in "${MODE_LIST[@]}"; do
   for path in "${PATH_LIST[@]}"; do run_wrk "$path" "$mode" "$WARMUP" >/dev/null; done
   for ((rep = 1; rep <= REPS; rep++)); do
     # a b c, then c b a, …: the paths compared (a–b, b–c) always run back to back, so a ratio is taken between
@@ -460,7 +467,7 @@ DAEMON_CPU_TICKS=null
 cat >"$WORK/meta.json" <<EOF
 {
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
-  "command": "bash bench/l4/run.sh --paths $PATHS --connections $CONNS --duration $DURATION --reps $REPS --warmup $WARMUP",
+  "command": "bash bench/l4/run.sh --paths $PATHS --modes $MODES --connections $CONNS --duration $DURATION --reps $REPS --warmup $WARMUP",
   "host": { "kernel": "$(uname -r)", "loadavg_before": "$LOADAVG_BEFORE", "loadavg_after": "$(cut -d' ' -f1-3 /proc/loadavg)",
     "cpu_pressure_avg60_before": ${PSI_BEFORE:-null}, "cpu_pressure_avg60_after": $(psi avg60 || echo null), "cpus": $(nproc), "cpu_model": "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)" },
   "tools": { "wrk": "$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')", "nginx": "$(nginx -v 2>&1 | sed 's/.*nginx\///')", "haproxy": "$(haproxy -v | awk 'NR == 1 { print $3 }')", "node": "$(node -v)" },

@@ -69,7 +69,12 @@ async function main(): Promise<void> {
         pinDir = DEFAULT_PIN_DIR;
       }
     }
-    const { removed } = cleanupPins(pinDir);
+    let removed: boolean;
+    try {
+      ({ removed } = cleanupPins(pinDir));
+    } catch (err) {
+      fail((err as Error).message);
+    }
     process.stdout.write(removed ? `removed everything under ${pinDir}\n` : `nothing pinned at ${pinDir}\n`);
     return;
   }

@@ -215,7 +215,9 @@ export class Reconciler {
     const rrKey = clusterKey.encode({ id: cluster.id });
     try {
       this.maps.roundRobin.update(rrKey, rrValue.encode({}), BPF_NOEXIST);
+      undo.push(() => this.maps.roundRobin.delete(rrKey));
     } catch (err) {
+      // The cursor of a cluster that already exists keeps its place in the order.
       if (!(err instanceof BpfError && err.errno === EEXIST)) throw err;
     }
     const key = clusterKey.encode({ id: cluster.id });
@@ -252,9 +254,13 @@ export class Reconciler {
     if (desired.listeners.size > listeners.maxEntries) {
       problems.push(`${desired.listeners.size} listeners exceed the listener map capacity of ${listeners.maxEntries}`);
     }
-    const clusterEntries = new Set([...this.clusters.keys(), ...desired.clusters.keys()]).size;
+    // Removed clusters keep their entry until the grace period ends.
+    const retiredClusters = this.retired.filter((r) => r.dropCluster).map((r) => r.clusterId);
+    const clusterEntries = new Set([...this.clusters.keys(), ...desired.clusters.keys(), ...retiredClusters]).size;
     if (clusterEntries > clusters.maxEntries) {
-      problems.push(`${desired.clusters.size} clusters exceed the cluster map capacity of ${clusters.maxEntries}`);
+      problems.push(
+        `${clusterEntries} cluster entries (live, new and being removed) exceed the cluster map capacity of ${clusters.maxEntries}`,
+      );
     }
     if (endpointEntries > endpoints.maxEntries) {
       problems.push(

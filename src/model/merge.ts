@@ -4,7 +4,7 @@
  * TOML already binds, is left out (and reported), never merged field by field.
  */
 import type { MeshModel } from './types.js';
-import { l4Protocol } from './validate.js';
+import { addressKey, l4Protocol } from './validate.js';
 
 export interface MergeResult {
   model: MeshModel;
@@ -16,7 +16,7 @@ export function mergeModels(toml: MeshModel, xds: MeshModel): MergeResult {
   const shadowed: string[] = [];
   const clusterNames = new Set(toml.clusters.map((c) => c.name));
   const listenerNames = new Set(toml.listeners.map((l) => l.name));
-  const bound = new Set(toml.listeners.map((l) => `${l.address}|${l.port}|${l4Protocol(l.protocol)}`));
+  const bound = new Set(toml.listeners.map((l) => `${addressKey(l.address)}|${l.port}|${l4Protocol(l.protocol)}`));
 
   const clusters = xds.clusters.filter((c) => {
     if (!clusterNames.has(c.name)) return true;
@@ -28,7 +28,7 @@ export function mergeModels(toml: MeshModel, xds: MeshModel): MergeResult {
       shadowed.push(`xDS listener "${l.name}" is shadowed by the TOML listener of that name`);
       return false;
     }
-    if (bound.has(`${l.address}|${l.port}|${l4Protocol(l.protocol)}`)) {
+    if (bound.has(`${addressKey(l.address)}|${l.port}|${l4Protocol(l.protocol)}`)) {
       shadowed.push(
         `xDS listener "${l.name}" on ${l.address}:${l.port} is shadowed by a TOML listener on that address`,
       );

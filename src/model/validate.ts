@@ -4,6 +4,7 @@
  * resource name.
  */
 import { isIP } from 'node:net';
+import { encodeAddr } from '../runtime/maps/addr.js';
 import { type Cluster, LB_POLICIES, type MeshModel, PROTOCOLS, type Protocol } from './types.js';
 
 export const MAX_WEIGHT = 1_000_000;
@@ -23,6 +24,15 @@ export const byName = (model: MeshModel): ModelLocator => ({
 export function l4Protocol(protocol: Protocol): 'tcp' | 'udp' {
   return protocol === 'udp' ? 'udp' : 'tcp';
 }
+
+/** One spelling per address (::ffff:127.0.0.1 is 127.0.0.1; FD00::1 is fd00::1), as the kernel map sees it. */
+export function addressKey(address: string): string {
+  return validAddress(address) ? encodeAddr(address).toString('hex') : address;
+}
+
+/** Zone ids (fe80::1%eth0) have no place in a map key: refuse them rather than drop them. */
+const validAddress = (address: string) => isIP(address) !== 0 && !address.includes('%');
+const U32_MAX = 0xffffffff;
 
 const validPort = (port: number) => Number.isInteger(port) && port >= 1 && port <= 65535;
 const validWeight = (weight: number) => Number.isInteger(weight) && weight >= 1 && weight <= MAX_WEIGHT;
@@ -48,11 +58,15 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
     const before = errors.length;
     cluster.endpoints.forEach((ep, j) => {
       const where = at.cluster(i, `endpoints[${j}]`);
-      if (isIP(ep.address) === 0) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
+      if (!validAddress(ep.address)) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
       if (!validPort(ep.port)) errors.push(`${where}.port: must be 1..65535, got ${ep.port}`);
       if (!validWeight(ep.weight))
         errors.push(`${where}.weight: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
     });
+    const totalWeight = cluster.endpoints.reduce((sum, ep) => sum + ep.weight, 0);
+    if (totalWeight > U32_MAX) {
+      errors.push(`${at.cluster(i, 'endpoints')}: the endpoint weights add up to ${totalWeight}, more than ${U32_MAX}`);
+    }
     if (errors.length === before) validEndpointSets.add(cluster.endpoints);
   });
 
@@ -64,23 +78,22 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
       errors.push(`${at.listener(i, 'name')}: duplicate listener name "${listener.name}"`);
     }
     listenerNames.add(listener.name);
-    if (isIP(listener.address) === 0) {
+    if (!validAddress(listener.address)) {
       errors.push(`${at.listener(i, 'address')}: not an IP address literal: "${listener.address}"`);
     }
     if (!validPort(listener.port)) errors.push(`${at.listener(i, 'port')}: must be 1..65535, got ${listener.port}`);
     if (!PROTOCOLS.includes(listener.protocol)) {
       errors.push(`${at.listener(i, 'protocol')}: must be one of ${PROTOCOLS.join(', ')}`);
     }
-    const bound = `${listener.address}|${listener.port}|${l4Protocol(listener.protocol)}`;
+    const bound = `${addressKey(listener.address)}|${listener.port}|${l4Protocol(listener.protocol)}`;
     const other = boundAddresses.get(bound);
     if (other !== undefined) {
       errors.push(
         `${at.listener(i, 'address')}: ${listener.address}:${listener.port}/${l4Protocol(listener.protocol)} is already used by listener "${other}"`,
       );
-    }
-    boundAddresses.set(bound, listener.name);
+    } else boundAddresses.set(bound, listener.name);
 
-    if (listener.routes.length === 0) errors.push(`${at.listener(i, 'cluster')}: names no cluster`);
+    if (listener.routes.length === 0) errors.push(`${at.listener(i, 'weighted_clusters')}: names no cluster`);
     if (listener.routes.length > MAX_ROUTE_CLUSTERS) {
       errors.push(
         `${at.listener(i, 'weighted_clusters')}: at most ${MAX_ROUTE_CLUSTERS} clusters, got ${listener.routes.length}`,

@@ -63,17 +63,16 @@ const KINDS: Record<number, EventKind> = { [EV_OPEN]: 'open', [EV_CLOSE]: 'close
 
 /** Decodes one ring-buffer record; returns null for a type this build does not know. */
 export function decodeEvent(buf: Buffer): ConnEvent | null {
-  // u64 fields decode to bigint at run time; the codec's static type says number.
   const raw = probeEvent.decode(buf);
   const kind = KINDS[raw.type];
   if (!kind) return null;
   const ev: ConnEvent = {
     kind,
-    cookie: BigInt(raw.cookie),
-    cgroupId: BigInt(raw.cgroup_id),
-    durationNs: BigInt(raw.duration_ns),
-    bytesSent: BigInt(raw.bytes_sent),
-    bytesReceived: BigInt(raw.bytes_received),
+    cookie: raw.cookie,
+    cgroupId: raw.cgroup_id,
+    durationNs: raw.duration_ns,
+    bytesSent: raw.bytes_sent,
+    bytesReceived: raw.bytes_received,
     remote: decodeAddr(raw.remote),
     remotePort: raw.remote_port,
     localPort: raw.local_port,

@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { posix } from 'node:path';
 
 const BPF_FS_ROOT = '/sys/fs/bpf';
 
@@ -12,11 +13,17 @@ function isBpffsMounted(path: string): boolean {
     });
 }
 
+/**
+ * A pin directory is a real directory strictly below /sys/fs/bpf, spelled plainly: no
+ * "..", no trailing slash. `--cleanup` deletes it recursively, so this is a safety check.
+ */
+export function isPinDir(path: string): boolean {
+  return posix.normalize(path) === path && path.startsWith(`${BPF_FS_ROOT}/`) && !path.endsWith('/');
+}
+
 /** Pins need a bpffs; mount it at /sys/fs/bpf when the host has not. */
 export function ensureBpffs(pinDir: string): void {
-  if (!pinDir.startsWith(`${BPF_FS_ROOT}/`)) {
-    throw new Error(`pin directory ${pinDir} must be below ${BPF_FS_ROOT}`);
-  }
+  if (!isPinDir(pinDir)) throw new Error(`pin directory ${pinDir} must be a plain path below ${BPF_FS_ROOT}/`);
   if (isBpffsMounted(BPF_FS_ROOT)) return;
   try {
     execFileSync('mount', ['-t', 'bpf', 'bpf', BPF_FS_ROOT], { stdio: 'pipe' });

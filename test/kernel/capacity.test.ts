@@ -228,7 +228,11 @@ test('capacity: 100k endpoints and 10k listeners apply; over capacity is refused
         (err: unknown) => {
           assert.ok(err instanceof KmeshError, String(err));
           assert.equal(err.code, 'CapacityExceeded', err.message);
-          const stated = Number(/^(\d+) clusters exceed the cluster map capacity of 16384/.exec(err.message)?.[1]);
+          const stated = Number(
+            /^(\d+) cluster entries \(live, new and being removed\) exceed the cluster map capacity of 16384/.exec(
+              err.message,
+            )?.[1],
+          );
           assert.ok(
             stated > 16384,
             `the message states ${stated} clusters, which is within the capacity: ${err.message}`,
@@ -238,6 +242,43 @@ test('capacity: 100k endpoints and 10k listeners apply; over capacity is refused
       );
       assert.equal(daemon.status().clusters, 10_002);
       assert.equal(countKeys(daemon.maps.clusters), 10_002);
+    },
+  );
+
+  await t.test(
+    '(f) an over-capacity apply within the grace period is refused and leaves no stray entries',
+    async (t) => {
+      assert.ok(td, 'daemon from (a)');
+      const { daemon } = td;
+      const clusters = Array.from({ length: 10_000 }, (_, i) => ({
+        name: `c${i}`,
+        lbPolicy: 'round_robin' as const,
+        endpoints: [{ address: '127.0.0.1', port: PROBE_PORT, weight: 1 }],
+        source: 'xds' as const,
+      }));
+      // drop the 10,000 xDS clusters of (e): their entries stay in the maps for the grace period
+      await daemon.applyXds({ clusters: [], listeners: [] });
+      assert.equal(daemon.status().clusters, 2);
+      // 10,000 others at once: the map still holds the retired ones, so this cannot fit
+      await assert.rejects(
+        () => daemon.applyXds({ clusters, listeners: [] }),
+        (err: unknown) => {
+          assert.ok(err instanceof KmeshError, String(err));
+          assert.equal(err.code, 'CapacityExceeded', err.message);
+          t.diagnostic(`refused: ${err.message}`);
+          return true;
+        },
+      );
+      assert.equal(daemon.status().clusters, 2);
+      const deadline = Date.now() + 10_000;
+      while (countKeys(daemon.maps.clusters) !== 2 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      assert.equal(countKeys(daemon.maps.clusters), 2, 'cluster entries after the grace period');
+      assert.equal(countKeys(daemon.maps.endpoints), 140_001, 'endpoint entries after the grace period');
+      assert.equal(countKeys(daemon.maps.roundRobin), 2, 'round-robin cursors after the grace period');
+      const results = await dialFrom(cgroup?.path ?? null, 'tcp', vip(0), VIP_PORT, 1);
+      assert.deepEqual(results, [{ reply: 'probe', peer: `${vip(0)}:${VIP_PORT}` }]);
     },
   );
 });

@@ -13,13 +13,19 @@ test('npm run demo: requests to the VIP land on all three backends, metrics coun
   assert.equal(run.status, 0, run.stderr);
   const out = run.stdout;
   assert.match(out, /unregistered process asking the VIP gets: error ECONNREFUSED/);
-  const landed = [...out.matchAll(/^ {2}(reviews-v\d[^\d]*?)\s+(\d+)\s+[\d.]+ %/gm)].map((m) => [m[1]?.trim(), Number(m[2])]);
+  const landed = [...out.matchAll(/^ {2}(reviews-v\d[^\d]*?)\s+(\d+)\s+[\d.]+ %/gm)].map((m) => [
+    m[1]?.trim(),
+    Number(m[2]),
+  ]);
   assert.equal(landed.length, 3, out);
   assert.equal(
     landed.reduce((n, [, c]) => n + Number(c), 0),
     200,
   );
-  const counted = [...out.matchAll(/kmesh_tcp_connections_opened_total\{.*\} (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+  const counted = [...out.matchAll(/kmesh_tcp_connections_opened_total\{.*\} (\d+)/g)].reduce(
+    (n, m) => n + Number(m[1]),
+    0,
+  );
   assert.equal(counted, 200, 'kmesh-probe counted every steered connection');
   assert.equal(existsSync('/sys/fs/bpf/kmesh-demo'), false, 'demo pins removed');
 });

@@ -413,6 +413,20 @@ describe('parseConfig: each bad case names file, line and key', () => {
     );
   });
 
+  test('an empty weighted_clusters is reported at weighted_clusters', () => {
+    assertOneError(
+      toml(
+        ...CLUSTER_A,
+        '[[listeners]]',
+        'name = "la"',
+        'address = "127.10.0.1"',
+        'port = 9080',
+        'weighted_clusters = []',
+      ),
+      'kmesh.toml:8: listeners[0].weighted_clusters: ',
+    );
+  });
+
   test('empty endpoint set', () => {
     assertOneError(
       toml('[[clusters]]', 'name = "a"', 'endpoints = []'),

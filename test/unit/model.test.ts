@@ -97,7 +97,7 @@ describe('validateModel with the by-name locator (as for xDS)', () => {
       'listener "l4" address: not an IP address literal: "example.com"',
       'listener "l4" port: must be 1..65535, got 0',
       'listener "l4" cluster: unknown cluster "nope"',
-      'listener "l5" cluster: names no cluster',
+      'listener "l5" weighted_clusters: names no cluster',
       'listener "l6" weighted_clusters[0].weight: must be an integer 1..1000000, got 0',
       'listener "l6" weighted_clusters[1]: unknown cluster "nope"',
       'listener "l7" protocol: must be one of tcp, udp, http',

@@ -30,11 +30,11 @@ function rawEvent(
     cluster_id: 7,
   });
   return probeEvent.encode({
-    cookie: 99n as unknown as number,
-    cgroup_id: 42n as unknown as number,
-    duration_ns: 1_500_000n as unknown as number,
-    bytes_sent: (opts.sent ?? 0n) as unknown as number,
-    bytes_received: (opts.received ?? 0n) as unknown as number,
+    cookie: 99n,
+    cgroup_id: 42n,
+    duration_ns: 1_500_000n,
+    bytes_sent: opts.sent ?? 0n,
+    bytes_received: opts.received ?? 0n,
     origin: opts.steered === false ? Buffer.alloc(40) : origin,
     remote: encodeAddr('127.0.0.1'),
     remote_port: opts.endpointPort ?? 9081,

@@ -14,6 +14,7 @@ import {
   type WeightedCluster,
 } from '../../model/types.js';
 import { byName, validateModel } from '../../model/validate.js';
+import { isPinDir } from '../../runtime/bpffs.js';
 import { KmeshError } from '../errors.js';
 import { KeyLocator } from './locator.js';
 import { DEFAULT_PIN_DIR, type KmeshConfig, LOG_LEVELS } from './schema.js';
@@ -77,20 +78,28 @@ export function parseConfig(source: string, path: string): KmeshConfig {
     accessLog: daemonTable?.boolean('access_log', false) ?? false,
     rescanIntervalMs: daemonTable?.integer('rescan_interval_ms', 100, 60_000, 1000) ?? 1000,
   };
-  if (!daemon.pinDir.startsWith('/sys/fs/bpf/')) daemonTable?.fail('pin_dir', 'must be a directory below /sys/fs/bpf/');
+  if (!isPinDir(daemon.pinDir)) {
+    daemonTable?.fail(
+      'pin_dir',
+      `must be a directory below /sys/fs/bpf/ written plainly (no "..", no trailing /), got "${daemon.pinDir}"`,
+    );
+  }
   daemonTable?.rejectUnknown();
 
   const metricsTable = section('metrics');
   const listen = metricsTable?.string('listen');
-  if (listen !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(listen)) {
+  const listenPort = Number(listen?.match(/:(\d{1,5})$/)?.[1] ?? Number.NaN);
+  if (listen !== undefined && (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(listen) || listenPort > 65535)) {
     metricsTable?.fail('listen', `must be host:port, got "${listen}"`);
   }
   metricsTable?.rejectUnknown();
 
   const xds = readXds(doc.xds, locator, root, errors);
 
-  const services = arrayOf('services').flatMap((t) => readService(t));
-  checkDuplicateServices(services, arrayOf('services'));
+  const serviceReaders = arrayOf('services');
+  const serviceSpecs = serviceReaders.map(readService);
+  checkDuplicateServices(serviceSpecs, serviceReaders);
+  const services = serviceSpecs.filter((spec): spec is ServiceSpec => spec !== undefined);
   const clusterReaders = arrayOf('clusters');
   const listenerReaders = arrayOf('listeners');
   const model: MeshModel = {
@@ -104,7 +113,10 @@ export function parseConfig(source: string, path: string): KmeshConfig {
     errors.push(
       ...validateModel(model, {
         cluster: (i, key) => clusterReaders[i]?.where(key) ?? byName(model).cluster(i, key),
-        listener: (i, key) => listenerReaders[i]?.where(key) ?? byName(model).listener(i, key),
+        listener: (i, key) => {
+          const reader = listenerReaders[i];
+          return reader ? reader.where(listenerRouteKey(reader, key)) : byName(model).listener(i, key);
+        },
       }),
     );
   }
@@ -118,6 +130,14 @@ export function parseConfig(source: string, path: string): KmeshConfig {
     services,
     model,
   };
+}
+
+/** The model says cluster or weighted_clusters by route count; the file says it by what was written. */
+function listenerRouteKey(reader: TableReader, key: string | undefined): string | undefined {
+  if (key === undefined) return key;
+  return reader.has('weighted_clusters')
+    ? key.replace(/^cluster(?=$|\.)/, 'weighted_clusters[0]')
+    : key.replace(/^weighted_clusters(\[\d+\])?/, 'cluster');
 }
 
 function readXds(table: unknown, locator: KeyLocator, root: TableReader, errors: string[]): XdsConfig | undefined {
@@ -134,23 +154,24 @@ function readXds(table: unknown, locator: KeyLocator, root: TableReader, errors:
   }
 }
 
-function readService(t: TableReader): ServiceSpec[] {
+function readService(t: TableReader): ServiceSpec | undefined {
   const unit = t.optionalString('unit');
   const cgroup = t.optionalString('cgroup');
   t.rejectUnknown();
   if ((unit === undefined) === (cgroup === undefined)) {
     t.fail(undefined, 'needs exactly one of unit = "name.service" or cgroup = "/path"');
-    return [];
+    return undefined;
   }
   if (unit !== undefined && !/^[\w:.@-]+\.(service|scope|slice)$/.test(unit)) {
     t.fail('unit', `not a systemd unit name (x.service, x.scope or x.slice): "${unit}"`);
   }
-  return [unit !== undefined ? { unit } : { cgroup: cgroup as string }];
+  return unit !== undefined ? { unit } : { cgroup: cgroup as string };
 }
 
-function checkDuplicateServices(services: ServiceSpec[], readers: TableReader[]): void {
+function checkDuplicateServices(services: Array<ServiceSpec | undefined>, readers: TableReader[]): void {
   const seen = new Set<string>();
   services.forEach((s, i) => {
+    if (!s) return;
     const name = s.unit ?? s.cgroup ?? '';
     if (seen.has(name)) readers[i]?.fail(s.unit ? 'unit' : 'cgroup', `"${name}" is registered twice`);
     seen.add(name);

@@ -23,19 +23,37 @@ export class KeyLocator {
   }
 
   private lineOf(table: string | null, index: number | null, key?: string): number {
-    const start = table === null ? 0 : this.headerLine(table, index);
+    if (table === null) return this.topLevelLine(key);
+    const start = this.headerLine(table, index);
     if (start < 0) return 1;
     if (key) {
       // "endpoints[2].port" stands on the line of "endpoints".
-      const first = key.split(/[.[]/)[0] ?? key;
-      const keyPattern = new RegExp(`^\\s*["']?${escapeRegExp(first)}["']?\\s*=`);
-      for (let i = table === null ? 0 : start + 1; i < this.lines.length; i++) {
-        const line = this.lines[i] ?? '';
-        if (/^\s*\[/.test(line)) break;
-        if (keyPattern.test(line)) return i + 1;
-      }
+      const line = this.keyLineAfter(start + 1, key.split(/[.[]/)[0] ?? key);
+      if (line > 0) return line;
     }
     return start + 1;
+  }
+
+  /** A root key stands before the first header; a section name is found by its header. */
+  private topLevelLine(key?: string): number {
+    if (!key) return 1;
+    const line = this.keyLineAfter(0, key);
+    if (line > 0) return line;
+    const single = this.headerLine(key, null);
+    if (single >= 0) return single + 1;
+    const array = this.headerLine(key, 0);
+    return array >= 0 ? array + 1 : 1;
+  }
+
+  /** 1-based line of `key =` from `from` up to the next header, or 0. */
+  private keyLineAfter(from: number, key: string): number {
+    const keyPattern = new RegExp(`^\\s*["']?${escapeRegExp(key)}["']?\\s*=`);
+    for (let i = from; i < this.lines.length; i++) {
+      const line = this.lines[i] ?? '';
+      if (/^\s*\[/.test(line)) break;
+      if (keyPattern.test(line)) return i + 1;
+    }
+    return 0;
   }
 
   private headerLine(table: string, index: number | null): number {

@@ -9,6 +9,8 @@ export function encodeAddr(address: string): Buffer {
     return buf;
   }
   if (!isIPv6(address)) throw new Error(`not an IP address: ${address}`);
+  if (address.includes('%'))
+    throw new Error(`a scoped address (zone id) cannot be a service or endpoint address: ${address}`);
   for (const [i, group] of ipv6Groups(address).entries()) buf.writeUInt16BE(group, i * 2);
   return buf;
 }

@@ -5,9 +5,9 @@
  * Integers are little-endian: bpfel on the x86_64/aarch64 hosts we ship for.
  */
 
-interface ScalarType {
+interface ScalarType<S extends 1 | 2 | 4 | 8 = 1 | 2 | 4 | 8> {
   kind: 'scalar';
-  size: 1 | 2 | 4 | 8;
+  size: S;
 }
 interface BytesType {
   kind: 'bytes';
@@ -21,10 +21,10 @@ interface ArrayType {
 }
 export type FieldType = ScalarType | BytesType | ArrayType;
 
-export const u8: ScalarType = { kind: 'scalar', size: 1 };
-export const u16: ScalarType = { kind: 'scalar', size: 2 };
-export const u32: ScalarType = { kind: 'scalar', size: 4 };
-export const u64: ScalarType = { kind: 'scalar', size: 8 };
+export const u8: ScalarType<1> = { kind: 'scalar', size: 1 };
+export const u16: ScalarType<2> = { kind: 'scalar', size: 2 };
+export const u32: ScalarType<4> = { kind: 'scalar', size: 4 };
+export const u64: ScalarType<8> = { kind: 'scalar', size: 8 };
 export const bytes = (size: number): BytesType => ({ kind: 'bytes', size });
 export const array = (element: ScalarType, length: number): ArrayType => ({
   kind: 'array',

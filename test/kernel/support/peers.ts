@@ -1,9 +1,9 @@
 /** Real backends on loopback and a real client process inside a test cgroup. */
 import { spawn } from 'node:child_process';
-import { type Socket as UdpSocket, createSocket } from 'node:dgram';
-import { type Server, createServer } from 'node:net';
-import { createInterface } from 'node:readline';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { movePid } from './cgroup.js';
 
@@ -39,7 +39,8 @@ export async function udpBackends(list: Array<{ name: string; host: string; port
     sockets.push(socket);
   }
   return {
-    close: () => Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined),
+    close: () =>
+      Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined),
   };
 }
 
