@@ -31,7 +31,7 @@ import { desiredState } from './desired-state.js';
 import { KmeshError } from './errors.js';
 import { dumpMaps } from './map-dump.js';
 import { bpfObjectDir, packageRoot, pinPaths } from './paths.js';
-import { Reconciler } from './reconciler.js';
+import { type ApplyResult, Reconciler } from './reconciler.js';
 import { ServiceRegistry } from './services.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
@@ -55,6 +55,8 @@ export interface DaemonPlugin {
 export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl {
   private state: DaemonState = 'starting';
   private configVersion = 0;
+  /** What the last apply wrote, deleted and left alone (diff evidence for tests and logs). */
+  lastApply: ApplyResult | undefined;
   private xdsModel: MeshModel = emptyModel();
   private liveModel: MeshModel = emptyModel();
   private clusterNames = new Map<number, string>();
@@ -169,6 +171,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     const desired = desiredState(model);
     const started = process.hrtime.bigint();
     const result = this.reconciler.apply(desired);
+    this.lastApply = result;
     this.liveModel = model;
     this.clusterNames = new Map([...desired.clusterIds].map(([name, id]) => [id, name]));
     this.configVersion++;
