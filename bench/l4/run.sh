@@ -431,6 +431,7 @@ if want b && ((PROG_STATS)) && command -v bpftool >/dev/null; then
       print t, c }'
   }
   mapfile -t progs < <(bpftool cgroup show "$CG" | awk 'NR > 1 { print $1, $2, $NF }') # id attach-type name
+  : >"$WORK/bpf-stats.log"
   node "$ROOT/dist/bench/l4/hold-bpf-stats.js" >"$WORK/bpf-stats.log" 2>&1 &
   STATS_PID=$!
   for ((i = 0; i < 50; i++)); do grep -q 'stats on' "$WORK/bpf-stats.log" && break; sleep 0.1; done

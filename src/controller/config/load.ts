@@ -13,7 +13,7 @@ import {
   type ServiceSpec,
   type WeightedCluster,
 } from '../../model/types.js';
-import { byName, validateModel } from '../../model/validate.js';
+import { validateModel } from '../../model/validate.js';
 import { isPinDir } from '../../runtime/bpffs.js';
 import { KmeshError } from '../errors.js';
 import { KeyLocator } from './locator.js';
@@ -102,24 +102,28 @@ export function parseConfig(source: string, path: string): KmeshConfig {
   const services = serviceSpecs.filter((spec): spec is ServiceSpec => spec !== undefined);
   const clusterReaders = arrayOf('clusters');
   const listenerReaders = arrayOf('listeners');
-  const model: MeshModel = {
-    clusters: clusterReaders.map(readCluster),
-    listeners: listenerReaders.map(readListener),
+  // Read each entry whole, remembering which ones already have a field-level problem.
+  const readWhole = <T>(reader: TableReader, read: (r: TableReader) => T): { value: T; clean: boolean } => {
+    const before = errors.length;
+    const value = read(reader);
+    reader.rejectUnknown();
+    return { value, clean: errors.length === before };
   };
-  for (const reader of [...clusterReaders, ...listenerReaders]) reader.rejectUnknown();
+  const clusters = clusterReaders.map((r) => readWhole(r, readCluster));
+  const listeners = listenerReaders.map((r) => readWhole(r, readListener));
+  const model: MeshModel = { clusters: clusters.map((c) => c.value), listeners: listeners.map((l) => l.value) };
 
-  // Semantic checks only make sense once every field has the right type.
-  if (errors.length === 0) {
-    errors.push(
-      ...validateModel(model, {
-        cluster: (i, key) => clusterReaders[i]?.where(key) ?? byName(model).cluster(i, key),
-        listener: (i, key) => {
-          const reader = listenerReaders[i];
-          return reader ? reader.where(listenerRouteKey(reader, key)) : byName(model).listener(i, key);
-        },
-      }),
-    );
-  }
+  // Semantic checks on every entry whose fields were readable; an entry with a field error would only
+  // repeat it in other words (a missing port read as 0, say), so what it says is dropped.
+  const UNREADABLE = '\0';
+  const semantic = validateModel(model, {
+    cluster: (i, key) => (clusters[i]?.clean ? (clusterReaders[i] as TableReader).where(key) : UNREADABLE),
+    listener: (i, key) => {
+      const reader = listenerReaders[i] as TableReader;
+      return listeners[i]?.clean ? reader.where(listenerRouteKey(reader, key)) : UNREADABLE;
+    },
+  });
+  errors.push(...semantic.filter((message) => !message.startsWith(UNREADABLE)));
   if (errors.length > 0) throw new KmeshError('InvalidConfig', errors.join('\n'));
 
   return {
