@@ -2,6 +2,7 @@
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findCgroup2Mount } from '../../../src/runtime/cgroup2.js';
+import { sweepStaleTestState } from './sweep.js';
 
 export interface TestCgroup {
   path: string;
@@ -9,6 +10,7 @@ export interface TestCgroup {
 }
 
 let counter = 0;
+sweepStaleTestState();
 
 export function makeCgroup(label: string): TestCgroup {
   const mount = findCgroup2Mount();
