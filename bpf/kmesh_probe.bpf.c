@@ -26,7 +26,7 @@
 
 #include "kmesh_maps.h"
 #include "kmesh_probe.h"
-/* kmesh_sock_origin: written by the L4 data path; the probe only reads it (the shared pin is reused). */
+/* kmesh_sock_origin: written by the L4 data path at connect; read here, and deleted at close. */
 #include "kmesh_sock_origin_map.h"
 
 #define AF_INET 2
@@ -236,13 +236,37 @@ static __always_inline void emit_untracked(struct bpf_sock_ops *skops, __u8 type
 	emit(skops, type, cg, 0, bpf_map_lookup_elem(&kmesh_sock_origin, &cookie));
 }
 
+/* One close (or failed-connect) record for a socket reaching TCP_CLOSE. */
+static __always_inline void report_close(struct bpf_sock_ops *skops, struct bpf_sock *sk,
+					 const struct kmesh_probe_cgroup *cg)
+{
+	/* state exists if timing was on at connect/establish time, whatever it is now */
+	struct kmesh_probe_sock *st = bpf_sk_storage_get(&kmesh_probe_socks, sk, 0, 0);
+
+	if (st) {
+		if (st->cgroup_id != cg->cgroup_id || (st->flags & KMESH_PROBE_SOCK_CLOSED))
+			return;
+		/* one record per socket even if the state machine revisits CLOSE; the
+		 * storage itself goes with the socket (a delete here costs an RCU free) */
+		st->flags |= KMESH_PROBE_SOCK_CLOSED;
+		if (st->flags & KMESH_PROBE_SOCK_ESTABLISHED)
+			emit_tracked(skops, st, KMESH_PROBE_EV_CLOSE);
+		else if (skops->args[0] == BPF_TCP_SYN_SENT)
+			emit_tracked(skops, st, KMESH_PROBE_EV_FAILED);
+		return;
+	}
+	/* untracked: CLOSE is reached once per connection; SYN_SENT before it = never established */
+	emit_untracked(skops, skops->args[0] == BPF_TCP_SYN_SENT ? KMESH_PROBE_EV_FAILED : KMESH_PROBE_EV_CLOSE,
+		       cg->cgroup_id);
+}
+
 SEC("sockops")
 int kmesh_probe_sockops(struct bpf_sock_ops *skops)
 {
 	struct kmesh_probe_cgroup *cg;
 	struct kmesh_probe_sock *st;
 	struct bpf_sock *sk;
-	__u8 type;
+	__u64 cookie;
 
 	if (skops->family != AF_INET && skops->family != AF_INET6)
 		return 1;
@@ -278,24 +302,11 @@ int kmesh_probe_sockops(struct bpf_sock_ops *skops)
 		sk = skops->sk;
 		if (!sk)
 			break;
-		cg = my_cgroup();
-		/* state exists if timing was on at connect/establish time, whatever it is now */
-		st = bpf_sk_storage_get(&kmesh_probe_socks, sk, 0, 0);
-		if (st) {
-			if (st->cgroup_id != cg->cgroup_id || (st->flags & KMESH_PROBE_SOCK_CLOSED))
-				break;
-			/* one record per socket even if the state machine revisits CLOSE; the
-			 * storage itself goes with the socket (a delete here costs an RCU free) */
-			st->flags |= KMESH_PROBE_SOCK_CLOSED;
-			if (st->flags & KMESH_PROBE_SOCK_ESTABLISHED)
-				emit_tracked(skops, st, KMESH_PROBE_EV_CLOSE);
-			else if (skops->args[0] == BPF_TCP_SYN_SENT)
-				emit_tracked(skops, st, KMESH_PROBE_EV_FAILED);
-			break;
-		}
-		/* untracked: CLOSE is reached once per connection; SYN_SENT before it = never established */
-		type = skops->args[0] == BPF_TCP_SYN_SENT ? KMESH_PROBE_EV_FAILED : KMESH_PROBE_EV_CLOSE;
-		emit_untracked(skops, type, cg->cgroup_id);
+		report_close(skops, sk, my_cgroup());
+		/* The connection is over: its origin entry goes now instead of crowding the LRU
+		 * (a full LRU makes every connect evict, and evicts long-lived sockets' entries). */
+		cookie = bpf_get_socket_cookie(skops);
+		bpf_map_delete_elem(&kmesh_sock_origin, &cookie);
 		break;
 	default:
 		break;
