@@ -6,8 +6,8 @@
  * requests landed. Ctrl-C (or --rounds N) stops everything and removes it all.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
-import { type Server, createServer, get } from 'node:http';
+import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, get, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -79,7 +79,9 @@ async function startBackends(): Promise<void> {
 
 function startDaemon(): Promise<void> {
   return new Promise((resolve, reject) => {
-    daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON, '--config', configPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+    daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON, '--config', configPath], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let buffered = '';
     daemon.stdout?.on('data', (chunk: Buffer) => {
       buffered += chunk;
@@ -124,12 +126,20 @@ function ask(inCgroup: string | null, count: number): Promise<string[]> {
 function printRound(round: number, answers: string[]): void {
   const tally = new Map<string, number>();
   for (const a of answers) tally.set(a, (tally.get(a) ?? 0) + 1);
-  process.stdout.write(`\nround ${round}: ${answers.length} requests to http://${VIP}:9080/ from the registered cgroup\n`);
-  const expected: Record<string, number> = { 'reviews-v1 (replica a)': 40, 'reviews-v1 (replica b)': 40, 'reviews-v2': 20 };
+  process.stdout.write(
+    `\nround ${round}: ${answers.length} requests to http://${VIP}:9080/ from the registered cgroup\n`,
+  );
+  const expected: Record<string, number> = {
+    'reviews-v1 (replica a)': 40,
+    'reviews-v1 (replica b)': 40,
+    'reviews-v2': 20,
+  };
   for (const [name, n] of [...tally].sort()) {
     const share = ((100 * n) / answers.length).toFixed(1);
     const bar = '#'.repeat(Math.round((40 * n) / answers.length));
-    process.stdout.write(`  ${name.padEnd(24)} ${String(n).padStart(4)}  ${share.padStart(5)} %  (configured ${expected[name] ?? 0} %)  ${bar}\n`);
+    process.stdout.write(
+      `  ${name.padEnd(24)} ${String(n).padStart(4)}  ${share.padStart(5)} %  (configured ${expected[name] ?? 0} %)  ${bar}\n`,
+    );
   }
 }
 
@@ -171,7 +181,9 @@ async function main(): Promise<void> {
   }
   const metrics = await fetchText('http://127.0.0.1:15020/metrics');
   const opened = metrics.split('\n').filter((l) => l.startsWith('kmesh_tcp_connections_opened_total{'));
-  process.stdout.write(`\nwhat kmesh-probe counted (GET http://127.0.0.1:15020/metrics):\n${opened.map((l) => `  ${l}`).join('\n')}\n`);
+  process.stdout.write(
+    `\nwhat kmesh-probe counted (GET http://127.0.0.1:15020/metrics):\n${opened.map((l) => `  ${l}`).join('\n')}\n`,
+  );
 }
 
 function fetchText(url: string): Promise<string> {
