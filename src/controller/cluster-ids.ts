@@ -12,11 +12,25 @@ export function fnv1a32(text: string): number {
   return hash;
 }
 
+/** Names repeat from apply to apply; their hashes need not be recomputed (bounded: cleared when large). */
+const hashes = new Map<string, number>();
+const MAX_REMEMBERED = 100_000;
+
+function hashOf(name: string): number {
+  let hash = hashes.get(name);
+  if (hash === undefined) {
+    if (hashes.size >= MAX_REMEMBERED) hashes.clear();
+    hash = fnv1a32(name);
+    hashes.set(name, hash);
+  }
+  return hash;
+}
+
 export function assignClusterIds(names: Iterable<string>): Map<string, number> {
   const ids = new Map<string, number>();
   const taken = new Set<number>();
   for (const name of [...names].sort()) {
-    let id = fnv1a32(name);
+    let id = hashOf(name);
     while (taken.has(id)) id = (id + 1) >>> 0;
     taken.add(id);
     ids.set(name, id);

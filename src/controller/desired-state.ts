@@ -30,6 +30,8 @@ export interface DesiredCluster {
 export interface DesiredListener {
   name: string;
   key: Buffer;
+  /** key as hex, the identity of the listener entry in diffs. */
+  keyHex: string;
   value: Buffer;
 }
 
@@ -65,13 +67,15 @@ function desiredCluster(cluster: Cluster, id: number): DesiredCluster {
 
 function desiredListener(listener: Listener, ids: Map<string, number>): DesiredListener {
   const cum = cumulative(listener.routes.map((r) => r.weight));
+  const key = listenerKey.encode({
+    addr: encodeAddr(listener.address),
+    port: listener.port,
+    protocol: l4Protocol(listener.protocol) === 'udp' ? IPPROTO_UDP : IPPROTO_TCP,
+  });
   return {
     name: listener.name,
-    key: listenerKey.encode({
-      addr: encodeAddr(listener.address),
-      port: listener.port,
-      protocol: l4Protocol(listener.protocol) === 'udp' ? IPPROTO_UDP : IPPROTO_TCP,
-    }),
+    key,
+    keyHex: key.toString('hex'),
     value: listenerValue.encode({
       cluster_count: listener.routes.length,
       total_weight: cum.at(-1) ?? 0,
@@ -86,6 +90,8 @@ function desiredListener(listener: Listener, ids: Map<string, number>): DesiredL
  * while it is unchanged, so a one-endpoint change re-encodes one cluster, not ten thousand.
  */
 const encodedClusters = new WeakMap<Cluster, DesiredCluster>();
+/** A listener's encoding depends on its clusters' ids too: kept with the ids it was made for. */
+const encodedListeners = new WeakMap<Listener, { ids: number[]; entry: DesiredListener }>();
 
 /** Expects a model that passed validateModel. */
 export function desiredState(model: MeshModel): DesiredState {
@@ -102,8 +108,13 @@ export function desiredState(model: MeshModel): DesiredState {
   }
   const listeners = new Map<string, DesiredListener>();
   for (const listener of model.listeners) {
-    const entry = desiredListener(listener, clusterIds);
-    listeners.set(entry.key.toString('hex'), entry);
+    const ids = listener.routes.map((r) => clusterIds.get(r.cluster) ?? 0);
+    let cached = encodedListeners.get(listener);
+    if (!cached || cached.ids.some((id, i) => id !== ids[i])) {
+      cached = { ids, entry: desiredListener(listener, clusterIds) };
+      encodedListeners.set(listener, cached);
+    }
+    listeners.set(cached.entry.keyHex, cached.entry);
   }
   return { clusterIds, clusters, listeners };
 }

@@ -95,7 +95,10 @@ export class Reconciler {
   apply(desired: DesiredState): ApplyResult {
     const changed = [...desired.clusters.values()].filter((c) => !this.sameCluster(c));
     const removedClusters = [...this.clusters.keys()].filter((id) => !desired.clusters.has(id));
-    const changedListeners = [...desired.listeners].filter(([hex, l]) => !this.listeners.get(hex)?.equals(l.value));
+    const changedListeners = [...desired.listeners].filter(([hex, l]) => {
+      const live = this.listeners.get(hex);
+      return live !== l.value && !live?.equals(l.value);
+    });
     const removedListeners = [...this.listeners.keys()].filter((hex) => !desired.listeners.has(hex));
     this.checkCapacity(desired, changed);
 

@@ -27,8 +27,17 @@ export function l4Protocol(protocol: Protocol): 'tcp' | 'udp' {
 
 /** One spelling per address (::ffff:127.0.0.1 is 127.0.0.1; FD00::1 is fd00::1), as the kernel map sees it. */
 export function addressKey(address: string): string {
-  return validAddress(address) ? encodeAddr(address).toString('hex') : address;
+  let key = addressKeys.get(address);
+  if (key === undefined) {
+    if (addressKeys.size >= MAX_REMEMBERED) addressKeys.clear();
+    key = validAddress(address) ? encodeAddr(address).toString('hex') : address;
+    addressKeys.set(address, key);
+  }
+  return key;
 }
+/** Addresses repeat from apply to apply (bounded: cleared when large). */
+const addressKeys = new Map<string, string>();
+const MAX_REMEMBERED = 100_000;
 
 /** Zone ids (fe80::1%eth0) have no place in a map key: refuse them rather than drop them. */
 const validAddress = (address: string) => isIP(address) !== 0 && !address.includes('%');
