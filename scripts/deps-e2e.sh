@@ -15,15 +15,5 @@ PKGS=(
   lintian
   xz-utils          # dpkg-deb -Zxz
 )
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]} == 0)); then
-  echo "deps-e2e: all present"
-  exit 0
-fi
-echo "deps-e2e: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The shared installer adds whichever of these are missing.
+exec bash "$(dirname "$0")/deps.sh" "${PKGS[@]}"

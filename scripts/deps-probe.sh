@@ -13,15 +13,5 @@ PKGS=(
   libc6-dev
   prometheus  # test/kernel/probe-prometheus.test.ts scrapes /metrics; ships promtool
 )
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]} == 0)); then
-  echo "deps-probe: all present"
-  exit 0
-fi
-echo "deps-probe: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The shared installer adds whichever of these are missing.
+exec bash "$(dirname "$0")/deps.sh" "${PKGS[@]}"

@@ -5,7 +5,6 @@
  * side fails here.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -29,91 +28,15 @@ import {
   udpReverseValue,
 } from '../../src/runtime/maps/layouts.js';
 import { array, bytes, StructCodec, u16, u32 } from '../../src/runtime/maps/struct-codec.js';
+import { assertLayout, type BtfType, hasBpftool, loadBtf, resolve, sizeOf, struct, type } from '../support/btf.js';
 
 const OBJ = fileURLToPath(new URL('../../../build/bpf/kmesh_l4.bpf.o', import.meta.url));
-
-interface BtfMember {
-  name: string;
-  type_id: number;
-  bits_offset: number;
-}
-interface BtfType {
-  id: number;
-  kind: string;
-  name?: string;
-  size?: number;
-  type_id?: number;
-  nr_elems?: number;
-  members?: BtfMember[];
-  vars?: Array<{ type_id: number; offset: number; size: number }>;
-}
-type Btf = Map<number, BtfType>;
-
-function hasBpftool(): boolean {
-  try {
-    execFileSync('bpftool', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const skip = !hasBpftool()
   ? 'bpftool is not installed (scripts/deps.sh installs it)'
   : !existsSync(OBJ)
     ? `${OBJ} is not built (make -C bpf)`
     : false;
-
-function loadBtf(file: string): Btf {
-  const out = execFileSync('bpftool', ['btf', 'dump', 'file', file, '-j'], { maxBuffer: 256 << 20 });
-  const types = (JSON.parse(out.toString()) as { types: BtfType[] }).types;
-  return new Map(types.map((t) => [t.id, t]));
-}
-
-function type(btf: Btf, id: number): BtfType {
-  const t = btf.get(id);
-  if (!t) throw new Error(`BTF type ${id} missing`);
-  return t;
-}
-
-/** Through typedef/const/volatile to the type that has a shape. */
-function resolve(btf: Btf, id: number): BtfType {
-  let t = type(btf, id);
-  while (['TYPEDEF', 'CONST', 'VOLATILE', 'RESTRICT', 'TYPE_TAG'].includes(t.kind)) t = type(btf, t.type_id ?? 0);
-  return t;
-}
-
-function sizeOf(btf: Btf, id: number): number {
-  const t = resolve(btf, id);
-  if (t.kind === 'ARRAY') return (t.nr_elems ?? 0) * sizeOf(btf, t.type_id ?? 0);
-  if (t.size !== undefined) return t.size;
-  throw new Error(`BTF type ${id} (${t.kind}) has no size`);
-}
-
-function struct(btf: Btf, name: string): BtfType {
-  const t = [...btf.values()].find((x) => x.kind === 'STRUCT' && x.name === name);
-  if (!t) throw new Error(`struct ${name} is not in the BTF of ${OBJ}`);
-  return t;
-}
-
-function assertLayout(btf: Btf, codec: StructCodec<never>): void {
-  const s = struct(btf, codec.cName);
-  const members = s.members ?? [];
-  assert.deepEqual(
-    codec.fields.map((f) => f.name),
-    members.map((m) => m.name),
-    `${codec.cName}: member names and order`,
-  );
-  assert.deepEqual(
-    codec.fields.map((f) => [f.name, f.offset, f.size]),
-    members.map((m) => {
-      assert.equal(m.bits_offset % 8, 0, `${codec.cName}.${m.name} is a bitfield`);
-      return [m.name, m.bits_offset / 8, sizeOf(btf, m.type_id)];
-    }),
-    `${codec.cName}: member offsets and sizes`,
-  );
-  assert.equal(codec.size, s.size, `${codec.cName}: total size`);
-}
 
 describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
   const btf = skip ? new Map<number, BtfType>() : loadBtf(OBJ);
