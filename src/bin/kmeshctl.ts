@@ -34,13 +34,14 @@ Commands:
   dump                the live model and map contents (JSON)
   reload              re-read /etc/kmesh/kmesh.toml (like systemctl reload kmesh)
   log-level LEVEL     set the daemon log level (trace, debug, info, warn, error, fatal)
+  access-log on|off   one JSON log line per closed connection (kmesh-probe), on or off
   version             kmeshctl and daemon versions
 
 Options:
   --json              machine-readable output
   -h, --help          this help
 
-register, unregister, reload and log-level require root.
+register, unregister, reload, log-level and access-log require root.
 Exit codes: 0 ok, 1 error reported by the daemon, 2 usage error, 3 daemon not running.
 `;
 
@@ -52,6 +53,7 @@ const COMMANDS: Record<string, { args: number }> = {
   dump: { args: 0 },
   reload: { args: 0 },
   'log-level': { args: 1 },
+  'access-log': { args: 1 },
   version: { args: 0 },
 };
 
@@ -93,6 +95,9 @@ export function parseCommandLine(argv: string[]): Invocation {
     throw new UsageError(
       spec.args === 0 ? `"${command}" takes no arguments` : `"${command}" takes exactly ${spec.args} argument`,
     );
+  }
+  if (command === 'access-log' && rest[0] !== 'on' && rest[0] !== 'off') {
+    throw new UsageError(`"access-log" takes on or off, got "${rest[0]}"`);
   }
   const inv: Invocation = { command, json, help: false };
   if (rest[0] !== undefined) inv.arg = rest[0];
@@ -201,6 +206,12 @@ async function execute(bus: dbus.MessageBus, inv: Invocation, io: Io): Promise<v
       await manager(bus, 'SetLogLevel', 's', [inv.arg]);
       print(`Log level set to ${inv.arg}`, { logLevel: inv.arg });
       return;
+    case 'access-log': {
+      const enabled = inv.arg === 'on';
+      await manager(bus, 'SetAccessLog', 'b', [enabled]);
+      print(`Access log ${inv.arg}`, { accessLog: enabled });
+      return;
+    }
     case 'version': {
       const daemon = String(await getProperty(bus, BUS_NAME, OBJECT_PATH, MANAGER_IFACE, 'Version'));
       const client = clientVersion();

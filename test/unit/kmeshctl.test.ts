@@ -31,6 +31,7 @@ describe('kmeshctl argument handling', () => {
     [['status', 'extra'], /takes no arguments/],
     [['register'], /takes exactly 1 argument/],
     [['log-level', 'a', 'b'], /takes exactly 1 argument/],
+    [['access-log', 'maybe'], /"access-log" takes on or off, got "maybe"/],
     [['--verbose', 'status'], /Unknown option '--verbose'/],
   ] as const) {
     test(`usage error for ${JSON.stringify(argv)} → exit 2`, async () => {
@@ -112,6 +113,10 @@ describe('kmeshctl against the service', { skip: dbusSkipReason() ?? false }, ()
     assert.match(c.out.join('\n'), /Reloaded: config version 4/);
     assert.equal(await run(['log-level', 'debug'], c.io, connect), EXIT.ok);
     assert.equal(control.logLevel, 'debug');
+    assert.equal(await run(['access-log', 'on'], c.io, connect), EXIT.ok);
+    assert.equal(control.accessLog, true);
+    assert.equal(await run(['access-log', 'off'], c.io, connect), EXIT.ok);
+    assert.equal(control.accessLog, false);
     const d = capture();
     assert.equal(await run(['dump'], d.io, connect), EXIT.ok);
     assert.deepEqual(JSON.parse(d.out.join('\n')), { model: { listeners: [], clusters: [] }, maps: {} });
