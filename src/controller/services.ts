@@ -20,6 +20,8 @@ interface Registration {
   origin: 'config' | 'runtime';
   /** Where the cgroup is (or is expected) now. */
   wantedPath?: string;
+  /** Why the unit's cgroup could not be asked for (unknown unit, no systemd). */
+  resolveError?: string;
   attachedPath?: string;
   attachedId?: bigint;
   detail?: string;
@@ -50,16 +52,22 @@ export class ServiceRegistry extends EventEmitter<{
     if (this.entries.has(name)) throw new KmeshError('AlreadyExists', `service ${name} is already registered`);
     const entry: Registration = { name, spec, origin };
     if (spec.unit !== undefined) {
+      // A configured unit stays registered whatever systemd says now: it attaches once the unit runs.
       if (!this.units) {
-        throw new KmeshError(
-          'InvalidArgument',
-          `cannot register unit ${spec.unit}: systemd is not reachable on the system bus`,
-        );
+        const why = `cannot resolve unit ${spec.unit}: systemd is not reachable on the system bus`;
+        if (origin === 'runtime') throw new KmeshError('InvalidArgument', why);
+        entry.resolveError = why;
+      } else {
+        const unit = spec.unit;
+        try {
+          const path = await this.units.resolve(unit);
+          entry.wantedPath = path === null ? undefined : resolveCgroupPath(path, this.cgroupMount);
+        } catch (err) {
+          if (origin === 'runtime') throw err;
+          entry.resolveError = (err as Error).message;
+        }
+        entry.unwatch = this.units.watch(unit, () => void this.refreshUnit(entry));
       }
-      const unit = spec.unit;
-      const path = await this.units.resolve(unit);
-      entry.wantedPath = path === null ? undefined : resolveCgroupPath(path, this.cgroupMount);
-      entry.unwatch = this.units.watch(unit, () => void this.refreshUnit(entry));
     } else {
       entry.wantedPath = resolveCgroupPath(spec.cgroup as string, this.cgroupMount);
       if (entry.wantedPath === this.cgroupMount) {
@@ -87,9 +95,17 @@ export class ServiceRegistry extends EventEmitter<{
     for (const entry of [...this.entries.values()]) {
       if (entry.origin === 'config' && !wanted.has(entry.name)) await this.unregister(entry.name);
     }
+    // One bad entry must not keep the others from being registered.
+    const problems: string[] = [];
     for (const [name, spec] of wanted) {
-      if (!this.entries.has(name)) await this.register(spec, 'config');
+      if (this.entries.has(name)) continue;
+      try {
+        await this.register(spec, 'config');
+      } catch (err) {
+        problems.push(`${name}: ${(err as Error).message}`);
+      }
     }
+    if (problems.length > 0) throw new KmeshError('InvalidArgument', problems.join('; '));
   }
 
   list(): ServiceStatus[] {
@@ -131,9 +147,10 @@ export class ServiceRegistry extends EventEmitter<{
     try {
       const path = await this.units.resolve(entry.spec.unit);
       entry.wantedPath = path === null ? undefined : resolveCgroupPath(path, this.cgroupMount);
+      entry.resolveError = undefined;
     } catch (err) {
       entry.wantedPath = undefined;
-      entry.detail = (err as Error).message;
+      entry.resolveError = (err as Error).message;
     }
     this.sync(entry);
   }
@@ -143,7 +160,7 @@ export class ServiceRegistry extends EventEmitter<{
     const path = entry.wantedPath;
     if (!path || !existsSync(path)) {
       if (entry.attachedId !== undefined) this.detach(entry, 'cgroup gone');
-      entry.detail = path ? `cgroup ${path} does not exist (yet)` : 'unit is not running';
+      entry.detail = path ? `cgroup ${path} does not exist (yet)` : (entry.resolveError ?? 'unit is not running');
       return;
     }
     let id: bigint;
