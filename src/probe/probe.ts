@@ -58,7 +58,16 @@ export class Probe {
     const maxSeries = opts.maxSeries ?? DEFAULT_MAX_SERIES;
     // Keys between two scrapes; a few per label set is plenty, the rest is "other".
     this.agg = new Aggregator(4 * maxSeries);
-    this.metrics = new ConnectionMetrics(registry, opts.lookups, () => this.agg.drain(), maxSeries);
+    // A scrape first reads what the kernel has queued: it reports every connection event up to that moment.
+    this.metrics = new ConnectionMetrics(
+      registry,
+      opts.lookups,
+      () => {
+        this.consumer.drain();
+        return this.agg.drain();
+      },
+      maxSeries,
+    );
     this.access = new AccessLog(opts.accessLogger ?? opts.logger, opts.accessLog);
     const agg = this.agg;
     new Counter({
