@@ -376,7 +376,7 @@ total=$((${#MODE_LIST[@]} * ${#PATH_LIST[@]} * (WARMUP + REPS * DURATION)))
 # IRQ time accounting, and loopback receive mostly runs in the sender's context).
 CLK_TCK=$(getconf CLK_TCK)
 cpu_us() { awk -v hz="$CLK_TCK" '{ printf "%d", ($14 + $15) * 1000000 / hz }' "/proc/$1/stat"; }
-NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)
+NGINX_WORKER=$(pgrep -P "$NGINX_PID" | sed -n 1p)
 [[ -n $NGINX_WORKER ]] || die "no nginx worker process"
 
 measure_run() { # path mode rep — one measured wrk run, appended to $RESULTS as one JSON line

@@ -61,12 +61,12 @@ src_uri() {  # $1 = suite to look for; prints first matching URI from the host's
           if($i ~ /^Suites:/){ n=split($i,s,/[ \t]+/); for(j=2;j<=n;j++) if(s[j]==want) hit=1 }
         }
         if(hit && uri!=""){ print uri; exit } }' "$f"
-  done | head -1 || true
+  done | sed -n 1p || true
   grep -hE "^deb[[:space:]]+[^ ]+[[:space:]]+$want[[:space:]]" /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-    | awk '{print $2}' | head -1 || true
+    | awk '{print $2}' | sed -n 1p || true
 }
-MAIN_URI=$(src_uri bookworm | head -1)
-SEC_URI=$(src_uri bookworm-security | head -1)
+MAIN_URI=$(src_uri bookworm | sed -n 1p)
+SEC_URI=$(src_uri bookworm-security | sed -n 1p)
 MAIN_URI=${MAIN_URI:-http://deb.debian.org/debian}
 SEC_URI=${SEC_URI:-http://deb.debian.org/debian-security}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg

@@ -14,7 +14,8 @@ log() { echo "[kernels/initramfs] $*" >&2; }
 
 [ -x /bin/busybox ] || { log "busybox-static missing (run scripts/kernels/fetch.sh)"; exit 1; }
 NODE=$(command -v node)
-LIBBPF=$(ldconfig -p | awk '/libbpf\.so\.1 .*x86-64/{print $NF; exit}')
+# No early exit in awk: ldconfig would die of SIGPIPE, which pipefail turns into a failure.
+LIBBPF=$(ldconfig -p | awk '/libbpf\.so\.1 .*x86-64/ && !found {print $NF; found = 1}')
 [ -n "$LIBBPF" ] || { log "libbpf.so.1 not found (apt-get install libbpf1)"; exit 1; }
 [ -d "$ROOT/dist" ] || { log "dist/ missing: run npm run build first"; exit 1; }
 
