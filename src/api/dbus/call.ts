@@ -68,26 +68,6 @@ export async function getProperty(
   return (v as dbus.Variant).value;
 }
 
-/** org.freedesktop.DBus.Properties.GetAll, unwrapped. */
-export async function getAllProperties(
-  bus: dbus.MessageBus,
-  destination: string,
-  path: string,
-  iface: string,
-): Promise<Record<string, unknown>> {
-  const [all] = await callMethod(bus, {
-    destination,
-    path,
-    iface: 'org.freedesktop.DBus.Properties',
-    member: 'GetAll',
-    signature: 's',
-    body: [iface],
-  });
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(all as Record<string, dbus.Variant>)) out[k] = v.value;
-  return out;
-}
-
 /** Calls on the bus daemon itself (GetConnectionUnixUser, AddMatch, …). */
 export function callBus(
   bus: dbus.MessageBus,

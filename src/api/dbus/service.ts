@@ -118,9 +118,6 @@ const METHODS: Record<string, MethodDef> = {
   },
 };
 
-export const MUTATING_METHODS = Object.keys(METHODS).filter((m) => METHODS[m]?.mutating);
-export const READ_ONLY_METHODS = Object.keys(METHODS).filter((m) => !METHODS[m]?.mutating);
-
 /** Introspection, properties and signals; methods are declared for introspection only (see file comment). */
 class ManagerInterface extends dbus.interface.Interface {
   constructor(private readonly snapshot: () => PropertySnapshot) {

@@ -130,14 +130,6 @@ export class ResourceCache<T extends { name: string }> {
   }
 }
 
-/** Decodes all resources of one response without caching (tests, tools). */
-export function decodeResources<T extends { name: string }>(
-  resp: DecodedResponse,
-  one: (bytes: Uint8Array, index: number) => T,
-): Map<string, T> {
-  return new ResourceCache<T>().decode(resp, one).resources;
-}
-
 function checkPort(port: unknown, what: string): number {
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
     throw new XdsResourceError(`${what}: port ${String(port)} out of range 1..65535`);
