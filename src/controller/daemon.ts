@@ -258,6 +258,14 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     try {
       const next = loadConfigFile(this.config.path);
       this.applyModels(next.model, this.xdsModel);
+      for (const section of ['xds', 'metrics'] as const) {
+        if (JSON.stringify(next[section]) !== JSON.stringify(this.config[section])) {
+          this.logger.warn({ section }, `[${section}] changed: it takes effect when kmesh restarts`);
+        }
+      }
+      if (next.daemon.pinDir !== this.config.daemon.pinDir) {
+        this.logger.warn('[daemon] pin_dir changed: it takes effect when kmesh restarts');
+      }
       this.config = next;
       this.setLogLevel(next.daemon.logLevel);
       this.setAccessLog(next.daemon.accessLog);
