@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { DAEMON_NODE_FLAGS } from '../src/controller/memory.js';
+import { DAEMON_NODE_FLAGS } from '../src/controller/node-flags.js';
 import { findCgroup2Mount } from '../src/runtime/cgroup2.js';
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -20,7 +20,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cleanupPins } from '../../src/controller/cleanup.js';
-import { DAEMON_NODE_FLAGS } from '../../src/controller/memory.js';
+import { DAEMON_NODE_FLAGS } from '../../src/controller/node-flags.js';
 import {
   cluster,
   type EpSpec,

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { cleanupPins } from '../../src/controller/cleanup.js';
-import { DAEMON_NODE_FLAGS } from '../../src/controller/memory.js';
+import { DAEMON_NODE_FLAGS } from '../../src/controller/node-flags.js';
 import { makeCgroup } from './support/cgroup.js';
 import { configWithPinDir, startTestDaemon, testPinDir } from './support/daemon.js';
 import { count, dialFrom, echoBackend, holdFrom, tcpBackends } from './support/peers.js';

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { DAEMON_NODE_FLAGS } from '../../src/controller/memory.js';
+import { DAEMON_NODE_FLAGS } from '../../src/controller/node-flags.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
