@@ -7,37 +7,27 @@
  *   KMESH_INITRAMFS=<initramfs built by scripts/kernels/initramfs.sh> \
  *     scripts/kernels/boot.sh 5.10 kmesh.script=dist/bench/probe/guest-check.js
  */
-import { type AddressInfo, createServer } from 'node:net';
 import { release } from 'node:os';
-import { counterTotal, inCgroupScript, makeProbeRig, runChild, waitFor } from '../../test/kernel/probe-harness.js';
+import {
+  counterTotal,
+  exchangeBackend,
+  exchangeClient,
+  inCgroupScript,
+  makeProbeRig,
+  REPLY,
+  runChild,
+  SEND,
+  waitFor,
+} from '../../test/kernel/probe-harness.js';
 
 const N = 20;
-const SEND = 10_000;
-const REPLY = 3_333;
 
 /** One pass; `accessLog` selects the kernel mode (per-socket timing state or none). */
 async function check(accessLog: boolean): Promise<Record<string, unknown>> {
   const rig = makeProbeRig(accessLog ? 'guest-t' : 'guest', { accessLog });
-  const backend = createServer((sock) => {
-    let got = 0;
-    sock.on('data', (d) => {
-      got += d.length;
-      if (got === SEND) sock.write(Buffer.alloc(REPLY, 0x61));
-    });
-    sock.on('end', () => sock.end());
-    sock.on('error', () => {});
-  });
+  const { server: backend, port } = await exchangeBackend();
   try {
-    await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
-    const port = (backend.address() as AddressInfo).port;
-    const body = `
-for (let i = 0; i < ${N}; i++) await new Promise((resolve, reject) => {
-  const s = net.connect(${port}, '127.0.0.1');
-  let got = 0;
-  s.on('connect', () => s.write(Buffer.alloc(${SEND}, 0x62)));
-  s.on('data', (d) => { got += d.length; if (got === ${REPLY}) s.end(); });
-  s.on('close', resolve); s.on('error', reject);
-});
+    const body = `${exchangeClient(port, N)}
 for (let i = 0; i < 3; i++) await new Promise((resolve) => {
   const s = net.connect(1, '127.0.0.1'); s.on('error', resolve); s.on('connect', () => { s.destroy(); resolve(); });
 });`;

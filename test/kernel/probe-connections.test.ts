@@ -6,11 +6,20 @@ import assert from 'node:assert/strict';
 import { type AddressInfo, createServer, type Server } from 'node:net';
 import { after, before, test } from 'node:test';
 import type { ConnEvent } from '../../src/probe/event-codec.js';
-import { counterTotal, inCgroupScript, makeProbeRig, type ProbeRig, runChild, waitFor } from './probe-harness.js';
+import {
+  counterTotal,
+  exchangeBackend,
+  exchangeClient,
+  inCgroupScript,
+  makeProbeRig,
+  type ProbeRig,
+  REPLY,
+  runChild,
+  SEND,
+  waitFor,
+} from './probe-harness.js';
 
 const N = 20;
-const SEND = 10_000; // bytes each client writes
-const REPLY = 3_333; // bytes the backend answers per connection
 
 let rig: ProbeRig;
 let backend: Server;
@@ -20,18 +29,7 @@ const events: ConnEvent[] = [];
 before(async () => {
   // access log on: the kernel keeps per-socket timing state (the other mode is tested below)
   rig = makeProbeRig('conn', { onEvent: (ev) => events.push(ev), accessLog: true });
-  // Backend outside the registered cgroup: reads SEND bytes, replies REPLY bytes, closes after the client.
-  backend = createServer((sock) => {
-    let got = 0;
-    sock.on('data', (d) => {
-      got += d.length;
-      if (got === SEND) sock.write(Buffer.alloc(REPLY, 0x61));
-    });
-    sock.on('end', () => sock.end());
-    sock.on('error', () => {});
-  });
-  await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
-  port = (backend.address() as AddressInfo).port;
+  ({ server: backend, port } = await exchangeBackend());
 });
 
 after(async () => {
@@ -39,22 +37,8 @@ after(async () => {
   rig?.close();
 });
 
-function clientBody(targetPort: number, n: number): string {
-  return `
-for (let i = 0; i < ${n}; i++) {
-  await new Promise((resolve, reject) => {
-    const s = net.connect(${targetPort}, '127.0.0.1');
-    let got = 0;
-    s.on('connect', () => s.write(Buffer.alloc(${SEND}, 0x62)));
-    s.on('data', (d) => { got += d.length; if (got === ${REPLY}) s.end(); });
-    s.on('close', resolve);
-    s.on('error', reject);
-  });
-}`;
-}
-
 test('N connections from the registered cgroup (timing on): opened = closed = N, bytes exact', async () => {
-  const res = await runChild(inCgroupScript(rig.cgroups.attached, clientBody(port, N)));
+  const res = await runChild(inCgroupScript(rig.cgroups.attached, exchangeClient(port, N)));
   assert.equal(res.code, 0, res.stderr);
   await waitFor(
     'close events',
@@ -99,7 +83,7 @@ test('without timing state (access log off) the counts and bytes are the same, d
       received: await counterTotal(rig.registry, 'kmesh_tcp_received_bytes_total'),
     };
     const seen = events.length;
-    const res = await runChild(inCgroupScript(rig.cgroups.attached, clientBody(port, N)));
+    const res = await runChild(inCgroupScript(rig.cgroups.attached, exchangeClient(port, N)));
     assert.equal(res.code, 0, res.stderr);
     await waitFor(
       'close events',
@@ -150,7 +134,7 @@ for (let i = 0; i < 5; i++) {
 
 test('connections from an unregistered cgroup are not seen', async () => {
   const before = events.length;
-  const res = await runChild(inCgroupScript(rig.cgroups.plain, clientBody(port, 5)));
+  const res = await runChild(inCgroupScript(rig.cgroups.plain, exchangeClient(port, 5)));
   assert.equal(res.code, 0, res.stderr);
   await new Promise((r) => setTimeout(r, 200));
   rig.probe.drain();

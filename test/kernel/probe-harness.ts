@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
@@ -135,3 +136,37 @@ export function moveTo(cgroup: string, pid: number): void {
 }
 
 export { cgroupId };
+
+/** The known-size exchange the probe tests count: each client writes SEND bytes, the backend answers REPLY. */
+export const SEND = 10_000;
+export const REPLY = 3_333;
+
+/** A backend (in this process, outside any registered cgroup) for that exchange; closes after the client. */
+export async function exchangeBackend(): Promise<{ server: Server; port: number }> {
+  const server = createServer((sock) => {
+    let got = 0;
+    sock.on('data', (d) => {
+      got += d.length;
+      if (got === SEND) sock.write(Buffer.alloc(REPLY, 0x61));
+    });
+    sock.on('end', () => sock.end());
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+/** Client script body (for inCgroupScript): n sequential exchanges with the backend on targetPort. */
+export function exchangeClient(targetPort: number, n: number): string {
+  return `
+for (let i = 0; i < ${n}; i++) {
+  await new Promise((resolve, reject) => {
+    const s = net.connect(${targetPort}, '127.0.0.1');
+    let got = 0;
+    s.on('connect', () => s.write(Buffer.alloc(${SEND}, 0x62)));
+    s.on('data', (d) => { got += d.length; if (got === ${REPLY}) s.end(); });
+    s.on('close', resolve);
+    s.on('error', reject);
+  });
+}`;
+}

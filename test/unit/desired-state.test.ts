@@ -3,41 +3,22 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { fnv1a32 } from '../../src/controller/cluster-ids.js';
 import { desiredState } from '../../src/controller/desired-state.js';
-import type { Cluster, Endpoint, Listener, MeshModel } from '../../src/model/types.js';
+import type { MeshModel } from '../../src/model/types.js';
 import { CLUSTER_UNIFORM_WEIGHTS, endpointValue, listenerKey, listenerValue } from '../../src/runtime/maps/layouts.js';
-
-const ep = (address: string, port: number, weight = 1): Endpoint => ({ address, port, weight });
-const cluster = (name: string, endpoints: Endpoint[], lbPolicy: Cluster['lbPolicy'] = 'round_robin'): Cluster => ({
-  name,
-  lbPolicy,
-  endpoints,
-  source: 'toml',
-});
-const listener = (
-  name: string,
-  address: string,
-  port: number,
-  routes: Array<[string, number]>,
-  protocol: Listener['protocol'] = 'tcp',
-): Listener => ({
-  name,
-  address,
-  port,
-  protocol,
-  routes: routes.map(([c, weight]) => ({ cluster: c, weight })),
-  source: 'toml',
-});
+import { cluster, ep, listener } from '../support/model-builders.js';
 
 const hex = (text: string) => Buffer.from(text.replace(/\s/g, ''), 'hex');
 
 describe('desiredState: clusters', () => {
   const model: MeshModel = {
     clusters: [
-      cluster('weighted', [ep('127.0.0.1', 9081, 1), ep('127.0.0.2', 9082, 3), ep('fd00::1:2', 9083, 6)], 'random'),
+      cluster('weighted', [ep('127.0.0.1', 9081, 1), ep('127.0.0.2', 9082, 3), ep('fd00::1:2', 9083, 6)], {
+        lbPolicy: 'random',
+      }),
       cluster('uniform', [ep('127.0.0.1', 1, 5), ep('127.0.0.1', 2, 5)]),
-      cluster('one', [ep('::1', 65535, 7)], 'least_request'),
-      cluster('mag', [ep('127.0.0.1', 1)], 'maglev'),
-      cluster('ring', [ep('127.0.0.1', 1)], 'ring_hash'),
+      cluster('one', [ep('::1', 65535, 7)], { lbPolicy: 'least_request' }),
+      cluster('mag', [ep('127.0.0.1', 1)], { lbPolicy: 'maglev' }),
+      cluster('ring', [ep('127.0.0.1', 1)], { lbPolicy: 'ring_hash' }),
     ],
     listeners: [],
   };

@@ -3,37 +3,9 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { assignClusterIds, fnv1a32 } from '../../src/controller/cluster-ids.js';
 import { mergeModels } from '../../src/model/merge.js';
-import type { Cluster, Endpoint, Listener, MeshModel } from '../../src/model/types.js';
+import type { MeshModel } from '../../src/model/types.js';
 import { validateModel } from '../../src/model/validate.js';
-
-const ep = (address: string, port: number, weight = 1): Endpoint => ({ address, port, weight });
-
-const cluster = (
-  name: string,
-  endpoints: Endpoint[] = [ep('127.0.0.1', 9081)],
-  source: 'toml' | 'xds' = 'xds',
-): Cluster => ({
-  name,
-  lbPolicy: 'round_robin',
-  endpoints,
-  source,
-});
-
-const listener = (
-  name: string,
-  address: string,
-  port: number,
-  routes: Array<[string, number]>,
-  protocol: Listener['protocol'] = 'tcp',
-  source: 'toml' | 'xds' = 'xds',
-): Listener => ({
-  name,
-  address,
-  port,
-  protocol,
-  routes: routes.map(([c, weight]) => ({ cluster: c, weight })),
-  source,
-});
+import { cluster, ep, listener } from '../support/model-builders.js';
 
 describe('validateModel with the by-name locator (as for xDS)', () => {
   test('a valid model has no errors', () => {
@@ -148,7 +120,7 @@ describe('validateModel with the by-name locator (as for xDS)', () => {
 
 describe('mergeModels: TOML wins', () => {
   const toml: MeshModel = {
-    clusters: [cluster('reviews', [ep('127.0.0.1', 1)], 'toml')],
+    clusters: [cluster('reviews', [ep('127.0.0.1', 1)], { source: 'toml' })],
     listeners: [listener('reviews', '127.10.0.1', 9080, [['reviews', 1]], 'tcp', 'toml')],
   };
 
