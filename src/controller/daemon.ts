@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { mergeModels } from '../model/merge.js';
 import { emptyModel, type MeshModel, type ServiceSpec } from '../model/types.js';
-import { validateModel } from '../model/validate.js';
+import { addressKey, validateModel } from '../model/validate.js';
 import { BpfObject, type BpfProgram } from '../runtime/bpf-object.js';
 import { ensureBpffs } from '../runtime/bpffs.js';
 import { CgroupLinks } from '../runtime/cgroup-links.js';
@@ -60,6 +60,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private xdsModel: MeshModel = emptyModel();
   private liveModel: MeshModel = emptyModel();
   private clusterNames = new Map<number, string>();
+  /** "<address key>|<port>" → listener name, for the probe's destination_service (asked per scrape). */
+  private tcpListenerNames = new Map<string, string>();
   private xdsConnected = false;
   private xdsAddress: string | undefined;
   private lastError: string | undefined;
@@ -173,6 +175,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     const result = this.reconciler.apply(desired);
     this.lastApply = result;
     this.liveModel = model;
+    this.tcpListenerNames = new Map(
+      model.listeners.filter((l) => l.protocol !== 'udp').map((l) => [`${addressKey(l.address)}|${l.port}`, l.name]),
+    );
     this.clusterNames = new Map([...desired.clusterIds].map(([name, id]) => [id, name]));
     this.configVersion++;
     this.logger.info(
@@ -224,13 +229,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
 
   /** The listener a dialled address matched, the wildcard of its family included (as the kernel does). */
   listenerOf(address: string, port: number): string | undefined {
-    const wanted = encodeAddr(address);
-    const wildcard = encodeAddr(isV4Mapped(wanted) ? '0.0.0.0' : '::');
-    const onPort = this.liveModel.listeners.filter((l) => l.port === port && l.protocol !== 'udp');
+    const wildcard = isV4Mapped(encodeAddr(address)) ? '0.0.0.0' : '::';
     return (
-      onPort.find((l) => encodeAddr(l.address).equals(wanted)) ??
-      onPort.find((l) => encodeAddr(l.address).equals(wildcard))
-    )?.name;
+      this.tcpListenerNames.get(`${addressKey(address)}|${port}`) ??
+      this.tcpListenerNames.get(`${addressKey(wildcard)}|${port}`)
+    );
   }
 
   async registerService(spec: ServiceSpec): Promise<ServiceStatus> {
