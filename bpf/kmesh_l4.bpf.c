@@ -222,16 +222,20 @@ steer(const __u8 *vip, __u16 port, __u8 protocol, __u32 *cluster_id)
 	return pick_endpoint(*cluster_id);
 }
 
-static __always_inline void remember_origin(void *ctx, const __u8 *vip, __u16 vip_port,
+static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 vip_port,
 					    const struct kmesh_endpoint_value *ep, __u32 cluster_id)
 {
-	struct kmesh_sock_origin origin = { .vip_port = vip_port, .endpoint_port = ep->port,
-					    .cluster_id = cluster_id };
-	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct kmesh_sock_origin *origin =
+		bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 
-	__builtin_memcpy(origin.vip, vip, sizeof(origin.vip));
-	__builtin_memcpy(origin.endpoint, ep->addr, sizeof(origin.endpoint));
-	bpf_map_update_elem(&kmesh_sock_origin, &cookie, &origin, BPF_ANY);
+	/* without memory for it the socket is still steered; getpeername shows the endpoint */
+	if (!origin)
+		return;
+	origin->vip_port = vip_port;
+	origin->endpoint_port = ep->port;
+	origin->cluster_id = cluster_id;
+	__builtin_memcpy(origin->vip, vip, sizeof(origin->vip));
+	__builtin_memcpy(origin->endpoint, ep->addr, sizeof(origin->endpoint));
 }
 
 static __always_inline void remember_udp_reverse(void *ctx, const __u8 *vip, __u16 vip_port,
@@ -353,8 +357,7 @@ int kmesh_recvmsg6(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername4")
 int kmesh_getpeername4(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct kmesh_sock_origin *origin = bpf_map_lookup_elem(&kmesh_sock_origin, &cookie);
+	struct kmesh_sock_origin *origin = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, 0);
 
 	if (!origin || !addr_is_v4mapped(origin->vip))
 		return SOCK_ADDR_ALLOW;
@@ -366,8 +369,7 @@ int kmesh_getpeername4(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername6")
 int kmesh_getpeername6(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct kmesh_sock_origin *origin = bpf_map_lookup_elem(&kmesh_sock_origin, &cookie);
+	struct kmesh_sock_origin *origin = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, 0);
 
 	if (!origin)
 		return SOCK_ADDR_ALLOW;

@@ -78,7 +78,7 @@ struct kmesh_rr_value {
 	__u32 next;
 };
 
-/* Where a steered socket was going and where it was sent: keyed by socket cookie. */
+/* Where a steered socket was going and where it was sent: the socket's local storage. */
 struct kmesh_sock_origin {
 	__u8 vip[16];
 	__u8 endpoint[16];

@@ -1,23 +1,27 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * kmesh-probe: connection events for registered cgroups.
+ * kmesh-probe: connection counters (and access-log records) for registered cgroups.
  *
  * A sock_ops program attached to each registered cgroup. For every active TCP
- * connection it asks the kernel for state-change callbacks at connect() and emits
- * one OPEN record when it is established and one CLOSE (or one FAILED, when it
- * never left SYN_SENT) record when it reaches TCP_CLOSE, into a ring buffer. The
- * records carry the L4 steering decision from kmesh_sock_origin (written by the
- * connect4/6 program) and the byte/RTT/retransmit totals the tcp_sock keeps anyway.
- * Nothing runs per packet: only the TCP_CONNECT, ACTIVE_ESTABLISHED and STATE
- * callbacks do work.
+ * connection it asks the kernel for state-change callbacks at connect(), counts the
+ * connection as opened when it is established and as closed (or failed, when it
+ * never left SYN_SENT) with its byte totals when it reaches TCP_CLOSE. Counting
+ * happens here, in a per-CPU hash keyed by what decides the metric labels (the
+ * registered cgroup and the L4 steering decision from kmesh_sock_origin, or the peer
+ * when not steered): user space reads it at scrape time and does no work per
+ * connection. Nothing runs per packet: only the TCP_CONNECT, ACTIVE_ESTABLISHED and
+ * STATE callbacks do work.
  *
- * Two modes per registered cgroup (KMESH_PROBE_CG_TIMING, set by user space while
- * the access log is on): without it the program keeps no per-socket state at all;
- * with it a small socket-local storage holds the connect time (for the duration),
- * a copy of the origin taken at connect time, and which program owns the socket.
+ * While the access log is on (KMESH_PROBE_CG_ACCESS_LOG, set per registered cgroup by
+ * user space), each finished connection also goes into a ring buffer as one record
+ * with its duration, RTT and retransmits, and a small socket-local storage holds the
+ * connect time, a copy of the origin taken at connect time and which program owns
+ * the socket.
  *
- * Memory is bounded: socket-local storage is freed with the socket, the ring buffer
- * has a fixed size and a full ring is counted in kmesh_probe_drops, never waited on.
+ * Memory is bounded: the counter map has a fixed number of keys (further keys are
+ * counted in kmesh_probe_conns_overflow, so totals stay exact), socket-local storage is
+ * freed with the socket, the ring buffer has a fixed size and a full ring is counted
+ * in kmesh_probe_drops, never waited on.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -26,7 +30,7 @@
 
 #include "kmesh_maps.h"
 #include "kmesh_probe.h"
-/* kmesh_sock_origin: written by the L4 data path at connect; read here, and deleted at close. */
+/* kmesh_sock_origin: written by the L4 data path when it steers a connect(); read here. */
 #include "kmesh_sock_origin_map.h"
 
 #define AF_INET 2
@@ -57,6 +61,23 @@ struct {
 	__type(value, __u64);
 } kmesh_probe_drops SEC(".maps");
 
+/* Allocated on first use of a key: memory follows the keys in use, not the bound. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, KMESH_PROBE_MAX_CONN_KEYS);
+	__type(key, struct kmesh_probe_conn_key);
+	__type(value, struct kmesh_probe_conn_counts);
+} kmesh_probe_conns SEC(".maps");
+
+/* Connections of keys that did not fit into kmesh_probe_conns. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kmesh_probe_conn_counts);
+} kmesh_probe_conns_overflow SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -71,12 +92,12 @@ struct {
 	__type(value, struct kmesh_probe_cgroup);
 } kmesh_probe_cgroup SEC(".maps");
 
+/* Per-CPU values, atomic anyway: a softirq run can interrupt a process-context run on one CPU. */
 static __always_inline void count_drop(void)
 {
 	__u32 zero = 0;
 	__u64 *n = bpf_map_lookup_elem(&kmesh_probe_drops, &zero);
 
-	/* per-CPU slot; atomic anyway: programs can preempt each other on one CPU (RT) */
 	if (n)
 		__sync_fetch_and_add(n, 1);
 }
@@ -95,32 +116,32 @@ static __always_inline struct kmesh_probe_cgroup *my_cgroup(void)
 	return bpf_get_local_storage(&kmesh_probe_cgroup, 0);
 }
 
-/* Create the socket's timing state on first sight, or start it over on a new connect()
- * (`restart`: a socket may connect again after a failed attempt). Returns NULL when
- * the socket belongs to another registered cgroup's program (nested registrations:
- * the innermost one, which runs first, owns it) or storage is exhausted. */
-static __always_inline struct kmesh_probe_sock *track(struct bpf_sock_ops *skops, __u64 cg, int restart)
+static __always_inline struct kmesh_sock_origin *origin_of(struct bpf_sock *sk)
+{
+	return bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
+}
+
+/* The socket's timing state, NULL if it has none; `create` makes it on first sight or
+ * starts it over on a new connect() (a socket may connect again after a failed attempt). */
+static __always_inline struct kmesh_probe_sock *sock_state(struct bpf_sock_ops *skops, __u64 cg, int create)
 {
 	struct bpf_sock *sk = skops->sk;
 	struct kmesh_probe_sock *st;
 	struct kmesh_sock_origin *origin;
-	__u64 cookie;
 
 	if (!sk)
 		return 0;
-	/* one call finds or creates; a zero start_ns means "created just now" */
+	if (!create)
+		return bpf_sk_storage_get(&kmesh_probe_socks, sk, 0, 0);
 	st = bpf_sk_storage_get(&kmesh_probe_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
-		return 0;
-	if (st->start_ns && st->cgroup_id != cg)
-		return 0;
-	if (st->start_ns && !restart)
+	/* another registered cgroup's program owns it (nested registrations: the innermost,
+	 * which runs first); its start_ns is set, a just-created one's is zero */
+	if (!st || (st->start_ns && st->cgroup_id != cg))
 		return st;
 	st->start_ns = bpf_ktime_get_ns();
 	st->cgroup_id = cg;
 	st->flags = 0;
-	cookie = bpf_get_socket_cookie(skops);
-	origin = bpf_map_lookup_elem(&kmesh_sock_origin, &cookie);
+	origin = origin_of(sk);
 	if (origin) {
 		__builtin_memcpy(&st->origin, origin, sizeof(st->origin));
 		st->flags |= KMESH_PROBE_SOCK_STEERED;
@@ -128,81 +149,157 @@ static __always_inline struct kmesh_probe_sock *track(struct bpf_sock_ops *skops
 	return st;
 }
 
+/* A context field loaded here, as written: clang otherwise sinks such loads into the
+ * branches that use them and merges them into one load through a computed context
+ * offset, which the verifier rejects. */
+#define CTX_LOAD_U32(field)                      \
+	({                                       \
+		__u32 __v = (field);             \
+		asm volatile("" : "+r"(__v));    \
+		__v;                             \
+	})
+
+/* The socket's peer as 16 bytes (IPv4 as ::ffff:a.b.c.d); returns KMESH_PROBE_F_IPV6 or 0. */
+static __always_inline __u8 read_remote(const struct bpf_sock_ops *skops, __u8 *remote)
+{
+	__u32 ip6[4] = { CTX_LOAD_U32(skops->remote_ip6[0]), CTX_LOAD_U32(skops->remote_ip6[1]),
+			 CTX_LOAD_U32(skops->remote_ip6[2]), CTX_LOAD_U32(skops->remote_ip6[3]) };
+	__u32 ip4 = CTX_LOAD_U32(skops->remote_ip4);
+	__u32 *r = (__u32 *)remote;
+
+	if (skops->family == AF_INET6) {
+		r[0] = ip6[0];
+		r[1] = ip6[1];
+		r[2] = ip6[2];
+		r[3] = ip6[3];
+		return KMESH_PROBE_F_IPV6;
+	}
+	r[0] = 0;
+	r[1] = 0;
+	r[2] = bpf_htonl(0x0000ffff);
+	r[3] = ip4;
+	return 0;
+}
+
+/* This connection's counters: its key's, or the overflow slot when the map is full. */
+static __always_inline struct kmesh_probe_conn_counts *counts_of(const struct bpf_sock_ops *skops, __u64 cg,
+								 const struct kmesh_sock_origin *origin)
+{
+	struct kmesh_probe_conn_counts zero_counts = {};
+	struct kmesh_probe_conn_key key = {};
+	struct kmesh_probe_conn_counts *c;
+	__u32 zero = 0;
+
+	key.cgroup_id = cg;
+	if (origin) {
+		__builtin_memcpy(&key.origin, origin, sizeof(key.origin));
+		key.flags = KMESH_PROBE_F_STEERED;
+	} else {
+		key.flags = read_remote(skops, key.remote);
+		key.remote_port = (__u16)bpf_ntohl(skops->remote_port);
+	}
+	c = bpf_map_lookup_elem(&kmesh_probe_conns, &key);
+	if (c)
+		return c;
+	/* BPF_NOEXIST: another CPU may have just added it, then the lookup finds theirs */
+	bpf_map_update_elem(&kmesh_probe_conns, &key, &zero_counts, BPF_NOEXIST);
+	c = bpf_map_lookup_elem(&kmesh_probe_conns, &key);
+	if (c)
+		return c;
+	return bpf_map_lookup_elem(&kmesh_probe_conns_overflow, &zero);
+}
+
+static __always_inline void count_open(const struct bpf_sock_ops *skops, __u64 cg,
+				       const struct kmesh_sock_origin *origin)
+{
+	struct kmesh_probe_conn_counts *c = counts_of(skops, cg, origin);
+
+	if (c)
+		__sync_fetch_and_add(&c->opened, 1);
+}
+
+struct conn_bytes {
+	__u64 sent;
+	__u64 received;
+};
+
+/*
+ * Payload bytes of a connection reaching TCP_CLOSE. bytes_acked counts sequence space,
+ * so it includes our SYN and, once the peer acknowledged it, our FIN: drop the SYN
+ * when it was established, and the FIN when it was sent (a FIN_* / CLOSING / LAST_ACK
+ * state) and nothing is outstanding (snd_una == snd_nxt). bytes_received likewise
+ * counts the peer's FIN. (An application's shutdown(SHUT_RD) also sets RCV_SHUTDOWN;
+ * such a socket is reported one received byte short.)
+ */
+static __always_inline struct conn_bytes payload_at_close(struct bpf_sock_ops *skops, struct bpf_sock *sk,
+							  int established)
+{
+	struct conn_bytes b = { .sent = skops->bytes_acked, .received = skops->bytes_received };
+	__u32 old = skops->args[0];
+	struct tcp_sock *tp;
+	__u64 ctl = 1;
+
+	if (!established)
+		return b;
+	if ((old == BPF_TCP_FIN_WAIT1 || old == BPF_TCP_FIN_WAIT2 || old == BPF_TCP_CLOSING ||
+	     old == BPF_TCP_LAST_ACK) &&
+	    skops->snd_una == skops->snd_nxt)
+		ctl += 1;
+	b.sent = b.sent > ctl ? b.sent - ctl : 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (b.received && tp && (((struct sock___kmesh *)tp)->sk_shutdown & RCV_SHUTDOWN))
+		b.received -= 1;
+	return b;
+}
+
+static __always_inline void count_finish(const struct bpf_sock_ops *skops, __u64 cg,
+					 const struct kmesh_sock_origin *origin, __u8 type, const struct conn_bytes *b)
+{
+	struct kmesh_probe_conn_counts *c = counts_of(skops, cg, origin);
+
+	if (!c)
+		return;
+	if (type == KMESH_PROBE_EV_FAILED) {
+		__sync_fetch_and_add(&c->failed, 1);
+		return;
+	}
+	__sync_fetch_and_add(&c->closed, 1);
+	__sync_fetch_and_add(&c->bytes_sent, b->sent);
+	__sync_fetch_and_add(&c->bytes_received, b->received);
+}
+
 /*
  * Not inlined on purpose: as a BPF subprogram it puts struct kmesh_probe_event into
  * the object's BTF (through its parameter), where test/unit/probe-btf.test.ts checks
- * the TypeScript codec against it. One call per connection event costs nothing.
- * `origin` may be NULL (not steered). (BPF calls take at most five arguments: the
- * caller sets duration_ns.)
+ * the TypeScript codec against it. One call per record costs nothing. `origin` may be
+ * NULL (not steered). (BPF calls take at most five arguments: the caller sets
+ * cgroup_id and duration_ns.)
  */
-static __noinline void fill(struct kmesh_probe_event *ev, struct bpf_sock_ops *skops, __u8 type, __u64 cg,
-			    const struct kmesh_sock_origin *origin)
+static __noinline void fill(struct kmesh_probe_event *ev, struct bpf_sock_ops *skops, __u8 type,
+			    const struct kmesh_sock_origin *origin, const struct conn_bytes *b)
 {
-	__u32 *r = (__u32 *)ev->remote;
-	__u64 acked = skops->bytes_acked;
-	__u64 received = skops->bytes_received;
-	__u64 ctl = 0;
-	__u64 rctl = 0;
-
-	/*
-	 * bytes_acked counts sequence space, so it includes our SYN and, once the peer
-	 * acknowledged it, our FIN. Report payload only: drop the SYN once established,
-	 * and the FIN when it was sent (a FIN_* / CLOSING / LAST_ACK state) and nothing
-	 * is outstanding (snd_una == snd_nxt).
-	 */
-	if (type != KMESH_PROBE_EV_FAILED)
-		ctl = 1;
-	if (type == KMESH_PROBE_EV_CLOSE) {
-		__u32 old = skops->args[0];
-		struct bpf_sock *sk = skops->sk;
-		struct tcp_sock *tp = sk ? bpf_skc_to_tcp_sock(sk) : 0;
-
-		/* bytes_received likewise counts the peer's FIN. (An application's
-		 * shutdown(SHUT_RD) also sets RCV_SHUTDOWN; such a socket is reported one
-		 * received byte short.) */
-		if (tp && (((struct sock___kmesh *)tp)->sk_shutdown & RCV_SHUTDOWN))
-			rctl = 1;
-		if ((old == BPF_TCP_FIN_WAIT1 || old == BPF_TCP_FIN_WAIT2 || old == BPF_TCP_CLOSING ||
-		     old == BPF_TCP_LAST_ACK) &&
-		    skops->snd_una == skops->snd_nxt)
-			ctl += 1;
-	}
-
 	ev->cookie = bpf_get_socket_cookie(skops);
-	ev->cgroup_id = cg;
-	ev->bytes_sent = acked > ctl ? acked - ctl : 0;
-	ev->bytes_received = received > rctl ? received - rctl : 0;
+	ev->bytes_sent = b->sent;
+	ev->bytes_received = b->received;
 	/* the sock_ops field holds srtt << 3, as tcp_sock does */
 	ev->srtt_us = skops->srtt_us >> 3;
 	ev->total_retrans = skops->total_retrans;
 	ev->type = type;
-	ev->flags = 0;
 	ev->pad = 0;
+	ev->flags = read_remote(skops, ev->remote);
 	if (origin) {
 		__builtin_memcpy(&ev->origin, origin, sizeof(ev->origin));
 		ev->flags |= KMESH_PROBE_F_STEERED;
 	} else {
 		__builtin_memset(&ev->origin, 0, sizeof(ev->origin));
 	}
-
-	if (skops->family == AF_INET6) {
-		r[0] = skops->remote_ip6[0];
-		r[1] = skops->remote_ip6[1];
-		r[2] = skops->remote_ip6[2];
-		r[3] = skops->remote_ip6[3];
-		ev->flags |= KMESH_PROBE_F_IPV6;
-	} else {
-		r[0] = 0;
-		r[1] = 0;
-		r[2] = bpf_htonl(0x0000ffff);
-		r[3] = skops->remote_ip4;
-	}
 	ev->remote_port = (__u16)bpf_ntohl(skops->remote_port);
 	ev->local_port = (__u16)skops->local_port;
 }
 
+/* One access-log record; `start_ns` 0 = not timed (the log was off at connect time). */
 static __always_inline void emit(struct bpf_sock_ops *skops, __u8 type, __u64 cg, __u64 start_ns,
-				 const struct kmesh_sock_origin *origin)
+				 const struct kmesh_sock_origin *origin, const struct conn_bytes *b)
 {
 	struct kmesh_probe_event *ev;
 
@@ -211,62 +308,81 @@ static __always_inline void emit(struct bpf_sock_ops *skops, __u8 type, __u64 cg
 		count_drop();
 		return;
 	}
-	fill(ev, skops, type, cg, origin);
+	fill(ev, skops, type, origin, b);
+	ev->cgroup_id = cg;
 	ev->duration_ns = start_ns ? bpf_ktime_get_ns() - start_ns : 0;
 	/* no wakeup: user space polls on a timer, so skip the irq_work per record */
 	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 }
 
-/* With timing state: the state says what to emit, once. */
-static __always_inline void emit_tracked(struct bpf_sock_ops *skops, struct kmesh_probe_sock *st, __u8 type)
-{
-	/* two calls, not a conditional pointer: clang would make the latter a mask on the
-	 * pointer, which the verifier rejects */
-	if (st->flags & KMESH_PROBE_SOCK_STEERED)
-		emit(skops, type, st->cgroup_id, st->start_ns, &st->origin);
-	else
-		emit(skops, type, st->cgroup_id, st->start_ns, 0);
-}
-
-/* Without: the origin is looked up now; the L4 path keeps it for the socket's life. */
-static __always_inline void emit_untracked(struct bpf_sock_ops *skops, __u8 type, __u64 cg)
-{
-	__u64 cookie = bpf_get_socket_cookie(skops);
-
-	emit(skops, type, cg, 0, bpf_map_lookup_elem(&kmesh_sock_origin, &cookie));
-}
-
-/* One close (or failed-connect) record for a socket reaching TCP_CLOSE. */
+/* Counts (and logs) a socket reaching TCP_CLOSE, once. */
 static __always_inline void report_close(struct bpf_sock_ops *skops, struct bpf_sock *sk,
 					 const struct kmesh_probe_cgroup *cg)
 {
-	/* state exists if timing was on at connect/establish time, whatever it is now */
-	struct kmesh_probe_sock *st = bpf_sk_storage_get(&kmesh_probe_socks, sk, 0, 0);
+	struct kmesh_sock_origin *origin = origin_of(sk);
+	/* state exists if the access log was on at connect/establish time, whatever it is now */
+	struct kmesh_probe_sock *st = sock_state(skops, cg->cgroup_id, 0);
+	int established = skops->args[0] != BPF_TCP_SYN_SENT;
+	__u64 start_ns = 0;
+	struct conn_bytes b;
+	__u8 type;
 
 	if (st) {
 		if (st->cgroup_id != cg->cgroup_id || (st->flags & KMESH_PROBE_SOCK_CLOSED))
 			return;
-		/* one record per socket even if the state machine revisits CLOSE; the
+		/* one report per socket even if the state machine revisits CLOSE; the
 		 * storage itself goes with the socket (a delete here costs an RCU free) */
 		st->flags |= KMESH_PROBE_SOCK_CLOSED;
-		if (st->flags & KMESH_PROBE_SOCK_ESTABLISHED)
-			emit_tracked(skops, st, KMESH_PROBE_EV_CLOSE);
-		else if (skops->args[0] == BPF_TCP_SYN_SENT)
-			emit_tracked(skops, st, KMESH_PROBE_EV_FAILED);
+		established = st->flags & KMESH_PROBE_SOCK_ESTABLISHED;
+		if (!established && skops->args[0] != BPF_TCP_SYN_SENT)
+			return;
+		start_ns = st->start_ns;
+	}
+	type = established ? KMESH_PROBE_EV_CLOSE : KMESH_PROBE_EV_FAILED;
+	b = payload_at_close(skops, sk, established);
+	/* two calls each, not a conditional pointer: clang would make the latter a mask on
+	 * the pointer, which the verifier rejects */
+	if (st && (st->flags & KMESH_PROBE_SOCK_STEERED)) {
+		count_finish(skops, cg->cgroup_id, &st->origin, type, &b);
+		if (cg->flags & KMESH_PROBE_CG_ACCESS_LOG)
+			emit(skops, type, cg->cgroup_id, start_ns, &st->origin, &b);
+	} else if (!st) {
+		count_finish(skops, cg->cgroup_id, origin, type, &b);
+		if (cg->flags & KMESH_PROBE_CG_ACCESS_LOG)
+			emit(skops, type, cg->cgroup_id, 0, origin, &b);
+	} else {
+		count_finish(skops, cg->cgroup_id, 0, type, &b);
+		if (cg->flags & KMESH_PROBE_CG_ACCESS_LOG)
+			emit(skops, type, cg->cgroup_id, start_ns, 0, &b);
+	}
+}
+
+/* Counts an established active connection, once. */
+static __always_inline void report_open(struct bpf_sock_ops *skops, const struct kmesh_probe_cgroup *cg)
+{
+	int logging = cg->flags & KMESH_PROBE_CG_ACCESS_LOG;
+	/* with the log on, also covers connects that started before the program was attached */
+	struct kmesh_probe_sock *st = sock_state(skops, cg->cgroup_id, logging);
+
+	if (!st) {
+		if (skops->sk)
+			count_open(skops, cg->cgroup_id, origin_of(skops->sk));
 		return;
 	}
-	/* untracked: CLOSE is reached once per connection; SYN_SENT before it = never established */
-	emit_untracked(skops, skops->args[0] == BPF_TCP_SYN_SENT ? KMESH_PROBE_EV_FAILED : KMESH_PROBE_EV_CLOSE,
-		       cg->cgroup_id);
+	if (st->cgroup_id != cg->cgroup_id || (st->flags & KMESH_PROBE_SOCK_ESTABLISHED))
+		return;
+	st->flags |= KMESH_PROBE_SOCK_ESTABLISHED;
+	if (st->flags & KMESH_PROBE_SOCK_STEERED)
+		count_open(skops, cg->cgroup_id, &st->origin);
+	else
+		count_open(skops, cg->cgroup_id, 0);
 }
 
 SEC("sockops")
 int kmesh_probe_sockops(struct bpf_sock_ops *skops)
 {
 	struct kmesh_probe_cgroup *cg;
-	struct kmesh_probe_sock *st;
 	struct bpf_sock *sk;
-	__u64 cookie;
 
 	if (skops->family != AF_INET && skops->family != AF_INET6)
 		return 1;
@@ -275,38 +391,26 @@ int kmesh_probe_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		/* process context of connect(): ask for state changes (and start the clock) */
 		cg = my_cgroup();
-		if (cg->flags & KMESH_PROBE_CG_TIMING) {
-			if (!track(skops, cg->cgroup_id, 1))
+		if (cg->flags & KMESH_PROBE_CG_ACCESS_LOG) {
+			struct kmesh_probe_sock *st = sock_state(skops, cg->cgroup_id, 1);
+
+			if (st && st->cgroup_id != cg->cgroup_id)
 				break;
 		}
 		want_state_cb(skops);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		cg = my_cgroup();
 		/* also covers connects that started before the program was attached */
 		want_state_cb(skops);
-		if (!(cg->flags & KMESH_PROBE_CG_TIMING)) {
-			emit_untracked(skops, KMESH_PROBE_EV_OPEN, cg->cgroup_id);
-			break;
-		}
-		st = track(skops, cg->cgroup_id, 0);
-		if (!st || (st->flags & KMESH_PROBE_SOCK_ESTABLISHED))
-			break;
-		st->flags |= KMESH_PROBE_SOCK_ESTABLISHED;
-		emit_tracked(skops, st, KMESH_PROBE_EV_OPEN);
+		report_open(skops, my_cgroup());
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* args[0] = old state, args[1] = new state */
 		if (skops->args[1] != BPF_TCP_CLOSE)
 			break;
 		sk = skops->sk;
-		if (!sk)
-			break;
-		report_close(skops, sk, my_cgroup());
-		/* The connection is over: its origin entry goes now instead of crowding the LRU
-		 * (a full LRU makes every connect evict, and evicts long-lived sockets' entries). */
-		cookie = bpf_get_socket_cookie(skops);
-		bpf_map_delete_elem(&kmesh_sock_origin, &cookie);
+		if (sk)
+			report_close(skops, sk, my_cgroup());
 		break;
 	default:
 		break;

@@ -12,14 +12,17 @@
 
 #include "kmesh_maps.h"
 
-/* Ring buffer size in bytes (power of two, multiple of the page size). Each event
- * takes sizeof(struct kmesh_probe_event) + 8 bytes of ring header: 120 bytes, so
- * 1 MiB holds ~8700 events: ~4000 connections, or ~280 ms of 15k connections/s
- * while the daemon is not scheduled (256 KiB dropped records on a loaded 2-CPU VM). */
+/* Ring buffer size in bytes (power of two, multiple of the page size). Only the access
+ * log uses it: one record of sizeof(struct kmesh_probe_event) + 8 bytes of ring header
+ * (120 bytes) per finished connection, so 1 MiB holds ~8700 connections, ~580 ms of
+ * 15k connections/s while the daemon is not scheduled. */
 #define KMESH_PROBE_RINGBUF_BYTES (1024 * 1024)
 
+/* Distinct connection keys counted in the kernel (kmesh_probe_conns); connections of
+ * further keys are counted in kmesh_probe_conns_overflow. */
+#define KMESH_PROBE_MAX_CONN_KEYS 16384
+
 enum kmesh_probe_event_type {
-	KMESH_PROBE_EV_OPEN = 1,   /* active connection established */
 	KMESH_PROBE_EV_CLOSE = 2,  /* established connection reached TCP_CLOSE */
 	KMESH_PROBE_EV_FAILED = 3, /* SYN_SENT -> TCP_CLOSE without establishing */
 };
@@ -28,7 +31,30 @@ enum kmesh_probe_event_type {
 #define KMESH_PROBE_F_STEERED 0x1 /* origin is valid: the L4 data path steered this socket */
 #define KMESH_PROBE_F_IPV6 0x2    /* remote is a real IPv6 address (else ::ffff:v4) */
 
-/* One ring-buffer record per connection event. */
+/*
+ * Key of kmesh_probe_conns: everything that decides a connection's metric labels.
+ * Steered: origin (VIP, endpoint, cluster) and remote zero. Not steered: origin zero,
+ * remote = the peer. Fully zeroed before filling: it is hashed as bytes.
+ */
+struct kmesh_probe_conn_key {
+	__u64 cgroup_id; /* registered cgroup whose program saw the socket */
+	struct kmesh_sock_origin origin;
+	__u8 remote[16];
+	__u16 remote_port;
+	__u8 flags; /* KMESH_PROBE_F_* */
+	__u8 pad[5];
+};
+
+/* Value of kmesh_probe_conns (per CPU) and of kmesh_probe_conns_overflow: cumulative. */
+struct kmesh_probe_conn_counts {
+	__u64 opened;         /* established */
+	__u64 closed;         /* established, then reached TCP_CLOSE */
+	__u64 failed;         /* SYN_SENT -> TCP_CLOSE */
+	__u64 bytes_sent;     /* payload the peer acknowledged, added at close */
+	__u64 bytes_received; /* payload received, added at close */
+};
+
+/* One ring-buffer record per finished connection, while the access log is on. */
 struct kmesh_probe_event {
 	__u64 cookie;         /* socket cookie: joins open/close of one connection */
 	__u64 cgroup_id;      /* registered cgroup whose program saw the socket (0 = unknown) */
@@ -46,8 +72,8 @@ struct kmesh_probe_event {
 	__u16 pad;
 };
 
-/* Per-socket state in socket-local storage, kept only while timing is on (see
- * KMESH_PROBE_CG_TIMING): allocating it costs about as much as the rest of the
+/* Per-socket state in socket-local storage, kept only while the access log is on (see
+ * KMESH_PROBE_CG_ACCESS_LOG): allocating it costs about as much as the rest of the
  * probe together, and only the access log needs what it adds (the duration, the
  * origin copied at connect time, one owner among nested registrations). */
 struct kmesh_probe_sock {
@@ -60,7 +86,7 @@ struct kmesh_probe_sock {
 
 #define KMESH_PROBE_SOCK_STEERED 0x1
 #define KMESH_PROBE_SOCK_ESTABLISHED 0x2
-#define KMESH_PROBE_SOCK_CLOSED 0x4 /* close/failed record emitted */
+#define KMESH_PROBE_SOCK_CLOSED 0x4 /* close/failed already reported */
 
 /* Value of the per-cgroup storage, written by user space for each attachment (the key
  * carries the cgroup id): lets the program name the registered cgroup without
@@ -72,7 +98,7 @@ struct kmesh_probe_cgroup {
 	__u32 pad;
 };
 
-/* Measure each connection's duration (per-socket storage): set while the access log is on. */
-#define KMESH_PROBE_CG_TIMING 0x1
+/* Queue an access-log record per finished connection, with its duration (per-socket storage). */
+#define KMESH_PROBE_CG_ACCESS_LOG 0x1
 
 #endif /* KMESH_PROBE_H */

@@ -2,7 +2,10 @@
 /*
  * The socket-origin map, defined once for every object that uses it: the loader pins
  * maps by name in one directory, so identical definitions share one live instance.
- * The L4 programs write it at connect time; kmesh-probe reads it at close.
+ * The L4 programs write it when they steer a connect(); getpeername and kmesh-probe
+ * read it. Socket-local storage: a reader finds it through the socket itself (no hash
+ * lookup, and nothing at all for sockets that were not steered), and it goes with the
+ * socket, so it needs no capacity and no clean-up.
  */
 #ifndef KMESH_SOCK_ORIGIN_MAP_H
 #define KMESH_SOCK_ORIGIN_MAP_H
@@ -11,9 +14,9 @@
 #include "kmesh_maps.h"
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, KMESH_MAX_TRACKED_SOCKETS);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct kmesh_sock_origin);
 } kmesh_sock_origin SEC(".maps");
 

@@ -26,8 +26,7 @@ export interface AccessRecord {
   retransmits: number;
 }
 
-export function accessRecord(ev: ConnEvent, labels: ConnectionLabels): AccessRecord | null {
-  if (ev.kind === 'open') return null;
+export function accessRecord(ev: ConnEvent, labels: ConnectionLabels): AccessRecord {
   const rec: AccessRecord = {
     kind: 'access',
     event: ev.kind,
@@ -62,6 +61,6 @@ export class AccessLog {
   write(ev: ConnEvent, labels: ConnectionLabels): void {
     if (!this.enabled) return;
     const rec = accessRecord(ev, labels);
-    if (rec) this.out.info(rec, rec.event === 'close' ? 'connection closed' : 'connection failed');
+    this.out.info(rec, rec.event === 'close' ? 'connection closed' : 'connection failed');
   }
 }

@@ -1,7 +1,12 @@
-/** The per-connection Prometheus counters (Istio-compatible names) fed by probe events. */
+/**
+ * The per-connection Prometheus counters (Istio-compatible names), fed from the
+ * counters the kernel keeps per connection key (kmesh_probe_conns). The kernel's
+ * values are cumulative; each refresh adds what changed since the last one, so the
+ * daemon does no work per connection, only per key and scrape.
+ */
 import { Counter, type Registry } from 'prom-client';
-import type { Sums } from './aggregate.js';
-import { decodeEvent } from './event-codec.js';
+import { decodeConnKey } from './event-codec.js';
+import type { ConnCounts } from './kernel-state.js';
 import {
   CONNECTION_LABELS,
   type ConnectionLabels,
@@ -22,6 +27,48 @@ const OVERFLOW: ConnectionLabels = {
   destination_cluster: OTHER,
 };
 
+const NONE: ConnCounts = { opened: 0, closed: 0, failed: 0, sent: 0, received: 0 };
+
+/** The kernel's counters as the metrics read them. */
+export interface ConnCountsSource {
+  /** Cumulative counts per connection key (raw kmesh_probe_conn_key bytes). */
+  read(): Array<{ key: Buffer; counts: ConnCounts }>;
+  /** Cumulative counts of connections whose key did not fit into the map. */
+  overflow(): ConnCounts;
+  /** Keys the map holds at most. */
+  readonly capacity: number;
+  /** Deletes a key whose counts were folded in (its cgroup is gone). */
+  remove(key: Buffer): void;
+  /** Whether a cgroup still has the program attached, i.e. may count again. */
+  isLive(cgroupId: bigint): boolean;
+}
+
+interface Seen {
+  counts: ConnCounts;
+  labels: ConnectionLabels;
+}
+
+/** a − b per field; a key the kernel lost and re-created counts from zero again. */
+function delta(now: ConnCounts, before: ConnCounts): ConnCounts {
+  const reset =
+    now.opened < before.opened ||
+    now.closed < before.closed ||
+    now.failed < before.failed ||
+    now.sent < before.sent ||
+    now.received < before.received;
+  if (reset) return now;
+  return {
+    opened: now.opened - before.opened,
+    closed: now.closed - before.closed,
+    failed: now.failed - before.failed,
+    sent: now.sent - before.sent,
+    received: now.received - before.received,
+  };
+}
+
+const isZero = (c: ConnCounts): boolean =>
+  c.opened === 0 && c.closed === 0 && c.failed === 0 && c.sent === 0 && c.received === 0;
+
 export class ConnectionMetrics {
   private readonly opened: Counter<string>;
   private readonly closed: Counter<string>;
@@ -30,16 +77,16 @@ export class ConnectionMetrics {
   private readonly received: Counter<string>;
   private readonly overflow: Counter<string>;
   readonly limiter: LabelLimiter;
+  /** Last cumulative counts per key (latin1 of the key bytes) and the labels they went to. */
+  private readonly seen = new Map<string, Seen>();
+  private overflowSeen = NONE;
+  /** Set by a scrape's read until the event loop's next turn: the other counters of that scrape reuse it. */
+  private readThisTurn = false;
 
-  /**
-   * @param pull called before any of the counters is read (scrape, tests): hands the
-   *   sums accumulated since the last call. Each counter calls it; the first call of a
-   *   scrape gets the data, the others find nothing new.
-   */
   constructor(
     registry: Registry,
     private readonly lookups: ProbeLookups,
-    pull: () => Sums[],
+    private readonly source: ConnCountsSource,
     maxSeries = DEFAULT_MAX_SERIES,
   ) {
     this.limiter = new LabelLimiter(maxSeries);
@@ -51,7 +98,7 @@ export class ConnectionMetrics {
         labelNames: [...CONNECTION_LABELS],
         registers: [registry],
         collect() {
-          for (const sums of pull()) self.apply(sums);
+          self.refreshForScrape();
         },
       });
     this.opened = make(
@@ -73,29 +120,75 @@ export class ConnectionMetrics {
     this.received = make('kmesh_tcp_received_bytes_total', 'Payload bytes received, counted at close.');
     this.overflow = new Counter({
       name: 'kmesh_probe_label_overflow_total',
-      help: 'Connection events counted under the "other" label set because the label-set bound was reached.',
+      help: 'Connection events counted under the "other" label set because the label-set or kernel key bound was reached.',
       registers: [registry],
     });
   }
 
-  /** Adds one key's sums under its labels (after the cardinality bound). */
-  apply(sums: Sums): void {
-    let labels = OVERFLOW;
-    let overflowed = sums.overflow === true;
-    if (!overflowed) {
-      const ev = decodeEvent(sums.sample);
-      if (!ev) return;
-      const before = this.limiter.overflowed;
-      labels = this.limiter.admit(labelsOf(ev, this.lookups));
-      overflowed = this.limiter.overflowed !== before;
+  /** Distinct connection keys as of the last refresh. */
+  get keys(): number {
+    return this.seen.size;
+  }
+
+  /** One read per scrape: a scrape collects every counter within one turn of the event loop. */
+  refreshForScrape(): void {
+    if (this.readThisTurn) return;
+    this.readThisTurn = true;
+    setImmediate(() => {
+      this.readThisTurn = false;
+    });
+    this.refresh();
+  }
+
+  /**
+   * Adds what the kernel counted since the last refresh. When the kernel map is over
+   * half full, keys of cgroups that are gone are deleted once folded in, so live keys
+   * keep finding room.
+   */
+  refresh(): void {
+    const rows = this.source.read();
+    const prune = rows.length > this.source.capacity / 2;
+    for (const { key, counts } of rows) {
+      const id = key.toString('latin1');
+      const prev = this.seen.get(id);
+      const change = prev ? delta(counts, prev.counts) : counts;
+      const target = decodeConnKey(key);
+      let labels = prev?.labels;
+      if (!isZero(change) || !labels) {
+        // names may have changed (a renamed listener or unit): new counts go to the current ones;
+        // a cgroup that is gone keeps the name it had
+        if (!labels || this.lookups.workloadOfCgroup(target.cgroupId) !== undefined) {
+          labels = this.admit(labelsOf(target, this.lookups), change);
+        }
+        this.add(labels, change);
+      }
+      if (prune && !this.source.isLive(target.cgroupId)) {
+        this.source.remove(key);
+        this.seen.delete(id);
+      } else {
+        this.seen.set(id, { counts, labels });
+      }
     }
-    if (overflowed) this.overflow.inc(sums.opened + sums.closed + sums.failed);
-    if (sums.opened) this.opened.inc(labels, sums.opened);
-    if (sums.failed) this.failed.inc(labels, sums.failed);
-    if (sums.closed) {
-      this.closed.inc(labels, sums.closed);
-      this.sent.inc(labels, sums.sent);
-      this.received.inc(labels, sums.received);
-    }
+    const overflowNow = this.source.overflow();
+    const overflowChange = delta(overflowNow, this.overflowSeen);
+    this.overflowSeen = overflowNow;
+    this.overflow.inc(overflowChange.opened + overflowChange.closed + overflowChange.failed);
+    this.add(OVERFLOW, overflowChange);
+  }
+
+  /** The labels under the cardinality bound; events folded into "other" are counted. */
+  private admit(labels: ConnectionLabels, change: ConnCounts): ConnectionLabels {
+    const before = this.limiter.overflowed;
+    const admitted = this.limiter.admit(labels);
+    if (this.limiter.overflowed !== before) this.overflow.inc(change.opened + change.closed + change.failed);
+    return admitted;
+  }
+
+  private add(labels: ConnectionLabels, c: ConnCounts): void {
+    if (c.opened) this.opened.inc(labels, c.opened);
+    if (c.failed) this.failed.inc(labels, c.failed);
+    if (c.closed) this.closed.inc(labels, c.closed);
+    if (c.sent) this.sent.inc(labels, c.sent);
+    if (c.received) this.received.inc(labels, c.received);
   }
 }

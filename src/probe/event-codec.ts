@@ -6,10 +6,28 @@ import { decodeAddr } from '../runtime/maps/addr.js';
 import { sockOrigin } from '../runtime/maps/layouts.js';
 import { bytes, StructCodec, u8, u16, u32, u64 } from '../runtime/maps/struct-codec.js';
 
-export const EV_OPEN = 1;
 export const EV_CLOSE = 2;
 export const EV_FAILED = 3;
 export const F_STEERED = 0x1;
+
+/** Key of kmesh_probe_conns: what decides a connection's labels (kernel-counted). */
+export const probeConnKey = new StructCodec('kmesh_probe_conn_key', {
+  cgroup_id: u64,
+  origin: bytes(sockOrigin.size),
+  remote: bytes(16),
+  remote_port: u16,
+  flags: u8,
+  pad: bytes(5),
+});
+
+/** Value of kmesh_probe_conns (per CPU) and kmesh_probe_conns_overflow. */
+export const probeConnCounts = new StructCodec('kmesh_probe_conn_counts', {
+  opened: u64,
+  closed: u64,
+  failed: u64,
+  bytes_sent: u64,
+  bytes_received: u64,
+});
 
 export const probeEvent = new StructCodec('kmesh_probe_event', {
   cookie: u64,
@@ -30,8 +48,8 @@ export const probeEvent = new StructCodec('kmesh_probe_event', {
 
 /** Value of kmesh_probe_cgroup (per-cgroup storage). */
 export const probeCgroup = new StructCodec('kmesh_probe_cgroup', { cgroup_id: u64, flags: u32, pad: u32 });
-/** kmesh_probe_cgroup.flags: keep per-socket timing state (connection durations). */
-export const CG_TIMING = 0x1;
+/** kmesh_probe_cgroup.flags: queue access-log records (and time connections). */
+export const CG_ACCESS_LOG = 0x1;
 
 /** struct bpf_cgroup_storage_key from linux/bpf.h: the key of kmesh_probe_cgroup. */
 export const cgroupStorageKey = new StructCodec('bpf_cgroup_storage_key', {
@@ -39,27 +57,52 @@ export const cgroupStorageKey = new StructCodec('bpf_cgroup_storage_key', {
   attach_type: u32,
 });
 
-export type EventKind = 'open' | 'close' | 'failed';
+export type EventKind = 'close' | 'failed';
 
-/** A decoded event with addresses as text, ready for labels and the access log. */
-export interface ConnEvent {
-  kind: EventKind;
-  cookie: bigint;
+/** Where a connection went, as the kernel saw it: the part of a record or key that decides labels. */
+export interface ConnTarget {
   cgroupId: bigint;
-  /** 0 when timing was off for the connection (access log off at connect time). */
-  durationNs: bigint;
-  bytesSent: bigint;
-  bytesReceived: bigint;
   /** Present when the L4 data path steered the socket (kmesh_sock_origin had it). */
   steered?: { vip: string; vipPort: number; endpoint: string; endpointPort: number; clusterId: number };
   remote: string;
   remotePort: number;
+}
+
+/** An access-log record with addresses as text. */
+export interface ConnEvent extends ConnTarget {
+  kind: EventKind;
+  cookie: bigint;
+  /** 0 when timing was off for the connection (access log off at connect time). */
+  durationNs: bigint;
+  bytesSent: bigint;
+  bytesReceived: bigint;
   localPort: number;
   srttUs: number;
   retransmits: number;
 }
 
-const KINDS: Record<number, EventKind> = { [EV_OPEN]: 'open', [EV_CLOSE]: 'close', [EV_FAILED]: 'failed' };
+const KINDS: Record<number, EventKind> = { [EV_CLOSE]: 'close', [EV_FAILED]: 'failed' };
+
+function steeredOf(flags: number, origin: Buffer): ConnTarget['steered'] {
+  if (!(flags & F_STEERED)) return undefined;
+  const o = sockOrigin.decode(origin);
+  return {
+    vip: decodeAddr(o.vip),
+    vipPort: o.vip_port,
+    endpoint: decodeAddr(o.endpoint),
+    endpointPort: o.endpoint_port,
+    clusterId: o.cluster_id,
+  };
+}
+
+/** Decodes a kmesh_probe_conns key. */
+export function decodeConnKey(buf: Buffer): ConnTarget {
+  const raw = probeConnKey.decode(buf);
+  const target: ConnTarget = { cgroupId: raw.cgroup_id, remote: decodeAddr(raw.remote), remotePort: raw.remote_port };
+  const steered = steeredOf(raw.flags, raw.origin);
+  if (steered) target.steered = steered;
+  return target;
+}
 
 /** Decodes one ring-buffer record; returns null for a type this build does not know. */
 export function decodeEvent(buf: Buffer): ConnEvent | null {
@@ -79,16 +122,8 @@ export function decodeEvent(buf: Buffer): ConnEvent | null {
     srttUs: raw.srtt_us,
     retransmits: raw.total_retrans,
   };
-  if (raw.flags & F_STEERED) {
-    const o = sockOrigin.decode(raw.origin);
-    ev.steered = {
-      vip: decodeAddr(o.vip),
-      vipPort: o.vip_port,
-      endpoint: decodeAddr(o.endpoint),
-      endpointPort: o.endpoint_port,
-      clusterId: o.cluster_id,
-    };
-  }
+  const steered = steeredOf(raw.flags, raw.origin);
+  if (steered) ev.steered = steered;
   return ev;
 }
 

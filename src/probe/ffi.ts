@@ -1,6 +1,6 @@
 /**
- * Foreign calls only the probe needs: program info and stats from libbpf, mmap for
- * the ring buffer from libc. Kept here rather than in src/runtime/libbpf.ts so the
+ * Foreign calls only the probe needs: program info, stats and batch lookups from
+ * libbpf, mmap for the ring buffer from libc. Kept here rather than in src/runtime/libbpf.ts so the
  * two files can evolve without edit clashes; koffi.load of the same soname shares the
  * one dlopen'ed library.
  */
@@ -16,6 +16,18 @@ export const probeLib = {
     len: number[],
   ) => number,
   numPossibleCpus: lib.func('int libbpf_num_possible_cpus(void)') as () => number,
+  /** BPF_MAP_LOOKUP_BATCH; -ENOENT (with `count` entries filled) after the last batch. */
+  mapLookupBatch: lib.func(
+    'int bpf_map_lookup_batch(int fd, void *in_batch, _Out_ void *out_batch, _Out_ void *keys, _Out_ void *values, _Inout_ uint32_t *count, void *opts)',
+  ) as (
+    fd: number,
+    inBatch: Buffer | null,
+    outBatch: Buffer,
+    keys: Buffer,
+    values: Buffer,
+    count: number[],
+    opts: null,
+  ) => number,
   /** BPF_ENABLE_STATS: run_cnt/run_time_ns are collected while the returned fd is open. */
   enableStats: lib.func('int bpf_enable_stats(int type)') as (type: number) => number,
 };

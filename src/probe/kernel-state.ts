@@ -1,7 +1,8 @@
 /** Small readers/writers of the probe's own maps, by fd (no dependency on the loader). */
 import type { BpfMap } from '../runtime/bpf-map.js';
+import { check } from '../runtime/errors.js';
 import { libbpf } from '../runtime/libbpf.js';
-import { cgroupStorageKey, probeCgroup } from './event-codec.js';
+import { cgroupStorageKey, probeCgroup, probeConnCounts } from './event-codec.js';
 import { probeLib } from './ffi.js';
 
 let possibleCpus = 0;
@@ -20,11 +21,89 @@ export function numPossibleCpus(): number {
 export function readPerCpuCounter(map: Pick<BpfMap, 'fd' | 'name'>): bigint {
   const cpus = numPossibleCpus();
   const value = Buffer.alloc(8 * cpus);
-  const rc = libbpf.mapLookupElem(map.fd, Buffer.alloc(4), value);
-  if (rc < 0) throw new Error(`lookup ${map.name}: errno ${-rc}`);
+  check(`lookup ${map.name}`, libbpf.mapLookupElem(map.fd, Buffer.alloc(4), value));
   let sum = 0n;
   for (let i = 0; i < cpus; i++) sum += value.readBigUInt64LE(i * 8);
   return sum;
+}
+
+/** struct kmesh_probe_conn_counts summed over CPUs (exact below 2^53). */
+export interface ConnCounts {
+  opened: number;
+  closed: number;
+  failed: number;
+  sent: number;
+  received: number;
+}
+
+const COUNT_FIELDS = [
+  ['opened', 'opened'],
+  ['closed', 'closed'],
+  ['failed', 'failed'],
+  ['sent', 'bytes_sent'],
+  ['received', 'bytes_received'],
+] as const;
+const COUNT_OFFSETS = COUNT_FIELDS.map(([, field]) => {
+  const f = probeConnCounts.fields.find((x) => x.name === field);
+  if (!f) throw new Error(`kmesh_probe_conn_counts has no ${field}`);
+  return f.offset;
+});
+
+/** Sums the per-CPU copies of one value at `at` (slots of `stride` bytes). */
+function sumCounts(values: Buffer, at: number, stride: number, cpus: number): ConnCounts {
+  const sum = [0, 0, 0, 0, 0];
+  for (let cpu = 0; cpu < cpus; cpu++) {
+    const base = at + cpu * stride;
+    for (let i = 0; i < sum.length; i++) {
+      const off = base + (COUNT_OFFSETS[i] ?? 0);
+      sum[i] = (sum[i] ?? 0) + values.readUInt32LE(off) + values.readUInt32LE(off + 4) * 2 ** 32;
+    }
+  }
+  const [opened = 0, closed = 0, failed = 0, sent = 0, received = 0] = sum;
+  return { opened, closed, failed, sent, received };
+}
+
+/** The overflow slot (kmesh_probe_conns_overflow, one per-CPU entry). */
+export function readOverflowCounts(map: Pick<BpfMap, 'fd' | 'name'>): ConnCounts {
+  const cpus = numPossibleCpus();
+  const stride = Math.ceil(probeConnCounts.size / 8) * 8;
+  const value = Buffer.alloc(stride * cpus);
+  check(`lookup ${map.name}`, libbpf.mapLookupElem(map.fd, Buffer.alloc(4), value));
+  return sumCounts(value, 0, stride, cpus);
+}
+
+const ENOENT = 2;
+/** Entries per batch; a batch must hold a whole hash bucket, far smaller than this. */
+const BATCH = 1024;
+
+/**
+ * Every entry of a per-CPU hash of kmesh_probe_conn_counts (kmesh_probe_conns), summed
+ * over CPUs, read with BPF_MAP_LOOKUP_BATCH: a few syscalls for the whole map where a
+ * key-by-key walk takes two per entry.
+ */
+export function readConnCounts(
+  map: Pick<BpfMap, 'fd' | 'name' | 'keySize'>,
+): Array<{ key: Buffer; counts: ConnCounts }> {
+  const cpus = numPossibleCpus();
+  const stride = Math.ceil(probeConnCounts.size / 8) * 8;
+  const keys = Buffer.alloc(BATCH * map.keySize);
+  const values = Buffer.alloc(BATCH * stride * cpus);
+  // the batch token is the kernel's bucket cursor (a u32); 8 bytes leave room
+  let inBatch: Buffer | null = null;
+  const out: Array<{ key: Buffer; counts: ConnCounts }> = [];
+  for (;;) {
+    const outBatch = Buffer.alloc(8);
+    const count = [BATCH];
+    const rc = probeLib.mapLookupBatch(map.fd, inBatch, outBatch, keys, values, count, null);
+    if (rc < 0 && rc !== -ENOENT) check(`batch lookup ${map.name}`, rc);
+    const n = count[0] ?? 0;
+    for (let i = 0; i < n; i++) {
+      const key = Buffer.from(keys.subarray(i * map.keySize, (i + 1) * map.keySize));
+      out.push({ key, counts: sumCounts(values, i * stride * cpus, stride, cpus) });
+    }
+    if (rc === -ENOENT) return out;
+    inBatch = outBatch;
+  }
 }
 
 /**

@@ -5,7 +5,7 @@
  * remote addresses). So at most `maxSeries` distinct sets are admitted; later new
  * sets are counted under one overflow set whose non-reporter labels are "other".
  */
-import { type ConnEvent, hostPort } from './event-codec.js';
+import { type ConnTarget, hostPort } from './event-codec.js';
 
 export const CONNECTION_LABELS = [
   'reporter',
@@ -29,8 +29,8 @@ export interface ProbeLookups {
   clusterNameOf(id: number): string | undefined;
 }
 
-/** The Istio-style labels of one event (before the cardinality bound). */
-export function labelsOf(ev: ConnEvent, lookups: ProbeLookups): ConnectionLabels {
+/** The Istio-style labels of a connection (before the cardinality bound). */
+export function labelsOf(ev: ConnTarget, lookups: ProbeLookups): ConnectionLabels {
   const source = ev.cgroupId === 0n ? UNKNOWN : (lookups.workloadOfCgroup(ev.cgroupId) ?? `cgroup:${ev.cgroupId}`);
   if (!ev.steered) {
     return {

@@ -1,20 +1,20 @@
 /**
- * kmesh-probe in user space: ring-buffer events → Prometheus counters and access log.
+ * kmesh-probe in user space: the kernel's connection counters → Prometheus counters,
+ * and ring-buffer records → access log.
  *
  * Lifecycle (the daemon's side): load build/bpf/kmesh_probe.bpf.o with the other
  * objects (same pin directory, so kmesh_sock_origin is shared with the L4 path),
- * construct a Probe with the loaded maps, start() it, attach `kmesh_probe_sockops`
- * to every registered cgroup next to the L4 programs and call syncCgroups() after
- * each attach; stop() on shutdown.
+ * construct a Probe with the loaded maps (probeMapsOf), start() it, attach
+ * `kmesh_probe_sockops` to every registered cgroup next to the L4 programs and call
+ * syncCgroups() after each attach; stop() on shutdown.
  */
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { BpfMap } from '../runtime/bpf-map.js';
 import { AccessLog } from './access-log.js';
-import { Aggregator } from './aggregate.js';
 import { ConnectionMetrics, DEFAULT_MAX_SERIES } from './connection-metrics.js';
-import { CG_TIMING, type ConnEvent, decodeEvent, EV_OPEN, probeEvent } from './event-codec.js';
-import { readPerCpuCounter, syncCgroupIds } from './kernel-state.js';
+import { CG_ACCESS_LOG, type ConnEvent, cgroupStorageKey, decodeEvent, probeEvent } from './event-codec.js';
+import { readConnCounts, readOverflowCounts, readPerCpuCounter, syncCgroupIds } from './kernel-state.js';
 import { labelsOf, type ProbeLookups } from './labels.js';
 import { RingBufferConsumer } from './ringbuf.js';
 
@@ -24,12 +24,36 @@ export const PROBE_MAPS = {
   events: 'kmesh_probe_events',
   drops: 'kmesh_probe_drops',
   cgroups: 'kmesh_probe_cgroup',
+  conns: 'kmesh_probe_conns',
+  connsOverflow: 'kmesh_probe_conns_overflow',
 } as const;
+
+/** How often keys of cgroups that are gone are looked for when nobody scrapes. */
+const MAINTENANCE_MS = 60_000;
 
 type MapLike = Pick<BpfMap, 'fd' | 'name' | 'keys' | 'lookup' | 'update'>;
 
+export interface ProbeMaps {
+  events: Pick<BpfMap, 'fd' | 'name' | 'maxEntries'>;
+  drops: Pick<BpfMap, 'fd' | 'name'>;
+  cgroups: MapLike;
+  conns: Pick<BpfMap, 'fd' | 'name' | 'keySize' | 'maxEntries' | 'delete'>;
+  connsOverflow: Pick<BpfMap, 'fd' | 'name'>;
+}
+
+/** The probe's maps of a loaded kmesh_probe.bpf.o. */
+export function probeMapsOf(obj: { map(name: string): BpfMap }): ProbeMaps {
+  return {
+    events: obj.map(PROBE_MAPS.events),
+    drops: obj.map(PROBE_MAPS.drops),
+    cgroups: obj.map(PROBE_MAPS.cgroups),
+    conns: obj.map(PROBE_MAPS.conns),
+    connsOverflow: obj.map(PROBE_MAPS.connsOverflow),
+  };
+}
+
 export interface ProbeOptions {
-  maps: { events: Pick<BpfMap, 'fd' | 'name' | 'maxEntries'>; drops: Pick<BpfMap, 'fd' | 'name'>; cgroups: MapLike };
+  maps: ProbeMaps;
   lookups: ProbeLookups;
   registry: Registry;
   logger: Logger;
@@ -40,50 +64,51 @@ export interface ProbeOptions {
   maxSeries?: number;
   /** Ring-buffer poll period in ms (default 20). */
   pollIntervalMs?: number;
-  /** Seen by tests: every decoded event, after metrics. */
+  /** Seen by tests: every decoded access-log record, after the log. */
   onEvent?: (ev: ConnEvent) => void;
 }
 
 export class Probe {
   private readonly consumer: RingBufferConsumer;
-  private readonly metrics: ConnectionMetrics;
+  readonly metrics: ConnectionMetrics;
   private readonly access: AccessLog;
-  private readonly agg: Aggregator;
   private syncTimer: NodeJS.Timeout | null = null;
+  private maintenanceTimer: NodeJS.Timeout | null = null;
   private lastDrops = 0n;
   private running = false;
+  /** Access-log records read from the ring, by type. */
+  private readonly records = { close: 0, failed: 0 };
 
   constructor(private readonly opts: ProbeOptions) {
-    const { registry } = opts;
-    const maxSeries = opts.maxSeries ?? DEFAULT_MAX_SERIES;
-    // Keys between two scrapes; a few per label set is plenty, the rest is "other".
-    this.agg = new Aggregator(4 * maxSeries);
-    // A scrape first reads what the kernel has queued: it reports every connection event up to that moment.
+    const { registry, maps } = opts;
     this.metrics = new ConnectionMetrics(
       registry,
       opts.lookups,
-      () => {
-        this.consumer.drain();
-        return this.agg.drain();
+      {
+        read: () => readConnCounts(maps.conns),
+        overflow: () => readOverflowCounts(maps.connsOverflow),
+        capacity: maps.conns.maxEntries,
+        remove: (key) => maps.conns.delete(key),
+        isLive: (id) => this.attachedCgroupIds().has(id),
       },
-      maxSeries,
+      opts.maxSeries ?? DEFAULT_MAX_SERIES,
     );
     this.access = new AccessLog(opts.accessLogger ?? opts.logger, opts.accessLog);
-    const agg = this.agg;
+    const records = this.records;
     new Counter({
-      name: 'kmesh_probe_events_total',
-      help: 'Connection events read from the kernel ring buffer, by type.',
+      name: 'kmesh_probe_access_records_total',
+      help: 'Access-log records read from the kernel ring buffer, by type.',
       labelNames: ['type'],
       registers: [registry],
       collect() {
         this.reset();
-        for (const [type, n] of Object.entries(agg.byType)) this.inc({ type }, n);
+        for (const [type, n] of Object.entries(records)) this.inc({ type }, n);
       },
     });
     const self = this;
     new Counter({
       name: 'kmesh_probe_ringbuf_drops_total',
-      help: 'Connection events the kernel could not queue because the ring buffer was full (their connections are missing from the connection counters).',
+      help: 'Access-log records the kernel could not queue because the ring buffer was full (the connections are counted; their log lines are missing).',
       registers: [registry],
       collect() {
         // Drops are counted in the kernel (per CPU); fold the delta in at scrape time.
@@ -98,7 +123,16 @@ export class Probe {
         this.set(self.metrics.limiter.size);
       },
     });
-    const { events } = opts.maps;
+    new Gauge({
+      name: 'kmesh_probe_connection_keys',
+      help: 'Distinct connection keys the kernel counts (bounded by the capacity of kmesh_probe_conns).',
+      registers: [registry],
+      collect() {
+        self.metrics.refreshForScrape();
+        this.set(self.metrics.keys);
+      },
+    });
+    const { events } = maps;
     this.consumer = new RingBufferConsumer(
       events.fd,
       events.maxEntries,
@@ -117,18 +151,22 @@ export class Probe {
     // Also catch attaches the daemon did not tell us about (the sync is a few syscalls).
     this.syncTimer = setInterval(() => this.syncCgroups(), 1000);
     this.syncTimer.unref();
+    this.maintenanceTimer = setInterval(() => this.refreshMetrics(), MAINTENANCE_MS);
+    this.maintenanceTimer.unref();
     this.running = true;
   }
 
   /** Drains what is queued, then stops reading; the kernel side keeps counting drops. */
   stop(): void {
     if (this.syncTimer) clearInterval(this.syncTimer);
+    if (this.maintenanceTimer) clearInterval(this.maintenanceTimer);
     this.syncTimer = null;
+    this.maintenanceTimer = null;
     this.consumer.stop();
     this.running = false;
   }
 
-  /** Also switches per-connection timing in the kernel: durations are for the access log only. */
+  /** Switches the kernel's access-log records (and per-connection timing) in every registered cgroup. */
   setAccessLog(on: boolean): void {
     if (this.access.enabled === on) return;
     this.access.enabled = on;
@@ -142,10 +180,25 @@ export class Probe {
   /** Writes each attached cgroup's id and switches into its storage; call right after attaching the program. */
   syncCgroups(): number {
     try {
-      return syncCgroupIds(this.opts.maps.cgroups, this.access.enabled ? CG_TIMING : 0);
+      return syncCgroupIds(this.opts.maps.cgroups, this.access.enabled ? CG_ACCESS_LOG : 0);
     } catch (err) {
       this.opts.logger.warn({ err }, 'probe: cgroup id sync failed');
       return 0;
+    }
+  }
+
+  /** Ids of the cgroups the program is attached to (one storage entry each). */
+  private attachedCgroupIds(): Set<bigint> {
+    const ids = new Set<bigint>();
+    for (const key of this.opts.maps.cgroups.keys()) ids.add(cgroupStorageKey.decode(key).cgroup_inode_id);
+    return ids;
+  }
+
+  private refreshMetrics(): void {
+    try {
+      this.metrics.refresh();
+    } catch (err) {
+      this.opts.logger.warn({ err }, 'probe: reading the connection counters failed');
     }
   }
 
@@ -174,15 +227,13 @@ export class Probe {
     }
   }
 
-  /** Per record: sums only; objects and names only when the access log or a test wants them. */
+  /** One access-log record (the kernel queues them only while the log is on). */
   private handle(ring: Buffer, at: number, size: number): void {
-    const type = this.agg.add(ring, at, size);
-    if (type === 0) return;
-    const logIt = this.access.enabled && type !== EV_OPEN;
-    if (!logIt && !this.opts.onEvent) return;
+    if (size < probeEvent.size) return;
     const ev = decodeEvent(ring.subarray(at, at + probeEvent.size));
     if (!ev) return;
-    if (logIt) this.access.write(ev, labelsOf(ev, this.opts.lookups));
+    this.records[ev.kind]++;
+    this.access.write(ev, labelsOf(ev, this.opts.lookups));
     this.opts.onEvent?.(ev);
   }
 }

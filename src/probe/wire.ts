@@ -11,7 +11,7 @@ import type { DaemonEvents, DaemonStatus } from '../controller/control.js';
 import { BpfObject, type BpfProgram } from '../runtime/bpf-object.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
 import { type MapStats, registerDaemonMetrics, type XdsStats } from './daemon-metrics.js';
-import { PROBE_MAPS, PROBE_OBJECT, PROBE_PROGRAM, Probe } from './probe.js';
+import { PROBE_OBJECT, PROBE_PROGRAM, Probe, probeMapsOf } from './probe.js';
 import { type MetricsServer, startMetricsServer } from './server.js';
 
 /** What the daemon (src/controller/daemon.ts, class Daemon) already offers the probe. */
@@ -73,12 +73,9 @@ export async function startProbe(host: ProbeDaemon, settings: ProbeSettings): Pr
   try {
     obj.load();
     const registry = new Registry();
+    const maps = probeMapsOf(obj);
     probe = new Probe({
-      maps: {
-        events: obj.map(PROBE_MAPS.events),
-        drops: obj.map(PROBE_MAPS.drops),
-        cgroups: obj.map(PROBE_MAPS.cgroups),
-      },
+      maps,
       lookups: host,
       registry,
       logger: host.logger,
@@ -88,7 +85,10 @@ export async function startProbe(host: ProbeDaemon, settings: ProbeSettings): Pr
     const running = probe;
     registerDaemonMetrics(registry, {
       control: host,
-      maps: () => dataPathMapStats(host),
+      maps: () => [
+        ...dataPathMapStats(host),
+        { name: maps.conns.name, entries: running.metrics.keys, capacity: maps.conns.maxEntries },
+      ],
       programs: () => [...(settings.programs?.() ?? []), ...obj.allPrograms().map((p) => ({ name: p.name, fd: p.fd }))],
       bpfStatsEnabled: statsEnabled,
       ...(settings.xdsStats ? { xds: settings.xdsStats } : {}),
@@ -128,6 +128,5 @@ function dataPathMapStats(host: ProbeDaemon): MapStats[] {
     // live endpoints; during a swap the old generation briefly occupies entries too
     { name: m.endpoints.name, entries: s.endpoints, capacity: m.endpoints.maxEntries },
     { name: m.roundRobin.name, capacity: m.roundRobin.maxEntries },
-    { name: m.sockOrigin.name, capacity: m.sockOrigin.maxEntries },
   ];
 }

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { Probe, type ProbeOptions } from '../../src/probe/probe.js';
+import { Probe, type ProbeOptions, probeMapsOf } from '../../src/probe/probe.js';
 import { BpfObject } from '../../src/runtime/bpf-object.js';
 import { ensureBpffs } from '../../src/runtime/bpffs.js';
 import { CgroupLinks } from '../../src/runtime/cgroup-links.js';
@@ -63,11 +63,7 @@ export function makeProbeRig(tag: string, extra: Partial<ProbeOptions> = {}): Pr
     cleanups.push(() => links.detach(attachedId));
     const registry = new Registry();
     const probe = new Probe({
-      maps: {
-        events: obj.map('kmesh_probe_events'),
-        drops: obj.map('kmesh_probe_drops'),
-        cgroups: obj.map('kmesh_probe_cgroup'),
-      },
+      maps: probeMapsOf(obj),
       lookups: {
         workloadOfCgroup: (id) => (id === attachedId ? 'probe-test.service' : undefined),
         listenerOf: () => undefined,

@@ -172,7 +172,7 @@ describe('kernel reach: Debian cloud kernels under qemu', { skip }, () => {
         assert.equal(s.cleanedUp, true, 'the daemon left nothing pinned to clean up');
       });
 
-      test('kmesh-probe counts the connection (sockops + ringbuf → /metrics)', (t) => {
+      test('kmesh-probe counts the connection (sockops counters → /metrics)', (t) => {
         const d = boot.result?.daemon as DaemonCheckResult | undefined;
         assert.ok(d, 'no daemon result');
         const m = d.full.metrics;

@@ -109,6 +109,7 @@ describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
     for (const v of section.vars ?? []) {
       const variable = type(btf, v.type_id);
       const def = resolve(btf, variable.type_id ?? 0);
+      const has = (name: string): boolean => def.members?.some((x) => x.name === name) ?? false;
       const member = (name: string) => {
         const m = def.members?.find((x) => x.name === name);
         assert.ok(m, `${variable.name}: no ${name}`);
@@ -120,7 +121,8 @@ describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
       const value = member('value');
       defs.set(variable.name ?? '', {
         type: member('type').nr_elems ?? -1,
-        maxEntries: member('max_entries').nr_elems ?? -1,
+        // socket-local storage declares none: it has one value per socket
+        maxEntries: has('max_entries') ? (member('max_entries').nr_elems ?? -1) : 0,
         keySize: sizeOf(btf, key.id),
         valueSize: sizeOf(btf, value.id),
         keyName: key.kind === 'STRUCT' ? key.name : undefined,
@@ -132,13 +134,15 @@ describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
 
   const BPF_MAP_TYPE_HASH = 1;
   const BPF_MAP_TYPE_LRU_HASH = 9;
+  const BPF_MAP_TYPE_SK_STORAGE = 24;
   const TRACKED_SOCKETS = 65536;
   const expected = {
     kmesh_listeners: [BPF_MAP_TYPE_HASH, MAX_LISTENERS, listenerKey, listenerValue],
     kmesh_clusters: [BPF_MAP_TYPE_HASH, MAX_CLUSTERS, clusterKey, clusterValue],
     kmesh_endpoints: [BPF_MAP_TYPE_HASH, MAX_ENDPOINTS, endpointKey, endpointValue],
     kmesh_rr: [BPF_MAP_TYPE_HASH, MAX_CLUSTERS, clusterKey, rrValue],
-    kmesh_sock_origin: [BPF_MAP_TYPE_LRU_HASH, TRACKED_SOCKETS, 8, sockOrigin],
+    // socket-local storage: no capacity; the key is the map fd (an int)
+    kmesh_sock_origin: [BPF_MAP_TYPE_SK_STORAGE, 0, 4, sockOrigin],
     kmesh_udp_reverse: [BPF_MAP_TYPE_LRU_HASH, TRACKED_SOCKETS, udpReverseKey, udpReverseValue],
   } as const;
   const sizeOfSide = (side: number | { size: number }) => (typeof side === 'number' ? side : side.size);

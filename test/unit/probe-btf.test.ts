@@ -6,7 +6,13 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { cgroupStorageKey, probeCgroup, probeEvent } from '../../src/probe/event-codec.js';
+import {
+  cgroupStorageKey,
+  probeCgroup,
+  probeConnCounts,
+  probeConnKey,
+  probeEvent,
+} from '../../src/probe/event-codec.js';
 import { PROG_INFO } from '../../src/probe/prog-stats.js';
 import type { StructCodec } from '../../src/runtime/maps/struct-codec.js';
 import { assertLayout, loadBtf, struct } from '../support/btf.js';
@@ -14,12 +20,14 @@ import { assertLayout, loadBtf, struct } from '../support/btf.js';
 const OBJ = fileURLToPath(new URL('../../../build/bpf/kmesh_probe.bpf.o', import.meta.url));
 const VMLINUX = '/sys/kernel/btf/vmlinux';
 
-test('kmesh_probe_event and kmesh_probe_cgroup match the object BTF', {
+test('the probe layouts (event, cgroup value, connection key and counts) match the object BTF', {
   skip: !existsSync(OBJ) && 'run make -C bpf',
 }, () => {
   const btf = loadBtf(OBJ);
   assertLayout(btf, probeEvent as unknown as StructCodec<never>);
   assertLayout(btf, probeCgroup as unknown as StructCodec<never>);
+  assertLayout(btf, probeConnKey as unknown as StructCodec<never>);
+  assertLayout(btf, probeConnCounts as unknown as StructCodec<never>);
 });
 
 test('kernel UAPI structs read by the probe match vmlinux BTF', {

@@ -56,7 +56,13 @@ async function fixture(): Promise<{ registry: Registry; control: FakeControl }> 
   new ConnectionMetrics(
     registry,
     { workloadOfCgroup: () => undefined, listenerOf: () => undefined, clusterNameOf: () => undefined },
-    () => [],
+    {
+      read: () => [],
+      overflow: () => ({ opened: 0, closed: 0, failed: 0, sent: 0, received: 0 }),
+      capacity: 16384,
+      remove: () => {},
+      isLive: () => true,
+    },
   );
   return { registry, control };
 }

@@ -1,13 +1,12 @@
 import type { BpfMap } from '../bpf-map.js';
 import type { BpfObject } from '../bpf-object.js';
 
-/** The maps the L4 programs read, by role. */
+/** The maps the daemon writes for the L4 programs, by role. */
 export interface DatapathMaps {
   listeners: BpfMap;
   clusters: BpfMap;
   endpoints: BpfMap;
   roundRobin: BpfMap;
-  sockOrigin: BpfMap;
 }
 
 export function datapathMaps(obj: BpfObject): DatapathMaps {
@@ -16,6 +15,5 @@ export function datapathMaps(obj: BpfObject): DatapathMaps {
     clusters: obj.map('kmesh_clusters'),
     endpoints: obj.map('kmesh_endpoints'),
     roundRobin: obj.map('kmesh_rr'),
-    sockOrigin: obj.map('kmesh_sock_origin'),
   };
 }

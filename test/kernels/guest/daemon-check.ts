@@ -79,7 +79,7 @@ export interface ScenarioResult {
   log: string[];
   registered?: ClientResult;
   unregistered?: ClientResult;
-  /** GET /metrics after the clients ran (kmesh-probe: sockops + ringbuf). */
+  /** GET /metrics after the clients ran (kmesh-probe: sockops counters). */
   metrics?: { status?: number; error?: string; connectionsOpened?: number; lines?: string[] };
   /** Files under <pin_dir>/links after the daemon stopped or failed (before --cleanup). */
   pinnedLinks?: string[];
