@@ -319,7 +319,6 @@ static __always_inline void emit(struct bpf_sock_ops *skops, __u8 type, __u64 cg
 static __always_inline void report_close(struct bpf_sock_ops *skops, struct bpf_sock *sk,
 					 const struct kmesh_probe_cgroup *cg)
 {
-	struct kmesh_sock_origin *origin = origin_of(sk);
 	/* state exists if the access log was on at connect/establish time, whatever it is now */
 	struct kmesh_probe_sock *st = sock_state(skops, cg->cgroup_id, 0);
 	int established = skops->args[0] != BPF_TCP_SYN_SENT;
@@ -347,6 +346,8 @@ static __always_inline void report_close(struct bpf_sock_ops *skops, struct bpf_
 		if (cg->flags & KMESH_PROBE_CG_ACCESS_LOG)
 			emit(skops, type, cg->cgroup_id, start_ns, &st->origin, &b);
 	} else if (!st) {
+		struct kmesh_sock_origin *origin = origin_of(sk);
+
 		count_finish(skops, cg->cgroup_id, origin, type, &b);
 		if (cg->flags & KMESH_PROBE_CG_ACCESS_LOG)
 			emit(skops, type, cg->cgroup_id, 0, origin, &b);
