@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { DAEMON_NODE_FLAGS } from '../src/controller/node-flags.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../src/controller/node-flags.js';
 import { findCgroup2Mount } from '../src/runtime/cgroup2.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -80,6 +80,7 @@ async function startBackends(): Promise<void> {
 function startDaemon(): Promise<void> {
   return new Promise((resolve, reject) => {
     daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON, '--config', configPath], {
+      env: { ...process.env, ...DAEMON_ENV },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let buffered = '';

@@ -20,7 +20,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cleanupPins } from '../../src/controller/cleanup.js';
-import { DAEMON_NODE_FLAGS } from '../../src/controller/node-flags.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/controller/node-flags.js';
 import {
   cluster,
   type EpSpec,
@@ -102,6 +102,7 @@ async function main(): Promise<void> {
     // BENCH_DAEMON_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", to profile the daemon side.
     const nodeArgs = [...DAEMON_NODE_FLAGS, ...(process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean)];
     child = spawn(process.execPath, [...nodeArgs, entry.path, '--config', toml, '--pin-dir', pinDir], {
+      env: { ...process.env, ...DAEMON_ENV },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });

@@ -7,3 +7,13 @@
  * benches pass them, and test/unit/node-flags.test.ts keeps the launcher in step.
  */
 export const DAEMON_NODE_FLAGS = ['--optimize-for-size', '--max-semi-space-size=1'] as const;
+
+/**
+ * Environment the daemon's process starts with (read by glibc at start-up, so it is set by
+ * whoever execs node: the launcher, `npm start`, the demo and bench/xds). glibc gives
+ * each thread that allocates its own malloc arena (up to 8 per core); the daemon's
+ * native allocations (gRPC, libbpf, koffi, V8's helper threads) are few, and two arenas
+ * keep bench/xds's resident set ≈ 6 MB lower (90–92 MB against 94–99 MB) at no cost to
+ * its push times.
+ */
+export const DAEMON_ENV = { MALLOC_ARENA_MAX: '2' } as const;
