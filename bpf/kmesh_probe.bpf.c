@@ -48,6 +48,16 @@ struct sock___kmesh {
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/*
+ * skops->reply of one sock_ops invocation is shared by every program the kernel runs
+ * for it, the innermost cgroup's first, and the callbacks counted here ignore it. A
+ * registration nested inside another marks a connection event it counted, so that the
+ * enclosing registration's run of this program leaves it alone: the innermost
+ * registration owns the connection, as it does through the socket state while the
+ * access log is on.
+ */
+#define KMESH_PROBE_REPLY_COUNTED 0x6b6d7368 /* "kmsh" */
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, KMESH_PROBE_RINGBUF_BYTES);
@@ -403,15 +413,19 @@ int kmesh_probe_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		/* also covers connects that started before the program was attached */
 		want_state_cb(skops);
+		if (skops->reply == KMESH_PROBE_REPLY_COUNTED)
+			break;
 		report_open(skops, my_cgroup());
+		skops->reply = KMESH_PROBE_REPLY_COUNTED;
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* args[0] = old state, args[1] = new state */
-		if (skops->args[1] != BPF_TCP_CLOSE)
+		if (skops->args[1] != BPF_TCP_CLOSE || skops->reply == KMESH_PROBE_REPLY_COUNTED)
 			break;
 		sk = skops->sk;
 		if (sk)
 			report_close(skops, sk, my_cgroup());
+		skops->reply = KMESH_PROBE_REPLY_COUNTED;
 		break;
 	default:
 		break;

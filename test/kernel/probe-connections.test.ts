@@ -4,9 +4,13 @@
  * connections from an unregistered cgroup are not seen.
  */
 import assert from 'node:assert/strict';
+import { mkdirSync, rmdirSync } from 'node:fs';
 import { type AddressInfo, createServer, type Server } from 'node:net';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { ConnEvent } from '../../src/probe/event-codec.js';
+import { CgroupLinks } from '../../src/runtime/cgroup-links.js';
+import { findCgroup2Mount } from '../../src/runtime/cgroup2.js';
 import {
   counterTotal,
   exchangeBackend,
@@ -180,5 +184,44 @@ for (let i = 0; i < 3; i++) await new Promise((resolve, reject) => {
     );
   } finally {
     await new Promise<void>((r) => v6.close(() => r()));
+  }
+});
+
+test('a registration nested inside another: each connection is counted once, for the inner one', async () => {
+  const inner = join(rig.cgroups.attached, 'inner');
+  mkdirSync(inner);
+  const links = new CgroupLinks(join(rig.pinDir, 'links-inner'), findCgroup2Mount());
+  let innerId: bigint | undefined;
+  try {
+    innerId = links.attach(inner, [rig.obj.program('kmesh_probe_sockops')]);
+    rig.probe.syncCgroups();
+    for (const accessLog of [false, true]) {
+      rig.probe.setAccessLog(accessLog);
+      const opened = await counterTotal(rig.registry, 'kmesh_tcp_connections_opened_total');
+      const closed = await counterTotal(rig.registry, 'kmesh_tcp_connections_closed_total');
+      const res = await runChild(inCgroupScript(inner, exchangeClient(port, 5)));
+      assert.equal(res.code, 0, res.stderr);
+      await waitFor(
+        'close counts',
+        async () => (await counterTotal(rig.registry, 'kmesh_tcp_connections_closed_total')) >= closed + 5,
+      );
+      await new Promise((r) => setTimeout(r, 100)); // a double count would have landed by now
+      assert.equal(
+        await counterTotal(rig.registry, 'kmesh_tcp_connections_opened_total'),
+        opened + 5,
+        `log ${accessLog}`,
+      );
+      assert.equal(
+        await counterTotal(rig.registry, 'kmesh_tcp_connections_closed_total'),
+        closed + 5,
+        `log ${accessLog}`,
+      );
+    }
+    const text = await rig.registry.getSingleMetricAsString('kmesh_tcp_connections_opened_total');
+    assert.match(text, new RegExp(`source_workload="cgroup:${innerId}".*\\} 10$`, 'm'));
+  } finally {
+    rig.probe.setAccessLog(true);
+    if (innerId !== undefined) links.detach(innerId);
+    rmdirSync(inner);
   }
 });
