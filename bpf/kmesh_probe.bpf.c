@@ -228,23 +228,30 @@ static __always_inline void count_open(const struct bpf_sock_ops *skops, __u64 c
 		__sync_fetch_and_add(&c->opened, 1);
 }
 
-struct conn_bytes {
+/* What a finished connection adds to its counters (and its access-log record). */
+struct conn_totals {
 	__u64 sent;
 	__u64 received;
+	__u32 srtt_us;
+	__u32 retransmits;
 };
 
 /*
- * Payload bytes of a connection reaching TCP_CLOSE. bytes_acked counts sequence space,
+ * Totals of a connection reaching TCP_CLOSE. Payload bytes: bytes_acked counts sequence space,
  * so it includes our SYN and, once the peer acknowledged it, our FIN: drop the SYN
  * when it was established, and the FIN when it was sent (a FIN_* / CLOSING / LAST_ACK
  * state) and nothing is outstanding (snd_una == snd_nxt). bytes_received likewise
  * counts the peer's FIN. (An application's shutdown(SHUT_RD) also sets RCV_SHUTDOWN;
  * such a socket is reported one received byte short.)
  */
-static __always_inline struct conn_bytes payload_at_close(struct bpf_sock_ops *skops, struct bpf_sock *sk,
-							  int established)
+static __always_inline struct conn_totals totals_at_close(struct bpf_sock_ops *skops, struct bpf_sock *sk,
+							 int established)
 {
-	struct conn_bytes b = { .sent = skops->bytes_acked, .received = skops->bytes_received };
+	/* the sock_ops srtt field holds srtt << 3, as tcp_sock does */
+	struct conn_totals b = { .sent = skops->bytes_acked,
+				 .received = skops->bytes_received,
+				 .srtt_us = skops->srtt_us >> 3,
+				 .retransmits = skops->total_retrans };
 	__u32 old = skops->args[0];
 	struct tcp_sock *tp;
 	__u64 ctl = 1;
@@ -263,7 +270,7 @@ static __always_inline struct conn_bytes payload_at_close(struct bpf_sock_ops *s
 }
 
 static __always_inline void count_finish(const struct bpf_sock_ops *skops, __u64 cg,
-					 const struct kmesh_sock_origin *origin, __u8 type, const struct conn_bytes *b)
+					 const struct kmesh_sock_origin *origin, __u8 type, const struct conn_totals *b)
 {
 	struct kmesh_probe_conn_counts *c = counts_of(skops, cg, origin);
 
@@ -276,6 +283,8 @@ static __always_inline void count_finish(const struct bpf_sock_ops *skops, __u64
 	__sync_fetch_and_add(&c->closed, 1);
 	__sync_fetch_and_add(&c->bytes_sent, b->sent);
 	__sync_fetch_and_add(&c->bytes_received, b->received);
+	__sync_fetch_and_add(&c->retransmits, b->retransmits);
+	__sync_fetch_and_add(&c->srtt_us_sum, b->srtt_us);
 }
 
 /*
@@ -286,14 +295,13 @@ static __always_inline void count_finish(const struct bpf_sock_ops *skops, __u64
  * cgroup_id and duration_ns.)
  */
 static __noinline void fill(struct kmesh_probe_event *ev, struct bpf_sock_ops *skops, __u8 type,
-			    const struct kmesh_sock_origin *origin, const struct conn_bytes *b)
+			    const struct kmesh_sock_origin *origin, const struct conn_totals *b)
 {
 	ev->cookie = bpf_get_socket_cookie(skops);
 	ev->bytes_sent = b->sent;
 	ev->bytes_received = b->received;
-	/* the sock_ops field holds srtt << 3, as tcp_sock does */
-	ev->srtt_us = skops->srtt_us >> 3;
-	ev->total_retrans = skops->total_retrans;
+	ev->srtt_us = b->srtt_us;
+	ev->total_retrans = b->retransmits;
 	ev->type = type;
 	ev->pad = 0;
 	ev->flags = read_remote(skops, ev->remote);
@@ -309,7 +317,7 @@ static __noinline void fill(struct kmesh_probe_event *ev, struct bpf_sock_ops *s
 
 /* One access-log record; `start_ns` 0 = not timed (the log was off at connect time). */
 static __always_inline void emit(struct bpf_sock_ops *skops, __u8 type, __u64 cg, __u64 start_ns,
-				 const struct kmesh_sock_origin *origin, const struct conn_bytes *b)
+				 const struct kmesh_sock_origin *origin, const struct conn_totals *b)
 {
 	struct kmesh_probe_event *ev;
 
@@ -333,7 +341,7 @@ static __always_inline void report_close(struct bpf_sock_ops *skops, struct bpf_
 	struct kmesh_probe_sock *st = sock_state(skops, cg->cgroup_id, 0);
 	int established = skops->args[0] != BPF_TCP_SYN_SENT;
 	__u64 start_ns = 0;
-	struct conn_bytes b;
+	struct conn_totals b;
 	__u8 type;
 
 	if (st) {
@@ -348,7 +356,7 @@ static __always_inline void report_close(struct bpf_sock_ops *skops, struct bpf_
 		start_ns = st->start_ns;
 	}
 	type = established ? KMESH_PROBE_EV_CLOSE : KMESH_PROBE_EV_FAILED;
-	b = payload_at_close(skops, sk, established);
+	b = totals_at_close(skops, sk, established);
 	/* two calls each, not a conditional pointer: clang would make the latter a mask on
 	 * the pointer, which the verifier rejects */
 	if (st && (st->flags & KMESH_PROBE_SOCK_STEERED)) {

@@ -52,6 +52,8 @@ struct kmesh_probe_conn_counts {
 	__u64 failed;         /* SYN_SENT -> TCP_CLOSE */
 	__u64 bytes_sent;     /* payload the peer acknowledged, added at close */
 	__u64 bytes_received; /* payload received, added at close */
+	__u64 retransmits;    /* segments retransmitted (tcp_sock total_retrans), added at close */
+	__u64 srtt_us_sum;    /* smoothed RTT at close, microseconds, summed over closed connections */
 };
 
 /* One ring-buffer record per finished connection, while the access log is on. */

@@ -6,7 +6,7 @@
  */
 import { Counter, type Registry } from 'prom-client';
 import { decodeConnKey } from './event-codec.js';
-import type { ConnCounts } from './kernel-state.js';
+import { COUNT_NAMES, type ConnCounts, NO_COUNTS } from './kernel-state.js';
 import {
   CONNECTION_LABELS,
   type ConnectionLabels,
@@ -27,8 +27,6 @@ const OVERFLOW: ConnectionLabels = {
   destination_cluster: OTHER,
 };
 
-const NONE: ConnCounts = { opened: 0, closed: 0, failed: 0, sent: 0, received: 0 };
-
 /** The kernel's counters as the metrics read them. */
 export interface ConnCountsSource {
   /** Cumulative counts per connection key (raw kmesh_probe_conn_key bytes). */
@@ -48,26 +46,15 @@ interface Seen {
   labels: ConnectionLabels;
 }
 
-/** a − b per field; a key the kernel lost and re-created counts from zero again. */
+/** now − before per field; a key the kernel lost and re-created counts from zero again. */
 function delta(now: ConnCounts, before: ConnCounts): ConnCounts {
-  const reset =
-    now.opened < before.opened ||
-    now.closed < before.closed ||
-    now.failed < before.failed ||
-    now.sent < before.sent ||
-    now.received < before.received;
-  if (reset) return now;
-  return {
-    opened: now.opened - before.opened,
-    closed: now.closed - before.closed,
-    failed: now.failed - before.failed,
-    sent: now.sent - before.sent,
-    received: now.received - before.received,
-  };
+  if (COUNT_NAMES.some((name) => now[name] < before[name])) return now;
+  const out = { ...now };
+  for (const name of COUNT_NAMES) out[name] -= before[name];
+  return out;
 }
 
-const isZero = (c: ConnCounts): boolean =>
-  c.opened === 0 && c.closed === 0 && c.failed === 0 && c.sent === 0 && c.received === 0;
+const isZero = (c: ConnCounts): boolean => COUNT_NAMES.every((name) => c[name] === 0);
 
 export class ConnectionMetrics {
   private readonly opened: Counter<string>;
@@ -75,11 +62,13 @@ export class ConnectionMetrics {
   private readonly failed: Counter<string>;
   private readonly sent: Counter<string>;
   private readonly received: Counter<string>;
+  private readonly retransmits: Counter<string>;
+  private readonly srtt: Counter<string>;
   private readonly overflow: Counter<string>;
   readonly limiter: LabelLimiter;
   /** Last cumulative counts per key (latin1 of the key bytes) and the labels they went to. */
   private readonly seen = new Map<string, Seen>();
-  private overflowSeen = NONE;
+  private overflowSeen: ConnCounts = NO_COUNTS;
   /** Set by a scrape's read until the event loop's next turn: the other counters of that scrape reuse it. */
   private readThisTurn = false;
 
@@ -118,6 +107,14 @@ export class ConnectionMetrics {
       'Payload bytes sent and acknowledged by the peer, counted at close.',
     );
     this.received = make('kmesh_tcp_received_bytes_total', 'Payload bytes received, counted at close.');
+    this.retransmits = make(
+      'kmesh_tcp_retransmitted_segments_total',
+      'TCP segments retransmitted by connections of registered services, counted at close.',
+    );
+    this.srtt = make(
+      'kmesh_tcp_srtt_microseconds_total',
+      'Smoothed RTT at close, in microseconds, summed over closed connections: divided by kmesh_tcp_connections_closed_total it is their mean RTT.',
+    );
     this.overflow = new Counter({
       name: 'kmesh_probe_label_overflow_total',
       help: 'Connection events counted under the "other" label set because the label-set or kernel key bound was reached.',
@@ -190,5 +187,7 @@ export class ConnectionMetrics {
     if (c.closed) this.closed.inc(labels, c.closed);
     if (c.sent) this.sent.inc(labels, c.sent);
     if (c.received) this.received.inc(labels, c.received);
+    if (c.retransmits) this.retransmits.inc(labels, c.retransmits);
+    if (c.srttUsSum) this.srtt.inc(labels, c.srttUsSum);
   }
 }

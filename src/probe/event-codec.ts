@@ -27,6 +27,8 @@ export const probeConnCounts = new StructCodec('kmesh_probe_conn_counts', {
   failed: u64,
   bytes_sent: u64,
   bytes_received: u64,
+  retransmits: u64,
+  srtt_us_sum: u64,
 });
 
 export const probeEvent = new StructCodec('kmesh_probe_event', {

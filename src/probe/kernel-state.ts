@@ -34,33 +34,43 @@ export interface ConnCounts {
   failed: number;
   sent: number;
   received: number;
+  retransmits: number;
+  /** Smoothed RTT at close, µs, summed over the closed connections. */
+  srttUsSum: number;
 }
 
-const COUNT_FIELDS = [
-  ['opened', 'opened'],
-  ['closed', 'closed'],
-  ['failed', 'failed'],
-  ['sent', 'bytes_sent'],
-  ['received', 'bytes_received'],
-] as const;
-const COUNT_OFFSETS = COUNT_FIELDS.map(([, field]) => {
-  const f = probeConnCounts.fields.find((x) => x.name === field);
-  if (!f) throw new Error(`kmesh_probe_conn_counts has no ${field}`);
+/** ConnCounts field → kmesh_probe_conn_counts member. */
+const COUNT_FIELDS = {
+  opened: 'opened',
+  closed: 'closed',
+  failed: 'failed',
+  sent: 'bytes_sent',
+  received: 'bytes_received',
+  retransmits: 'retransmits',
+  srttUsSum: 'srtt_us_sum',
+} as const satisfies Record<keyof ConnCounts, string>;
+export const COUNT_NAMES = Object.keys(COUNT_FIELDS) as Array<keyof ConnCounts>;
+const COUNT_OFFSETS = Object.values(COUNT_FIELDS).map((member) => {
+  const f = probeConnCounts.fields.find((x) => x.name === member);
+  if (!f) throw new Error(`kmesh_probe_conn_counts has no ${member}`);
   return f.offset;
 });
 
+export const NO_COUNTS: Readonly<ConnCounts> = Object.freeze(
+  Object.fromEntries(COUNT_NAMES.map((name) => [name, 0])) as unknown as ConnCounts,
+);
+
 /** Sums the per-CPU copies of one value at `at` (slots of `stride` bytes). */
 function sumCounts(values: Buffer, at: number, stride: number, cpus: number): ConnCounts {
-  const sum = [0, 0, 0, 0, 0];
+  const sum: ConnCounts = { ...NO_COUNTS };
   for (let cpu = 0; cpu < cpus; cpu++) {
     const base = at + cpu * stride;
-    for (let i = 0; i < sum.length; i++) {
+    COUNT_NAMES.forEach((name, i) => {
       const off = base + (COUNT_OFFSETS[i] ?? 0);
-      sum[i] = (sum[i] ?? 0) + values.readUInt32LE(off) + values.readUInt32LE(off + 4) * 2 ** 32;
-    }
+      sum[name] += values.readUInt32LE(off) + values.readUInt32LE(off + 4) * 2 ** 32;
+    });
   }
-  const [opened = 0, closed = 0, failed = 0, sent = 0, received = 0] = sum;
-  return { opened, closed, failed, sent, received };
+  return sum;
 }
 
 /** The overflow slot (kmesh_probe_conns_overflow, one per-CPU entry). */

@@ -75,6 +75,14 @@ test('N connections from the registered cgroup (access log on): opened = closed 
     assert.equal(ev.bytesReceived, BigInt(REPLY));
   }
   assert.equal(new Set(closes.map((e) => e.cookie)).size, N, 'one record per connection');
+  // RTT and retransmits: the counters add up exactly what the records carry
+  const srttSum = closes.reduce((sum, e) => sum + e.srttUs, 0);
+  assert.ok(srttSum > 0);
+  assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_srtt_microseconds_total'), srttSum);
+  assert.equal(
+    await counterTotal(rig.registry, 'kmesh_tcp_retransmitted_segments_total'),
+    closes.reduce((sum, e) => sum + e.retransmits, 0),
+  );
   assert.equal(await counterTotal(rig.registry, 'kmesh_probe_access_records_total'), N);
   assert.equal(rig.probe.drops(), 0n);
 });

@@ -15,7 +15,7 @@ import {
   probeConnKey,
   probeEvent,
 } from '../../src/probe/event-codec.js';
-import type { ConnCounts } from '../../src/probe/kernel-state.js';
+import { type ConnCounts, NO_COUNTS } from '../../src/probe/kernel-state.js';
 import { LabelLimiter, labelsOf, type ProbeLookups } from '../../src/probe/labels.js';
 import { encodeAddr } from '../../src/runtime/maps/addr.js';
 import { sockOrigin } from '../../src/runtime/maps/layouts.js';
@@ -83,8 +83,6 @@ test('an unsteered event names the peer and "unknown" service; unknown ids fall 
   assert.equal(decodeEvent(Buffer.alloc(probeEvent.size)), null, 'type 0 is not an event');
 });
 
-const NONE: ConnCounts = { opened: 0, closed: 0, failed: 0, sent: 0, received: 0 };
-
 /** A kmesh_probe_conns key for cgroup 42: steered to endpoint 127.0.0.1:<endpointPort>, or the peer of that port. */
 function connKey(opts: { steered?: boolean; endpointPort?: number; cgroupId?: bigint; vip?: string } = {}): Buffer {
   const steered = opts.steered !== false;
@@ -109,7 +107,7 @@ function connKey(opts: { steered?: boolean; endpointPort?: number; cgroupId?: bi
 /** The kernel's side in memory: cumulative counts per key, as the per-CPU hash holds them. */
 class FakeKernelCounts implements ConnCountsSource {
   readonly rows = new Map<string, { key: Buffer; counts: ConnCounts }>();
-  overflowCounts = NONE;
+  overflowCounts = NO_COUNTS;
   readonly live = new Set<bigint>([42n]);
   removed: Buffer[] = [];
 
@@ -117,7 +115,7 @@ class FakeKernelCounts implements ConnCountsSource {
 
   add(key: Buffer, c: Partial<ConnCounts>): void {
     const id = key.toString('hex');
-    const now = this.rows.get(id)?.counts ?? NONE;
+    const now = this.rows.get(id)?.counts ?? NO_COUNTS;
     const next = { ...now };
     for (const [k, v] of Object.entries(c) as Array<[keyof ConnCounts, number]>) next[k] += v;
     this.rows.set(id, { key, counts: next });
@@ -148,9 +146,9 @@ test("counters: opened, closed, failed and bytes per label set, from the kernel'
   const registry = new Registry();
   const kernel = new FakeKernelCounts();
   const metrics = new ConnectionMetrics(registry, lookups, kernel, 10);
-  kernel.add(connKey(), { opened: 2, closed: 1, failed: 1, sent: 1000, received: 2000 });
+  kernel.add(connKey(), { opened: 2, closed: 1, failed: 1, sent: 1000, received: 2000, srttUsSum: 40 });
   metrics.refresh();
-  kernel.add(connKey(), { closed: 1, sent: 5, received: 7 });
+  kernel.add(connKey(), { closed: 1, sent: 5, received: 7, retransmits: 2, srttUsSum: 60 });
   const text = await registry.metrics();
   const labels =
     'reporter="source",source_workload="orders.service",destination_service="reviews",destination_address="127.0.0.1:9081",destination_cluster="reviews-v1"';
@@ -159,6 +157,8 @@ test("counters: opened, closed, failed and bytes per label set, from the kernel'
   assert.match(text, new RegExp(`kmesh_tcp_connections_failed_total\\{${labels}\\} 1\n`));
   assert.match(text, new RegExp(`kmesh_tcp_sent_bytes_total\\{${labels}\\} 1005\n`));
   assert.match(text, new RegExp(`kmesh_tcp_received_bytes_total\\{${labels}\\} 2007\n`));
+  assert.match(text, new RegExp(`kmesh_tcp_retransmitted_segments_total\\{${labels}\\} 2\n`));
+  assert.match(text, new RegExp(`kmesh_tcp_srtt_microseconds_total\\{${labels}\\} 100\n`));
   // a key the kernel lost and re-created starts from zero: its counts are added whole
   kernel.rows.clear();
   kernel.add(connKey(), { opened: 1 });
@@ -211,9 +211,9 @@ test('connections the kernel counted in its overflow slot (key map full) are cou
   const registry = new Registry();
   const kernel = new FakeKernelCounts();
   const metrics = new ConnectionMetrics(registry, lookups, kernel, 10);
-  kernel.overflowCounts = { opened: 4, closed: 3, failed: 1, sent: 30, received: 60 };
+  kernel.overflowCounts = { ...NO_COUNTS, opened: 4, closed: 3, failed: 1, sent: 30, received: 60 };
   metrics.refresh();
-  kernel.overflowCounts = { opened: 5, closed: 3, failed: 1, sent: 30, received: 60 };
+  kernel.overflowCounts = { ...NO_COUNTS, opened: 5, closed: 3, failed: 1, sent: 30, received: 60 };
   const closed = await registry.getSingleMetric('kmesh_tcp_sent_bytes_total')?.get();
   assert.equal(closed?.values.find((v) => v.labels.source_workload === 'other')?.value, 30);
   assert.equal(await sumOf(registry, 'kmesh_tcp_connections_opened_total'), 5);

@@ -10,6 +10,7 @@ import type { DaemonEvents, DaemonStatus } from '../../src/controller/control.js
 import { KmeshError } from '../../src/controller/errors.js';
 import { ConnectionMetrics } from '../../src/probe/connection-metrics.js';
 import { registerDaemonMetrics } from '../../src/probe/daemon-metrics.js';
+import { NO_COUNTS } from '../../src/probe/kernel-state.js';
 import { parseListen, startMetricsServer } from '../../src/probe/server.js';
 
 const silent = pino({ level: 'silent' });
@@ -58,7 +59,7 @@ async function fixture(): Promise<{ registry: Registry; control: FakeControl }> 
     { workloadOfCgroup: () => undefined, listenerOf: () => undefined, clusterNameOf: () => undefined },
     {
       read: () => [],
-      overflow: () => ({ opened: 0, closed: 0, failed: 0, sent: 0, received: 0 }),
+      overflow: () => NO_COUNTS,
       capacity: 16384,
       remove: () => {},
       isLive: () => true,
