@@ -112,8 +112,8 @@ export class ConnectionMetrics {
       'TCP segments retransmitted by connections of registered services, counted at close.',
     );
     this.srtt = make(
-      'kmesh_tcp_srtt_microseconds_total',
-      'Smoothed RTT at close, in microseconds, summed over closed connections: divided by kmesh_tcp_connections_closed_total it is their mean RTT.',
+      'kmesh_tcp_srtt_seconds_total',
+      'Smoothed RTT at close, summed over closed connections: divided by kmesh_tcp_connections_closed_total it is their mean RTT.',
     );
     this.overflow = new Counter({
       name: 'kmesh_probe_label_overflow_total',
@@ -188,6 +188,6 @@ export class ConnectionMetrics {
     if (c.sent) this.sent.inc(labels, c.sent);
     if (c.received) this.received.inc(labels, c.received);
     if (c.retransmits) this.retransmits.inc(labels, c.retransmits);
-    if (c.srttUsSum) this.srtt.inc(labels, c.srttUsSum);
+    if (c.srttUsSum) this.srtt.inc(labels, c.srttUsSum / 1e6);
   }
 }

@@ -158,7 +158,7 @@ test("counters: opened, closed, failed and bytes per label set, from the kernel'
   assert.match(text, new RegExp(`kmesh_tcp_sent_bytes_total\\{${labels}\\} 1005\n`));
   assert.match(text, new RegExp(`kmesh_tcp_received_bytes_total\\{${labels}\\} 2007\n`));
   assert.match(text, new RegExp(`kmesh_tcp_retransmitted_segments_total\\{${labels}\\} 2\n`));
-  assert.match(text, new RegExp(`kmesh_tcp_srtt_microseconds_total\\{${labels}\\} 100\n`));
+  assert.match(text, new RegExp(`kmesh_tcp_srtt_seconds_total\\{${labels}\\} 0.0001\n`));
   // a key the kernel lost and re-created starts from zero: its counts are added whole
   kernel.rows.clear();
   kernel.add(connKey(), { opened: 1 });
