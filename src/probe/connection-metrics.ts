@@ -37,13 +37,14 @@ export interface ConnCountsSource {
   readonly capacity: number;
   /** Deletes a key whose counts were folded in (its cgroup is gone). */
   remove(key: Buffer): void;
-  /** Whether a cgroup still has the program attached, i.e. may count again. */
-  isLive(cgroupId: bigint): boolean;
+  /** Cgroups that still have the program attached, i.e. may count again. */
+  liveCgroups(): ReadonlySet<bigint>;
 }
 
 interface Seen {
   counts: ConnCounts;
   labels: ConnectionLabels;
+  cgroupId: bigint;
 }
 
 /** now − before per field; a key the kernel lost and re-created counts from zero again. */
@@ -144,26 +145,27 @@ export class ConnectionMetrics {
    */
   refresh(): void {
     const rows = this.source.read();
-    const prune = rows.length > this.source.capacity / 2;
+    const live = rows.length > this.source.capacity / 2 ? this.source.liveCgroups() : undefined;
     for (const { key, counts } of rows) {
       const id = key.toString('latin1');
-      const prev = this.seen.get(id);
-      const change = prev ? delta(counts, prev.counts) : counts;
-      const target = decodeConnKey(key);
-      let labels = prev?.labels;
-      if (!isZero(change) || !labels) {
+      let seen = this.seen.get(id);
+      const change = seen ? delta(counts, seen.counts) : counts;
+      // keys are decoded and named only when they have something new
+      if (!seen || !isZero(change)) {
+        const target = decodeConnKey(key);
         // names may have changed (a renamed listener or unit): new counts go to the current ones;
         // a cgroup that is gone keeps the name it had
-        if (!labels || this.lookups.workloadOfCgroup(target.cgroupId) !== undefined) {
-          labels = this.admit(labelsOf(target, this.lookups), change);
-        }
+        const labels =
+          seen && this.lookups.workloadOfCgroup(target.cgroupId) === undefined
+            ? seen.labels
+            : this.admit(labelsOf(target, this.lookups), change);
         this.add(labels, change);
+        seen = { counts, labels, cgroupId: target.cgroupId };
+        this.seen.set(id, seen);
       }
-      if (prune && !this.source.isLive(target.cgroupId)) {
+      if (live && !live.has(seen.cgroupId)) {
         this.source.remove(key);
         this.seen.delete(id);
-      } else {
-        this.seen.set(id, { counts, labels });
       }
     }
     const overflowNow = this.source.overflow();

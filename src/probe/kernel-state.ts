@@ -60,11 +60,14 @@ export const NO_COUNTS: Readonly<ConnCounts> = Object.freeze(
   Object.fromEntries(COUNT_NAMES.map((name) => [name, 0])) as unknown as ConnCounts,
 );
 
-/** Sums the per-CPU copies of one value at `at` (slots of `stride` bytes). */
-function sumCounts(values: Buffer, at: number, stride: number, cpus: number): ConnCounts {
+/** Bytes per CPU of a per-CPU value: the kernel rounds each copy up to 8. */
+const COUNTS_STRIDE = Math.ceil(probeConnCounts.size / 8) * 8;
+
+/** Sums the per-CPU copies of one value at `at`. */
+function sumCounts(values: Buffer, at: number, cpus: number): ConnCounts {
   const sum: ConnCounts = { ...NO_COUNTS };
   for (let cpu = 0; cpu < cpus; cpu++) {
-    const base = at + cpu * stride;
+    const base = at + cpu * COUNTS_STRIDE;
     COUNT_NAMES.forEach((name, i) => {
       const off = base + (COUNT_OFFSETS[i] ?? 0);
       sum[name] += values.readUInt32LE(off) + values.readUInt32LE(off + 4) * 2 ** 32;
@@ -76,10 +79,9 @@ function sumCounts(values: Buffer, at: number, stride: number, cpus: number): Co
 /** The overflow slot (kmesh_probe_conns_overflow, one per-CPU entry). */
 export function readOverflowCounts(map: Pick<BpfMap, 'fd' | 'name'>): ConnCounts {
   const cpus = numPossibleCpus();
-  const stride = Math.ceil(probeConnCounts.size / 8) * 8;
-  const value = Buffer.alloc(stride * cpus);
+  const value = Buffer.alloc(COUNTS_STRIDE * cpus);
   check(`lookup ${map.name}`, libbpf.mapLookupElem(map.fd, Buffer.alloc(4), value));
-  return sumCounts(value, 0, stride, cpus);
+  return sumCounts(value, 0, cpus);
 }
 
 const ENOENT = 2;
@@ -95,9 +97,8 @@ export function readConnCounts(
   map: Pick<BpfMap, 'fd' | 'name' | 'keySize'>,
 ): Array<{ key: Buffer; counts: ConnCounts }> {
   const cpus = numPossibleCpus();
-  const stride = Math.ceil(probeConnCounts.size / 8) * 8;
   const keys = Buffer.alloc(BATCH * map.keySize);
-  const values = Buffer.alloc(BATCH * stride * cpus);
+  const values = Buffer.alloc(BATCH * COUNTS_STRIDE * cpus);
   // the batch token is the kernel's bucket cursor (a u32); 8 bytes leave room
   let inBatch: Buffer | null = null;
   const out: Array<{ key: Buffer; counts: ConnCounts }> = [];
@@ -109,7 +110,7 @@ export function readConnCounts(
     const n = count[0] ?? 0;
     for (let i = 0; i < n; i++) {
       const key = Buffer.from(keys.subarray(i * map.keySize, (i + 1) * map.keySize));
-      out.push({ key, counts: sumCounts(values, i * stride * cpus, stride, cpus) });
+      out.push({ key, counts: sumCounts(values, i * COUNTS_STRIDE * cpus, cpus) });
     }
     if (rc === -ENOENT) return out;
     inBatch = outBatch;

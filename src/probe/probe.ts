@@ -89,7 +89,7 @@ export class Probe {
         overflow: () => readOverflowCounts(maps.connsOverflow),
         capacity: maps.conns.maxEntries,
         remove: (key) => maps.conns.delete(key),
-        isLive: (id) => this.attachedCgroupIds().has(id),
+        liveCgroups: () => this.attachedCgroupIds(),
       },
       opts.maxSeries ?? DEFAULT_MAX_SERIES,
     );

@@ -134,8 +134,8 @@ class FakeKernelCounts implements ConnCountsSource {
     this.rows.delete(key.toString('hex'));
   }
 
-  isLive(cgroupId: bigint): boolean {
-    return this.live.has(cgroupId);
+  liveCgroups(): ReadonlySet<bigint> {
+    return this.live;
   }
 }
 

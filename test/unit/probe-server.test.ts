@@ -62,7 +62,7 @@ async function fixture(): Promise<{ registry: Registry; control: FakeControl }> 
       overflow: () => NO_COUNTS,
       capacity: 16384,
       remove: () => {},
-      isLive: () => true,
+      liveCgroups: () => new Set(),
     },
   );
   return { registry, control };
