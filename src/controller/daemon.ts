@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { mergeModels } from '../model/merge.js';
 import { emptyModel, type MeshModel, type ServiceSpec } from '../model/types.js';
 import { addressKey, validateModel } from '../model/validate.js';
-import { BpfObject, type BpfProgram } from '../runtime/bpf-object.js';
+import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
 import { ensureBpffs } from '../runtime/bpffs.js';
 import { CgroupLinks } from '../runtime/cgroup-links.js';
 import { findCgroup2Mount } from '../runtime/cgroup2.js';
@@ -110,7 +110,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       this.logger.warn({ program, reason }, 'feature off: the kernel lacks what this program needs');
     }
     mkdirSync(pins.maps, { recursive: true });
-    this.l4 = BpfObject.open(objectPath, { pinMapsDir: pins.maps, skipPrograms: new Set(plan.disabled.keys()) });
+    this.l4 = BpfObject.open(objectPath, {
+      pinMapsDir: pins.maps,
+      skipPrograms: new Set(plan.disabled.keys()),
+      onStalePin: warnStalePins(this.logger),
+    });
     this.l4.load();
     for (const prog of this.l4.allPrograms()) this.features[prog.name] = { enabled: true };
 

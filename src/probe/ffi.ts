@@ -1,6 +1,6 @@
 /**
- * Foreign calls only the probe needs: program info, stats and batch lookups from
- * libbpf, mmap for the ring buffer from libc. Kept here rather than in src/runtime/libbpf.ts so the
+ * Foreign calls only the probe needs: stats and batch lookups from libbpf, mmap for
+ * the ring buffer from libc. Kept here rather than in src/runtime/libbpf.ts so the
  * two files can evolve without edit clashes; koffi.load of the same soname shares the
  * one dlopen'ed library.
  */
@@ -10,11 +10,6 @@ const lib = koffi.load('libbpf.so.1');
 const c = koffi.load('libc.so.6');
 
 export const probeLib = {
-  objGetInfoByFd: lib.func('int bpf_obj_get_info_by_fd(int fd, _Inout_ void *info, _Inout_ uint32_t *len)') as (
-    fd: number,
-    info: Buffer,
-    len: number[],
-  ) => number,
   numPossibleCpus: lib.func('int libbpf_num_possible_cpus(void)') as () => number,
   /** BPF_MAP_LOOKUP_BATCH; -ENOENT (with `count` entries filled) after the last batch. */
   mapLookupBatch: lib.func(

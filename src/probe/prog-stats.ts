@@ -4,6 +4,8 @@
  * `sysctl kernel.bpf_stats_enabled=1`, or for as long as a process holds the fd from
  * BPF_ENABLE_STATS (enableBpfStats below). Both cost a few ns per program run.
  */
+
+import { libbpf } from '../runtime/libbpf.js';
 import { probeLib } from './ffi.js';
 
 /** Offsets in struct bpf_prog_info (linux/bpf.h, stable UAPI); test/unit/probe-btf.test.ts checks them against vmlinux BTF. */
@@ -18,7 +20,7 @@ export interface ProgStats {
 export function progStats(progFd: number): ProgStats {
   const info = Buffer.alloc(PROG_INFO.size);
   const len = [PROG_INFO.size];
-  const rc = probeLib.objGetInfoByFd(progFd, info, len);
+  const rc = libbpf.objGetInfoByFd(progFd, info, len);
   if (rc < 0) throw new Error(`bpf_obj_get_info_by_fd(${progFd}): errno ${-rc}`);
   return {
     id: info.readUInt32LE(PROG_INFO.id),

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { DaemonEvents, DaemonStatus } from '../controller/control.js';
-import { BpfObject, type BpfProgram } from '../runtime/bpf-object.js';
+import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
 import { type MapStats, registerDaemonMetrics, type XdsStats } from './daemon-metrics.js';
 import { PROBE_OBJECT, PROBE_PROGRAM, Probe, probeMapsOf } from './probe.js';
@@ -68,7 +68,10 @@ const statsEnabled = (): boolean => {
 export async function startProbe(host: ProbeDaemon, settings: ProbeSettings): Promise<ProbeHandle> {
   const path = join(settings.bpfObjectDir, PROBE_OBJECT);
   if (!existsSync(path)) throw new Error(`probe object ${path} not found (build with make -C bpf)`);
-  const obj = BpfObject.open(path, { pinMapsDir: settings.pinMapsDir });
+  const obj = BpfObject.open(path, {
+    pinMapsDir: settings.pinMapsDir,
+    onStalePin: warnStalePins(host.logger),
+  });
   let probe: Probe | undefined;
   try {
     obj.load();

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap } from './bpf-map.js';
 import { BpfError, check } from './errors.js';
@@ -19,6 +19,49 @@ export interface OpenOptions {
   pinMapsDir: string;
   /** Programs to leave out of the load (features the kernel lacks). */
   skipPrograms?: ReadonlySet<string>;
+  /**
+   * A map pinned by an earlier build whose definition differs from this object's (type,
+   * key or value size, capacity, flags) cannot be reused, and libbpf would fail the load
+   * on it: its pin is removed, the load creates the map anew, and this is told why.
+   */
+  onStalePin?: (map: string, why: string) => void;
+}
+
+/** An onStalePin for a (pino-like) logger: the operator learns which map was renewed and why. */
+export function warnStalePins(logger: { warn(obj: object, msg: string): void }): OpenOptions['onStalePin'] {
+  return (map, why) =>
+    logger.warn({ map, why }, 'a pinned map from an earlier build does not fit this one: replaced by a new, empty map');
+}
+
+/** Offsets in struct bpf_map_info (linux/bpf.h, stable UAPI); test/unit/layouts-btf.test.ts checks them. */
+export const MAP_INFO = { size: 80, type: 0, keySize: 8, valueSize: 12, maxEntries: 16, mapFlags: 20 } as const;
+
+/** What of `map`'s definition the map pinned at `path` does not match (libbpf's reuse test); null if it can be reused. */
+function pinMismatch(map: Handle, path: string): string | null {
+  const fd = libbpf.objGet(path);
+  if (fd < 0) return null; // nothing there, or not ours to judge: the load reports it
+  try {
+    const info = Buffer.alloc(MAP_INFO.size);
+    if (libbpf.objGetInfoByFd(fd, info, [info.length]) < 0) return null;
+    const wanted = {
+      type: libbpf.mapType(map),
+      key_size: libbpf.mapKeySize(map),
+      value_size: libbpf.mapValueSize(map),
+      max_entries: libbpf.mapMaxEntries(map),
+      map_flags: libbpf.mapFlags(map),
+    };
+    const pinned = {
+      type: info.readUInt32LE(MAP_INFO.type),
+      key_size: info.readUInt32LE(MAP_INFO.keySize),
+      value_size: info.readUInt32LE(MAP_INFO.valueSize),
+      max_entries: info.readUInt32LE(MAP_INFO.maxEntries),
+      map_flags: info.readUInt32LE(MAP_INFO.mapFlags),
+    };
+    const differs = (Object.keys(wanted) as Array<keyof typeof wanted>).filter((k) => wanted[k] !== pinned[k]);
+    return differs.length === 0 ? null : differs.map((k) => `${k} ${pinned[k]} (pinned) vs ${wanted[k]}`).join(', ');
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** One compiled BPF object (build/bpf/*.bpf.o), opened and loaded through libbpf. */
@@ -40,10 +83,15 @@ export class BpfObject {
     const obj = new BpfObject(path, handle, options.skipPrograms ?? new Set());
     for (const map of obj.mapHandles()) {
       if (libbpf.mapIsInternal(map)) continue;
-      check(
-        `pin path for ${libbpf.mapName(map)}`,
-        libbpf.mapSetPinPath(map, join(options.pinMapsDir, libbpf.mapName(map))),
-      );
+      const name = libbpf.mapName(map);
+      const pinPath = join(options.pinMapsDir, name);
+      const stale = existsSync(pinPath) ? pinMismatch(map, pinPath) : null;
+      if (stale) {
+        // programs still using the old map keep it alive until they are replaced
+        unlinkSync(pinPath);
+        options.onStalePin?.(name, stale);
+      }
+      check(`pin path for ${name}`, libbpf.mapSetPinPath(map, pinPath));
     }
     for (const prog of obj.programHandles()) {
       if (obj.skipPrograms.has(libbpf.programName(prog))) libbpf.programSetAutoload(prog, false);

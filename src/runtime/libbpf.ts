@@ -40,6 +40,8 @@ export const libbpf = {
     autoload: boolean,
   ) => number,
   mapName: lib.func('const char *bpf_map__name(bpf_map *map)') as (map: Handle) => string,
+  mapType: lib.func('int bpf_map__type(bpf_map *map)') as (map: Handle) => number,
+  mapFlags: lib.func('uint32_t bpf_map__map_flags(bpf_map *map)') as (map: Handle) => number,
   mapFd: lib.func('int bpf_map__fd(bpf_map *map)') as (map: Handle) => number,
   mapKeySize: lib.func('uint32_t bpf_map__key_size(bpf_map *map)') as (map: Handle) => number,
   mapValueSize: lib.func('uint32_t bpf_map__value_size(bpf_map *map)') as (map: Handle) => number,
@@ -70,6 +72,12 @@ export const libbpf = {
 
   objPin: lib.func('int bpf_obj_pin(int fd, const char *pathname)') as (fd: number, path: string) => number,
   objGet: lib.func('int bpf_obj_get(const char *pathname)') as (path: string) => number,
+  /** bpf_prog_info / bpf_map_info of an fd; `len` in: buffer size, out: bytes the kernel filled. */
+  objGetInfoByFd: lib.func('int bpf_obj_get_info_by_fd(int fd, _Inout_ void *info, _Inout_ uint32_t *len)') as (
+    fd: number,
+    info: Buffer,
+    len: number[],
+  ) => number,
   linkCreate: lib.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, void *opts)') as (
     progFd: number,
     targetFd: number,

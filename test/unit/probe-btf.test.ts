@@ -1,6 +1,7 @@
 /**
- * The TypeScript codecs of bpf/kmesh_probe.h (and the bpf_prog_info offsets the
- * metrics read) against BTF: the compiled object's and the running kernel's.
+ * The TypeScript codecs of bpf/kmesh_probe.h, the bpf_prog_info offsets the metrics read
+ * and the bpf_map_info offsets the loader reads, against BTF: the compiled object's and
+ * the running kernel's.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -14,6 +15,7 @@ import {
   probeEvent,
 } from '../../src/probe/event-codec.js';
 import { PROG_INFO } from '../../src/probe/prog-stats.js';
+import { MAP_INFO } from '../../src/runtime/bpf-object.js';
 import type { StructCodec } from '../../src/runtime/maps/struct-codec.js';
 import { assertLayout, loadBtf, struct } from '../support/btf.js';
 
@@ -30,21 +32,30 @@ test('the probe layouts (event, cgroup value, connection key and counts) match t
   assertLayout(btf, probeConnCounts as unknown as StructCodec<never>);
 });
 
-test('kernel UAPI structs read by the probe match vmlinux BTF', {
+test('kernel UAPI structs read by the probe and the loader match vmlinux BTF', {
   skip: !existsSync(VMLINUX) && 'no kernel BTF',
 }, () => {
   const btf = loadBtf(VMLINUX);
-  const info = struct(btf, 'bpf_prog_info');
-  const offset = (name: string): number => {
-    const m = info.members?.find((x) => x.name === name);
-    if (!m) throw new Error(`bpf_prog_info.${name} missing`);
-    return m.bits_offset / 8;
-  };
+  const offsetIn =
+    (structName: string) =>
+    (name: string): number => {
+      const m = struct(btf, structName).members?.find((x) => x.name === name);
+      if (!m) throw new Error(`${structName}.${name} missing`);
+      return m.bits_offset / 8;
+    };
+  const offset = offsetIn('bpf_prog_info');
   // the buffer handed to the kernel must cover the fields read (a longer one is fine: zero tail)
   assert.ok(PROG_INFO.size >= offset('run_cnt') + 8);
   assert.equal(offset('id'), PROG_INFO.id);
   assert.equal(offset('run_time_ns'), PROG_INFO.runTimeNs);
   assert.equal(offset('run_cnt'), PROG_INFO.runCnt);
+  const mapOffset = offsetIn('bpf_map_info');
+  assert.ok(MAP_INFO.size >= mapOffset('map_flags') + 4);
+  assert.equal(mapOffset('type'), MAP_INFO.type);
+  assert.equal(mapOffset('key_size'), MAP_INFO.keySize);
+  assert.equal(mapOffset('value_size'), MAP_INFO.valueSize);
+  assert.equal(mapOffset('max_entries'), MAP_INFO.maxEntries);
+  assert.equal(mapOffset('map_flags'), MAP_INFO.mapFlags);
   const key = struct(btf, 'bpf_cgroup_storage_key');
   assert.equal(cgroupStorageKey.size, key.size);
   assert.equal(cgroupStorageKey.fields[1]?.offset, (key.members?.[1]?.bits_offset ?? 0) / 8);
