@@ -85,15 +85,39 @@ export interface ConnEvent extends ConnTarget {
 
 const KINDS: Record<number, EventKind> = { [EV_CLOSE]: 'close', [EV_FAILED]: 'failed' };
 
-function steeredOf(flags: number, origin: Buffer): ConnTarget['steered'] {
+const EV = {
+  cookie: probeEvent.offsetOf('cookie'),
+  cgroupId: probeEvent.offsetOf('cgroup_id'),
+  durationNs: probeEvent.offsetOf('duration_ns'),
+  bytesSent: probeEvent.offsetOf('bytes_sent'),
+  bytesReceived: probeEvent.offsetOf('bytes_received'),
+  origin: probeEvent.offsetOf('origin'),
+  remote: probeEvent.offsetOf('remote'),
+  remotePort: probeEvent.offsetOf('remote_port'),
+  localPort: probeEvent.offsetOf('local_port'),
+  srttUs: probeEvent.offsetOf('srtt_us'),
+  retransmits: probeEvent.offsetOf('total_retrans'),
+  type: probeEvent.offsetOf('type'),
+  flags: probeEvent.offsetOf('flags'),
+};
+
+const ORIGIN = {
+  vip: sockOrigin.offsetOf('vip'),
+  endpoint: sockOrigin.offsetOf('endpoint'),
+  vipPort: sockOrigin.offsetOf('vip_port'),
+  endpointPort: sockOrigin.offsetOf('endpoint_port'),
+  clusterId: sockOrigin.offsetOf('cluster_id'),
+};
+
+/** The steering decision of a struct kmesh_sock_origin at `buf[at ..]`, read in place. */
+function steeredAt(flags: number, buf: Buffer, at: number): ConnTarget['steered'] {
   if (!(flags & F_STEERED)) return undefined;
-  const o = sockOrigin.decode(origin);
   return {
-    vip: decodeAddr(o.vip),
-    vipPort: o.vip_port,
-    endpoint: decodeAddr(o.endpoint),
-    endpointPort: o.endpoint_port,
-    clusterId: o.cluster_id,
+    vip: decodeAddr(buf.subarray(at + ORIGIN.vip, at + ORIGIN.vip + 16)),
+    vipPort: buf.readUInt16LE(at + ORIGIN.vipPort),
+    endpoint: decodeAddr(buf.subarray(at + ORIGIN.endpoint, at + ORIGIN.endpoint + 16)),
+    endpointPort: buf.readUInt16LE(at + ORIGIN.endpointPort),
+    clusterId: buf.readUInt32LE(at + ORIGIN.clusterId),
   };
 }
 
@@ -101,30 +125,31 @@ function steeredOf(flags: number, origin: Buffer): ConnTarget['steered'] {
 export function decodeConnKey(buf: Buffer): ConnTarget {
   const raw = probeConnKey.decode(buf);
   const target: ConnTarget = { cgroupId: raw.cgroup_id, remote: decodeAddr(raw.remote), remotePort: raw.remote_port };
-  const steered = steeredOf(raw.flags, raw.origin);
+  const steered = steeredAt(raw.flags, raw.origin, 0);
   if (steered) target.steered = steered;
   return target;
 }
 
 /** Decodes one ring-buffer record; returns null for a type this build does not know. */
 export function decodeEvent(buf: Buffer): ConnEvent | null {
-  const raw = probeEvent.decode(buf);
-  const kind = KINDS[raw.type];
+  if (buf.length < probeEvent.size) throw new Error(`kmesh_probe_event: ${buf.length} bytes, need ${probeEvent.size}`);
+  // read in place: one record per access-log line, and the generic decode copies every member
+  const kind = KINDS[buf[EV.type] ?? 0];
   if (!kind) return null;
   const ev: ConnEvent = {
     kind,
-    cookie: raw.cookie,
-    cgroupId: raw.cgroup_id,
-    durationNs: raw.duration_ns,
-    bytesSent: raw.bytes_sent,
-    bytesReceived: raw.bytes_received,
-    remote: decodeAddr(raw.remote),
-    remotePort: raw.remote_port,
-    localPort: raw.local_port,
-    srttUs: raw.srtt_us,
-    retransmits: raw.total_retrans,
+    cookie: buf.readBigUInt64LE(EV.cookie),
+    cgroupId: buf.readBigUInt64LE(EV.cgroupId),
+    durationNs: buf.readBigUInt64LE(EV.durationNs),
+    bytesSent: buf.readBigUInt64LE(EV.bytesSent),
+    bytesReceived: buf.readBigUInt64LE(EV.bytesReceived),
+    remote: decodeAddr(buf.subarray(EV.remote, EV.remote + 16)),
+    remotePort: buf.readUInt16LE(EV.remotePort),
+    localPort: buf.readUInt16LE(EV.localPort),
+    srttUs: buf.readUInt32LE(EV.srttUs),
+    retransmits: buf.readUInt32LE(EV.retransmits),
   };
-  const steered = steeredOf(raw.flags, raw.origin);
+  const steered = steeredAt(buf[EV.flags] ?? 0, buf, EV.origin);
   if (steered) ev.steered = steered;
   return ev;
 }

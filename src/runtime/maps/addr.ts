@@ -38,11 +38,12 @@ function ipv6Groups(address: string): number[] {
 }
 
 export function isV4Mapped(buf: Buffer): boolean {
-  return buf.subarray(0, 10).every((b) => b === 0) && buf.readUInt16BE(10) === 0xffff;
+  for (let i = 0; i < 10; i++) if (buf[i] !== 0) return false;
+  return buf[10] === 0xff && buf[11] === 0xff;
 }
 
 export function decodeAddr(buf: Buffer): string {
-  if (isV4Mapped(buf)) return Array.from(buf.subarray(12, 16)).join('.');
+  if (isV4Mapped(buf)) return `${buf[12]}.${buf[13]}.${buf[14]}.${buf[15]}`;
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(buf.readUInt16BE(i).toString(16));
   return compressV6(groups);

@@ -89,6 +89,13 @@ export class StructCodec<F extends Record<string, FieldType>> {
     return buf;
   }
 
+  /** A member's offset, for hot paths that read single fields in place instead of decoding. */
+  offsetOf(name: keyof F & string): number {
+    const field = this.fields.find((f) => f.name === name);
+    if (!field) throw new Error(`${this.cName} has no ${name}`);
+    return field.offset;
+  }
+
   decode(buf: Buffer): Decoded<F> {
     if (buf.length < this.size) throw new Error(`${this.cName}: ${buf.length} bytes, need ${this.size}`);
     const out: Record<string, unknown> = {};
