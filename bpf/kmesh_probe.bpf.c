@@ -333,6 +333,16 @@ static __always_inline void emit(struct bpf_sock_ops *skops, __u8 type, __u64 cg
 	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 }
 
+/* Counts a finished connection, and queues its access-log record while the log is on. */
+static __always_inline void finish(struct bpf_sock_ops *skops, const struct kmesh_probe_cgroup *cg,
+				   const struct kmesh_sock_origin *origin, __u8 type, __u64 start_ns,
+				   const struct conn_totals *b)
+{
+	count_finish(skops, cg->cgroup_id, origin, type, b);
+	if (cg->flags & KMESH_PROBE_CG_ACCESS_LOG)
+		emit(skops, type, cg->cgroup_id, start_ns, origin, b);
+}
+
 /* Counts (and logs) a socket reaching TCP_CLOSE, once. */
 static __always_inline void report_close(struct bpf_sock_ops *skops, struct bpf_sock *sk,
 					 const struct kmesh_probe_cgroup *cg)
@@ -357,23 +367,14 @@ static __always_inline void report_close(struct bpf_sock_ops *skops, struct bpf_
 	}
 	type = established ? KMESH_PROBE_EV_CLOSE : KMESH_PROBE_EV_FAILED;
 	b = totals_at_close(skops, sk, established);
-	/* two calls each, not a conditional pointer: clang would make the latter a mask on
-	 * the pointer, which the verifier rejects */
-	if (st && (st->flags & KMESH_PROBE_SOCK_STEERED)) {
-		count_finish(skops, cg->cgroup_id, &st->origin, type, &b);
-		if (cg->flags & KMESH_PROBE_CG_ACCESS_LOG)
-			emit(skops, type, cg->cgroup_id, start_ns, &st->origin, &b);
-	} else if (!st) {
-		struct kmesh_sock_origin *origin = origin_of(sk);
-
-		count_finish(skops, cg->cgroup_id, origin, type, &b);
-		if (cg->flags & KMESH_PROBE_CG_ACCESS_LOG)
-			emit(skops, type, cg->cgroup_id, 0, origin, &b);
-	} else {
-		count_finish(skops, cg->cgroup_id, 0, type, &b);
-		if (cg->flags & KMESH_PROBE_CG_ACCESS_LOG)
-			emit(skops, type, cg->cgroup_id, start_ns, 0, &b);
-	}
+	/* one call per origin, not a conditional pointer: clang would make the latter a
+	 * mask on the pointer, which the verifier rejects */
+	if (!st)
+		finish(skops, cg, origin_of(sk), type, 0, &b);
+	else if (st->flags & KMESH_PROBE_SOCK_STEERED)
+		finish(skops, cg, &st->origin, type, start_ns, &b);
+	else
+		finish(skops, cg, 0, type, start_ns, &b);
 }
 
 /* Counts an established active connection, once. */

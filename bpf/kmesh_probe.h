@@ -58,7 +58,7 @@ struct kmesh_probe_conn_counts {
 
 /* One ring-buffer record per finished connection, while the access log is on. */
 struct kmesh_probe_event {
-	__u64 cookie;         /* socket cookie: joins open/close of one connection */
+	__u64 cookie;         /* socket cookie: names the connection */
 	__u64 cgroup_id;      /* registered cgroup whose program saw the socket (0 = unknown) */
 	__u64 duration_ns;    /* connect() to this event; 0 unless timing is on */
 	__u64 bytes_sent;     /* payload the peer acknowledged (bytes_acked less SYN/FIN) */
