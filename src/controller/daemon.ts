@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import type { ModelChange } from '../model/change.js';
 import { mergeModels } from '../model/merge.js';
 import { emptyModel, type MeshModel, type ServiceSpec } from '../model/types.js';
 import { addressKey, validateModel } from '../model/validate.js';
@@ -152,6 +153,17 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   async applyXds(model: MeshModel): Promise<void> {
     this.applyModels(this.config.model, model);
     this.xdsModel = model;
+  }
+
+  /** The xDS client's change, resource by resource; throws (→ NACK) and changes nothing when not acceptable. */
+  async applyXdsChange(change: ModelChange): Promise<void> {
+    const clusters = new Map(this.xdsModel.clusters.map((c) => [c.name, c]));
+    const listeners = new Map(this.xdsModel.listeners.map((l) => [l.name, l]));
+    for (const name of change.removeClusters) clusters.delete(name);
+    for (const name of change.removeListeners) listeners.delete(name);
+    for (const c of change.upsertClusters) clusters.set(c.name, c);
+    for (const l of change.upsertListeners) listeners.set(l.name, l);
+    await this.applyXds({ clusters: [...clusters.values()], listeners: [...listeners.values()] });
   }
 
   setXdsConnected(connected: boolean, address?: string): void {

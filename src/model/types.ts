@@ -50,6 +50,50 @@ export interface UnenforcedRoute {
   detail: unknown;
 }
 
+/** How a request field is compared (HTTP header values; names are matched case-insensitively). */
+export type StringMatcher =
+  | { kind: 'exact'; value: string }
+  | { kind: 'prefix'; value: string }
+  | { kind: 'suffix'; value: string }
+  | { kind: 'present' };
+
+export interface HeaderMatcher {
+  /** Lower case. `:method` and `:authority` are the request line's method and the Host header. */
+  name: string;
+  matcher: StringMatcher;
+  /** Match when the matcher does not (an inverted `present` = the header is absent). */
+  invert: boolean;
+}
+
+/** `separated_prefix` is Envoy's path_separated_prefix: the prefix followed by `/`, `?` or the end of the path. */
+export interface PathMatcher {
+  kind: 'exact' | 'prefix' | 'separated_prefix';
+  value: string;
+}
+
+/** Every part that is present must match. */
+export interface RouteMatch {
+  path?: PathMatcher;
+  /** Upper case, e.g. GET. */
+  method?: string;
+  headers: HeaderMatcher[];
+}
+
+export interface HttpRoute {
+  name: string;
+  match: RouteMatch;
+  /** One entry for a plain cluster; several for a gray release split of this route. */
+  clusters: WeightedCluster[];
+}
+
+/** Ordered routes for a set of domains: exact, `*.suffix`, `prefix.*`, `*`, each optionally with `:port`. */
+export interface VirtualHost {
+  name: string;
+  domains: string[];
+  /** First match wins. */
+  routes: HttpRoute[];
+}
+
 export interface Listener {
   name: string;
   /** The service address apps dial; 0.0.0.0 or :: is a wildcard for the port. */
@@ -60,6 +104,11 @@ export interface Listener {
   routes: WeightedCluster[];
   source: ResourceSource;
   unenforcedRoutes?: UnenforcedRoute[];
+  /**
+   * protocol "http" only: requests are routed by their first request in the kernel. Absent: connect-time steering
+   * by `routes`, as for tcp. When present, `routes` is the default for connections that are not HTTP/1.x.
+   */
+  virtualHosts?: VirtualHost[];
 }
 
 export interface MeshModel {
