@@ -123,13 +123,12 @@ static __always_inline __u32 next_round_robin(__u32 cluster_id, __u32 modulo)
 	return n < modulo ? n : 0;
 }
 
-/* The first endpoint whose cumulative weight exceeds the ticket. */
+/* The first endpoint of [lo, hi] whose cumulative weight exceeds the ticket. */
 static __always_inline struct kmesh_endpoint_value *
-find_weighted(__u32 cluster_id, const struct kmesh_cluster_value *cv, __u32 ticket)
+find_weighted(__u32 cluster_id, __u32 generation, __u32 lo, __u32 hi, __u32 ticket, __u32 *index)
 {
-	struct kmesh_endpoint_key key = { .cluster_id = cluster_id, .generation = cv->generation };
+	struct kmesh_endpoint_key key = { .cluster_id = cluster_id, .generation = generation };
 	struct kmesh_endpoint_value *ep;
-	__u32 lo = 0, hi = cv->endpoint_count - 1;
 	int step;
 
 	for (step = 0; step < KMESH_ENDPOINT_SEARCH_STEPS && lo < hi; step++) {
@@ -143,15 +142,341 @@ find_weighted(__u32 cluster_id, const struct kmesh_cluster_value *cv, __u32 tick
 			lo = key.index + 1;
 	}
 	key.index = lo;
+	*index = lo;
 	return bpf_map_lookup_elem(&kmesh_endpoints, &key);
 }
 
-static __always_inline struct kmesh_endpoint_value *pick_endpoint(__u32 cluster_id)
+/* ---- resilience: see the KMESH_CLUSTER_RESILIENT part of kmesh_maps.h ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KMESH_MAX_CLUSTERS);
+	__type(key, __u32);
+	__type(value, struct kmesh_cluster_policy);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} kmesh_cl_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KMESH_MAX_CLUSTERS);
+	__type(key, __u32);
+	__type(value, struct kmesh_cluster_state);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} kmesh_cl_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KMESH_MAX_ENDPOINTS);
+	__type(key, struct kmesh_ep_state_key);
+	__type(value, struct kmesh_ep_state);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} kmesh_ep_state SEC(".maps");
+
+/* Double-buffered with the endpoint sets, like kmesh_endpoints. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KMESH_MAX_CLUSTERS);
+	__type(key, struct kmesh_gen_key);
+	__type(value, struct kmesh_levels);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} kmesh_levels SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KMESH_MAX_LB_TABLE_CHUNKS);
+	__type(key, struct kmesh_table_key);
+	__type(value, struct kmesh_table_chunk);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} kmesh_lb_table SEC(".maps");
+
+/* Where a connect over max_connections goes: nothing listens on port 0, so the
+ * application's connect() fails with ECONNREFUSED right away (a cgroup/connect verdict
+ * could only give EPERM). Port 0 also tells sockops it is no endpoint. */
+static const struct kmesh_endpoint_value kmesh_overflow_endpoint = {
+	.addr = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 },
+};
+
+struct pick {
+	struct kmesh_endpoint_value *ep;
+	struct kmesh_ep_state *st;
+	__u32 index;
+};
+
+static __always_inline struct kmesh_ep_state *ep_state_of(__u32 cluster_id, const __u8 *addr, __u16 port)
+{
+	struct kmesh_ep_state_key key = { .port = port, .cluster_id = cluster_id };
+
+	__builtin_memcpy(key.addr, addr, sizeof(key.addr));
+	return bpf_map_lookup_elem(&kmesh_ep_state, &key);
+}
+
+/* The endpoint's state, made on first sight with its level (ejections count per level). */
+static __always_inline struct kmesh_ep_state *ep_state_at_pick(__u32 cluster_id, const struct kmesh_endpoint_value *ep)
+{
+	struct kmesh_ep_state_key key = { .port = ep->port, .cluster_id = cluster_id };
+	struct kmesh_ep_state init = { .level = ep->level };
+	struct kmesh_ep_state *st;
+
+	__builtin_memcpy(key.addr, ep->addr, sizeof(key.addr));
+	st = bpf_map_lookup_elem(&kmesh_ep_state, &key);
+	if (!st) {
+		bpf_map_update_elem(&kmesh_ep_state, &key, &init, BPF_NOEXIST);
+		return bpf_map_lookup_elem(&kmesh_ep_state, &key);
+	}
+	/* a new endpoint set may have moved it to another level */
+	if (st->level != ep->level)
+		st->level = ep->level;
+	return st;
+}
+
+/* Ejected endpoints per level, 8 bits each (at most KMESH_MAX_EJECTED of them). */
+static __always_inline __u64 ejected_per_level(const struct kmesh_cluster_state *cs, __u64 now)
+{
+	__u64 counts = 0;
+	int i;
+
+	if (!cs)
+		return 0;
+	for (i = 0; i < KMESH_MAX_EJECTED; i++) {
+		if (cs->ejected[i].until_ns > now && cs->ejected[i].level < KMESH_MAX_PRIORITIES)
+			counts += 1ULL << (cs->ejected[i].level * 8);
+	}
+	return counts;
+}
+
+/* Envoy's priority load: a level takes 1.4 × its healthy share (capped at 100 %) of what
+ * the levels before it left; below 100 % in total the shares are scaled up. */
+static __always_inline __u32 level_share(const struct kmesh_level *l, __u32 ejected, __u32 used)
+{
+	__u32 healthy = l->count > ejected ? l->count - ejected : 0;
+	__u32 share = l->count ? healthy * KMESH_OVERPROVISIONING_PCT / l->count : 0;
+
+	if (share > 100)
+		share = 100;
+	return share < 100 - used ? share : 100 - used;
+}
+
+static __always_inline __u32 pick_level(const struct kmesh_levels *lv, const struct kmesh_cluster_state *cs,
+					__u64 now)
+{
+	__u64 ejected = ejected_per_level(cs, now);
+	__u32 total = 0, acc = 0, share, r;
+	int i;
+
+	for (i = 0; i < KMESH_MAX_PRIORITIES; i++) {
+		if (i >= lv->level_count)
+			break;
+		total += level_share(&lv->level[i], (ejected >> (i * 8)) & 0xff, total);
+	}
+	/* every level fully ejected: Envoy's panic, the first level takes it all */
+	if (total == 0)
+		return 0;
+	r = bpf_get_prandom_u32() % total;
+	for (i = 0; i < KMESH_MAX_PRIORITIES; i++) {
+		if (i >= lv->level_count)
+			break;
+		share = level_share(&lv->level[i], (ejected >> (i * 8)) & 0xff, acc);
+		if (r < acc + share)
+			return i;
+		acc += share;
+	}
+	return 0;
+}
+
+/* The endpoint a ticket below the level's range (count if uniform, else weight) names. */
+static __always_inline void pick_ticket(struct pick *p, __u32 cluster_id, const struct kmesh_cluster_value *cv,
+					const struct kmesh_level *l, __u32 ticket)
+{
+	struct kmesh_endpoint_key key = { .cluster_id = cluster_id, .generation = cv->generation };
+
+	p->st = NULL;
+	if (cv->flags & KMESH_CLUSTER_UNIFORM_WEIGHTS) {
+		key.index = l->start + ticket;
+		p->index = key.index;
+		p->ep = bpf_map_lookup_elem(&kmesh_endpoints, &key);
+		return;
+	}
+	p->ep = find_weighted(cluster_id, cv->generation, l->start, l->start + l->count - 1, l->cum_base + ticket,
+			      &p->index);
+}
+
+/*
+ * From index on, the first endpoint of the level that is not ejected (decided here, in
+ * the kernel: sockops set ejected_until_ns when the failures reached the threshold).
+ * All of them ejected: the first pick, as Envoy's panic mode would.
+ */
+static __always_inline void skip_ejected(struct pick *p, __u32 cluster_id, __u32 generation,
+					 const struct kmesh_level *l, __u64 now, int want_state)
+{
+	struct kmesh_endpoint_key key = { .cluster_id = cluster_id, .generation = generation, .index = p->index };
+	struct kmesh_endpoint_value *ep = p->ep;
+	struct kmesh_ep_state *st;
+	int step;
+
+	for (step = 0; step < KMESH_EJECT_PROBE_STEPS; step++) {
+		if (!ep)
+			return;
+		st = want_state ? ep_state_at_pick(cluster_id, ep) : ep_state_of(cluster_id, ep->addr, ep->port);
+		if (!st || st->ejected_until_ns <= now) {
+			p->ep = ep;
+			p->st = st;
+			p->index = key.index;
+			return;
+		}
+		key.index = key.index + 1 >= l->start + l->count ? l->start : key.index + 1;
+		ep = bpf_map_lookup_elem(&kmesh_endpoints, &key);
+	}
+}
+static __always_inline __u64 mix64(__u64 h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	return h ^ (h >> 33);
+}
+
+/* The consistent-hash key at connect time: the calling workload and/or the socket's
+ * bound source address (zero while unbound). */
+static __always_inline __u32 hash_of(struct bpf_sock_addr *ctx, const struct kmesh_cluster_policy *pol)
+{
+	struct bpf_sock *sk = ctx->sk;
+	__u64 h = 0x9E3779B97F4A7C15ULL;
+
+	if (pol->hash_key & KMESH_HASH_CGROUP)
+		h = mix64(h ^ bpf_get_current_cgroup_id());
+	if ((pol->hash_key & KMESH_HASH_SOURCE) && sk) {
+		h = mix64(h ^ sk->src_ip4);
+		h = mix64(h ^ ((__u64)sk->src_ip6[0] << 32 | sk->src_ip6[1]));
+		h = mix64(h ^ ((__u64)sk->src_ip6[2] << 32 | sk->src_ip6[3]));
+	}
+	return (__u32)h;
+}
+
+/* Maglev / ring-hash: the level-0 endpoint the key's table slot names. */
+static __always_inline int pick_hashed(struct pick *p, struct bpf_sock_addr *ctx, __u32 cluster_id,
+				       const struct kmesh_cluster_value *cv, const struct kmesh_cluster_policy *pol)
+{
+	__u32 h = hash_of(ctx, pol);
+	__u32 slot = cv->lb_policy == KMESH_LB_MAGLEV ? h % KMESH_MAGLEV_TABLE_SIZE : h >> 16;
+	struct kmesh_table_key key = { .cluster_id = cluster_id,
+				       .generation = cv->generation,
+				       .chunk = slot / KMESH_LB_TABLE_CHUNK };
+	struct kmesh_table_chunk *chunk = bpf_map_lookup_elem(&kmesh_lb_table, &key);
+	struct kmesh_endpoint_key ek = { .cluster_id = cluster_id, .generation = cv->generation };
+
+	if (!chunk)
+		return 0;
+	ek.index = chunk->index[slot % KMESH_LB_TABLE_CHUNK];
+	p->index = ek.index;
+	p->st = NULL;
+	p->ep = bpf_map_lookup_elem(&kmesh_endpoints, &ek);
+	return p->ep != NULL;
+}
+
+static __always_inline __s64 active_of(const struct pick *p)
+{
+	__s64 n = p->st ? p->st->active : 0;
+
+	return n > 0 ? n : 0;
+}
+
+static __always_inline __u32 weight_at(__u32 cluster_id, __u32 generation, const struct kmesh_level *l,
+				       const struct pick *p)
+{
+	struct kmesh_endpoint_key key = { .cluster_id = cluster_id, .generation = generation, .index = p->index - 1 };
+	struct kmesh_endpoint_value *prev;
+
+	if (p->index <= l->start)
+		return p->ep->cum_weight - l->cum_base;
+	prev = bpf_map_lookup_elem(&kmesh_endpoints, &key);
+	return prev ? p->ep->cum_weight - prev->cum_weight : 1;
+}
+
+/*
+ * Least request: the less loaded of two random picks (power of two choices). With unequal
+ * weights the load is weighed as Envoy's weighted least request does with bias 1:
+ * (active + 1) / weight.
+ */
+static __always_inline struct kmesh_endpoint_value *
+pick_least_request(__u32 cluster_id, const struct kmesh_cluster_value *cv, const struct kmesh_level *l,
+		   __u32 range, __u64 now, int outlier)
+{
+	struct pick a, b;
+	__s64 la, lb;
+
+	pick_ticket(&a, cluster_id, cv, l, bpf_get_prandom_u32() % range);
+	skip_ejected(&a, cluster_id, cv->generation, l, now, outlier);
+	pick_ticket(&b, cluster_id, cv, l, bpf_get_prandom_u32() % range);
+	skip_ejected(&b, cluster_id, cv->generation, l, now, outlier);
+	if (!a.ep || !b.ep)
+		return a.ep ? a.ep : b.ep;
+	la = active_of(&a) + 1;
+	lb = active_of(&b) + 1;
+	if (!(cv->flags & KMESH_CLUSTER_UNIFORM_WEIGHTS)) {
+		la *= weight_at(cluster_id, cv->generation, l, &b);
+		lb *= weight_at(cluster_id, cv->generation, l, &a);
+	}
+	return lb < la ? b.ep : a.ep;
+}
+
+/* The endpoint choice of a KMESH_CLUSTER_RESILIENT cluster. */
+static __always_inline struct kmesh_endpoint_value *pick_resilient(struct bpf_sock_addr *ctx, __u32 cluster_id,
+								   const struct kmesh_cluster_value *cv,
+								   const struct kmesh_cluster_policy *pol)
+{
+	struct kmesh_gen_key gk = { .cluster_id = cluster_id, .generation = cv->generation };
+	struct kmesh_cluster_state *cs = bpf_map_lookup_elem(&kmesh_cl_state, &cluster_id);
+	struct kmesh_levels *lv = bpf_map_lookup_elem(&kmesh_levels, &gk);
+	struct kmesh_level l = { .count = cv->endpoint_count, .weight = cv->total_weight };
+	int outlier = pol->consecutive_failures != 0;
+	__u64 now = bpf_ktime_get_ns();
+	struct pick p = {};
+	__u32 li = 0, range;
+
+	if (pol->max_connections && cs && cs->active >= (__s64)pol->max_connections) {
+		__sync_fetch_and_add(&cs->overflows, 1);
+		return (struct kmesh_endpoint_value *)&kmesh_overflow_endpoint;
+	}
+	if (lv) {
+		if (lv->level_count > 1)
+			li = pick_level(lv, cs, now);
+		if (li < KMESH_MAX_PRIORITIES)
+			__builtin_memcpy(&l, &lv->level[li], sizeof(l));
+	}
+	range = cv->flags & KMESH_CLUSTER_UNIFORM_WEIGHTS ? l.count : l.weight;
+	if (range == 0)
+		return NULL;
+
+	switch (cv->lb_policy) {
+	case KMESH_LB_LEAST_REQUEST:
+		return pick_least_request(cluster_id, cv, &l, range, now, outlier);
+	case KMESH_LB_MAGLEV:
+	case KMESH_LB_RING_HASH:
+		/* the table covers the first level; a failover level is picked by weight */
+		if (li == 0 && pick_hashed(&p, ctx, cluster_id, cv, pol))
+			break;
+		pick_ticket(&p, cluster_id, cv, &l, bpf_get_prandom_u32() % range);
+		break;
+	case KMESH_LB_ROUND_ROBIN:
+		pick_ticket(&p, cluster_id, cv, &l, next_round_robin(cluster_id, range));
+		break;
+	default:
+		pick_ticket(&p, cluster_id, cv, &l, bpf_get_prandom_u32() % range);
+		break;
+	}
+	if (outlier)
+		skip_ejected(&p, cluster_id, cv->generation, &l, now, 1);
+	return p.ep;
+}
+
+static __always_inline struct kmesh_endpoint_value *pick_endpoint(struct bpf_sock_addr *ctx, __u32 cluster_id)
 {
 	struct kmesh_cluster_value *live = bpf_map_lookup_elem(&kmesh_clusters, &cluster_id);
+	struct kmesh_cluster_policy *pol;
 	struct kmesh_cluster_value cv;
 	struct kmesh_endpoint_key key;
-	__u32 ticket;
+	__u32 ticket, unused;
 
 	if (!live)
 		return NULL;
@@ -159,16 +484,16 @@ static __always_inline struct kmesh_endpoint_value *pick_endpoint(__u32 cluster_
 	__builtin_memcpy(&cv, live, sizeof(cv));
 	if (cv.endpoint_count == 0 || cv.total_weight == 0)
 		return NULL;
+	if (cv.flags & KMESH_CLUSTER_RESILIENT) {
+		pol = bpf_map_lookup_elem(&kmesh_cl_policy, &cluster_id);
+		if (pol)
+			return pick_resilient(ctx, cluster_id, &cv, pol);
+	}
 
 	switch (cv.lb_policy) {
 	case KMESH_LB_ROUND_ROBIN:
 		ticket = next_round_robin(cluster_id, cv.flags & KMESH_CLUSTER_UNIFORM_WEIGHTS ?
 							  cv.endpoint_count : cv.total_weight);
-		break;
-	case KMESH_LB_MAGLEV:
-	case KMESH_LB_RING_HASH:
-		/* Affinity by calling workload: the same cgroup lands on the same endpoint. */
-		ticket = (__u32)(bpf_get_current_cgroup_id() * 0x9E3779B97F4A7C15ULL >> 32) % cv.total_weight;
 		break;
 	default:
 		ticket = bpf_get_prandom_u32() % cv.total_weight;
@@ -182,7 +507,7 @@ static __always_inline struct kmesh_endpoint_value *pick_endpoint(__u32 cluster_
 								 ticket % cv.endpoint_count;
 		return bpf_map_lookup_elem(&kmesh_endpoints, &key);
 	}
-	return find_weighted(cluster_id, &cv, ticket);
+	return find_weighted(cluster_id, cv.generation, 0, cv.endpoint_count - 1, ticket, &unused);
 }
 
 /* Exact listener first, then the wildcard address of the same family on the port. */
@@ -209,7 +534,7 @@ static __always_inline struct kmesh_listener_value *find_listener(struct kmesh_l
  * the listener address that matched (possibly the wildcard); the original is in vip.
  */
 static __always_inline struct kmesh_endpoint_value *
-steer(const __u8 *vip, __u16 port, __u8 protocol, __u32 *cluster_id)
+steer(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 port, __u8 protocol, __u32 *cluster_id)
 {
 	struct kmesh_listener_key key = { .port = port, .protocol = protocol };
 	struct kmesh_listener_value *lv;
@@ -219,7 +544,7 @@ steer(const __u8 *vip, __u16 port, __u8 protocol, __u32 *cluster_id)
 	if (!lv)
 		return NULL;
 	*cluster_id = pick_cluster(lv);
-	return pick_endpoint(*cluster_id);
+	return pick_endpoint(ctx, *cluster_id);
 }
 
 static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 vip_port,
@@ -259,7 +584,7 @@ static __always_inline int steer4(struct bpf_sock_addr *ctx, int is_sendmsg)
 	__u32 cluster_id = 0;
 
 	addr_set_v4(vip, ctx->user_ip4);
-	ep = steer(vip, port, protocol, &cluster_id);
+	ep = steer(ctx, vip, port, protocol, &cluster_id);
 	/* An IPv4 socket cannot reach an IPv6 endpoint: leave it alone. */
 	if (!ep || !addr_is_v4mapped(ep->addr))
 		return SOCK_ADDR_ALLOW;
@@ -282,7 +607,7 @@ static __always_inline int steer6(struct bpf_sock_addr *ctx, int is_sendmsg)
 	__u32 cluster_id = 0;
 
 	read_user_ip6(ctx, vip);
-	ep = steer(vip, port, protocol, &cluster_id);
+	ep = steer(ctx, vip, port, protocol, &cluster_id);
 	if (!ep)
 		return SOCK_ADDR_ALLOW;
 
@@ -376,6 +701,219 @@ int kmesh_getpeername6(struct bpf_sock_addr *ctx)
 	write_user_ip6(ctx, origin->vip);
 	ctx->user_port = bpf_htons(origin->vip_port);
 	return SOCK_ADDR_ALLOW;
+}
+
+/*
+ * Resilience bookkeeping for steered TCP connections (kmesh_sock_origin names the
+ * endpoint): active connections from connect() to close, and the connection's outcome.
+ * Refused, timed out (SYN_SENT -> CLOSE with that error) and reset after being
+ * established count as failures; an established connection that closed without error is
+ * a success. `consecutive_failures` failures in a row eject the endpoint for
+ * base_ejection_time x times ejected (capped), unless max_ejection_percent of the
+ * cluster is ejected already. Nothing runs per packet.
+ */
+#define SOL_TCP 6
+#define TCP_SYNCNT 7
+#define ECONNRESET 104
+#define ECONNREFUSED 111
+#define ETIMEDOUT 110
+#define EHOSTUNREACH 113
+#define ENETUNREACH 101
+#define AF_INET 2
+#define AF_INET6 10
+
+/* The one kernel-internal field read here (CO-RE): the error the connection ended with. */
+struct sock___kmesh_l4 {
+	int sk_err;
+} __attribute__((preserve_access_index));
+
+static __always_inline int sock_error(struct bpf_sock *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+	return tp ? ((struct sock___kmesh_l4 *)tp)->sk_err : 0;
+}
+
+static __always_inline struct kmesh_ep_state *origin_state(const struct kmesh_sock_origin *origin)
+{
+	return ep_state_of(origin->cluster_id, origin->endpoint, origin->endpoint_port);
+}
+
+/* Takes one of the cluster's ejection slots if the cap allows another ejection now. */
+static __always_inline int take_ejection(__u32 cluster_id, const struct kmesh_cluster_policy *pol, __u32 level,
+					 __u64 until, __u64 now)
+{
+	struct kmesh_cluster_state *cs = bpf_map_lookup_elem(&kmesh_cl_state, &cluster_id);
+	struct kmesh_cluster_value *cv = bpf_map_lookup_elem(&kmesh_clusters, &cluster_id);
+	__u32 allowed, ejected = 0;
+	int i, free = -1, taken = 0;
+
+	if (!cs || !cv)
+		return 0;
+	/* Envoy ejects at least one endpoint whatever the percentage */
+	allowed = cv->endpoint_count * pol->max_ejection_percent / 100;
+	if (allowed < 1)
+		allowed = 1;
+	bpf_spin_lock(&cs->lock);
+	for (i = 0; i < KMESH_MAX_EJECTED; i++) {
+		if (cs->ejected[i].until_ns > now)
+			ejected++;
+		else if (free < 0)
+			free = i;
+	}
+	if (ejected < allowed && free >= 0 && free < KMESH_MAX_EJECTED) {
+		cs->ejected[free].until_ns = until;
+		cs->ejected[free].level = level;
+		cs->ejections_total++;
+		taken = 1;
+	} else {
+		cs->ejections_refused++;
+	}
+	bpf_spin_unlock(&cs->lock);
+	return taken;
+}
+
+static __always_inline void record_failure(__u32 cluster_id, struct kmesh_ep_state *st, int timed_out)
+{
+	struct kmesh_cluster_policy *pol = bpf_map_lookup_elem(&kmesh_cl_policy, &cluster_id);
+	__u64 now = bpf_ktime_get_ns(), duration;
+	__u32 level, times;
+	int eject = 0;
+
+	bpf_spin_lock(&st->lock);
+	st->failures_total++;
+	if (timed_out)
+		st->connect_timeouts++;
+	st->consecutive_failures++;
+	if (pol && pol->consecutive_failures && st->consecutive_failures >= pol->consecutive_failures &&
+	    st->ejected_until_ns <= now) {
+		st->consecutive_failures = 0;
+		eject = 1;
+	}
+	level = st->level;
+	times = st->times_ejected;
+	bpf_spin_unlock(&st->lock);
+	if (!eject || !pol)
+		return;
+	duration = pol->base_ejection_ns * (times + 1);
+	if (duration > pol->max_ejection_ns)
+		duration = pol->max_ejection_ns;
+	if (!take_ejection(cluster_id, pol, level, now + duration, now))
+		return;
+	bpf_spin_lock(&st->lock);
+	st->ejected_until_ns = now + duration;
+	st->times_ejected++;
+	st->ejections_total++;
+	bpf_spin_unlock(&st->lock);
+}
+
+static __always_inline void record_success(__u32 cluster_id, struct kmesh_ep_state *st)
+{
+	struct kmesh_cluster_policy *pol;
+	__u64 now;
+
+	if (st->consecutive_failures == 0 && st->times_ejected == 0)
+		return;
+	pol = bpf_map_lookup_elem(&kmesh_cl_policy, &cluster_id);
+	now = bpf_ktime_get_ns();
+	bpf_spin_lock(&st->lock);
+	st->consecutive_failures = 0;
+	/* the ejection multiplier starts over after an ejection-free interval per time ejected */
+	if (pol && st->times_ejected && now > st->ejected_until_ns + pol->interval_ns * st->times_ejected)
+		st->times_ejected = 0;
+	bpf_spin_unlock(&st->lock);
+}
+
+static __always_inline void connection_started(struct bpf_sock_ops *skops, const struct kmesh_sock_origin *origin)
+{
+	struct kmesh_ep_state_key key = { .port = origin->endpoint_port, .cluster_id = origin->cluster_id };
+	struct kmesh_ep_state init = {};
+	struct kmesh_cluster_state *cs = bpf_map_lookup_elem(&kmesh_cl_state, &origin->cluster_id);
+	struct kmesh_cluster_policy *pol = bpf_map_lookup_elem(&kmesh_cl_policy, &origin->cluster_id);
+	struct kmesh_ep_state *st;
+	__u32 flags = skops->bpf_sock_ops_cb_flags;
+	int retries;
+
+	/* keep other sock_ops programs' callback flags: the helper sets, it does not OR */
+	if (!(flags & BPF_SOCK_OPS_STATE_CB_FLAG))
+		bpf_sock_ops_cb_flags_set(skops, flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	__builtin_memcpy(key.addr, origin->endpoint, sizeof(key.addr));
+	st = bpf_map_lookup_elem(&kmesh_ep_state, &key);
+	if (!st) {
+		bpf_map_update_elem(&kmesh_ep_state, &key, &init, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&kmesh_ep_state, &key);
+	}
+	if (st)
+		__sync_fetch_and_add(&st->active, 1);
+	if (cs)
+		__sync_fetch_and_add(&cs->active, 1);
+	/* the connect timeout: this many SYN retransmissions, spaced by TIMEOUT_INIT's reply */
+	if (pol && pol->syn_rto_jiffies) {
+		retries = pol->syn_retries;
+		bpf_setsockopt(skops, SOL_TCP, TCP_SYNCNT, &retries, sizeof(retries));
+	}
+}
+
+static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct bpf_sock *sk,
+					     const struct kmesh_sock_origin *origin)
+{
+	struct kmesh_cluster_state *cs = bpf_map_lookup_elem(&kmesh_cl_state, &origin->cluster_id);
+	struct kmesh_ep_state *st = origin_state(origin);
+	int connecting = skops->args[0] == BPF_TCP_SYN_SENT;
+	int err = sock_error(sk);
+
+	if (cs)
+		__sync_fetch_and_add(&cs->active, -1);
+	if (!st)
+		return;
+	__sync_fetch_and_add(&st->active, -1);
+	if (connecting) {
+		if (err == ECONNREFUSED || err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH)
+			record_failure(origin->cluster_id, st, err == ETIMEDOUT);
+		/* else the application gave up first: no verdict on the endpoint */
+	} else if (err == ECONNRESET) {
+		record_failure(origin->cluster_id, st, 0);
+	} else {
+		record_success(origin->cluster_id, st);
+	}
+}
+
+SEC("sockops")
+int kmesh_resilience(struct bpf_sock_ops *skops)
+{
+	struct kmesh_sock_origin *origin;
+	struct kmesh_cluster_policy *pol;
+	struct bpf_sock *sk;
+	__u32 op = skops->op;
+
+	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_TIMEOUT_INIT && op != BPF_SOCK_OPS_STATE_CB)
+		return 1;
+	if (skops->family != AF_INET && skops->family != AF_INET6)
+		return 1;
+	if (op == BPF_SOCK_OPS_STATE_CB && skops->args[1] != BPF_TCP_CLOSE)
+		return 1;
+	sk = skops->sk;
+	if (!sk)
+		return 1;
+	origin = bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
+	/* not steered, or refused by max_connections (port 0) */
+	if (!origin || origin->endpoint_port == 0)
+		return 1;
+	switch (op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		connection_started(skops, origin);
+		break;
+	case BPF_SOCK_OPS_TIMEOUT_INIT:
+		/* the reply is the SYN retransmission timeout in jiffies */
+		pol = bpf_map_lookup_elem(&kmesh_cl_policy, &origin->cluster_id);
+		if (pol && pol->syn_rto_jiffies)
+			skops->reply = pol->syn_rto_jiffies;
+		break;
+	default:
+		connection_ended(skops, sk, origin);
+		break;
+	}
+	return 1;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

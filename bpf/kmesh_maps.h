@@ -33,6 +33,10 @@ enum kmesh_lb_policy {
 
 /* cluster_value.flags */
 #define KMESH_CLUSTER_UNIFORM_WEIGHTS 0x1
+/* The cluster has a kmesh_cluster_policy entry (outlier detection, priorities, least
+ * request, consistent hashing, max_connections or connect timeout): without the flag
+ * the endpoint choice never looks it up. */
+#define KMESH_CLUSTER_RESILIENT 0x2
 
 struct kmesh_listener_key {
 	__u8 addr[16];
@@ -67,7 +71,8 @@ struct kmesh_endpoint_key {
 struct kmesh_endpoint_value {
 	__u8 addr[16];
 	__u16 port;
-	__u16 pad;
+	__u8 level; /* index of its priority level in kmesh_levels (0 without priorities) */
+	__u8 pad;
 	/* sum of the weights of endpoints 0..index */
 	__u32 cum_weight;
 };
@@ -99,6 +104,111 @@ struct kmesh_udp_reverse_value {
 	__u8 vip[16];
 	__u16 vip_port;
 	__u16 pad;
+};
+
+/*
+ * Resilience (outlier ejection, priority levels, least request, consistent hashing,
+ * circuit breaking, connect timeout). Decided in the kernel: cgroup/connect* picks,
+ * the L4 sockops program counts what happened to the connection.
+ */
+#define KMESH_MAX_PRIORITIES 8
+/* Endpoints of one cluster ejected at the same time (max_ejection_percent caps it further). */
+#define KMESH_MAX_EJECTED 16
+/* An ejected pick moves on to the next endpoint of its level at most this often. */
+#define KMESH_EJECT_PROBE_STEPS 16
+/* Envoy's overprovisioning factor 1.4, in percent. */
+#define KMESH_OVERPROVISIONING_PCT 140
+#define KMESH_LB_TABLE_CHUNK 256
+#define KMESH_MAX_LB_TABLE_CHUNKS 65536
+/* Maglev lookup table entries (prime, Envoy's default); ring hash: the ring is sampled at
+ * 65,536 evenly spaced points of the 32-bit hash space. */
+#define KMESH_MAGLEV_TABLE_SIZE 65537
+#define KMESH_RING_HASH_BUCKETS 65536
+
+/* kmesh_cluster_policy.hash_key */
+#define KMESH_HASH_CGROUP 0x1
+#define KMESH_HASH_SOURCE 0x2
+
+/* Per cluster, written by user space; read at connect and by sockops. */
+struct kmesh_cluster_policy {
+	__u32 consecutive_failures; /* 0: outlier detection off */
+	__u32 max_ejection_percent;
+	__u64 base_ejection_ns;
+	__u64 max_ejection_ns;
+	__u64 interval_ns;
+	__u32 max_connections; /* 0: unlimited */
+	/* connect timeout: SYN retransmission timeout (jiffies) and retransmissions that add
+	 * up to it on this kernel (user space does the sum); 0: the kernel's own */
+	__u32 syn_rto_jiffies;
+	__u32 hash_key; /* KMESH_HASH_* */
+	__u32 syn_retries;
+};
+
+/* Endpoint set of one generation, grouped by priority level (lowest first). */
+struct kmesh_gen_key {
+	__u32 cluster_id;
+	__u32 generation;
+};
+
+struct kmesh_level {
+	__u32 start;    /* first endpoint index of the level */
+	__u32 count;
+	__u32 cum_base; /* cum_weight of the endpoint before start */
+	__u32 weight;   /* sum of the level's weights */
+};
+
+struct kmesh_levels {
+	__u32 level_count;
+	__u32 pad;
+	struct kmesh_level level[KMESH_MAX_PRIORITIES];
+};
+
+/* Consistent-hash lookup table (maglev, ring hash) of one generation, in chunks. */
+struct kmesh_table_key {
+	__u32 cluster_id;
+	__u32 generation;
+	__u32 chunk;
+};
+
+struct kmesh_table_chunk {
+	__u32 index[KMESH_LB_TABLE_CHUNK]; /* endpoint index in the generation */
+};
+
+/* Per endpoint of a cluster; keyed by address, not generation, so it survives a swap. */
+struct kmesh_ep_state_key {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad;
+	__u32 cluster_id;
+};
+
+struct kmesh_ep_state {
+	struct bpf_spin_lock lock;
+	__u32 consecutive_failures;
+	__s64 active; /* connections from connect() to close; can dip below 0 briefly at attach */
+	__u64 ejected_until_ns; /* CLOCK_MONOTONIC */
+	__u64 ejections_total;
+	__u64 failures_total;
+	__u64 connect_timeouts;
+	__u32 times_ejected;
+	__u32 level;
+};
+
+struct kmesh_ejection {
+	__u64 until_ns;
+	__u32 level;
+	__u32 pad;
+};
+
+/* Per cluster, created by user space (zeroed), counted by the kernel. */
+struct kmesh_cluster_state {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__s64 active;
+	__u64 overflows;         /* connects refused by max_connections */
+	__u64 ejections_total;
+	__u64 ejections_refused; /* over max_ejection_percent or KMESH_MAX_EJECTED */
+	struct kmesh_ejection ejected[KMESH_MAX_EJECTED];
 };
 
 #endif /* KMESH_MAPS_H */

@@ -33,6 +33,7 @@ import { KmeshError } from './errors.js';
 import { dumpMaps } from './map-dump.js';
 import { bpfObjectDir, packageRoot, pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
+import { type ClusterCounters, type EndpointStatus, Resilience } from './resilience.js';
 import { ServiceRegistry } from './services.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
@@ -72,6 +73,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private l4: BpfObject | undefined;
   private extraPrograms: BpfProgram[] = [];
   private reconciler: Reconciler | undefined;
+  private resilience: Resilience | undefined;
   private registry: ServiceRegistry | undefined;
   readonly pinDir: string;
   /** Probed once: the L4 and probe objects are planned against the same answers. */
@@ -121,6 +123,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
 
     this.reconciler = new Reconciler(datapathMaps(this.l4), this.logger);
     this.reconciler.adopt();
+    this.resilience = new Resilience(datapathMaps(this.l4), this.logger);
+    this.resilience.adopt();
+    this.resilience.watchEjections(1000);
     this.applyModels(this.config.model, this.xdsModel);
 
     const mount = findCgroup2Mount();
@@ -189,6 +194,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     const desired = desiredState(model);
     const started = process.hrtime.bigint();
     const result = this.reconciler.apply(desired);
+    this.resilience?.sync(desired, model);
     this.lastApply = result;
     this.liveModel = model;
     this.tcpListenerNames = new Map(
@@ -237,6 +243,16 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   /** source_workload for the probe. */
   workloadOfCgroup(id: bigint): string | undefined {
     return this.registry?.nameOfCgroup(id);
+  }
+
+  /** Each endpoint's state in the kernel (ejection, active connections); undefined for an unknown cluster. */
+  endpointStatus(cluster: string): EndpointStatus[] | undefined {
+    return this.resilience?.endpoints(cluster);
+  }
+
+  /** Per-cluster resilience counters (overflows, ejections, active connections). */
+  clusterCounters(): ClusterCounters[] {
+    return this.resilience?.clusters() ?? [];
   }
 
   clusterNameOf(id: number): string | undefined {
@@ -331,6 +347,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       }
     }
     await this.registry?.close();
+    this.resilience?.stop();
     this.reconciler?.flush();
     this.l4?.close();
   }

@@ -7,6 +7,7 @@ import type { Cluster, Listener, MeshModel } from '../model/types.js';
 import { l4Protocol } from '../model/validate.js';
 import { encodeAddr } from '../runtime/maps/addr.js';
 import {
+  CLUSTER_RESILIENT,
   CLUSTER_UNIFORM_WEIGHTS,
   endpointValue,
   IPPROTO_TCP,
@@ -16,6 +17,8 @@ import {
   listenerValue,
 } from '../runtime/maps/layouts.js';
 import { assignClusterIds } from './cluster-ids.js';
+import { encodeLevels, encodePolicy, encodeTable, layoutCluster, needsPolicy } from './resilience-encoding.js';
+import { kernelTimers } from './syn-schedule.js';
 
 export interface DesiredCluster {
   id: number;
@@ -23,8 +26,13 @@ export interface DesiredCluster {
   lbPolicy: number;
   flags: number;
   totalWeight: number;
-  /** Encoded kmesh_endpoint_value, in configured order (round robin follows it). */
+  /** Encoded kmesh_endpoint_value, by priority level, in configured order within one (round robin follows it). */
   endpoints: Buffer[];
+  /** Resilience, written with the endpoint set's generation: kmesh_levels (several levels only), table chunks. */
+  levels?: Buffer;
+  table?: Buffer[];
+  /** kmesh_cluster_policy, when CLUSTER_RESILIENT is set. */
+  policy?: Buffer;
 }
 
 export interface DesiredListener {
@@ -51,18 +59,31 @@ function cumulative(weights: number[]): number[] {
 }
 
 function desiredCluster(cluster: Cluster, id: number): DesiredCluster {
-  const weights = cluster.endpoints.map((ep) => ep.weight);
+  const layout = layoutCluster(cluster);
+  const { weights } = layout;
   const cum = cumulative(weights);
-  return {
+  const resilient = needsPolicy(cluster, layout);
+  const out: DesiredCluster = {
     id,
     name: cluster.name,
     lbPolicy: LB_POLICY_CODES[cluster.lbPolicy],
-    flags: weights.every((w) => w === weights[0]) ? CLUSTER_UNIFORM_WEIGHTS : 0,
+    flags: (weights.every((w) => w === weights[0]) ? CLUSTER_UNIFORM_WEIGHTS : 0) | (resilient ? CLUSTER_RESILIENT : 0),
     totalWeight: cum.at(-1) ?? 0,
-    endpoints: cluster.endpoints.map((ep, i) =>
-      endpointValue.encode({ addr: encodeAddr(ep.address), port: ep.port, cum_weight: cum[i] }),
+    endpoints: layout.endpoints.map((ep, i) =>
+      endpointValue.encode({
+        addr: encodeAddr(ep.address),
+        port: ep.port,
+        level: layout.levelOf[i],
+        cum_weight: cum[i],
+      }),
     ),
   };
+  const levels = encodeLevels(layout, cum);
+  if (levels) out.levels = levels;
+  const table = encodeTable(cluster, layout);
+  if (table) out.table = table;
+  if (resilient) out.policy = encodePolicy(cluster, kernelTimers());
+  return out;
 }
 
 function desiredListener(listener: Listener, ids: Map<string, number>): DesiredListener {

@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { BPF_NOEXIST } from '../runtime/bpf-map.js';
 import { BpfError } from '../runtime/errors.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
-import { clusterKey, clusterValue, endpointKey, rrValue } from '../runtime/maps/layouts.js';
+import { clusterKey, clusterValue, endpointKey, genKey, rrValue, tableKey } from '../runtime/maps/layouts.js';
 import type { DesiredCluster, DesiredState } from './desired-state.js';
 import { KmeshError } from './errors.js';
 
@@ -22,12 +22,20 @@ interface LiveCluster {
   totalWeight: number;
   generation: number;
   endpoints: Buffer[];
+  /** Entries of the generation's kmesh_levels (0 or 1) and kmesh_lb_table chunks. */
+  extras: GenerationExtras;
+}
+
+interface GenerationExtras {
+  levels: boolean;
+  tableChunks: number;
 }
 
 interface Retired {
   clusterId: number;
   generation: number;
   count: number;
+  extras: GenerationExtras;
   /** Also delete the cluster entry (the cluster was removed). */
   dropCluster: boolean;
   due: number;
@@ -65,6 +73,7 @@ export class Reconciler {
       byGeneration.get(slot)?.set(k.index, value);
       this.nextGeneration = Math.max(this.nextGeneration, k.generation + 1);
     }
+    const extras = this.adoptExtras();
     for (const [key, value] of this.maps.clusters.entries()) {
       const id = clusterKey.decode(key).id;
       const v = clusterValue.decode(value);
@@ -75,10 +84,15 @@ export class Reconciler {
         totalWeight: v.total_weight,
         generation: v.generation,
         endpoints: Array.from({ length: v.endpoint_count }, (_, i) => set.get(i) ?? Buffer.alloc(0)),
+        extras: extras.get(`${id}/${v.generation}`) ?? { levels: false, tableChunks: 0 },
       });
       this.nextGeneration = Math.max(this.nextGeneration, v.generation + 1);
     }
     let stray = 0;
+    for (const [slot, found] of extras) {
+      const [id, generation] = slot.split('/').map(Number) as [number, number];
+      if (this.clusters.get(id)?.generation !== generation) this.deleteExtras(id, generation, found);
+    }
     for (const [slot, entries] of byGeneration) {
       const [id, generation] = slot.split('/').map(Number) as [number, number];
       if (this.clusters.get(id)?.generation === generation) continue;
@@ -135,6 +149,7 @@ export class Reconciler {
           clusterId: cluster.id,
           generation: before.generation,
           count: before.endpoints.length,
+          extras: before.extras,
           dropCluster: false,
           due: now,
         });
@@ -146,6 +161,7 @@ export class Reconciler {
         clusterId: id,
         generation: before.generation,
         count: before.endpoints.length,
+        extras: before.extras,
         dropCluster: true,
         due: now,
       });
@@ -201,10 +217,15 @@ export class Reconciler {
     );
   }
 
-  /** Writes the endpoints (new generation unless only the policy changed), then flips the cluster entry. */
+  /**
+   * Writes the endpoints (new generation unless only the policy changed; a consistent-hash table belongs to
+   * its policy, so a change of policy with a table takes a new generation too), then flips the cluster entry.
+   */
   private writeCluster(cluster: DesiredCluster, undo: Array<() => void>): number {
     const live = this.clusters.get(cluster.id);
-    const reuse = this.sameEndpoints(live, cluster);
+    const reuse =
+      this.sameEndpoints(live, cluster) &&
+      (live?.lbPolicy === cluster.lbPolicy || (!cluster.table && !live?.extras.tableChunks));
     const generation = reuse && live ? live.generation : this.nextGeneration++;
     let written = 0;
     if (!reuse) {
@@ -214,6 +235,7 @@ export class Reconciler {
         undo.push(() => this.maps.endpoints.delete(key));
         written++;
       });
+      written += this.writeExtras(cluster, generation, undo);
     }
     const rrKey = clusterKey.encode({ id: cluster.id });
     try {
@@ -242,8 +264,59 @@ export class Reconciler {
       totalWeight: cluster.totalWeight,
       generation,
       endpoints: cluster.endpoints,
+      extras:
+        reuse && live ? live.extras : { levels: cluster.levels !== undefined, tableChunks: cluster.table?.length ?? 0 },
     });
     return written + 1;
+  }
+
+  /** The generation's priority levels and consistent-hash table, before the cluster entry points at it. */
+  private writeExtras(cluster: DesiredCluster, generation: number, undo: Array<() => void>): number {
+    let written = 0;
+    if (cluster.levels) {
+      const key = genKey.encode({ cluster_id: cluster.id, generation });
+      this.maps.levels.update(key, cluster.levels);
+      undo.push(() => this.maps.levels.delete(key));
+      written++;
+    }
+    cluster.table?.forEach((chunk, index) => {
+      const key = tableKey.encode({ cluster_id: cluster.id, generation, chunk: index });
+      this.maps.lbTable.update(key, chunk);
+      undo.push(() => this.maps.lbTable.delete(key));
+      written++;
+    });
+    return written;
+  }
+
+  private deleteExtras(clusterId: number, generation: number, extras: GenerationExtras): void {
+    if (extras.levels) this.maps.levels.delete(genKey.encode({ cluster_id: clusterId, generation }));
+    for (let chunk = 0; chunk < extras.tableChunks; chunk++) {
+      this.maps.lbTable.delete(tableKey.encode({ cluster_id: clusterId, generation, chunk }));
+    }
+  }
+
+  /** Levels and table chunks found in the pinned maps, by "<cluster id>/<generation>". */
+  private adoptExtras(): Map<string, GenerationExtras> {
+    const found = new Map<string, GenerationExtras>();
+    const slot = (id: number, generation: number) => {
+      const key = `${id}/${generation}`;
+      let entry = found.get(key);
+      if (!entry) {
+        entry = { levels: false, tableChunks: 0 };
+        found.set(key, entry);
+      }
+      return entry;
+    };
+    for (const key of this.maps.levels.keys()) {
+      const k = genKey.decode(key);
+      slot(k.cluster_id, k.generation).levels = true;
+    }
+    for (const key of this.maps.lbTable.keys()) {
+      const k = tableKey.decode(key);
+      const entry = slot(k.cluster_id, k.generation);
+      entry.tableChunks = Math.max(entry.tableChunks, k.chunk + 1);
+    }
+    return found;
   }
 
   /** Refuse before writing anything when the result would not fit (old generations count until collected). */
@@ -298,6 +371,7 @@ export class Reconciler {
       for (let index = 0; index < r.count; index++) {
         this.maps.endpoints.delete(endpointKey.encode({ cluster_id: r.clusterId, generation: r.generation, index }));
       }
+      this.deleteExtras(r.clusterId, r.generation, r.extras);
       // A cluster removed and then re-added within the grace period is live again: keep it.
       if (r.dropCluster && !this.clusters.has(r.clusterId)) {
         const key = clusterKey.encode({ id: r.clusterId });

@@ -28,14 +28,47 @@ export interface Endpoint {
   priority?: number;
 }
 
+/**
+ * Ejection of endpoints whose connections fail (refused, timed out, reset), decided in the kernel
+ * (Envoy's consecutive local-origin failures at L4).
+ */
+export interface OutlierDetection {
+  /** Failures in a row that eject an endpoint. */
+  consecutiveFailures: number;
+  /** Ejected for this × times ejected, up to maxEjectionTimeMs. */
+  baseEjectionTimeMs: number;
+  maxEjectionTimeMs: number;
+  /** Share of the cluster's endpoints ejected at once (at least one). */
+  maxEjectionPercent: number;
+  /** An ejection-free stretch of interval × times ejected starts the multiplier over. */
+  intervalMs: number;
+}
+
+/** What a consistent hash (maglev, ring_hash) hashes at connect time. */
+export const HASH_KEYS = ['cgroup', 'source_address', 'cgroup_and_source_address'] as const;
+export type HashKey = (typeof HASH_KEYS)[number];
+
+export interface LocalityWeight {
+  locality: Locality;
+  /** Positive integer: the locality's share within its priority level. */
+  weight: number;
+}
+
 export interface Cluster {
   name: string;
   lbPolicy: LbPolicy;
   endpoints: Endpoint[];
   source: ResourceSource;
-  /** Kept from xDS for dumps; not enforced in the kernel. */
-  circuitBreakers?: unknown;
-  outlierDetection?: unknown;
+  outlierDetection?: OutlierDetection;
+  /** Connections (connecting or established) at once; beyond it connect() fails with ECONNREFUSED. */
+  maxConnections?: number;
+  connectTimeoutMs?: number;
+  /** maglev and ring_hash only; default cgroup. */
+  hashKey?: HashKey;
+  /** Locality-weighted load balancing: endpoints of a locality share its weight. */
+  localityWeights?: LocalityWeight[];
+  /** Settings the source gave that the kernel does not enforce, said plainly (e.g. max_requests). */
+  unenforced?: string[];
 }
 
 export interface WeightedCluster {

@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import { encodeAddr } from '../runtime/maps/addr.js';
 import { type Cluster, LB_POLICIES, type MeshModel, PROTOCOLS, type Protocol } from './types.js';
+import { resilienceProblems } from './validate-resilience.js';
 
 export const MAX_WEIGHT = 1_000_000;
 export const MAX_ROUTE_CLUSTERS = 16;
@@ -63,6 +64,7 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
       errors.push(`${at.cluster(i, 'lb_policy')}: must be one of ${LB_POLICIES.join(', ')}`);
     }
     if (cluster.endpoints.length === 0) errors.push(`${at.cluster(i, 'endpoints')}: the endpoint set is empty`);
+    errors.push(...resilienceProblems(cluster, (key) => at.cluster(i, key)));
     if (validEndpointSets.has(cluster.endpoints)) return;
     const before = errors.length;
     cluster.endpoints.forEach((ep, j) => {

@@ -6,7 +6,7 @@ export const ep = (address: string, port: number, weight = 1): Endpoint => ({ ad
 export const cluster = (
   name: string,
   endpoints: Endpoint[] = [ep('127.0.0.1', 9081)],
-  extra: Partial<Pick<Cluster, 'lbPolicy' | 'source'>> = {},
+  extra: Partial<Omit<Cluster, 'name' | 'endpoints'>> = {},
 ): Cluster => ({ name, lbPolicy: 'round_robin', endpoints, source: 'xds', ...extra });
 
 export const listener = (

@@ -4,7 +4,17 @@ import { describe, test } from 'node:test';
 import { fnv1a32 } from '../../src/controller/cluster-ids.js';
 import { desiredState } from '../../src/controller/desired-state.js';
 import type { MeshModel } from '../../src/model/types.js';
-import { CLUSTER_UNIFORM_WEIGHTS, endpointValue, listenerKey, listenerValue } from '../../src/runtime/maps/layouts.js';
+import {
+  CLUSTER_RESILIENT,
+  CLUSTER_UNIFORM_WEIGHTS,
+  clusterPolicy,
+  endpointValue,
+  levels,
+  listenerKey,
+  listenerValue,
+  MAGLEV_TABLE_SIZE,
+  tableChunk,
+} from '../../src/runtime/maps/layouts.js';
 import { cluster, ep, listener } from '../support/model-builders.js';
 
 const hex = (text: string) => Buffer.from(text.replace(/\s/g, ''), 'hex');
@@ -45,9 +55,9 @@ describe('desiredState: clusters', () => {
     assert.deepEqual(
       c.endpoints.map((buf) => endpointValue.decode(buf)),
       [
-        { addr: hex('00000000000000000000ffff 7f000001'), port: 9081, pad: 0, cum_weight: 1 },
-        { addr: hex('00000000000000000000ffff 7f000002'), port: 9082, pad: 0, cum_weight: 4 },
-        { addr: hex('fd00 0000 0000 0000 0000 0000 0001 0002'), port: 9083, pad: 0, cum_weight: 10 },
+        { addr: hex('00000000000000000000ffff 7f000001'), port: 9081, level: 0, pad: 0, cum_weight: 1 },
+        { addr: hex('00000000000000000000ffff 7f000002'), port: 9082, level: 0, pad: 0, cum_weight: 4 },
+        { addr: hex('fd00 0000 0000 0000 0000 0000 0001 0002'), port: 9083, level: 0, pad: 0, cum_weight: 10 },
       ],
     );
     // port in host (little-endian) order at offset 16: 9081 = 0x2379
@@ -62,7 +72,8 @@ describe('desiredState: clusters', () => {
       byName('uniform').endpoints.map((b) => endpointValue.decode(b).cum_weight),
       [5, 10],
     );
-    assert.equal(byName('one').flags, CLUSTER_UNIFORM_WEIGHTS);
+    // least_request needs the per-endpoint counts: the cluster takes the resilient path
+    assert.equal(byName('one').flags, CLUSTER_UNIFORM_WEIGHTS | CLUSTER_RESILIENT);
     assert.equal(byName('one').totalWeight, 7);
     assert.equal(byName('weighted').flags, 0);
   });
@@ -199,5 +210,105 @@ describe('desiredState: listeners', () => {
       protocol: 6,
       pad: 0,
     });
+  });
+});
+
+describe('desiredState: resilience', () => {
+  const model: MeshModel = {
+    clusters: [
+      cluster(
+        'tiers',
+        [
+          { ...ep('127.0.0.1', 1), priority: 2 },
+          ep('127.0.0.2', 2),
+          { ...ep('127.0.0.3', 3), priority: 2 },
+          ep('127.0.0.4', 4),
+        ],
+        {
+          outlierDetection: {
+            consecutiveFailures: 3,
+            baseEjectionTimeMs: 1000,
+            maxEjectionTimeMs: 5000,
+            maxEjectionPercent: 50,
+            intervalMs: 2000,
+          },
+          maxConnections: 10,
+        },
+      ),
+      cluster(
+        'local',
+        [
+          { ...ep('127.0.0.1', 1), locality: { region: 'r', zone: 'a' } },
+          { ...ep('127.0.0.2', 1), locality: { region: 'r', zone: 'b' } },
+          { ...ep('127.0.0.3', 1), locality: { region: 'r', zone: 'b' } },
+        ],
+        {
+          localityWeights: [
+            { locality: { region: 'r', zone: 'a' }, weight: 1 },
+            { locality: { region: 'r', zone: 'b' }, weight: 3 },
+          ],
+        },
+      ),
+      cluster('mag', [ep('127.0.0.1', 1), ep('127.0.0.2', 1)], { lbPolicy: 'maglev', hashKey: 'cgroup' }),
+      cluster('plain', [ep('127.0.0.1', 1)]),
+    ],
+    listeners: [],
+  };
+  const state = desiredState(model);
+  const byName = (name: string) => state.clusters.get(fnv1a32(name)) ?? assert.fail(name);
+
+  test('endpoints grouped by priority level, configured order within a level; level spans', () => {
+    const c = byName('tiers');
+    const decoded = c.endpoints.map((b) => endpointValue.decode(b));
+    assert.deepEqual(
+      decoded.map((e) => [e.port, e.level, e.cum_weight]),
+      [
+        [2, 0, 1],
+        [4, 0, 2],
+        [1, 1, 3],
+        [3, 1, 4],
+      ],
+    );
+    const lv = levels.decode(c.levels ?? assert.fail('no levels'));
+    assert.equal(lv.level_count, 2);
+    assert.deepEqual(lv.level.slice(0, 8), [0, 2, 0, 2, 2, 2, 2, 2]);
+  });
+
+  test('policy: outlier detection in ns, max_connections; the RESILIENT flag', () => {
+    const c = byName('tiers');
+    assert.ok(c.flags & CLUSTER_RESILIENT);
+    const p = clusterPolicy.decode(c.policy ?? assert.fail('no policy'));
+    assert.equal(p.consecutive_failures, 3);
+    assert.equal(p.base_ejection_ns, 1_000_000_000n);
+    assert.equal(p.max_ejection_ns, 5_000_000_000n);
+    assert.equal(p.interval_ns, 2_000_000_000n);
+    assert.equal(p.max_ejection_percent, 50);
+    assert.equal(p.max_connections, 10);
+    assert.equal(p.syn_rto_jiffies, 0);
+  });
+
+  test('locality weights are folded into endpoint weights: 1 : 3 split over the locality', () => {
+    const c = byName('local');
+    const cum = c.endpoints.map((b) => endpointValue.decode(b).cum_weight);
+    const weights = cum.map((w, i) => w - (cum[i - 1] ?? 0));
+    assert.deepEqual(weights, [1000, 1500, 1500]);
+    assert.equal(c.flags & CLUSTER_UNIFORM_WEIGHTS, 0);
+  });
+
+  test('maglev: a 65,537-entry table in chunks naming endpoint indices', () => {
+    const c = byName('mag');
+    const table = (c.table ?? assert.fail('no table'))
+      .flatMap((b) => tableChunk.decode(b).index)
+      .slice(0, MAGLEV_TABLE_SIZE);
+    assert.equal(c.table?.length, Math.ceil(MAGLEV_TABLE_SIZE / 256));
+    const zeros = table.filter((i) => i === 0).length;
+    assert.ok(Math.abs(zeros - MAGLEV_TABLE_SIZE / 2) < MAGLEV_TABLE_SIZE * 0.01, `share of endpoint 0: ${zeros}`);
+    assert.ok(table.every((i) => i === 0 || i === 1));
+  });
+
+  test('a plain cluster has no policy, levels or table', () => {
+    const c = byName('plain');
+    assert.equal(c.flags & CLUSTER_RESILIENT, 0);
+    assert.equal(c.policy ?? c.levels ?? c.table, undefined);
   });
 });

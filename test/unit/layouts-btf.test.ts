@@ -12,22 +12,31 @@ import { BpfObject } from '../../src/runtime/bpf-object.js';
 import { ensureBpffs } from '../../src/runtime/bpffs.js';
 import {
   clusterKey,
+  clusterPolicy,
+  clusterState,
   clusterValue,
   endpointKey,
   endpointValue,
+  epState,
+  epStateKey,
+  genKey,
+  levels,
   listenerKey,
   listenerValue,
   MAX_CLUSTERS,
   MAX_ENDPOINTS,
+  MAX_LB_TABLE_CHUNKS,
   MAX_LISTENERS,
   MAX_ROUTE_CLUSTERS,
   rrValue,
   SHARED_LAYOUTS,
   sockOrigin,
+  tableChunk,
+  tableKey,
   udpReverseKey,
   udpReverseValue,
 } from '../../src/runtime/maps/layouts.js';
-import { array, bytes, StructCodec, u16, u32 } from '../../src/runtime/maps/struct-codec.js';
+import { array, bytes, StructCodec, u8, u16, u32 } from '../../src/runtime/maps/struct-codec.js';
 import { assertLayout, type BtfType, hasBpftool, loadBtf, resolve, sizeOf, struct, type } from '../support/btf.js';
 
 const OBJ = fileURLToPath(new URL('../../../build/bpf/kmesh_l4.bpf.o', import.meta.url));
@@ -56,7 +65,13 @@ describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
   test('the check fails on a drifted codec', () => {
     const swapped = new StructCodec('kmesh_endpoint_value', { addr: bytes(16), pad: u16, port: u16, cum_weight: u32 });
     assert.throws(() => assertLayout(btf, swapped as unknown as StructCodec<never>), /member names and order/);
-    const widened = new StructCodec('kmesh_endpoint_value', { addr: bytes(16), port: u32, pad: u16, cum_weight: u32 });
+    const widened = new StructCodec('kmesh_endpoint_value', {
+      addr: bytes(16),
+      port: u32,
+      level: u8,
+      pad: u8,
+      cum_weight: u32,
+    });
     assert.throws(() => assertLayout(btf, widened as unknown as StructCodec<never>), /offsets and sizes/);
     const shorter = new StructCodec('kmesh_listener_value', {
       cluster_count: u32,
@@ -144,6 +159,11 @@ describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
     // socket-local storage: no capacity; the key is the map fd (an int)
     kmesh_sock_origin: [BPF_MAP_TYPE_SK_STORAGE, 0, 4, sockOrigin],
     kmesh_udp_reverse: [BPF_MAP_TYPE_LRU_HASH, TRACKED_SOCKETS, udpReverseKey, udpReverseValue],
+    kmesh_cl_policy: [BPF_MAP_TYPE_HASH, MAX_CLUSTERS, clusterKey, clusterPolicy],
+    kmesh_cl_state: [BPF_MAP_TYPE_HASH, MAX_CLUSTERS, clusterKey, clusterState],
+    kmesh_ep_state: [BPF_MAP_TYPE_HASH, MAX_ENDPOINTS, epStateKey, epState],
+    kmesh_levels: [BPF_MAP_TYPE_HASH, MAX_CLUSTERS, genKey, levels],
+    kmesh_lb_table: [BPF_MAP_TYPE_HASH, MAX_LB_TABLE_CHUNKS, tableKey, tableChunk],
   } as const;
   const sizeOfSide = (side: number | { size: number }) => (typeof side === 'number' ? side : side.size);
   const nameOfSide = (side: number | { cName: string }) =>

@@ -248,22 +248,104 @@ describe('xds conversion', () => {
     assert.equal(c.model.clusters.find((x) => x.name === 's')?.lbPolicy, 'maglev');
   });
 
-  it('circuit_breakers and outlier_detection kept as plain objects', () => {
+  it("istiod's DestinationRule shapes: outlier detection, circuit breaker, connect timeout; the rest listed", () => {
     const s = state({
       clusters: [
         cluster({
           name: 'cb',
-          circuitBreakers: { thresholds: [{ maxConnections: { value: 100 }, maxRequests: { value: 5 } }] },
-          outlierDetection: { consecutive_5xx: { value: 7 }, baseEjectionTime: { seconds: 30 } },
+          lbPolicy: 'least_request',
+          circuitBreakers: {
+            thresholds: [{ maxConnections: { value: 100 }, maxRequests: { value: 5 }, maxRetries: { value: 3 } }],
+          },
+          // istiod: consecutive5xxErrors → consecutive_5xx, split_external_local_origin_errors false
+          outlierDetection: {
+            consecutive_5xx: { value: 7 },
+            interval: { seconds: 5 },
+            baseEjectionTime: { seconds: 30 },
+            maxEjectionPercent: { value: 50 },
+          },
+          extra: {
+            connectTimeout: { seconds: 2, nanos: 500_000_000 },
+            leastRequestLbConfig: { choiceCount: { value: 3 } },
+          },
         }),
       ],
       eds: [loadAssignment('cb', eps(1))],
     });
     const cl = convert(s, new Map()).model.clusters[0];
-    assert.deepEqual(cl?.circuitBreakers, {
-      thresholds: [{ maxConnections: { value: 100 }, maxRequests: { value: 5 } }],
+    assert.deepEqual(cl?.outlierDetection, {
+      consecutiveFailures: 7,
+      baseEjectionTimeMs: 30_000,
+      maxEjectionTimeMs: 300_000,
+      maxEjectionPercent: 50,
+      intervalMs: 5000,
     });
-    assert.deepEqual(cl?.outlierDetection, { consecutive_5xx: { value: 7 }, baseEjectionTime: { seconds: '30' } });
+    assert.equal(cl?.maxConnections, 100);
+    assert.equal(cl?.connectTimeoutMs, 2500);
+    assert.deepEqual(cl?.unenforced, [
+      'circuit_breakers max_requests (per request: needs L7)',
+      'circuit_breakers max_retries (per request: needs L7)',
+      'least_request_lb_config.choice_count 3 (2 used)',
+    ]);
+  });
+
+  it('split_external_local_origin_errors: consecutive_local_origin_failure is the threshold', () => {
+    const s = state({
+      clusters: [
+        cluster({
+          name: 'lo',
+          outlierDetection: {
+            splitExternalLocalOriginErrors: true,
+            consecutiveLocalOriginFailure: { value: 2 },
+            consecutive_5xx: { value: 9 },
+          },
+        }),
+      ],
+      eds: [loadAssignment('lo', eps(1))],
+    });
+    assert.equal(convert(s, new Map()).model.clusters[0]?.outlierDetection?.consecutiveFailures, 2);
+  });
+
+  it('nonsense is NACKed naming the cluster: 200 % ejection, priority beyond 7, zero max_connections', () => {
+    assert.throws(
+      () => state({ clusters: [cluster({ name: 'bad', outlierDetection: { maxEjectionPercent: { value: 200 } } })] }),
+      (e: unknown) => e instanceof XdsResourceError && /cluster bad: .*max_ejection_percent 200/.test(e.message),
+    );
+    assert.throws(
+      () =>
+        state({
+          clusters: [cluster({ name: 'z', circuitBreakers: { thresholds: [{ maxConnections: { value: 0 } }] } })],
+        }),
+      (e: unknown) => e instanceof XdsResourceError && /cluster z: .*max_connections 0/.test(e.message),
+    );
+    assert.throws(
+      () => state({ eds: [loadAssignment('p', [{ address: '127.0.0.1', port: 1, priority: 9 }])] }),
+      (e: unknown) => e instanceof XdsResourceError && /load assignment p: priority 9/.test(e.message),
+    );
+  });
+
+  it('CLA priorities and, with locality_weighted_lb_config, locality weights', () => {
+    const a = { region: 'r1', zone: 'a' };
+    const b = { region: 'r1', zone: 'b' };
+    const s = state({
+      clusters: [cluster({ name: 'lw', extra: { commonLbConfig: { localityWeightedLbConfig: {} } } })],
+      eds: [
+        loadAssignment('lw', [
+          { address: '127.0.0.1', port: 1, locality: a, localityWeight: 3 },
+          { address: '127.0.0.2', port: 1, locality: b, localityWeight: 1 },
+          { address: '127.0.0.3', port: 1, locality: b, localityWeight: 1, priority: 1 },
+        ]),
+      ],
+    });
+    const cl = convert(s, new Map()).model.clusters[0];
+    assert.deepEqual(
+      cl?.endpoints.map((e) => e.priority ?? 0),
+      [0, 0, 1],
+    );
+    assert.deepEqual(cl?.localityWeights, [
+      { locality: { region: 'r1', zone: 'a' }, weight: 3 },
+      { locality: { region: 'r1', zone: 'b' }, weight: 1 },
+    ]);
   });
 
   it('more than 16 weighted clusters is rejected with the listener name', () => {

@@ -3,7 +3,16 @@
  * every change, so the same inputs always give the same model (tests rely on it).
  */
 import { isIP } from 'node:net';
-import type { Cluster, Endpoint, Listener, MeshModel, UnenforcedRoute, WeightedCluster } from '../../model/types.js';
+import type {
+  Cluster,
+  Endpoint,
+  Listener,
+  LocalityWeight,
+  MeshModel,
+  UnenforcedRoute,
+  WeightedCluster,
+} from '../../model/types.js';
+import { localityName } from '../../model/validate-resilience.js';
 import {
   type XCluster,
   XdsResourceError,
@@ -64,13 +73,22 @@ function modelCluster(c: XCluster, state: XdsState, dns: Map<string, string[]>):
   const memo = clusterMemo.get(c);
   if (memo && memo.assignment === assignment && (c.kind !== 'dns' || memo.dns === dns)) return memo.model;
   const mc: Cluster = { name: c.name, lbPolicy: c.lbPolicy, endpoints: clusterEndpoints(c, state, dns), source: 'xds' };
-  if (c.circuitBreakers !== undefined) mc.circuitBreakers = c.circuitBreakers;
-  if (c.outlierDetection !== undefined) mc.outlierDetection = c.outlierDetection;
+  applyResilience(mc, c, c.kind === 'eds' ? assignment?.localityWeights : c.localityWeights);
   const entry: { assignment?: XLoadAssignment; dns?: Map<string, string[]>; model: Cluster } = { model: mc };
   if (assignment) entry.assignment = assignment;
   if (c.kind === 'dns') entry.dns = dns;
   clusterMemo.set(c, entry);
   return mc;
+}
+
+/** The cluster's resilience settings; locality weights only where common_lb_config asks for them (as Envoy). */
+function applyResilience(mc: Cluster, c: XCluster, localityWeights: LocalityWeight[] | undefined): void {
+  const { localityWeighted, ...settings } = c.resilience;
+  Object.assign(mc, settings);
+  if (!localityWeighted || !localityWeights) return;
+  // A locality weight for a locality all of whose endpoints are unhealthy (skipped) would name nothing.
+  const present = new Set(mc.endpoints.map((ep) => localityName(ep.locality)));
+  mc.localityWeights = localityWeights.filter((lw) => present.has(localityName(lw.locality)));
 }
 
 /** Service addresses named by a virtual host: `<IP>` and `<IP>:<port>` domains (IPv6 as `[addr]:port`). */

@@ -4,7 +4,16 @@
  */
 import { isIP } from 'node:net';
 import type protobuf from 'protobufjs';
-import type { Endpoint, LbPolicy, Protocol, UnenforcedRoute, WeightedCluster } from '../../model/types.js';
+import type {
+  Endpoint,
+  LbPolicy,
+  LocalityWeight,
+  Protocol,
+  UnenforcedRoute,
+  WeightedCluster,
+} from '../../model/types.js';
+import { localityName, RESILIENCE_LIMITS } from '../../model/validate-resilience.js';
+import { decodeClusterResilience } from './cluster-resilience.js';
 import { TYPE, toPlain, xdsTypes } from './protos.js';
 import {
   type RawEndpoint,
@@ -152,6 +161,10 @@ function loadAssignmentEndpoints(cla: M, what: string, requireIp: boolean): RawE
   for (const loc of cla?.endpoints ?? []) {
     const loca = locality(loc.locality);
     const priority: number = loc.priority ?? 0;
+    const [, maxPriority] = RESILIENCE_LIMITS.priority;
+    if (priority > maxPriority) {
+      throw new XdsResourceError(`${what}: priority ${priority} (the kernel keeps priorities 0..${maxPriority})`);
+    }
     for (const lbe of loc.lbEndpoints ?? []) {
       if (lbe.healthStatus === HEALTH_UNHEALTHY || lbe.healthStatus === HEALTH_DRAINING) continue;
       const sa = lbe.endpoint?.address?.socketAddress;
@@ -178,17 +191,36 @@ function loadAssignmentEndpoints(cla: M, what: string, requireIp: boolean): RawE
   return out;
 }
 
+/**
+ * Locality weights of a ClusterLoadAssignment; undefined unless every locality has one. The model keeps one
+ * weight per locality: a locality repeated at another priority keeps its first weight.
+ */
+function localityWeights(cla: M, what: string): LocalityWeight[] | undefined {
+  const out = new Map<string, LocalityWeight>();
+  for (const loc of cla?.endpoints ?? []) {
+    if (!loc.loadBalancingWeight) return undefined;
+    const weight: number = loc.loadBalancingWeight.value;
+    if (!(weight >= 1)) throw new XdsResourceError(`${what}: locality load_balancing_weight ${weight} (must be >= 1)`);
+    const l = locality(loc.locality) ?? {};
+    const key = localityName(l);
+    if (!out.has(key)) out.set(key, { locality: l, weight });
+  }
+  return out.size > 0 ? [...out.values()] : undefined;
+}
+
 export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
   const t = xdsTypes();
   const c: M = decodeAs(t.Cluster, bytes, `cluster #${index}`);
   const name = checkName(c.name, 'cluster', index);
   const what = `cluster ${name}`;
   const lb = LB[c.lbPolicy ?? 0];
-  const out: XCluster = { name, kind: 'unsupported', lbPolicy: lb ?? 'round_robin', endpoints: [] };
-  if (c.circuitBreakers)
-    out.circuitBreakers = toPlain(t.root.lookupType('envoy.config.cluster.v3.CircuitBreakers'), c.circuitBreakers);
-  if (c.outlierDetection)
-    out.outlierDetection = toPlain(t.root.lookupType('envoy.config.cluster.v3.OutlierDetection'), c.outlierDetection);
+  const out: XCluster = {
+    name,
+    kind: 'unsupported',
+    lbPolicy: lb ?? 'round_robin',
+    endpoints: [],
+    resilience: decodeClusterResilience(c, what),
+  };
   if (c.clusterType) {
     out.reason = `custom cluster type ${c.clusterType.name || '(unnamed)'}`;
     return out;
@@ -197,11 +229,13 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
     case 0: // STATIC
       out.kind = 'static';
       out.endpoints = loadAssignmentEndpoints(c.loadAssignment, what, true);
+      setLocalityWeights(out, c.loadAssignment, what);
       break;
     case 1: // STRICT_DNS
     case 2: // LOGICAL_DNS: resolved the same way; connect-time steering has no connection pool to pin
       out.kind = 'dns';
       out.endpoints = loadAssignmentEndpoints(c.loadAssignment, what, false);
+      setLocalityWeights(out, c.loadAssignment, what);
       break;
     case 3: // EDS
       out.kind = 'eds';
@@ -216,11 +250,20 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
   return out;
 }
 
+function setLocalityWeights(out: XCluster, cla: M, what: string): void {
+  const weights = localityWeights(cla, what);
+  if (weights) out.localityWeights = weights;
+}
+
 export function decodeLoadAssignment(bytes: Uint8Array, index: number): XLoadAssignment {
   const cla: M = decodeAs(xdsTypes().ClusterLoadAssignment, bytes, `load assignment #${index}`);
   const name = checkName(cla.clusterName, 'load assignment', index);
-  const raw = loadAssignmentEndpoints(cla, `load assignment ${name}`, true);
-  return { name, endpoints: raw.map(({ host, ...rest }) => ({ address: host, ...rest })) };
+  const what = `load assignment ${name}`;
+  const raw = loadAssignmentEndpoints(cla, what, true);
+  const out: XLoadAssignment = { name, endpoints: raw.map(({ host, ...rest }) => ({ address: host, ...rest })) };
+  const weights = localityWeights(cla, what);
+  if (weights) out.localityWeights = weights;
+  return out;
 }
 
 function positiveWeights(list: Array<{ name: string; weight: number }>, what: string): WeightedCluster[] {

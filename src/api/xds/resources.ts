@@ -3,7 +3,15 @@
  * safely raises XdsResourceError, which the client turns into a NACK of the whole response (SotW has no partial
  * acceptance), keeping the previous version.
  */
-import type { Endpoint, LbPolicy, Protocol, UnenforcedRoute, WeightedCluster } from '../../model/types.js';
+import type {
+  Endpoint,
+  LbPolicy,
+  LocalityWeight,
+  Protocol,
+  UnenforcedRoute,
+  WeightedCluster,
+} from '../../model/types.js';
+import type { ClusterResilience } from './cluster-resilience.js';
 
 export class XdsResourceError extends Error {
   override name = 'XdsResourceError';
@@ -22,14 +30,17 @@ export interface XCluster {
   edsName?: string;
   lbPolicy: LbPolicy;
   endpoints: RawEndpoint[];
-  circuitBreakers?: unknown;
-  outlierDetection?: unknown;
+  resilience: ClusterResilience;
+  /** STATIC/DNS clusters: locality weights of the inline load assignment. */
+  localityWeights?: LocalityWeight[];
   reason?: string;
 }
 
 export interface XLoadAssignment {
   name: string;
   endpoints: Endpoint[];
+  /** load_balancing_weight per locality, when every locality has one. */
+  localityWeights?: LocalityWeight[];
 }
 
 export type XTarget =

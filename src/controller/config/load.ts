@@ -6,14 +6,19 @@ import { parseXdsConfig, type XdsConfig } from '../../api/xds/config.js';
 import {
   type Cluster,
   type Endpoint,
+  HASH_KEYS,
   LB_POLICIES,
   type Listener,
+  type Locality,
+  type LocalityWeight,
   type MeshModel,
+  type OutlierDetection,
   PROTOCOLS,
   type ServiceSpec,
   type WeightedCluster,
 } from '../../model/types.js';
 import { validateModel } from '../../model/validate.js';
+import { OUTLIER_DEFAULTS, parseLocality } from '../../model/validate-resilience.js';
 import { isPinDir } from '../../runtime/bpffs.js';
 import { KmeshError } from '../errors.js';
 import { KeyLocator } from './locator.js';
@@ -182,21 +187,71 @@ function checkDuplicateServices(services: Array<ServiceSpec | undefined>, reader
   });
 }
 
+function readLocality(t: TableReader, key: string): Locality | undefined {
+  const text = t.optionalString(key);
+  if (text === undefined) return undefined;
+  const locality = parseLocality(text);
+  if (!locality) t.fail(key, `must be "region", "region/zone" or "region/zone/subzone", got "${text}"`);
+  return locality;
+}
+
 function readEndpoint(t: TableReader): Endpoint {
-  return {
+  const ep: Endpoint = {
     address: t.string('address') ?? '',
     port: t.integer('port', -U32_MAX, U32_MAX) ?? 0,
     weight: t.integer('weight', -U32_MAX, U32_MAX, 1) ?? 1,
   };
+  const priority = t.has('priority') ? t.integer('priority', -U32_MAX, U32_MAX) : undefined;
+  if (priority !== undefined) ep.priority = priority;
+  const locality = readLocality(t, 'locality');
+  if (locality) ep.locality = locality;
+  return ep;
+}
+
+/** Times and counts are read as any integer; validateModel says what range they need. */
+function readOutlierDetection(t: TableReader): OutlierDetection {
+  const int = (key: string, fallback: number) => t.integer(key, -U32_MAX, U32_MAX, fallback) ?? fallback;
+  const baseEjectionTimeMs = int('base_ejection_time_ms', OUTLIER_DEFAULTS.baseEjectionTimeMs);
+  return {
+    consecutiveFailures: int('consecutive_failures', OUTLIER_DEFAULTS.consecutiveFailures),
+    baseEjectionTimeMs,
+    // Envoy's default cap, or the base time when that is longer
+    maxEjectionTimeMs: int('max_ejection_time_ms', Math.max(OUTLIER_DEFAULTS.maxEjectionTimeMs, baseEjectionTimeMs)),
+    maxEjectionPercent: int('max_ejection_percent', OUTLIER_DEFAULTS.maxEjectionPercent),
+    intervalMs: int('interval_ms', OUTLIER_DEFAULTS.intervalMs),
+  };
 }
 
 function readCluster(t: TableReader): Cluster {
-  return {
+  const cluster: Cluster = {
     name: t.string('name') ?? '',
     lbPolicy: t.oneOf('lb_policy', LB_POLICIES, 'round_robin') ?? 'round_robin',
     endpoints: t.tables('endpoints', readEndpoint) ?? missing(t, 'endpoints'),
     source: 'toml',
   };
+  const outlier = t.subTable('outlier_detection', readOutlierDetection);
+  if (outlier) cluster.outlierDetection = outlier;
+  for (const [key, field] of [
+    ['max_connections', 'maxConnections'],
+    ['connect_timeout_ms', 'connectTimeoutMs'],
+  ] as const) {
+    const v = t.has(key) ? t.integer(key, -U32_MAX, U32_MAX) : undefined;
+    if (v !== undefined) cluster[field] = v;
+  }
+  const hashKey = t.has('hash_key') ? t.oneOf('hash_key', HASH_KEYS) : undefined;
+  if (hashKey) cluster.hashKey = hashKey;
+  const weights = t.tables('locality_weights', (w): LocalityWeight | undefined => {
+    const locality = readLocality(w, 'locality') ?? (w.has('locality') ? undefined : missingLocality(w));
+    const weight = w.integer('weight', -U32_MAX, U32_MAX) ?? 0;
+    return locality ? { locality, weight } : undefined;
+  });
+  if (weights) cluster.localityWeights = weights;
+  return cluster;
+}
+
+function missingLocality(t: TableReader): undefined {
+  t.fail('locality', 'is required');
+  return undefined;
 }
 
 function missing(t: TableReader, key: string): never[] {

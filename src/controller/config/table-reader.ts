@@ -107,6 +107,24 @@ export class TableReader {
     });
   }
 
+  /** An inline table, read by `read`; undefined when absent. */
+  subTable<T>(key: string, read: (table: TableReader) => T): T | undefined {
+    const v = this.raw(key);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Date) {
+      this.fail(key, 'must be a table ({ key = value, ... })');
+      return undefined;
+    }
+    const reader = new TableReader(
+      v as Record<string, unknown>,
+      (k) => this.where(k ? `${key}.${k}` : key),
+      this.errors,
+    );
+    const out = read(reader);
+    reader.rejectUnknown();
+    return out;
+  }
+
   /** Call after reading: any key not asked for is a mistake the operator wants to hear about. */
   rejectUnknown(): void {
     for (const key of Object.keys(this.table)) {

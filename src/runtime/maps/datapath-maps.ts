@@ -7,6 +7,12 @@ export interface DatapathMaps {
   clusters: BpfMap;
   endpoints: BpfMap;
   roundRobin: BpfMap;
+  /** Resilience: per-cluster settings and counters, per-endpoint state, per-generation levels and tables. */
+  clusterPolicy: BpfMap;
+  clusterState: BpfMap;
+  endpointState: BpfMap;
+  levels: BpfMap;
+  lbTable: BpfMap;
 }
 
 export function datapathMaps(obj: BpfObject): DatapathMaps {
@@ -15,5 +21,10 @@ export function datapathMaps(obj: BpfObject): DatapathMaps {
     clusters: obj.map('kmesh_clusters'),
     endpoints: obj.map('kmesh_endpoints'),
     roundRobin: obj.map('kmesh_rr'),
+    clusterPolicy: obj.map('kmesh_cl_policy'),
+    clusterState: obj.map('kmesh_cl_state'),
+    endpointState: obj.map('kmesh_ep_state'),
+    levels: obj.map('kmesh_levels'),
+    lbTable: obj.map('kmesh_lb_table'),
   };
 }

@@ -22,8 +22,12 @@ function tcpOnce(): Promise<Record<string, unknown>> {
     socket.on('connect', () => {
       peer = `${socket.remoteAddress}:${socket.remotePort}`;
     });
+    // the first line is the reply: a server may keep the connection open after it
     socket.on('data', (chunk) => {
       data += chunk;
+      if (!data.includes('\n')) return;
+      resolve({ reply: data.trim(), peer });
+      socket.destroy();
     });
     socket.on('end', () => resolve({ reply: data.trim(), peer }));
     socket.on('error', (err) => resolve({ error: (err as NodeJS.ErrnoException).code ?? err.message }));

@@ -1,0 +1,131 @@
+/**
+ * A cluster's resilience settings as map entries (pure, like desired-state.ts): the endpoint order by
+ * priority level, locality weights folded into endpoint weights, the level spans (kmesh_levels), the
+ * consistent-hash table (kmesh_lb_table chunks) and the per-cluster policy (kmesh_cluster_policy).
+ */
+import type { Cluster, Endpoint, HashKey } from '../model/types.js';
+import { addressKey } from '../model/validate.js';
+import { localityName } from '../model/validate-resilience.js';
+import {
+  clusterPolicy,
+  HASH_CGROUP,
+  HASH_SOURCE,
+  LB_TABLE_CHUNK,
+  levels,
+  MAGLEV_TABLE_SIZE,
+  MAX_PRIORITIES,
+  RING_HASH_BUCKETS,
+  tableChunk,
+} from '../runtime/maps/layouts.js';
+import { maglevTable, ringHashTable } from './lb-tables.js';
+import { type KernelTimers, synSchedule } from './syn-schedule.js';
+
+export interface ClusterLayout {
+  /** Lowest priority first; the configured order within a level (round robin follows it). */
+  endpoints: Endpoint[];
+  /** Weight each endpoint takes, locality weights folded in. */
+  weights: number[];
+  /** Level index (0 = the lowest priority present) per endpoint. */
+  levelOf: number[];
+  /** [start, count) per level. */
+  spans: Array<{ start: number; count: number }>;
+}
+
+/**
+ * Locality-weighted: an endpoint's share of its level is its locality's weight split by the endpoint
+ * weights inside the locality, scaled to integers (the kernel picks by integer weights).
+ */
+const LOCALITY_SCALE = 1000;
+
+export function layoutCluster(cluster: Cluster): ClusterLayout {
+  const priorities = [...new Set(cluster.endpoints.map((ep) => ep.priority ?? 0))].sort((a, b) => a - b);
+  const levelOfPriority = new Map(priorities.map((p, i) => [p, i]));
+  const order = cluster.endpoints
+    .map((ep, i) => ({ ep, i, level: levelOfPriority.get(ep.priority ?? 0) as number }))
+    .sort((a, b) => a.level - b.level || a.i - b.i);
+  const endpoints = order.map((o) => o.ep);
+  const levelOf = order.map((o) => o.level);
+  const spans = priorities.map((_, l) => ({ start: levelOf.indexOf(l), count: levelOf.filter((x) => x === l).length }));
+  let weights = endpoints.map((ep) => ep.weight);
+  if (cluster.localityWeights) {
+    const localityWeight = new Map(cluster.localityWeights.map((lw) => [localityName(lw.locality), lw.weight]));
+    const inLocality = new Map<string, number>();
+    endpoints.forEach((ep, i) => {
+      const key = `${levelOf[i]}|${localityName(ep.locality)}`;
+      inLocality.set(key, (inLocality.get(key) ?? 0) + ep.weight);
+    });
+    weights = endpoints.map((ep, i) => {
+      const name = localityName(ep.locality);
+      const share = (localityWeight.get(name) ?? 1) / (inLocality.get(`${levelOf[i]}|${name}`) ?? 1);
+      return Math.max(1, Math.round(ep.weight * share * LOCALITY_SCALE));
+    });
+  }
+  return { endpoints, weights, levelOf, spans };
+}
+
+/** kmesh_levels for more than one level; undefined when the whole set is one level. */
+export function encodeLevels(layout: ClusterLayout, cum: number[]): Buffer | undefined {
+  if (layout.spans.length <= 1) return undefined;
+  const flat: number[] = [];
+  for (const { start, count } of layout.spans.slice(0, MAX_PRIORITIES)) {
+    const base = start > 0 ? (cum[start - 1] as number) : 0;
+    flat.push(start, count, base, (cum[start + count - 1] as number) - base);
+  }
+  return levels.encode({ level_count: layout.spans.length, level: flat });
+}
+
+/** The level-0 consistent-hash table in chunks, or undefined for other policies. */
+export function encodeTable(cluster: Cluster, layout: ClusterLayout): Buffer[] | undefined {
+  if (cluster.lbPolicy !== 'maglev' && cluster.lbPolicy !== 'ring_hash') return undefined;
+  const first = layout.spans[0] ?? { start: 0, count: 0 };
+  const hosts = layout.endpoints.slice(first.start, first.start + first.count).map((ep, i) => ({
+    name: `${addressKey(ep.address)}|${ep.port}`,
+    weight: layout.weights[first.start + i] as number,
+  }));
+  const table =
+    cluster.lbPolicy === 'maglev' ? maglevTable(hosts, MAGLEV_TABLE_SIZE) : ringHashTable(hosts, RING_HASH_BUCKETS);
+  const chunks: Buffer[] = [];
+  for (let at = 0; at < table.length; at += LB_TABLE_CHUNK) {
+    chunks.push(
+      tableChunk.encode({ index: Array.from(table.subarray(at, at + LB_TABLE_CHUNK), (i) => first.start + i) }),
+    );
+  }
+  return chunks;
+}
+
+const HASH_BITS: Record<HashKey, number> = {
+  cgroup: HASH_CGROUP,
+  source_address: HASH_SOURCE,
+  cgroup_and_source_address: HASH_CGROUP | HASH_SOURCE,
+};
+
+/** True when connect() must consult kmesh_cluster_policy for this cluster. */
+export function needsPolicy(cluster: Cluster, layout: ClusterLayout): boolean {
+  return (
+    cluster.outlierDetection !== undefined ||
+    cluster.maxConnections !== undefined ||
+    cluster.connectTimeoutMs !== undefined ||
+    cluster.lbPolicy === 'least_request' ||
+    cluster.lbPolicy === 'maglev' ||
+    cluster.lbPolicy === 'ring_hash' ||
+    layout.spans.length > 1
+  );
+}
+
+const NS_PER_MS = 1_000_000n;
+
+export function encodePolicy(cluster: Cluster, timers: KernelTimers): Buffer {
+  const od = cluster.outlierDetection;
+  const syn = cluster.connectTimeoutMs !== undefined ? synSchedule(cluster.connectTimeoutMs, timers) : undefined;
+  return clusterPolicy.encode({
+    consecutive_failures: od?.consecutiveFailures ?? 0,
+    max_ejection_percent: od?.maxEjectionPercent ?? 0,
+    base_ejection_ns: BigInt(od?.baseEjectionTimeMs ?? 0) * NS_PER_MS,
+    max_ejection_ns: BigInt(od?.maxEjectionTimeMs ?? 0) * NS_PER_MS,
+    interval_ns: BigInt(od?.intervalMs ?? 0) * NS_PER_MS,
+    max_connections: cluster.maxConnections ?? 0,
+    syn_rto_jiffies: syn?.rtoJiffies ?? 0,
+    syn_retries: syn?.retries ?? 0,
+    hash_key: HASH_BITS[cluster.hashKey ?? 'cgroup'],
+  });
+}

@@ -1,0 +1,105 @@
+/**
+ * Checks of a cluster's resilience settings (outlier detection, circuit breaking, connect timeout,
+ * consistent-hash key, priorities and localities). The ranges are written here once; the TOML reader
+ * and the xDS decoder rely on these messages.
+ */
+import { type Cluster, HASH_KEYS, type Locality } from './types.js';
+
+/** Each bound is what the kernel side can hold or what makes sense for a connect-time decision. */
+export const RESILIENCE_LIMITS = {
+  consecutiveFailures: [1, 1000],
+  /** A day: longer ejections are outages, not outlier handling. */
+  ejectionTimeMs: [1, 86_400_000],
+  intervalMs: [1, 86_400_000],
+  maxEjectionPercent: [1, 100],
+  maxConnections: [1, 0xffffffff],
+  /** The SYN retransmission timeout is set in jiffies (≥ 4 ms) and capped by the kernel at 120 s. */
+  connectTimeoutMs: [10, 300_000],
+  /** Levels kept in the kernel (KMESH_MAX_PRIORITIES): priorities 0..7. */
+  priority: [0, 7],
+} as const;
+
+/** Envoy's defaults for what the operator leaves out. */
+export const OUTLIER_DEFAULTS = {
+  consecutiveFailures: 5,
+  baseEjectionTimeMs: 30_000,
+  maxEjectionTimeMs: 300_000,
+  maxEjectionPercent: 10,
+  intervalMs: 10_000,
+} as const;
+
+export const localityName = (l: Locality | undefined): string =>
+  [l?.region ?? '', l?.zone ?? '', l?.subZone ?? ''].join('/').replace(/\/+$/, '');
+
+/** "region/zone/subzone" (zone and subzone optional) → Locality; undefined if malformed. */
+export function parseLocality(text: string): Locality | undefined {
+  const parts = text.split('/');
+  if (parts.length > 3 || parts.some((p) => p === '' || /\s/.test(p))) return undefined;
+  const [region, zone, subZone] = parts as [string, string?, string?];
+  return { region, ...(zone ? { zone } : {}), ...(subZone ? { subZone } : {}) };
+}
+
+const inRange = (v: number, [min, max]: readonly [number, number]) => Number.isInteger(v) && v >= min && v <= max;
+const range = ([min, max]: readonly [number, number]) => `an integer ${min}..${max}`;
+
+/** Problems of one cluster's resilience settings; `at(key)` names the place. */
+export function resilienceProblems(cluster: Cluster, at: (key: string) => string): string[] {
+  const errors: string[] = [];
+  const L = RESILIENCE_LIMITS;
+  const od = cluster.outlierDetection;
+  if (od) {
+    const check = (key: string, v: number, r: readonly [number, number]) => {
+      if (!inRange(v, r)) errors.push(`${at(`outlier_detection.${key}`)}: must be ${range(r)}, got ${v}`);
+    };
+    check('consecutive_failures', od.consecutiveFailures, L.consecutiveFailures);
+    check('base_ejection_time_ms', od.baseEjectionTimeMs, L.ejectionTimeMs);
+    check('max_ejection_time_ms', od.maxEjectionTimeMs, L.ejectionTimeMs);
+    check('max_ejection_percent', od.maxEjectionPercent, L.maxEjectionPercent);
+    check('interval_ms', od.intervalMs, L.intervalMs);
+    if (od.maxEjectionTimeMs < od.baseEjectionTimeMs) {
+      errors.push(
+        `${at('outlier_detection.max_ejection_time_ms')}: ${od.maxEjectionTimeMs} is below base_ejection_time_ms ${od.baseEjectionTimeMs}`,
+      );
+    }
+  }
+  if (cluster.maxConnections !== undefined && !inRange(cluster.maxConnections, L.maxConnections)) {
+    errors.push(`${at('max_connections')}: must be ${range(L.maxConnections)}, got ${cluster.maxConnections}`);
+  }
+  if (cluster.connectTimeoutMs !== undefined && !inRange(cluster.connectTimeoutMs, L.connectTimeoutMs)) {
+    errors.push(`${at('connect_timeout_ms')}: must be ${range(L.connectTimeoutMs)}, got ${cluster.connectTimeoutMs}`);
+  }
+  if (cluster.hashKey !== undefined) {
+    if (!HASH_KEYS.includes(cluster.hashKey)) {
+      errors.push(`${at('hash_key')}: must be one of ${HASH_KEYS.join(', ')}, got "${cluster.hashKey}"`);
+    } else if (cluster.lbPolicy !== 'maglev' && cluster.lbPolicy !== 'ring_hash') {
+      errors.push(`${at('hash_key')}: applies to lb_policy maglev or ring_hash, not ${cluster.lbPolicy}`);
+    }
+  }
+  cluster.endpoints.forEach((ep, j) => {
+    if (ep.priority !== undefined && !inRange(ep.priority, L.priority)) {
+      errors.push(`${at(`endpoints[${j}].priority`)}: must be ${range(L.priority)}, got ${ep.priority}`);
+    }
+  });
+  if (cluster.localityWeights) {
+    const weighted = new Set<string>();
+    cluster.localityWeights.forEach((lw, j) => {
+      const name = localityName(lw.locality);
+      if (weighted.has(name)) errors.push(`${at(`locality_weights[${j}]`)}: locality "${name}" is listed twice`);
+      weighted.add(name);
+      if (!Number.isInteger(lw.weight) || lw.weight < 1) {
+        errors.push(`${at(`locality_weights[${j}].weight`)}: must be a positive integer, got ${lw.weight}`);
+      }
+    });
+    const used = new Set(cluster.endpoints.map((ep) => localityName(ep.locality)));
+    for (const name of weighted) {
+      if (!used.has(name)) errors.push(`${at('locality_weights')}: locality "${name}" has no endpoint`);
+    }
+    cluster.endpoints.forEach((ep, j) => {
+      const name = localityName(ep.locality);
+      if (!weighted.has(name)) {
+        errors.push(`${at(`endpoints[${j}].locality`)}: "${name}" has no weight in locality_weights`);
+      }
+    });
+  }
+  return errors;
+}

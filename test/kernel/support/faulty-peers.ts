@@ -1,0 +1,66 @@
+/** Backends that fail the ways a real one does: refusing, resetting, and blackholing SYNs. */
+import { spawn } from 'node:child_process';
+import { connect, createServer, type Socket } from 'node:net';
+import type { Backends } from './peers.js';
+
+/** Greets every connection with its name and keeps it open (held connections count as active). */
+export async function greetingBackend(name: string, host: string, port: number): Promise<Backends> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    socket.write(`${name}\n`);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
+  return {
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Accepts and resets every connection (RST right after the handshake). */
+export async function resettingBackend(host: string, port: number): Promise<Backends> {
+  const server = createServer((socket) => socket.resetAndDestroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
+  return { close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+/**
+ * A listener whose accept queue is full and never drained: the kernel drops every further SYN, so a
+ * connect to it hangs in SYN_SENT (a SYN blackhole on loopback, no firewall rule needed). A child
+ * process listens with backlog 1 (Node takes 0 for its default) and blocks its event loop; two
+ * connections from here fill the queue.
+ */
+export async function synBlackhole(host: string, port: number): Promise<Backends> {
+  const code = `require('node:net').createServer().listen({ host: ${JSON.stringify(host)}, port: ${port}, backlog: 1 }, () => {
+    process.stdout.write('ready\\n');
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+  });`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.once('exit', (c) => reject(new Error(`blackhole listener exited ${c}`)));
+    child.stdout.once('data', () => resolve());
+  });
+  const fill = (): Promise<Socket> =>
+    new Promise((resolve, reject) => {
+      const s = connect({ host, port }, () => resolve(s));
+      s.once('error', reject);
+    });
+  const fillers = [await fill(), await fill()];
+  return {
+    close: async () => {
+      for (const s of fillers) s.destroy();
+      child.kill('SIGKILL');
+    },
+  };
+}
