@@ -196,12 +196,6 @@ static const struct kmesh_endpoint_value kmesh_overflow_endpoint = {
 	.addr = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 },
 };
 
-struct pick {
-	struct kmesh_endpoint_value *ep;
-	struct kmesh_ep_state *st;
-	__u32 index;
-};
-
 static __always_inline struct kmesh_ep_state *ep_state_of(__u32 cluster_id, const __u8 *addr, __u16 port)
 {
 	struct kmesh_ep_state_key key = { .port = port, .cluster_id = cluster_id };
@@ -283,50 +277,50 @@ static __always_inline __u32 pick_level(const struct kmesh_levels *lv, const str
 	return 0;
 }
 
-/* The endpoint a ticket below the level's range (count if uniform, else weight) names. */
-static __always_inline void pick_ticket(struct pick *p, __u32 cluster_id, const struct kmesh_cluster_value *cv,
-					const struct kmesh_level *l, __u32 ticket)
-{
-	struct kmesh_endpoint_key key = { .cluster_id = cluster_id, .generation = cv->generation };
-
-	p->st = NULL;
-	if (cv->flags & KMESH_CLUSTER_UNIFORM_WEIGHTS) {
-		key.index = l->start + ticket;
-		p->index = key.index;
-		p->ep = bpf_map_lookup_elem(&kmesh_endpoints, &key);
-		return;
-	}
-	p->ep = find_weighted(cluster_id, cv->generation, l->start, l->start + l->count - 1, l->cum_base + ticket,
-			      &p->index);
-}
+#define PICK_UNIFORM 0x1
+#define PICK_SKIP_EJECTED 0x2
+#define NO_INDEX 0xffffffff
 
 /*
- * From index on, the first endpoint of the level that is not ejected (decided here, in
- * the kernel: sockops set ejected_until_ns when the failures reached the threshold).
- * All of them ejected: the first pick, as Envoy's panic mode would.
+ * The endpoint index a ticket names within a level (ticket below the level's count if PICK_UNIFORM, else
+ * below its weight), moved on past endpoints that are ejected (decided here, in the kernel: sockops set
+ * ejected_until_ns when the failures reached the threshold). All of them ejected: the first pick, as
+ * Envoy's panic mode would.
+ * A global function, so the verifier checks it once rather than at every call site; 5.10 takes only
+ * scalar arguments there, hence the pairs packed into 64 bits.
  */
-static __always_inline void skip_ejected(struct pick *p, __u32 cluster_id, __u32 generation,
-					 const struct kmesh_level *l, __u64 now, int want_state)
+__attribute__((noinline)) __u32 kmesh_pick_in_level(__u64 cluster_generation, __u64 start_count,
+						     __u64 base_ticket, __u64 now, __u32 flags)
 {
-	struct kmesh_endpoint_key key = { .cluster_id = cluster_id, .generation = generation, .index = p->index };
-	struct kmesh_endpoint_value *ep = p->ep;
+	struct kmesh_endpoint_key key = { .cluster_id = cluster_generation >> 32,
+					  .generation = (__u32)cluster_generation };
+	__u32 start = start_count >> 32, end = start + (__u32)start_count, first;
+	struct kmesh_endpoint_value *ep;
 	struct kmesh_ep_state *st;
 	int step;
 
+	if (end <= start)
+		return NO_INDEX;
+	if (flags & PICK_UNIFORM)
+		key.index = start + (__u32)base_ticket;
+	else
+		find_weighted(key.cluster_id, key.generation, start, end - 1,
+			      (__u32)(base_ticket >> 32) + (__u32)base_ticket, &key.index);
+	first = key.index;
+	if (!(flags & PICK_SKIP_EJECTED))
+		return first;
 	for (step = 0; step < KMESH_EJECT_PROBE_STEPS; step++) {
-		if (!ep)
-			return;
-		st = want_state ? ep_state_at_pick(cluster_id, ep) : ep_state_of(cluster_id, ep->addr, ep->port);
-		if (!st || st->ejected_until_ns <= now) {
-			p->ep = ep;
-			p->st = st;
-			p->index = key.index;
-			return;
-		}
-		key.index = key.index + 1 >= l->start + l->count ? l->start : key.index + 1;
 		ep = bpf_map_lookup_elem(&kmesh_endpoints, &key);
+		if (!ep)
+			return first;
+		st = ep_state_at_pick(key.cluster_id, ep);
+		if (!st || st->ejected_until_ns <= now)
+			return key.index;
+		key.index = key.index + 1 >= end ? start : key.index + 1;
 	}
+	return first;
 }
+
 static __always_inline __u64 mix64(__u64 h)
 {
 	h ^= h >> 33;
@@ -353,9 +347,9 @@ static __always_inline __u32 hash_of(struct bpf_sock_addr *ctx, const struct kme
 	return (__u32)h;
 }
 
-/* Maglev / ring-hash: the level-0 endpoint the key's table slot names. */
-static __always_inline int pick_hashed(struct pick *p, struct bpf_sock_addr *ctx, __u32 cluster_id,
-				       const struct kmesh_cluster_value *cv, const struct kmesh_cluster_policy *pol)
+/* Maglev / ring hash: the level-0 endpoint index the key's table slot names, or NO_INDEX. */
+static __always_inline __u32 hashed_index(struct bpf_sock_addr *ctx, __u32 cluster_id,
+					  const struct kmesh_cluster_value *cv, const struct kmesh_cluster_policy *pol)
 {
 	__u32 h = hash_of(ctx, pol);
 	__u32 slot = cv->lb_policy == KMESH_LB_MAGLEV ? h % KMESH_MAGLEV_TABLE_SIZE : h >> 16;
@@ -363,61 +357,39 @@ static __always_inline int pick_hashed(struct pick *p, struct bpf_sock_addr *ctx
 				       .generation = cv->generation,
 				       .chunk = slot / KMESH_LB_TABLE_CHUNK };
 	struct kmesh_table_chunk *chunk = bpf_map_lookup_elem(&kmesh_lb_table, &key);
-	struct kmesh_endpoint_key ek = { .cluster_id = cluster_id, .generation = cv->generation };
 
-	if (!chunk)
-		return 0;
-	ek.index = chunk->index[slot % KMESH_LB_TABLE_CHUNK];
-	p->index = ek.index;
-	p->st = NULL;
-	p->ep = bpf_map_lookup_elem(&kmesh_endpoints, &ek);
-	return p->ep != NULL;
+	return chunk ? chunk->index[slot % KMESH_LB_TABLE_CHUNK] : NO_INDEX;
 }
 
-static __always_inline __s64 active_of(const struct pick *p)
+static __always_inline struct kmesh_endpoint_value *endpoint_at(__u32 cluster_id, __u32 generation, __u32 index)
 {
-	__s64 n = p->st ? p->st->active : 0;
+	struct kmesh_endpoint_key key = { .cluster_id = cluster_id, .generation = generation, .index = index };
 
-	return n > 0 ? n : 0;
+	return bpf_map_lookup_elem(&kmesh_endpoints, &key);
 }
 
-static __always_inline __u32 weight_at(__u32 cluster_id, __u32 generation, const struct kmesh_level *l,
-				       const struct pick *p)
+/* Connections of an endpoint, as load: (active + 1) x the other's weight (Envoy's weighted least
+ * request with bias 1 compares (active + 1) / weight). */
+static __always_inline __u64 load_of(__u32 cluster_id, const struct kmesh_cluster_value *cv,
+				     const struct kmesh_level *l, __u32 index, __u32 other)
 {
-	struct kmesh_endpoint_key key = { .cluster_id = cluster_id, .generation = generation, .index = p->index - 1 };
-	struct kmesh_endpoint_value *prev;
+	struct kmesh_endpoint_value *ep = endpoint_at(cluster_id, cv->generation, index);
+	struct kmesh_endpoint_value *o, *prev;
+	struct kmesh_ep_state *st;
+	__u64 weight = 1;
+	__s64 active;
 
-	if (p->index <= l->start)
-		return p->ep->cum_weight - l->cum_base;
-	prev = bpf_map_lookup_elem(&kmesh_endpoints, &key);
-	return prev ? p->ep->cum_weight - prev->cum_weight : 1;
-}
-
-/*
- * Least request: the less loaded of two random picks (power of two choices). With unequal
- * weights the load is weighed as Envoy's weighted least request does with bias 1:
- * (active + 1) / weight.
- */
-static __always_inline struct kmesh_endpoint_value *
-pick_least_request(__u32 cluster_id, const struct kmesh_cluster_value *cv, const struct kmesh_level *l,
-		   __u32 range, __u64 now, int outlier)
-{
-	struct pick a, b;
-	__s64 la, lb;
-
-	pick_ticket(&a, cluster_id, cv, l, bpf_get_prandom_u32() % range);
-	skip_ejected(&a, cluster_id, cv->generation, l, now, outlier);
-	pick_ticket(&b, cluster_id, cv, l, bpf_get_prandom_u32() % range);
-	skip_ejected(&b, cluster_id, cv->generation, l, now, outlier);
-	if (!a.ep || !b.ep)
-		return a.ep ? a.ep : b.ep;
-	la = active_of(&a) + 1;
-	lb = active_of(&b) + 1;
+	if (!ep)
+		return ~0ULL;
+	st = ep_state_of(cluster_id, ep->addr, ep->port);
+	active = st ? st->active : 0;
 	if (!(cv->flags & KMESH_CLUSTER_UNIFORM_WEIGHTS)) {
-		la *= weight_at(cluster_id, cv->generation, l, &b);
-		lb *= weight_at(cluster_id, cv->generation, l, &a);
+		o = endpoint_at(cluster_id, cv->generation, other);
+		prev = other > l->start ? endpoint_at(cluster_id, cv->generation, other - 1) : NULL;
+		if (o)
+			weight = o->cum_weight - (prev ? prev->cum_weight : l->cum_base);
 	}
-	return lb < la ? b.ep : a.ep;
+	return (__u64)(active > 0 ? active + 1 : 1) * weight;
 }
 
 /* The endpoint choice of a KMESH_CLUSTER_RESILIENT cluster. */
@@ -429,10 +401,10 @@ static __always_inline struct kmesh_endpoint_value *pick_resilient(struct bpf_so
 	struct kmesh_cluster_state *cs = bpf_map_lookup_elem(&kmesh_cl_state, &cluster_id);
 	struct kmesh_levels *lv = bpf_map_lookup_elem(&kmesh_levels, &gk);
 	struct kmesh_level l = { .count = cv->endpoint_count, .weight = cv->total_weight };
-	int outlier = pol->consecutive_failures != 0;
-	__u64 now = bpf_ktime_get_ns();
-	struct pick p = {};
-	__u32 li = 0, range;
+	__u32 flags = (cv->flags & KMESH_CLUSTER_UNIFORM_WEIGHTS ? PICK_UNIFORM : 0) |
+		      (pol->consecutive_failures ? PICK_SKIP_EJECTED : 0);
+	__u64 now = bpf_ktime_get_ns(), cg, span;
+	__u32 li = 0, range, ticket, index, other;
 
 	if (pol->max_connections && cs && cs->active >= (__s64)pol->max_connections) {
 		__sync_fetch_and_add(&cs->overflows, 1);
@@ -448,26 +420,36 @@ static __always_inline struct kmesh_endpoint_value *pick_resilient(struct bpf_so
 	if (range == 0)
 		return NULL;
 
+	cg = (__u64)cluster_id << 32 | cv->generation;
+	span = (__u64)l.start << 32 | l.count;
 	switch (cv->lb_policy) {
-	case KMESH_LB_LEAST_REQUEST:
-		return pick_least_request(cluster_id, cv, &l, range, now, outlier);
 	case KMESH_LB_MAGLEV:
 	case KMESH_LB_RING_HASH:
 		/* the table covers the first level; a failover level is picked by weight */
-		if (li == 0 && pick_hashed(&p, ctx, cluster_id, cv, pol))
-			break;
-		pick_ticket(&p, cluster_id, cv, &l, bpf_get_prandom_u32() % range);
+		index = li == 0 ? hashed_index(ctx, cluster_id, cv, pol) : NO_INDEX;
+		if (index >= l.start && index < l.start + l.count) {
+			flags |= PICK_UNIFORM;
+			ticket = index - l.start;
+		} else {
+			ticket = bpf_get_prandom_u32() % range;
+		}
 		break;
 	case KMESH_LB_ROUND_ROBIN:
-		pick_ticket(&p, cluster_id, cv, &l, next_round_robin(cluster_id, range));
+		ticket = next_round_robin(cluster_id, range);
 		break;
 	default:
-		pick_ticket(&p, cluster_id, cv, &l, bpf_get_prandom_u32() % range);
+		ticket = bpf_get_prandom_u32() % range;
 		break;
 	}
-	if (outlier)
-		skip_ejected(&p, cluster_id, cv->generation, &l, now, 1);
-	return p.ep;
+	index = kmesh_pick_in_level(cg, span, (__u64)l.cum_base << 32 | ticket, now, flags);
+	if (cv->lb_policy == KMESH_LB_LEAST_REQUEST) {
+		/* power of two choices: the less loaded of two random picks */
+		other = kmesh_pick_in_level(cg, span, (__u64)l.cum_base << 32 | (bpf_get_prandom_u32() % range), now,
+					    flags);
+		if (other != NO_INDEX && load_of(cluster_id, cv, &l, other, index) < load_of(cluster_id, cv, &l, index, other))
+			index = other;
+	}
+	return index == NO_INDEX ? NULL : endpoint_at(cluster_id, cv->generation, index);
 }
 
 static __always_inline struct kmesh_endpoint_value *pick_endpoint(struct bpf_sock_addr *ctx, __u32 cluster_id)
@@ -739,9 +721,10 @@ static __always_inline struct kmesh_ep_state *origin_state(const struct kmesh_so
 	return ep_state_of(origin->cluster_id, origin->endpoint, origin->endpoint_port);
 }
 
-/* Takes one of the cluster's ejection slots if the cap allows another ejection now. */
-static __always_inline int take_ejection(__u32 cluster_id, const struct kmesh_cluster_policy *pol, __u32 level,
-					 __u64 until, __u64 now)
+/* Takes one of the cluster's ejection slots if the cap allows another ejection now. Global, so the
+ * verifier checks its loop once (scalar arguments: see kmesh_pick_in_level). */
+__attribute__((noinline)) int kmesh_take_ejection(__u32 cluster_id, __u32 max_ejection_percent, __u32 level,
+						   __u64 until, __u64 now)
 {
 	struct kmesh_cluster_state *cs = bpf_map_lookup_elem(&kmesh_cl_state, &cluster_id);
 	struct kmesh_cluster_value *cv = bpf_map_lookup_elem(&kmesh_clusters, &cluster_id);
@@ -751,7 +734,7 @@ static __always_inline int take_ejection(__u32 cluster_id, const struct kmesh_cl
 	if (!cs || !cv)
 		return 0;
 	/* Envoy ejects at least one endpoint whatever the percentage */
-	allowed = cv->endpoint_count * pol->max_ejection_percent / 100;
+	allowed = cv->endpoint_count * max_ejection_percent / 100;
 	if (allowed < 1)
 		allowed = 1;
 	bpf_spin_lock(&cs->lock);
@@ -798,7 +781,7 @@ static __always_inline void record_failure(__u32 cluster_id, struct kmesh_ep_sta
 	duration = pol->base_ejection_ns * (times + 1);
 	if (duration > pol->max_ejection_ns)
 		duration = pol->max_ejection_ns;
-	if (!take_ejection(cluster_id, pol, level, now + duration, now))
+	if (!kmesh_take_ejection(cluster_id, pol->max_ejection_percent, level, now + duration, now))
 		return;
 	bpf_spin_lock(&st->lock);
 	st->ejected_until_ns = now + duration;
@@ -861,21 +844,22 @@ static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct 
 	struct kmesh_ep_state *st = origin_state(origin);
 	int connecting = skops->args[0] == BPF_TCP_SYN_SENT;
 	int err = sock_error(sk);
+	int failed;
 
 	if (cs)
 		__sync_fetch_and_add(&cs->active, -1);
 	if (!st)
 		return;
 	__sync_fetch_and_add(&st->active, -1);
-	if (connecting) {
-		if (err == ECONNREFUSED || err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH)
-			record_failure(origin->cluster_id, st, err == ETIMEDOUT);
-		/* else the application gave up first: no verdict on the endpoint */
-	} else if (err == ECONNRESET) {
-		record_failure(origin->cluster_id, st, 0);
-	} else {
+	/* a connect the application gave up on first (no error) says nothing about the endpoint */
+	if (connecting)
+		failed = err == ECONNREFUSED || err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH;
+	else
+		failed = err == ECONNRESET;
+	if (failed)
+		record_failure(origin->cluster_id, st, connecting && err == ETIMEDOUT);
+	else if (!connecting)
 		record_success(origin->cluster_id, st);
-	}
 }
 
 SEC("sockops")

@@ -10,7 +10,13 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import dbus from 'dbus-next';
 import { callMethod, dbusErrorName, dbusErrorText, getProperty } from '../api/dbus/call.js';
-import { decodeService, decodeStatus, type ServiceTuple } from '../api/dbus/codec.js';
+import {
+  decodeEndpoint,
+  decodeService,
+  decodeStatus,
+  type EndpointTuple,
+  type ServiceTuple,
+} from '../api/dbus/codec.js';
 import {
   BUS_NAME,
   DBUS_ERROR_NAME_HAS_NO_OWNER,
@@ -18,7 +24,7 @@ import {
   MANAGER_IFACE,
   OBJECT_PATH,
 } from '../api/dbus/names.js';
-import type { DaemonStatus, ServiceStatus } from '../controller/control.js';
+import type { DaemonStatus, EndpointStatus, ServiceStatus } from '../controller/control.js';
 
 export const EXIT = { ok: 0, daemonError: 1, usage: 2, notRunning: 3 } as const;
 
@@ -32,6 +38,7 @@ Commands:
   register UNIT       register a systemd unit (e.g. orders.service) or a cgroup path (/sys/fs/cgroup/...)
   unregister NAME     unregister a service by unit name or cgroup path
   dump                the live model and map contents (JSON)
+  endpoints CLUSTER   each endpoint's state in the kernel: healthy or ejected (until when), connections
   reload              re-read /etc/kmesh/kmesh.toml (like systemctl reload kmesh)
   log-level LEVEL     set the daemon log level (trace, debug, info, warn, error, fatal)
   access-log on|off   one JSON log line per closed connection (kmesh-probe), on or off
@@ -51,6 +58,7 @@ const COMMANDS: Record<string, { args: number }> = {
   register: { args: 1 },
   unregister: { args: 1 },
   dump: { args: 0 },
+  endpoints: { args: 1 },
   reload: { args: 0 },
   'log-level': { args: 1 },
   'access-log': { args: 1 },
@@ -142,6 +150,23 @@ export function formatServices(list: ServiceStatus[]): string {
   );
 }
 
+export function formatEndpoints(list: EndpointStatus[]): string {
+  return table(
+    ['ENDPOINT', 'PRIORITY', 'LOCALITY', 'WEIGHT', 'STATE', 'ACTIVE', 'FAILURES', 'EJECTIONS', 'TIMEOUTS'],
+    list.map((e) => [
+      e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`,
+      String(e.priority),
+      e.locality || '-',
+      String(e.weight),
+      e.healthy ? 'healthy' : `ejected until ${e.ejectedUntil}`,
+      String(e.activeConnections),
+      `${e.consecutiveFailures} in a row, ${e.failuresTotal} total`,
+      String(e.ejectionsTotal),
+      String(e.connectTimeoutsTotal),
+    ]),
+  );
+}
+
 function clientVersion(): string {
   try {
     const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
@@ -195,6 +220,12 @@ async function execute(bus: dbus.MessageBus, inv: Invocation, io: Io): Promise<v
       const [text] = await manager(bus, 'DumpConfig');
       // Already JSON; re-indent so --json and the default agree.
       io.out(JSON.stringify(JSON.parse(String(text)), null, 2));
+      return;
+    }
+    case 'endpoints': {
+      const [raw] = await manager(bus, 'GetEndpoints', 's', [inv.arg]);
+      const list = (raw as EndpointTuple[]).map(decodeEndpoint);
+      print(formatEndpoints(list), list);
       return;
     }
     case 'reload': {

@@ -22,6 +22,26 @@ export interface ServiceStatus {
   detail?: string;
 }
 
+/** One endpoint of a cluster as the kernel sees it (outlier ejection, connections). */
+export interface EndpointStatus {
+  address: string;
+  port: number;
+  priority: number;
+  /** "region/zone/subzone", "" when none. */
+  locality: string;
+  /** The weight the kernel picks by (locality weights folded in). */
+  weight: number;
+  healthy: boolean;
+  /** ISO time the ejection ends, while ejected. */
+  ejectedUntil?: string;
+  activeConnections: number;
+  consecutiveFailures: number;
+  timesEjected: number;
+  ejectionsTotal: number;
+  failuresTotal: number;
+  connectTimeoutsTotal: number;
+}
+
 export interface FeatureStatus {
   enabled: boolean;
   reason?: string;
@@ -57,6 +77,8 @@ export interface DaemonControl extends EventEmitter<DaemonEvents> {
   /** Throws KmeshError (code 'InvalidArgument' | 'NotFound' | 'AlreadyExists' | ...) on bad input. */
   registerService(spec: ServiceSpec): Promise<ServiceStatus>;
   unregisterService(name: string): Promise<void>;
+  /** Each endpoint of a cluster; throws KmeshError('NotFound') for an unknown cluster. */
+  endpointStatus(cluster: string): EndpointStatus[];
   /** JSON-ready: the live model and what is in the maps. */
   dumpConfig(): Promise<unknown>;
   /** Re-read the TOML; throws KmeshError('InvalidConfig') and changes nothing on a bad file. */

@@ -25,6 +25,7 @@ import type {
   DaemonEvents,
   DaemonState,
   DaemonStatus,
+  EndpointStatus,
   FeatureStatus,
   ServiceStatus,
 } from './control.js';
@@ -33,7 +34,7 @@ import { KmeshError } from './errors.js';
 import { dumpMaps } from './map-dump.js';
 import { bpfObjectDir, packageRoot, pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
-import { type ClusterCounters, type EndpointStatus, Resilience } from './resilience.js';
+import { type ClusterCounters, Resilience } from './resilience.js';
 import { ServiceRegistry } from './services.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
@@ -245,9 +246,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return this.registry?.nameOfCgroup(id);
   }
 
-  /** Each endpoint's state in the kernel (ejection, active connections); undefined for an unknown cluster. */
-  endpointStatus(cluster: string): EndpointStatus[] | undefined {
-    return this.resilience?.endpoints(cluster);
+  /** Each endpoint's state in the kernel (ejection, active connections). */
+  endpointStatus(cluster: string): EndpointStatus[] {
+    const list = this.resilience?.endpoints(cluster);
+    if (!list) throw new KmeshError('NotFound', `no cluster "${cluster}" is live`);
+    return list;
   }
 
   /** Per-cluster resilience counters (overflows, ejections, active connections). */

@@ -13,27 +13,11 @@ import { BpfError } from '../runtime/errors.js';
 import { encodeAddr } from '../runtime/maps/addr.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
 import { clusterKey, clusterState, epState, epStateKey, MAX_EJECTED } from '../runtime/maps/layouts.js';
+import type { EndpointStatus } from './control.js';
 import type { DesiredState } from './desired-state.js';
 import { layoutCluster } from './resilience-encoding.js';
 
 const EEXIST = 17;
-
-export interface EndpointStatus {
-  address: string;
-  port: number;
-  priority: number;
-  locality: string;
-  weight: number;
-  healthy: boolean;
-  /** ISO time the ejection ends, while ejected. */
-  ejectedUntil?: string;
-  activeConnections: number;
-  consecutiveFailures: number;
-  timesEjected: number;
-  ejectionsTotal: number;
-  failuresTotal: number;
-  connectTimeoutsTotal: number;
-}
 
 export interface ClusterCounters {
   cluster: string;

@@ -12,10 +12,11 @@ import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
 import { type MapStats, registerDaemonMetrics, type XdsStats } from './daemon-metrics.js';
 import { PROBE_OBJECT, PROBE_PROGRAM, Probe, probeMapsOf } from './probe.js';
+import { type ResilienceSource, registerResilienceMetrics } from './resilience-metrics.js';
 import { type MetricsServer, startMetricsServer } from './server.js';
 
 /** What the daemon (src/controller/daemon.ts, class Daemon) already offers the probe. */
-export interface ProbeDaemon {
+export interface ProbeDaemon extends ResilienceSource {
   readonly logger: Logger;
   readonly maps: DatapathMaps;
   status(): DaemonStatus;
@@ -96,6 +97,7 @@ export async function startProbe(host: ProbeDaemon, settings: ProbeSettings): Pr
       bpfStatsEnabled: statsEnabled,
       ...(settings.xdsStats ? { xds: settings.xdsStats } : {}),
     });
+    registerResilienceMetrics(registry, host);
     const server = settings.metricsListen
       ? await startMetricsServer(settings.metricsListen, registry, host.logger)
       : undefined;

@@ -14,6 +14,7 @@ import type {
   DaemonEvents,
   DaemonState,
   DaemonStatus,
+  EndpointStatus,
   ServiceStatus,
 } from '../../src/controller/control.js';
 import { KmeshError } from '../../src/controller/errors.js';
@@ -177,6 +178,27 @@ export class FakeControl extends EventEmitter<DaemonEvents> implements DaemonCon
     this.services.splice(i, 1);
     this.emit('service-changed', name, 'unregistered');
   }
+  endpointStatus(cluster: string): EndpointStatus[] {
+    if (cluster !== 'reviews') throw new KmeshError('NotFound', `no cluster "${cluster}" is live`);
+    return this.endpoints;
+  }
+  endpoints: EndpointStatus[] = [
+    {
+      address: '127.0.0.1',
+      port: 9081,
+      priority: 0,
+      locality: 'r1/a',
+      weight: 1,
+      healthy: false,
+      ejectedUntil: '2026-01-01T00:00:30.000Z',
+      activeConnections: 0,
+      consecutiveFailures: 0,
+      timesEjected: 1,
+      ejectionsTotal: 1,
+      failuresTotal: 5,
+      connectTimeoutsTotal: 0,
+    },
+  ];
   async dumpConfig(): Promise<unknown> {
     return { model: { listeners: [], clusters: [] }, maps: {} };
   }

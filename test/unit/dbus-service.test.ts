@@ -77,6 +77,12 @@ describe('D-Bus service with the shipped policy', { skip: dbusSkipReason() ?? fa
     assert.deepEqual(JSON.parse(String(text)), { model: { listeners: [], clusters: [] }, maps: {} });
   });
 
+  test('GetEndpoints returns typed endpoint states; an unknown cluster is NotFound', async () => {
+    const [list] = await call('GetEndpoints', 's', ['reviews']);
+    assert.deepEqual(list, [['127.0.0.1', 9081, 0, 'r1/a', 1, false, '2026-01-01T00:00:30.000Z', 0, 0, 1, 1n, 5n, 0n]]);
+    await assert.rejects(call('GetEndpoints', 's', ['nope']), /no cluster "nope" is live/);
+  });
+
   test('root can register, gets ServiceChanged and PropertiesChanged', async () => {
     const seen: string[] = [];
     const onMessage = (m: dbus.Message) => {

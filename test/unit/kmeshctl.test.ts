@@ -125,6 +125,19 @@ describe('kmeshctl against the service', { skip: dbusSkipReason() ?? false }, ()
     assert.equal(JSON.parse(v.out.join('\n')).daemon, '0.1.0-test');
   });
 
+  test('endpoints: table and --json', async () => {
+    const c = capture();
+    assert.equal(await run(['endpoints', 'reviews'], c.io, connect), EXIT.ok);
+    const lines = c.out.join('\n').split('\n');
+    assert.match(lines[0] ?? '', /^ENDPOINT +PRIORITY +LOCALITY +WEIGHT +STATE +ACTIVE/);
+    assert.match(lines[1] ?? '', /^127\.0\.0\.1:9081 +0 +r1\/a +1 +ejected until 2026-01-01T00:00:30\.000Z +0 /);
+    const j = capture();
+    assert.equal(await run(['--json', 'endpoints', 'reviews'], j.io, connect), EXIT.ok);
+    assert.equal(JSON.parse(j.out.join('\n'))[0].timesEjected, 1);
+    const e = capture();
+    assert.equal(await run(['endpoints', 'nope'], e.io, connect), EXIT.daemonError);
+  });
+
   test('errors from the daemon → exit 1 with the reason', async () => {
     const c = capture();
     assert.equal(await run(['register', 'missing.service'], c.io, connect), EXIT.daemonError);

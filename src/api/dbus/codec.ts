@@ -3,7 +3,7 @@
  * string so `busctl call`/`get-property` print readable, typed values; DumpConfig is the exception (free-form JSON).
  */
 import dbus from 'dbus-next';
-import type { DaemonStatus, ServiceStatus } from '../../controller/control.js';
+import type { DaemonStatus, EndpointStatus, ServiceStatus } from '../../controller/control.js';
 
 const { Variant } = dbus;
 
@@ -102,4 +102,64 @@ export function decodeService(t: ServiceTuple): ServiceStatus {
   if (cgroupId) s.cgroupId = cgroupId;
   if (detail) s.detail = detail;
   return s;
+}
+
+/**
+ * One endpoint: (address, port, priority, locality, weight, healthy, ejected_until, active_connections,
+ * consecutive_failures, times_ejected, ejections_total, failures_total, connect_timeouts_total) — signature
+ * (squsubsuuuttt); ejected_until is "" while healthy.
+ */
+export const ENDPOINT_SIGNATURE = '(squsubsuuuttt)';
+export type EndpointTuple = [
+  string,
+  number,
+  number,
+  string,
+  number,
+  boolean,
+  string,
+  number,
+  number,
+  number,
+  bigint,
+  bigint,
+  bigint,
+];
+
+export function encodeEndpoint(e: EndpointStatus): EndpointTuple {
+  return [
+    e.address,
+    e.port,
+    u32(e.priority),
+    e.locality,
+    u32(e.weight),
+    e.healthy,
+    e.ejectedUntil ?? '',
+    u32(e.activeConnections),
+    u32(e.consecutiveFailures),
+    u32(e.timesEjected),
+    BigInt(e.ejectionsTotal),
+    BigInt(e.failuresTotal),
+    BigInt(e.connectTimeoutsTotal),
+  ];
+}
+
+export function decodeEndpoint(t: EndpointTuple): EndpointStatus {
+  const [address, port, priority, locality, weight, healthy, until, active, consecutive, times, ej, fail, timeouts] = t;
+  const e: EndpointStatus = {
+    address,
+    port,
+    priority,
+    locality,
+    weight,
+    healthy,
+    activeConnections: active,
+    consecutiveFailures: consecutive,
+    timesEjected: times,
+    ejectionsTotal: Number(ej),
+    failuresTotal: Number(fail),
+    connectTimeoutsTotal: Number(timeouts),
+  };
+  if (until) e.ejectedUntil = until;
+  return e;
 }

@@ -13,6 +13,8 @@ import { KmeshError } from '../../controller/errors.js';
 import type { ServiceSpec } from '../../model/types.js';
 import { callBus, dbusErrorName, dbusErrorText } from './call.js';
 import {
+  ENDPOINT_SIGNATURE,
+  encodeEndpoint,
   encodeService,
   encodeStatus,
   PROPERTY_SIGNATURES,
@@ -82,6 +84,12 @@ const METHODS: Record<string, MethodDef> = {
     run: (c) => [c.listServices().map(encodeService)],
   },
   DumpConfig: { in: '', out: 's', mutating: false, run: async (c) => [JSON.stringify(await c.dumpConfig(), null, 2)] },
+  GetEndpoints: {
+    in: 's',
+    out: `a${ENDPOINT_SIGNATURE}`,
+    mutating: false,
+    run: (c, a) => [c.endpointStatus(stringArg(a, 'cluster name')).map(encodeEndpoint)],
+  },
   RegisterService: {
     in: 's',
     out: SERVICE_SIGNATURE,
@@ -251,7 +259,9 @@ export async function startDbusService(
         msg,
         DBUS_ERROR_INVALID_ARGS,
         `${msg.member} takes arguments ${sigText(def.in)}, got ${sigText(got)}` +
-          (def.in === 's' ? ' — pass a unit name like "orders.service" or a cgroup path' : ''),
+          (def.in === 's' && msg.member.endsWith('Service')
+            ? ' — pass a unit name like "orders.service" or a cgroup path'
+            : ''),
       );
       return true;
     }
