@@ -807,17 +807,21 @@ static __always_inline void record_success(__u32 cluster_id, struct kmesh_ep_sta
 	bpf_spin_unlock(&st->lock);
 }
 
+/* Only clusters with resilience settings are tracked: a plain cluster costs one policy lookup here. */
 static __always_inline void connection_started(struct bpf_sock_ops *skops, const struct kmesh_sock_origin *origin)
 {
+	struct kmesh_cluster_policy *pol = bpf_map_lookup_elem(&kmesh_cl_policy, &origin->cluster_id);
 	struct kmesh_ep_state_key key = { .port = origin->endpoint_port, .cluster_id = origin->cluster_id };
 	struct kmesh_ep_state init = {};
-	struct kmesh_cluster_state *cs = bpf_map_lookup_elem(&kmesh_cl_state, &origin->cluster_id);
-	struct kmesh_cluster_policy *pol = bpf_map_lookup_elem(&kmesh_cl_policy, &origin->cluster_id);
+	struct kmesh_cluster_state *cs;
 	struct kmesh_ep_state *st;
-	__u32 flags = skops->bpf_sock_ops_cb_flags;
+	__u32 flags;
 	int retries;
 
+	if (!pol)
+		return;
 	/* keep other sock_ops programs' callback flags: the helper sets, it does not OR */
+	flags = skops->bpf_sock_ops_cb_flags;
 	if (!(flags & BPF_SOCK_OPS_STATE_CB_FLAG))
 		bpf_sock_ops_cb_flags_set(skops, flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	__builtin_memcpy(key.addr, origin->endpoint, sizeof(key.addr));
@@ -826,12 +830,14 @@ static __always_inline void connection_started(struct bpf_sock_ops *skops, const
 		bpf_map_update_elem(&kmesh_ep_state, &key, &init, BPF_NOEXIST);
 		st = bpf_map_lookup_elem(&kmesh_ep_state, &key);
 	}
-	if (st)
-		__sync_fetch_and_add(&st->active, 1);
+	if (!st)
+		return;
+	__sync_fetch_and_add(&st->active, 1);
+	cs = bpf_map_lookup_elem(&kmesh_cl_state, &origin->cluster_id);
 	if (cs)
 		__sync_fetch_and_add(&cs->active, 1);
 	/* the connect timeout: this many SYN retransmissions, spaced by TIMEOUT_INIT's reply */
-	if (pol && pol->syn_rto_jiffies) {
+	if (pol->syn_rto_jiffies) {
 		retries = pol->syn_retries;
 		bpf_setsockopt(skops, SOL_TCP, TCP_SYNCNT, &retries, sizeof(retries));
 	}
@@ -840,17 +846,19 @@ static __always_inline void connection_started(struct bpf_sock_ops *skops, const
 static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct bpf_sock *sk,
 					     const struct kmesh_sock_origin *origin)
 {
-	struct kmesh_cluster_state *cs = bpf_map_lookup_elem(&kmesh_cl_state, &origin->cluster_id);
 	struct kmesh_ep_state *st = origin_state(origin);
 	int connecting = skops->args[0] == BPF_TCP_SYN_SENT;
-	int err = sock_error(sk);
-	int failed;
+	struct kmesh_cluster_state *cs;
+	int err, failed;
 
-	if (cs)
-		__sync_fetch_and_add(&cs->active, -1);
+	/* not tracked (a plain cluster), or the state went with its endpoint */
 	if (!st)
 		return;
 	__sync_fetch_and_add(&st->active, -1);
+	cs = bpf_map_lookup_elem(&kmesh_cl_state, &origin->cluster_id);
+	if (cs)
+		__sync_fetch_and_add(&cs->active, -1);
+	err = sock_error(sk);
 	/* a connect the application gave up on first (no error) says nothing about the endpoint */
 	if (connecting)
 		failed = err == ECONNREFUSED || err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH;

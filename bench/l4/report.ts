@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 type Mode = 'keepalive' | 'close';
-type Path = 'a' | 'b' | 'c';
+type Path = 'a' | 'b' | 'c' | 'r';
 
 /** One measured wrk run, as written by run.sh (latencies in µs, from wrk's histogram). */
 interface Run {
@@ -60,11 +60,12 @@ interface BpfCost {
 }
 
 const MODES: Mode[] = ['keepalive', 'close'];
-const PATHS: Path[] = ['a', 'b', 'c'];
+const PATHS: Path[] = ['a', 'b', 'c', 'r'];
 const PATH_NAMES: Record<Path, string> = {
   a: 'a direct',
   b: 'b kmesh VIP',
   c: 'c 2×haproxy',
+  r: 'r kmesh resil',
 };
 const MODE_NAMES: Record<Mode, string> = {
   keepalive: 'keep-alive',
@@ -178,6 +179,9 @@ function main(): number {
       c_over_b_req_per_s: paired(mode, 'c', 'b', rps),
       b_over_a_p50: paired(mode, 'b', 'a', (r) => r.wrk.p50_us),
       c_over_b_p50: paired(mode, 'c', 'b', (r) => r.wrk.p50_us),
+      /** path r (outlier detection + least request) against direct and against the plain kmesh path */
+      r_over_a_req_per_s: paired(mode, 'r', 'a', rps),
+      r_over_b_req_per_s: paired(mode, 'r', 'b', rps),
       b_over_a_p99: paired(mode, 'b', 'a', (r) => r.wrk.p99_us),
       c_over_b_p99: paired(mode, 'c', 'b', (r) => r.wrk.p99_us),
       /** CPU per request, whole path (client + server side): robust to other load on the machine */
@@ -249,7 +253,12 @@ function main(): number {
     lines.push(
       `${MODE_NAMES[mode].padEnd(10)}  req/s b/a ${fmt(r.b_over_a_req_per_s)} (floor ${f.floor}: ${verdict})` +
         `   c/b ${fmt(r.c_over_b_req_per_s)}   p50 b/a ${fmt(r.b_over_a_p50)}  c/b ${fmt(r.c_over_b_p50)}` +
-        `   cpu/req b/a ${fmt(r.b_over_a_cpu_per_req)}  c/b ${fmt(r.c_over_b_cpu_per_req)}`,
+        `   cpu/req b/a ${fmt(r.b_over_a_cpu_per_req)}  c/b ${fmt(r.c_over_b_cpu_per_req)}` +
+        (r.r_over_a_req_per_s === null
+          ? ''
+          : `   r/a ${fmt(r.r_over_a_req_per_s)} (r/a − b/a ${fmt(
+              r.b_over_a_req_per_s === null ? null : r.r_over_a_req_per_s - r.b_over_a_req_per_s,
+            )})  r/b ${fmt(r.r_over_b_req_per_s)}`),
     );
   }
   lines.push(

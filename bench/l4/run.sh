@@ -5,6 +5,8 @@
 #   a  direct:  wrk → nginx 127.0.0.1:BASE
 #   b  kmesh:   wrk in a registered cgroup → VIP 127.10.0.5:9080, steered by Kmesh's connect hook to the same nginx
 #   c  sidecar: wrk → haproxy A (client side) 127.0.0.1:BASE+1 → haproxy B (server side) 127.0.0.1:BASE+2 → nginx
+#   r  kmesh with resilience (optional, --paths a,b,r): VIP 127.10.0.6:9080, a cluster with outlier detection and
+#      least_request (per-endpoint state, sockops bookkeeping) to the same nginx; r/a is compared with b/a
 # Prints req/s and p50/p99 per path and mode, ratios b/a and c/b, a table and JSON; checks the floors
 # b/a ≥ 0.97 (keep-alive) and ≥ 0.93 (new connection).
 #
@@ -15,7 +17,7 @@ set -euo pipefail
 usage() {
   cat <<EOF
 usage: $0 [options]
-  --paths LIST        which paths to run, comma separated subset of a,b,c (default a,b,c)
+  --paths LIST        which paths to run, comma separated subset of a,b,c,r (default a,b,c; r: see above)
   --modes LIST        keepalive (HTTP keep-alive) and/or close (a new connection per request); default both
   --connections N     wrk connections, fixed for every case (default 64)
   --duration S        seconds per measured run (default 2)
@@ -67,13 +69,15 @@ while (($#)); do
 done
 IFS=', ' read -r -a PATH_LIST <<<"$PATHS"
 for p in "${PATH_LIST[@]}"; do
-  [[ $p == a || $p == b || $p == c ]] || { echo "--paths: unknown path '$p' (use a,b,c)" >&2; exit 64; }
+  [[ $p == a || $p == b || $p == c || $p == r ]] || { echo "--paths: unknown path '$p' (use a,b,c,r)" >&2; exit 64; }
 done
 IFS=', ' read -r -a MODE_LIST <<<"$MODES"
 for m in "${MODE_LIST[@]}"; do
   [[ $m == keepalive || $m == close ]] || { echo "--modes: unknown mode '$m' (use keepalive,close)" >&2; exit 64; }
 done
 want() { [[ " ${PATH_LIST[*]} " == *" $1 "* ]]; }
+# path r runs through the same daemon as b
+if want r && ! want b; then PATH_LIST=("${PATH_LIST[@]}" b); fi
 
 PORT_BASE=${BENCH_PORT_BASE:-18080}
 P_BACKEND=$PORT_BASE            # nginx, the backend of all three paths
@@ -83,6 +87,7 @@ P_NGX_STATUS=$((PORT_BASE + 8)) # nginx stub_status (accepted-connection counter
 P_HA_STATS=$((PORT_BASE + 9))   # haproxy A stats (client-side session counter)
 P_METRICS=$((PORT_BASE + 10))   # kmesh-daemon metrics listener (kept off the default 15020)
 VIP=127.10.0.5
+VIP_RESILIENT=127.10.0.6
 VIP_PORT=9080
 CPU_CLIENT=0
 CPU_SERVER=1
@@ -294,6 +299,19 @@ address = "$VIP"
 port = $VIP_PORT
 protocol = "tcp"
 cluster = "bench-backend"
+
+[[clusters]]
+name = "bench-resilient"
+lb_policy = "least_request"
+outlier_detection = { consecutive_failures = 5, base_ejection_time_ms = 30000, max_ejection_percent = 10 }
+endpoints = [ { address = "127.0.0.1", port = $P_BACKEND, weight = 1 } ]
+
+[[listeners]]
+name = "bench-resilient"
+address = "$VIP_RESILIENT"
+port = $VIP_PORT
+protocol = "tcp"
+cluster = "bench-resilient"
 EOF
   # An unregistered process must not reach anything at the VIP (else path b would not measure the redirect).
   if curl -s -o /dev/null --max-time 2 "http://$VIP:$VIP_PORT/hello"; then
@@ -340,6 +358,7 @@ url_of() {
     a) echo "http://127.0.0.1:$P_BACKEND/hello" ;;
     b) echo "http://$VIP:$VIP_PORT/hello" ;;
     c) echo "http://127.0.0.1:$P_HA_A/hello" ;;
+    r) echo "http://$VIP_RESILIENT:$VIP_PORT/hello" ;;
   esac
 }
 run_wrk() { # path mode seconds → prints wrk's output (with the WRK_RESULT line)
@@ -347,7 +366,7 @@ run_wrk() { # path mode seconds → prints wrk's output (with the WRK_RESULT lin
   [[ $mode == close ]] && hdr=(-H 'Connection: close')
   local cmd=(taskset -c "$CPU_CLIENT" wrk -t1 -c"$CONNS" -d"${secs}s" --timeout 5s --latency
     -s "$BENCH_DIR/wrk-report.lua" "${hdr[@]}" "$(url_of "$path")")
-  if [[ $path == b ]]; then in_cgroup "${cmd[@]}"; else "${cmd[@]}"; fi
+  if [[ $path == b || $path == r ]]; then in_cgroup "${cmd[@]}"; else "${cmd[@]}"; fi
 }
 
 # The machine may be shared. Other work on the 2 cores skews the comparison (a path with more processes, like c,
