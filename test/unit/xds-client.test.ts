@@ -11,7 +11,9 @@ import { XdsClient } from '../../src/api/xds/client.js';
 import { parseXdsConfig } from '../../src/api/xds/config.js';
 import { LIMITS } from '../../src/api/xds/decode.js';
 import { KmeshError } from '../../src/controller/errors.js';
+import type { ModelChange } from '../../src/model/change.js';
 import type { MeshModel } from '../../src/model/types.js';
+import { FoldedModel } from '../fixtures/model-fold.js';
 import {
   cluster,
   type EpSpec,
@@ -30,7 +32,9 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 interface Harness {
   server: XdsTestServer;
   client: XdsClient;
+  /** The whole model after each apply, and the change each apply got. */
   models: MeshModel[];
+  changes: ModelChange[];
   /** When set, apply throws it. */
   fail?: Error;
   waitModel(pred: (m: MeshModel) => boolean, timeoutMs?: number): Promise<MeshModel>;
@@ -59,6 +63,7 @@ async function harness(extra: Record<string, unknown> = {}, port = 0, server = n
   const h: Harness = {
     server,
     models: [],
+    changes: [],
     client: undefined as unknown as XdsClient,
     waitModel(pred, timeoutMs = 5000) {
       const start = Date.now();
@@ -74,11 +79,14 @@ async function harness(extra: Record<string, unknown> = {}, port = 0, server = n
       });
     },
   };
+  const folded = new FoldedModel();
   h.client = new XdsClient(
     cfg,
-    async (m) => {
+    async (change) => {
       if (h.fail) throw h.fail;
-      h.models.push(structuredClone(m));
+      h.changes.push(structuredClone(change));
+      folded.apply(change);
+      h.models.push(folded.model());
     },
     log,
   );
@@ -192,7 +200,10 @@ describe('xds client', () => {
     h.fail = new KmeshError('CapacityExceeded', 'endpoint map full (65536)');
     h.server.set(TYPE.endpoint, [loadAssignment('outbound|80||svc', eps(9001, 9002))]);
     const nack = await h.server.waitFor((r) => r.kind === 'nack');
-    assert.match(nack.errorDetail?.message ?? '', /rejected by the daemon: endpoint map full/);
+    assert.match(
+      nack.errorDetail?.message ?? '',
+      /rejected by the daemon \(clusters outbound\|80\|\|svc\): endpoint map full/,
+    );
     h.fail = undefined;
     h.server.set(TYPE.endpoint, [loadAssignment('outbound|80||svc', eps(9003))]);
     await h.waitModel((m) => m.clusters[0]?.endpoints[0]?.port === 9003);
@@ -312,10 +323,11 @@ describe('xds client', () => {
     const p = await server.start();
     const cfg = parseXdsConfig({ address: `127.0.0.1:${p}`, initial_backoff_ms: 20, max_backoff_ms: 100 }, (k) => k);
     const models: MeshModel[] = [];
-    const client = new XdsClient(cfg, async (m) => void models.push(m), log, {
+    const folded = new FoldedModel();
+    const client = new XdsClient(cfg, async (c) => void models.push(folded.applied(c)), log, {
       lookup: async (host) => (host === 'db.test' ? ['127.0.0.30'] : []),
     });
-    live.push({ server, client, models, waitModel: async () => models[0] as MeshModel });
+    live.push({ server, client, models, changes: [], waitModel: async () => models[0] as MeshModel });
     server.set(TYPE.cluster, [
       cluster({ name: 'db', type: 'STRICT_DNS', endpoints: [{ address: 'db.test', port: 5432 }] }),
     ]);
@@ -405,8 +417,9 @@ describe('xds client', () => {
     );
     assert.equal(cfg.tls, true);
     const models: MeshModel[] = [];
-    const client = new XdsClient(cfg, async (m) => void models.push(m), log);
-    live.push({ server, client, models, waitModel: async () => models[0] as MeshModel });
+    const folded = new FoldedModel();
+    const client = new XdsClient(cfg, async (c) => void models.push(folded.applied(c)), log);
+    live.push({ server, client, models, changes: [], waitModel: async () => models[0] as MeshModel });
     client.start();
     const ack = await server.waitAck(TYPE.listener);
     assert.equal(ack.authorization, 'Bearer tok-123');
