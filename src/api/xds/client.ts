@@ -214,6 +214,7 @@ export class XdsClient extends EventEmitter<Events> {
     this.call = call;
     const mine = () => this.call === call;
     call.on('metadata', () => mine() && this.setConnected(true));
+    this.watchReady(client, mine);
     call.on('data', (buf: Buffer) => {
       if (!mine()) return;
       this.setConnected(true);
@@ -239,6 +240,22 @@ export class XdsClient extends EventEmitter<Events> {
     call.on('end', () => down('stream ended by the server'));
     const node = buildNode(this.config, packageVersion());
     for (const req of this.proto.open(node, this.subs)) call.write(req);
+  }
+
+  /**
+   * Up as soon as the channel is: a server that has nothing to send after a re-subscribe (all versions current)
+   * sends no headers either, and the stream must not look down for that.
+   */
+  private watchReady(client: grpc.Client, mine: () => boolean): void {
+    const channel = client.getChannel();
+    const watch = () => {
+      if (!mine()) return;
+      const state = channel.getConnectivityState(true);
+      if (state === grpc.connectivityState.READY) this.setConnected(true);
+      else if (state !== grpc.connectivityState.SHUTDOWN)
+        channel.watchConnectivityState(state, Date.now() + 3_600_000, watch);
+    };
+    watch();
   }
 
   private retry(why: string): void {
