@@ -151,6 +151,13 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.plugins.push(plugin);
   }
 
+  private readonly dumpSections = new Map<string, () => unknown>();
+
+  /** A plugin's part of dumpConfig (e.g. the xDS client's shadowed listeners), read at dump time. */
+  addDumpSection(name: string, section: () => unknown): void {
+    this.dumpSections.set(name, section);
+  }
+
   /** Called by the xDS client with its complete model; throws (→ NACK) and changes nothing when it is not acceptable. */
   async applyXds(model: MeshModel): Promise<void> {
     this.applyChange('xds', replaceAll(this.mesh.source('xds'), model));
@@ -269,6 +276,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       model: this.mesh.model(),
       services: this.listServices(),
       maps: this.l4 ? dumpMaps(this.maps, (id) => this.mesh.clusterName(id)) : null,
+      ...Object.fromEntries([...this.dumpSections].map(([name, section]) => [name, section()])),
     };
   }
 
