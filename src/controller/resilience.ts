@@ -6,15 +6,15 @@
  * kernel; nothing here is in a connection's path.
  */
 import type { Logger } from 'pino';
-import type { MeshModel } from '../model/types.js';
+import type { Cluster } from '../model/types.js';
 import { localityName } from '../model/validate-resilience.js';
 import { BPF_NOEXIST } from '../runtime/bpf-map.js';
 import { BpfError } from '../runtime/errors.js';
 import { encodeAddr } from '../runtime/maps/addr.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
-import { clusterKey, clusterState, epState, epStateKey, MAX_EJECTED } from '../runtime/maps/layouts.js';
+import { clusterIdKey, clusterState, epState, epStateKey, MAX_EJECTED } from '../runtime/maps/layouts.js';
 import type { EndpointStatus } from './control.js';
-import type { DesiredState } from './desired-state.js';
+import type { ConfigDelta } from './reconciler.js';
 import { layoutCluster } from './resilience-encoding.js';
 
 const EEXIST = 17;
@@ -31,59 +31,69 @@ export interface ClusterCounters {
 /** CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns(). */
 const monotonicNs = (): bigint => process.hrtime.bigint();
 
+/** How the reader finds the live clusters (MeshState). */
+export interface ClusterLookup {
+  cluster(name: string): { cluster: Cluster; id: number } | undefined;
+  clusterName(id: number): string | undefined;
+}
+
+/** Endpoint state of endpoints that left is dropped this often (a walk of the map, kept off the apply path). */
+const SWEEP_EVERY_TICKS = 30;
+
 export class Resilience {
   private policies = new Map<number, Buffer>();
-  private model: MeshModel = { listeners: [], clusters: [] };
-  private ids = new Map<string, number>();
   private lastEjections = new Map<string, bigint>();
   private timer: NodeJS.Timeout | undefined;
+  private ticks = 0;
 
   constructor(
     private readonly maps: DatapathMaps,
     private readonly logger: Logger,
+    private readonly lookup: ClusterLookup,
   ) {}
 
   adopt(): void {
-    for (const [key, value] of this.maps.clusterPolicy.entries()) this.policies.set(clusterKey.decode(key).id, value);
+    for (const [key, value] of this.maps.clusterPolicy.entries()) this.policies.set(clusterIdKey.decode(key).id, value);
   }
 
-  /** After the reconciler applied `desired` (the model it came from): policies, counters, stale state. */
-  sync(desired: DesiredState, model: MeshModel): void {
-    for (const cluster of desired.clusters.values()) {
-      if (!cluster.policy) continue;
-      const key = clusterKey.encode({ id: cluster.id });
-      const live = this.policies.get(cluster.id);
-      if (!live?.equals(cluster.policy)) {
-        this.maps.clusterPolicy.update(key, cluster.policy);
-        this.policies.set(cluster.id, cluster.policy);
+  /** After the reconciler applied `delta`: the policies and counters of the clusters it names. */
+  sync(delta: ConfigDelta): void {
+    for (const [id, cluster] of delta.clusters) {
+      const key = clusterIdKey.encode({ id });
+      if (cluster?.policy) {
+        if (!this.policies.get(id)?.equals(cluster.policy)) {
+          this.maps.clusterPolicy.update(key, cluster.policy);
+          this.policies.set(id, cluster.policy);
+        }
+        try {
+          this.maps.clusterState.update(key, clusterState.encode({}), BPF_NOEXIST);
+        } catch (err) {
+          if (!(err instanceof BpfError && err.errno === EEXIST)) throw err;
+        }
+        continue;
       }
-      try {
-        this.maps.clusterState.update(key, clusterState.encode({}), BPF_NOEXIST);
-      } catch (err) {
-        if (!(err instanceof BpfError && err.errno === EEXIST)) throw err;
-      }
+      if (this.policies.delete(id)) this.maps.clusterPolicy.delete(key);
+      if (cluster === null) this.maps.clusterState.delete(key);
     }
-    for (const id of [...this.policies.keys()]) {
-      if (desired.clusters.get(id)?.policy) continue;
-      const key = clusterKey.encode({ id });
-      this.maps.clusterPolicy.delete(key);
-      this.policies.delete(id);
-      if (!desired.clusters.has(id)) this.maps.clusterState.delete(key);
-    }
-    this.model = model;
-    this.ids = desired.clusterIds;
-    this.sweepEndpointStates();
   }
 
   /** Endpoint state of endpoints no longer in their cluster (the kernel made it on first use). */
   private sweepEndpointStates(): void {
-    const live = new Set<string>();
-    for (const cluster of this.model.clusters) {
-      const id = this.ids.get(cluster.name) ?? 0;
-      for (const ep of cluster.endpoints) live.add(this.stateKey(id, ep.address, ep.port).toString('hex'));
-    }
-    for (const key of [...this.maps.endpointState.keys()]) {
-      if (!live.has(key.toString('hex'))) this.maps.endpointState.delete(key);
+    const present = new Map<number, Set<string>>();
+    const endpointsOf = (id: number): Set<string> => {
+      let set = present.get(id);
+      if (!set) {
+        const name = this.lookup.clusterName(id);
+        const cluster = name === undefined ? undefined : this.lookup.cluster(name)?.cluster;
+        set = new Set(cluster?.endpoints.map((ep) => this.stateKey(id, ep.address, ep.port).toString('hex')));
+        present.set(id, set);
+      }
+      return set;
+    };
+    for (const [key] of this.maps.endpointState.entries()) {
+      if (!endpointsOf(epStateKey.decode(key).cluster_id).has(key.toString('hex'))) {
+        this.maps.endpointState.delete(key);
+      }
     }
   }
 
@@ -93,9 +103,9 @@ export class Resilience {
 
   /** Each endpoint of a cluster as the kernel sees it; undefined for an unknown cluster. */
   endpoints(clusterName: string): EndpointStatus[] | undefined {
-    const cluster = this.model.clusters.find((c) => c.name === clusterName);
-    const id = this.ids.get(clusterName);
-    if (!cluster || id === undefined) return undefined;
+    const found = this.lookup.cluster(clusterName);
+    if (!found) return undefined;
+    const { cluster, id } = found;
     const layout = layoutCluster(cluster);
     const now = monotonicNs();
     const wall = Date.now();
@@ -127,8 +137,10 @@ export class Resilience {
   clusters(): ClusterCounters[] {
     const out: ClusterCounters[] = [];
     const now = monotonicNs();
-    for (const [name, id] of this.ids) {
-      const raw = this.maps.clusterState.lookup(clusterKey.encode({ id }));
+    for (const id of this.policies.keys()) {
+      const name = this.lookup.clusterName(id);
+      if (name === undefined) continue;
+      const raw = this.maps.clusterState.lookup(clusterIdKey.encode({ id }));
       if (!raw) continue;
       const cs = clusterState.decode(raw);
       const active = BigInt.asIntN(64, cs.active);
@@ -146,9 +158,12 @@ export class Resilience {
     return out;
   }
 
-  /** Logs each ejection the kernel made (polled: the kernel does not wait for this). */
-  watchEjections(intervalMs: number): void {
-    this.timer = setInterval(() => this.logNewEjections(), intervalMs);
+  /** Logs each ejection the kernel made (polled: the kernel does not wait for this); sweeps now and then. */
+  watch(intervalMs: number): void {
+    this.timer = setInterval(() => {
+      this.logNewEjections();
+      if (++this.ticks % SWEEP_EVERY_TICKS === 0) this.sweepEndpointStates();
+    }, intervalMs);
     this.timer.unref();
   }
 

@@ -1,12 +1,17 @@
 import type { BpfMap } from '../bpf-map.js';
 import type { BpfObject } from '../bpf-object.js';
 
+/** What writing and reading a map takes (an in-memory stand-in in unit tests). */
+export type MapAccess = Pick<BpfMap, 'name' | 'maxEntries' | 'update' | 'lookup' | 'delete' | 'entries'>;
+
 /** The maps the daemon writes for the L4 programs, by role. */
 export interface DatapathMaps {
   listeners: BpfMap;
   clusters: BpfMap;
   endpoints: BpfMap;
   roundRobin: BpfMap;
+  /** Which slot of listeners/clusters is the live config. */
+  activeSlot: BpfMap;
   /** Resilience: per-cluster settings and counters, per-endpoint state, per-generation levels and tables. */
   clusterPolicy: BpfMap;
   clusterState: BpfMap;
@@ -21,6 +26,7 @@ export function datapathMaps(obj: BpfObject): DatapathMaps {
     clusters: obj.map('kmesh_clusters'),
     endpoints: obj.map('kmesh_endpoints'),
     roundRobin: obj.map('kmesh_rr'),
+    activeSlot: obj.map('kmesh_active_slot'),
     clusterPolicy: obj.map('kmesh_cl_policy'),
     clusterState: obj.map('kmesh_cl_state'),
     endpointState: obj.map('kmesh_ep_state'),
