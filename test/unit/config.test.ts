@@ -711,3 +711,104 @@ describe('loadConfigFile', () => {
     }
   });
 });
+
+describe('kmesh.toml: resilience keys on [[clusters]]', () => {
+  const cluster = (...keys: string[]) =>
+    toml(
+      '[[clusters]]',
+      'name = "r"',
+      'lb_policy = "maglev"',
+      'endpoints = [ { address = "127.0.0.1", port = 9081, priority = 1, locality = "eu/a" },',
+      '              { address = "127.0.0.2", port = 9081, locality = "eu/b" } ]',
+      ...keys,
+    );
+
+  test('every key read into the model, Envoy defaults filled in', () => {
+    const config = parseConfig(
+      cluster(
+        'outlier_detection = { consecutive_failures = 3, base_ejection_time_ms = 1000 }',
+        'max_connections = 100',
+        'connect_timeout_ms = 500',
+        'hash_key = "cgroup_and_source_address"',
+        'locality_weights = [ { locality = "eu/a", weight = 1 }, { locality = "eu/b", weight = 2 } ]',
+      ),
+      PATH,
+    );
+    const c = config.model.clusters[0];
+    assert.deepEqual(c?.outlierDetection, {
+      consecutiveFailures: 3,
+      baseEjectionTimeMs: 1000,
+      maxEjectionTimeMs: 300_000,
+      maxEjectionPercent: 10,
+      intervalMs: 10_000,
+    });
+    assert.equal(c?.maxConnections, 100);
+    assert.equal(c?.connectTimeoutMs, 500);
+    assert.equal(c?.hashKey, 'cgroup_and_source_address');
+    assert.deepEqual(c?.endpoints[0]?.locality, { region: 'eu', zone: 'a' });
+    assert.equal(c?.endpoints[0]?.priority, 1);
+    assert.deepEqual(c?.localityWeights?.[1], { locality: { region: 'eu', zone: 'b' }, weight: 2 });
+  });
+
+  const bad: Array<[string, string, string]> = [
+    [
+      'outlier_detection = { max_ejection_percent = 0 }',
+      'clusters[0].outlier_detection.max_ejection_percent',
+      '1..100, got 0',
+    ],
+    [
+      'outlier_detection = { max_ejection_percent = 200 }',
+      'clusters[0].outlier_detection.max_ejection_percent',
+      'got 200',
+    ],
+    [
+      'outlier_detection = { base_ejection_time_ms = -5 }',
+      'clusters[0].outlier_detection.base_ejection_time_ms',
+      'got -5',
+    ],
+    ['outlier_detection = { consecutive_failures = 0 }', 'clusters[0].outlier_detection.consecutive_failures', 'got 0'],
+    ['outlier_detection = { intervall_ms = 5 }', 'clusters[0].outlier_detection.intervall_ms', 'unknown key'],
+    ['max_connections = 0', 'clusters[0].max_connections', 'got 0'],
+    ['connect_timeout_ms = -1', 'clusters[0].connect_timeout_ms', 'got -1'],
+    ['hash_key = "header"', 'clusters[0].hash_key', 'must be one of cgroup, source_address'],
+    [
+      'locality_weights = [ { locality = "eu/a", weight = 1 }, { locality = "eu/b", weight = 1 }, { locality = "us/x", weight = 1 } ]',
+      'clusters[0].locality_weights',
+      'locality "us/x" has no endpoint',
+    ],
+  ];
+  for (const [line, key, detail] of bad) {
+    test(`${line} → ${key}`, () => assertOneError(cluster(line), `kmesh.toml:6: ${key}: `, detail));
+  }
+
+  test('hash_key on a policy that does not hash', () => {
+    assertOneError(
+      toml(
+        '[[clusters]]',
+        'name = "r"',
+        'endpoints = [ { address = "127.0.0.1", port = 9081 } ]',
+        'hash_key = "cgroup"',
+      ),
+      'kmesh.toml:4: clusters[0].hash_key: ',
+      'applies to lb_policy maglev or ring_hash',
+    );
+  });
+
+  test('priority 9 and a malformed locality name the endpoint', () => {
+    const errors = errorsOf(
+      toml(
+        '[[clusters]]',
+        'name = "r"',
+        'endpoints = [ { address = "127.0.0.1", port = 9081, priority = 9 }, { address = "127.0.0.2", port = 1, locality = "a//b" } ]',
+      ),
+    );
+    assert.deepEqual(errors, [
+      'kmesh.toml:3: clusters[0].endpoints[1].locality: must be "region", "region/zone" or "region/zone/subzone", got "a//b"',
+    ]);
+    assertOneError(
+      toml('[[clusters]]', 'name = "r"', 'endpoints = [ { address = "127.0.0.1", port = 9081, priority = 9 } ]'),
+      'kmesh.toml:3: clusters[0].endpoints[0].priority: ',
+      'must be an integer 0..7, got 9',
+    );
+  });
+});
