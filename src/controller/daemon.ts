@@ -13,7 +13,7 @@ import { boundKey } from '../model/validate.js';
 import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
 import { ensureBpffs } from '../runtime/bpffs.js';
 import { CgroupLinks } from '../runtime/cgroup-links.js';
-import { findCgroup2Mount } from '../runtime/cgroup2.js';
+import { type Cgroup2View, cgroup2View } from '../runtime/cgroup2.js';
 import { planPrograms, probeFeatures } from '../runtime/features.js';
 import { encodeAddr, isV4Mapped } from '../runtime/maps/addr.js';
 import { type DatapathMaps, datapathMaps } from '../runtime/maps/datapath-maps.js';
@@ -69,6 +69,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private extraPrograms: BpfProgram[] = [];
   private reconciler: Reconciler | undefined;
   private registry: ServiceRegistry | undefined;
+  private cgroupView: Cgroup2View | undefined;
   readonly pinDir: string;
   /** Probed once: the L4 and probe objects are planned against the same answers. */
   readonly kernelFeatures = probeFeatures();
@@ -88,6 +89,12 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   get maps(): DatapathMaps {
     if (!this.l4) throw new Error('daemon not started');
     return datapathMaps(this.l4);
+  }
+
+  /** Read when first needed: a daemon that is never started needs no cgroup v2. */
+  private get cgroups(): Cgroup2View {
+    this.cgroupView ??= cgroup2View();
+    return this.cgroupView;
   }
 
   get currentConfig(): KmeshConfig {
@@ -119,12 +126,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.reconciler.adopt();
     this.applyChange('toml', replaceAll(this.mesh.source('toml'), this.config.model), true);
 
-    const mount = findCgroup2Mount();
-    const links = new CgroupLinks(pins.links, mount);
+    const links = new CgroupLinks(pins.links, this.cgroups);
     this.registry = new ServiceRegistry(
       links,
       () => this.programs(),
-      mount,
+      this.cgroups,
       this.options.unitResolver ?? null,
       this.logger,
     );
@@ -143,6 +149,13 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
 
   addPlugin(plugin: DaemonPlugin): void {
     this.plugins.push(plugin);
+  }
+
+  private readonly dumpSections = new Map<string, () => unknown>();
+
+  /** A plugin's part of dumpConfig (e.g. the xDS client's shadowed listeners), read at dump time. */
+  addDumpSection(name: string, section: () => unknown): void {
+    this.dumpSections.set(name, section);
   }
 
   /** Called by the xDS client with its complete model; throws (→ NACK) and changes nothing when it is not acceptable. */
@@ -263,6 +276,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       model: this.mesh.model(),
       services: this.listServices(),
       maps: this.l4 ? dumpMaps(this.maps, (id) => this.mesh.clusterName(id)) : null,
+      ...Object.fromEntries([...this.dumpSections].map(([name, section]) => [name, section()])),
     };
   }
 
@@ -270,7 +284,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   async reload(): Promise<number> {
     this.setState('reloading');
     try {
-      const next = loadConfigFile(this.config.path);
+      const next = loadConfigFile(this.config.path, { cgroups: this.cgroups });
       // The file is read whole; the maps are still only written where it changed.
       this.applyChange('toml', replaceAll(this.mesh.source('toml'), next.model));
       for (const section of ['xds', 'metrics'] as const) {
