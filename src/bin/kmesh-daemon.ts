@@ -13,6 +13,7 @@ import { bpfObjectDir, pinPaths } from '../controller/paths.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../controller/sd-notify.js';
 import { PROBE_OBJECT } from '../probe/probe.js';
 import { startProbe } from '../probe/wire.js';
+import { cgroup2View } from '../runtime/cgroup2.js';
 import { planPrograms } from '../runtime/features.js';
 
 const USAGE = `Usage: kmesh-daemon [options]
@@ -78,7 +79,8 @@ async function main(): Promise<void> {
 
   let config: ReturnType<typeof loadConfigFile>;
   try {
-    config = loadConfigFile(configPath);
+    // The daemon's cgroup view: a [[services]] cgroup it would refuse fails --check and start-up alike.
+    config = loadConfigFile(configPath, { cgroups: cgroup2View() });
   } catch (err) {
     fail((err as Error).message);
   }
