@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { cleanupPins } from '../../src/controller/cleanup.js';
 import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/controller/node-flags.js';
 import { XdsTestServer } from '../../test/fixtures/xds-server.js';
+import { stopChild } from '../support/child.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..', '..');
@@ -139,12 +140,7 @@ async function runDaemon(extraToml: string): Promise<DaemonRun> {
     const m = smapsMB(pid);
     return { readyMs: Number(readyMs.toFixed(0)), cpuS, rssMB: m.rss, anonMB: m.anon, fileMB: m.file };
   } finally {
-    if (child?.pid && child.exitCode === null) {
-      const gone = new Promise((r) => child?.once('exit', r));
-      child.kill('SIGTERM');
-      await Promise.race([gone, new Promise((r) => setTimeout(r, 5000))]);
-      if (child.exitCode === null) child.kill('SIGKILL');
-    }
+    await stopChild(child);
     cleanupPins(pinDir);
     rmSync(tmp, { recursive: true, force: true });
   }

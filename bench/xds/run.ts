@@ -33,6 +33,7 @@ import {
   tcpListener,
   XdsTestServer,
 } from '../../test/fixtures/xds-server.js';
+import { stopChild } from '../support/child.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..', '..');
@@ -243,12 +244,7 @@ async function main(): Promise<void> {
     if (args.json) writeFileSync(args.json, JSON.stringify({ ...result, pass }, null, 2));
     if (args.strict && !(pass.fullPush && pass.oneChange && pass.rss)) process.exitCode = 3;
   } finally {
-    if (child?.pid && child.exitCode === null) {
-      const gone = new Promise((r) => child?.once('exit', r));
-      child.kill('SIGTERM');
-      await Promise.race([gone, new Promise((r) => setTimeout(r, 5000))]);
-      if (child.exitCode === null) child.kill('SIGKILL');
-    }
+    await stopChild(child);
     cleanupPins(pinDir);
     await server.stop();
     rmSync(tmp, { recursive: true, force: true });
