@@ -4,8 +4,21 @@
  * resource name.
  */
 import { isIP } from 'node:net';
+import { L7_LIMITS } from '../l7/limits.js';
 import { encodeAddr } from '../runtime/maps/addr.js';
-import { type Cluster, LB_POLICIES, type MeshModel, PROTOCOLS, type Protocol } from './types.js';
+import {
+  type Cluster,
+  type HeaderMatcher,
+  type HttpRoute,
+  LB_POLICIES,
+  type Listener,
+  type MeshModel,
+  type PathMatcher,
+  PROTOCOLS,
+  type Protocol,
+  type VirtualHost,
+  type WeightedCluster,
+} from './types.js';
 
 export const MAX_WEIGHT = 1_000_000;
 export const MAX_ROUTE_CLUSTERS = 16;
@@ -102,19 +115,207 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
       );
     } else boundAddresses.set(bound, listener.name);
 
-    if (listener.routes.length === 0) errors.push(`${at.listener(i, 'weighted_clusters')}: names no cluster`);
-    if (listener.routes.length > MAX_ROUTE_CLUSTERS) {
-      errors.push(
-        `${at.listener(i, 'weighted_clusters')}: at most ${MAX_ROUTE_CLUSTERS} clusters, got ${listener.routes.length}`,
-      );
+    const known = (name: string) => clusterNames.has(name);
+    for (const p of [...clusterChoiceProblems(listener.routes, known, ''), ...listenerRouteProblems(listener, known)]) {
+      errors.push(`${at.listener(i, p.key)}: ${p.problem}`);
     }
-    listener.routes.forEach((route, j) => {
-      const key = listener.routes.length > 1 ? `weighted_clusters[${j}]` : 'cluster';
-      if (!clusterNames.has(route.cluster)) errors.push(`${at.listener(i, key)}: unknown cluster "${route.cluster}"`);
-      if (!validWeight(route.weight)) {
-        errors.push(`${at.listener(i, key)}.weight: must be an integer 1..${MAX_WEIGHT}, got ${route.weight}`);
-      }
-    });
   });
   return errors;
+}
+
+/** A problem at a key relative to the resource that holds it (`virtual_hosts[0].routes[2].match.path`). */
+export interface KeyedProblem {
+  key: string;
+  problem: string;
+}
+
+/** `cluster` or `weighted_clusters` of a listener or route: `prefix` is the key of whatever holds them. */
+function clusterChoiceProblems(
+  choice: WeightedCluster[],
+  clusterKnown: ((name: string) => boolean) | undefined,
+  prefix: string,
+): KeyedProblem[] {
+  const problems: KeyedProblem[] = [];
+  if (choice.length === 0) problems.push({ key: `${prefix}weighted_clusters`, problem: 'names no cluster' });
+  if (choice.length > MAX_ROUTE_CLUSTERS) {
+    problems.push({
+      key: `${prefix}weighted_clusters`,
+      problem: `at most ${MAX_ROUTE_CLUSTERS} clusters, got ${choice.length}`,
+    });
+  }
+  choice.forEach((c, j) => {
+    const key = `${prefix}${choice.length > 1 ? `weighted_clusters[${j}]` : 'cluster'}`;
+    if (clusterKnown && !clusterKnown(c.cluster)) problems.push({ key, problem: `unknown cluster "${c.cluster}"` });
+    if (!validWeight(c.weight)) {
+      problems.push({ key: `${key}.weight`, problem: `must be an integer 1..${MAX_WEIGHT}, got ${c.weight}` });
+    }
+  });
+  return problems;
+}
+
+function listenerRouteProblems(listener: Listener, clusterKnown: (name: string) => boolean): KeyedProblem[] {
+  if (listener.virtualHosts === undefined) return [];
+  if (listener.protocol !== 'http') {
+    return [{ key: 'virtual_hosts', problem: `HTTP routes need protocol "http", not "${listener.protocol}"` }];
+  }
+  return virtualHostProblems(listener.virtualHosts, clusterKnown);
+}
+
+/**
+ * Shape and kernel limits of a listener's virtual hosts. Without `clusterKnown` the clusters are not looked up
+ * (xDS checks a route table before its clusters have warmed).
+ */
+export function virtualHostProblems(vhosts: VirtualHost[], clusterKnown?: (name: string) => boolean): KeyedProblem[] {
+  const problems: KeyedProblem[] = [];
+  if (vhosts.length === 0) problems.push({ key: 'virtual_hosts', problem: 'is empty' });
+  if (vhosts.length > L7_LIMITS.vhostsPerListener) {
+    problems.push({
+      key: 'virtual_hosts',
+      problem: `at most ${L7_LIMITS.vhostsPerListener} virtual hosts per listener, got ${vhosts.length}`,
+    });
+  }
+  const domainOwner = new Map<string, number>();
+  vhosts.forEach((vh, i) => {
+    const at = `virtual_hosts[${i}].`;
+    vh.domains.forEach((d, j) => {
+      const other = domainOwner.get(d);
+      if (other !== undefined) {
+        problems.push({ key: `${at}domains[${j}]`, problem: `"${d}" is already a domain of virtual_hosts[${other}]` });
+      } else domainOwner.set(d, i);
+    });
+    for (const p of vhostProblems(vh, clusterKnown)) problems.push({ key: `${at}${p.key}`, problem: p.problem });
+  });
+  return problems;
+}
+
+function vhostProblems(vh: VirtualHost, clusterKnown?: (name: string) => boolean): KeyedProblem[] {
+  const problems: KeyedProblem[] = [];
+  if (!vh.name) problems.push({ key: 'name', problem: 'is empty' });
+  if (vh.domains.length === 0) problems.push({ key: 'domains', problem: 'names no domain' });
+  if (vh.domains.length > L7_LIMITS.domainsPerVhost) {
+    problems.push({
+      key: 'domains',
+      problem: `at most ${L7_LIMITS.domainsPerVhost} domains per virtual host, got ${vh.domains.length}`,
+    });
+  }
+  vh.domains.forEach((d, j) => {
+    const problem = domainProblem(d);
+    if (problem) problems.push({ key: `domains[${j}]`, problem });
+  });
+  if (vh.routes.length === 0) problems.push({ key: 'routes', problem: 'is empty' });
+  if (vh.routes.length > L7_LIMITS.routesPerVhost) {
+    problems.push({
+      key: 'routes',
+      problem: `at most ${L7_LIMITS.routesPerVhost} routes per virtual host, got ${vh.routes.length}`,
+    });
+  }
+  vh.routes.forEach((route, j) => {
+    for (const p of routeProblems(route, clusterKnown))
+      problems.push({ key: `routes[${j}].${p.key}`, problem: p.problem });
+  });
+  return problems;
+}
+
+function routeProblems(route: HttpRoute, clusterKnown?: (name: string) => boolean): KeyedProblem[] {
+  const problems: KeyedProblem[] = [];
+  const push = (key: string, problem: string | undefined) => {
+    if (problem) problems.push({ key, problem });
+  };
+  if (!route.name) push('name', 'is empty');
+  const { path, method, headers } = route.match;
+  if (path) push(`match.${PATH_KEYS[path.kind]}`, pathProblem(path));
+  if (method !== undefined) push('match.method', methodProblem(method));
+  if (headers.length > L7_LIMITS.headersPerRoute) {
+    push('match.headers', `at most ${L7_LIMITS.headersPerRoute} header matches per route, got ${headers.length}`);
+  }
+  headers.forEach((h, k) => {
+    for (const p of headerProblems(h)) push(`match.headers[${k}].${p.key}`, p.problem);
+  });
+  problems.push(...clusterChoiceProblems(route.clusters, clusterKnown, ''));
+  return problems;
+}
+
+/** The TOML key of each path matcher kind (xDS: path, prefix, path_separated_prefix). */
+export const PATH_KEYS: Record<PathMatcher['kind'], string> = {
+  exact: 'path',
+  prefix: 'path_prefix',
+  separated_prefix: 'path_separated_prefix',
+};
+
+const utf8Bytes = (s: string) => Buffer.byteLength(s, 'utf8');
+
+function tooLong(s: string): string | undefined {
+  const n = utf8Bytes(s);
+  return n > L7_LIMITS.matchStringBytes ? `longer than ${L7_LIMITS.matchStringBytes} bytes (${n})` : undefined;
+}
+
+/** Control characters can never be in a request head the kernel matches (CR/LF end it). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: that is the point
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+
+function pathProblem(path: PathMatcher): string | undefined {
+  const v = path.value;
+  if (!v.startsWith('/')) return `must start with "/", got ${JSON.stringify(v)}`;
+  if (/[?#\s]/.test(v) || CONTROL.test(v)) return `must not contain "?", "#", spaces or control characters`;
+  if (path.kind === 'separated_prefix' && v.endsWith('/')) return `must not end with "/", got ${JSON.stringify(v)}`;
+  return tooLong(v);
+}
+
+const METHOD = /^[A-Z][A-Z0-9_-]*$/;
+
+function methodProblem(method: string): string | undefined {
+  if (!METHOD.test(method)) return `not an upper-case HTTP method, got ${JSON.stringify(method)}`;
+  return tooLong(method);
+}
+
+/** Header names as the kernel compares them: lower case token characters, or the two pseudo-headers it knows. */
+const HEADER_NAME = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
+const PSEUDO_HEADERS = [':method', ':authority'];
+
+function headerProblems(h: HeaderMatcher): KeyedProblem[] {
+  const problems: KeyedProblem[] = [];
+  if (!HEADER_NAME.test(h.name) && !PSEUDO_HEADERS.includes(h.name)) {
+    problems.push({
+      key: 'name',
+      problem: `not a lower-case header name (or ${PSEUDO_HEADERS.join(', ')}), got ${JSON.stringify(h.name)}`,
+    });
+  } else {
+    const long = tooLong(h.name);
+    if (long) problems.push({ key: 'name', problem: long });
+  }
+  const m = h.matcher;
+  if (m.kind === 'present') return problems;
+  const problem =
+    m.value === '' && m.kind !== 'exact'
+      ? `is empty (a ${m.kind} of "" matches any value: use present)`
+      : CONTROL.test(m.value)
+        ? 'must not contain control characters'
+        : tooLong(m.value);
+  if (problem) problems.push({ key: m.kind, problem });
+  return problems;
+}
+
+/**
+ * `*`, `*<suffix>`, `<prefix>*` or an exact name, lower case, optionally `:port`; IPv6 literals in brackets.
+ * Returns what is wrong, or undefined.
+ */
+export function domainProblem(domain: string): string | undefined {
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d{1,5}))?$/.exec(domain);
+  const host = m?.[1];
+  if (!m || host === undefined) {
+    return isIP(domain) === 6
+      ? `an IPv6 address is written in brackets: "[${domain}]"`
+      : `not a host name with an optional :port: ${JSON.stringify(domain)}`;
+  }
+  if (m[2] !== undefined && !validPort(Number(m[2]))) return `port must be 1..65535, got ${m[2]}`;
+  if (host.startsWith('[')) {
+    if (isIP(host.slice(1, -1)) !== 6) return `not an IPv6 address in brackets: ${JSON.stringify(host)}`;
+  } else if (host !== '*') {
+    if (host !== host.toLowerCase()) return `must be lower case, got ${JSON.stringify(domain)}`;
+    const name = host.startsWith('*') ? host.slice(1) : host.endsWith('*') ? host.slice(0, -1) : host;
+    if (!/^[a-z0-9_.-]+$/.test(name)) {
+      return `a wildcard "*" stands alone, first or last; the rest is letters, digits, ".", "-", "_": ${JSON.stringify(domain)}`;
+    }
+  }
+  return tooLong(domain);
 }
