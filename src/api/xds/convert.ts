@@ -3,7 +3,15 @@
  * every change, so the same inputs always give the same model (tests rely on it).
  */
 import { isIP } from 'node:net';
-import type { Cluster, Endpoint, Listener, MeshModel, UnenforcedRoute, WeightedCluster } from '../../model/types.js';
+import type {
+  Cluster,
+  Endpoint,
+  Listener,
+  MeshModel,
+  UnenforcedRoute,
+  VirtualHost,
+  WeightedCluster,
+} from '../../model/types.js';
 import {
   type XCluster,
   XdsResourceError,
@@ -93,6 +101,20 @@ interface Candidate {
   protocol: Listener['protocol'];
   routes: WeightedCluster[];
   unenforced: UnenforcedRoute[];
+  /** HTTP routes of the virtual host this address selects; the same object on every push while unchanged. */
+  http?: VirtualHost;
+}
+
+/** The candidate fields a virtual host gives. */
+function fromVhost(vh: XVirtualHost & { l4: WeightedCluster[] }): Pick<Candidate, 'routes' | 'unenforced' | 'http'> {
+  return vh.http
+    ? { routes: vh.l4, unenforced: vh.unenforced, http: vh.http }
+    : { routes: vh.l4, unenforced: vh.unenforced };
+}
+
+/** Every cluster a candidate sends traffic to: its default and its HTTP routes'. */
+function candidateClusters(c: Candidate): string[] {
+  return [...c.routes, ...(c.http?.routes.flatMap((r) => r.clusters) ?? [])].map((r) => r.cluster);
 }
 
 function vhostFor(rc: XRouteConfig, address: string, port: number): XVirtualHost | undefined {
@@ -134,8 +156,7 @@ function candidates(l: XListener, state: XdsState, rdsNames: Set<string>, notes:
             address: a,
             port: e.port,
             protocol: e.protocol,
-            routes: vh.l4,
-            unenforced: vh.unenforced,
+            ...fromVhost({ ...vh, l4: vh.l4 }),
           });
         else notes.push(`listener ${l.name}: no virtual host routes ${a}:${e.port} to one destination`);
       }
@@ -153,7 +174,7 @@ function candidates(l: XListener, state: XdsState, rdsNames: Set<string>, notes:
       }
       for (const a of vips) {
         const name = isIP(a) === 6 ? `[${a}]_${e.port}` : `${a}_${e.port}`;
-        out.push({ name, address: a, port: e.port, protocol: e.protocol, routes: vh.l4, unenforced: vh.unenforced });
+        out.push({ name, address: a, port: e.port, protocol: e.protocol, ...fromVhost({ ...vh, l4: vh.l4 }) });
       }
     }
   }
@@ -200,7 +221,7 @@ export function convert(state: XdsState, dns: Map<string, string[]>): Conversion
         );
       }
       // Warming: programmed only once every cluster it routes to has endpoints.
-      if (c.routes.some((r) => !byName.has(r.cluster))) {
+      if (candidateClusters(c).some((name) => !byName.has(name))) {
         warming.push(c.name);
         continue;
       }
@@ -222,6 +243,7 @@ export function convert(state: XdsState, dns: Map<string, string[]>): Conversion
         source: 'xds',
       };
       if (c.unenforced.length > 0) ml.unenforcedRoutes = c.unenforced;
+      if (c.http && c.protocol === 'http') ml.virtualHosts = [c.http];
       listeners.push(ml);
     }
   }
