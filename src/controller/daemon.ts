@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ModelChange } from '../model/change.js';
 import { mergeModels } from '../model/merge.js';
+import { routesText } from '../model/route-text.js';
 import { emptyModel, type MeshModel, type ServiceSpec } from '../model/types.js';
 import { addressKey, validateModel } from '../model/validate.js';
 import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
@@ -266,6 +267,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return {
       configVersion: this.configVersion,
       model: this.liveModel,
+      httpRoutes: routesText(this.liveModel),
       services: this.listServices(),
       maps: this.l4 ? dumpMaps(this.maps, this.clusterNames) : null,
     };

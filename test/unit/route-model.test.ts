@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { L7_LIMITS } from '../../src/l7/limits.js';
 import { chooseRoute, chooseVirtualHost, type RequestHead, routeMatches } from '../../src/model/route-match.js';
+import { routesText } from '../../src/model/route-text.js';
 import type { HeaderMatcher, HttpRoute, Listener, MeshModel, VirtualHost } from '../../src/model/types.js';
 import { domainProblem, validateModel } from '../../src/model/validate.js';
 import { cluster, listener } from '../support/model-builders.js';
@@ -290,5 +291,55 @@ describe('reference route matching', () => {
     assert.equal(chooseVirtualHost([vh('only', 'a.com:80')], 'a.com'), undefined, 'a port domain needs that port');
     assert.equal(chooseRoute([vh('only', 'a.com')], req('GET', '/', ['host', 'b.com'])), undefined);
     assert.equal(chooseRoute([vh('only', 'a.com')], req('GET', '/', ['host', 'a.com']))?.vhost.name, 'only');
+  });
+});
+
+describe('route text for kmeshctl dump', () => {
+  test('one line per route in match order, the default, and the unenforced list', () => {
+    const l: Listener = {
+      ...httpListener([
+        vhost(
+          'api',
+          ['api.example.com', '*.api.example.com'],
+          [
+            route(
+              'canary',
+              {
+                method: 'GET',
+                path: { kind: 'prefix', value: '/v2' },
+                headers: [header('x-canary', { kind: 'exact', value: '1' })],
+              },
+              ['v2', 1],
+            ),
+            route(
+              'no-user',
+              {
+                headers: [
+                  header('x-user', { kind: 'present' }, true),
+                  header('x-a', { kind: 'suffix', value: 'b' }, true),
+                ],
+              },
+              ['v2', 1],
+            ),
+            route('split', { path: { kind: 'separated_prefix', value: '/api' } }, ['v1', 2], ['v2', 1]),
+            route('rest', {}, ['v1', 1]),
+          ],
+        ),
+      ]),
+      unenforcedRoutes: [{ description: 'route x: not programmed (regex path match)', detail: {} }],
+    };
+    const tcp = listener('plain', '127.46.0.2', 80, [['v1', 1]]);
+    assert.deepEqual(routesText({ clusters: [], listeners: [l, tcp] }), {
+      web: {
+        routes: [
+          '[api.example.com *.api.example.com] canary: method GET and path_prefix /v2 and header x-canary exact "1" -> v2',
+          '[api.example.com *.api.example.com] no-user: header x-user absent and header x-a not suffix "b" -> v2',
+          '[api.example.com *.api.example.com] split: path_separated_prefix /api -> v1 66.7%, v2 33.3%',
+          '[api.example.com *.api.example.com] rest: any request -> v1',
+        ],
+        default: 'v1',
+        unenforced: ['route x: not programmed (regex path match)'],
+      },
+    });
   });
 });
