@@ -92,6 +92,8 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
     if (errors.length === before) validEndpointSets.add(cluster.endpoints);
   });
 
+  const lookup = (name: string) => model.clusters[clusterNames.get(name) ?? -1];
+  const l7Totals: L7Totals = { listeners: 0, virtualHosts: 0, domains: 0 };
   const listenerNames = new Set<string>();
   const boundAddresses = new Map<string, string>();
   model.listeners.forEach((listener, i) => {
@@ -115,8 +117,11 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
       );
     } else boundAddresses.set(bound, listener.name);
 
-    const known = (name: string) => clusterNames.has(name);
-    for (const p of [...clusterChoiceProblems(listener.routes, known, ''), ...listenerRouteProblems(listener, known)]) {
+    const routeProblems = [
+      ...clusterChoiceProblems(listener.routes, lookup, '', MAX_ROUTE_CLUSTERS),
+      ...listenerRouteProblems(listener, lookup, l7Totals),
+    ];
+    for (const p of routeProblems) {
       errors.push(`${at.listener(i, p.key)}: ${p.problem}`);
     }
   });
@@ -129,23 +134,27 @@ export interface KeyedProblem {
   problem: string;
 }
 
+/** The model's clusters by name; undefined when the source checks clusters elsewhere (xDS warming). */
+type ClusterLookup = ((name: string) => Cluster | undefined) | undefined;
+
 /** `cluster` or `weighted_clusters` of a listener or route: `prefix` is the key of whatever holds them. */
 function clusterChoiceProblems(
   choice: WeightedCluster[],
-  clusterKnown: ((name: string) => boolean) | undefined,
+  lookup: ClusterLookup,
   prefix: string,
+  maxClusters: number,
 ): KeyedProblem[] {
   const problems: KeyedProblem[] = [];
   if (choice.length === 0) problems.push({ key: `${prefix}weighted_clusters`, problem: 'names no cluster' });
-  if (choice.length > MAX_ROUTE_CLUSTERS) {
+  if (choice.length > maxClusters) {
     problems.push({
       key: `${prefix}weighted_clusters`,
-      problem: `at most ${MAX_ROUTE_CLUSTERS} clusters, got ${choice.length}`,
+      problem: `at most ${maxClusters} clusters, got ${choice.length}`,
     });
   }
   choice.forEach((c, j) => {
     const key = `${prefix}${choice.length > 1 ? `weighted_clusters[${j}]` : 'cluster'}`;
-    if (clusterKnown && !clusterKnown(c.cluster)) problems.push({ key, problem: `unknown cluster "${c.cluster}"` });
+    if (lookup && !lookup(c.cluster)) problems.push({ key, problem: `unknown cluster "${c.cluster}"` });
     if (!validWeight(c.weight)) {
       problems.push({ key: `${key}.weight`, problem: `must be an integer 1..${MAX_WEIGHT}, got ${c.weight}` });
     }
@@ -153,25 +162,59 @@ function clusterChoiceProblems(
   return problems;
 }
 
-function listenerRouteProblems(listener: Listener, clusterKnown: (name: string) => boolean): KeyedProblem[] {
+/** The kernel's route tables are maps of fixed size, shared by all listeners. */
+interface L7Totals {
+  listeners: number;
+  virtualHosts: number;
+  domains: number;
+}
+
+function listenerRouteProblems(listener: Listener, lookup: ClusterLookup, totals: L7Totals): KeyedProblem[] {
   if (listener.virtualHosts === undefined) return [];
   if (listener.protocol !== 'http') {
     return [{ key: 'virtual_hosts', problem: `HTTP routes need protocol "http", not "${listener.protocol}"` }];
   }
-  return virtualHostProblems(listener.virtualHosts, clusterKnown);
+  const problems = virtualHostProblems(listener.virtualHosts, lookup);
+  totals.listeners++;
+  totals.virtualHosts += listener.virtualHosts.length;
+  totals.domains += listener.virtualHosts.reduce((n, vh) => n + vh.domains.length, 0);
+  const over = (
+    [
+      ['listeners', totals.listeners, 'listeners with HTTP routes'],
+      ['virtualHosts', totals.virtualHosts, 'virtual hosts'],
+      ['domains', totals.domains, 'virtual host domains'],
+    ] as const
+  ).find(([limit, n]) => n > L7_LIMITS[limit]);
+  if (over) {
+    problems.push({
+      key: 'virtual_hosts',
+      problem: `more than ${L7_LIMITS[over[0]]} ${over[2]} in all (kernel map size)`,
+    });
+  }
+  return problems;
+}
+
+/** Header names (not :method, :authority) the kernel captures from a request for the routes of one listener. */
+function capturedHeaderNames(vhosts: VirtualHost[]): Set<string> {
+  const names = new Set<string>();
+  for (const vh of vhosts) {
+    for (const r of vh.routes) for (const h of r.match.headers) if (!PSEUDO_HEADERS.includes(h.name)) names.add(h.name);
+  }
+  return names;
 }
 
 /**
- * Shape and kernel limits of a listener's virtual hosts. Without `clusterKnown` the clusters are not looked up
+ * Shape and kernel limits of a listener's virtual hosts. Without `lookup` the clusters are not looked up
  * (xDS checks a route table before its clusters have warmed).
  */
-export function virtualHostProblems(vhosts: VirtualHost[], clusterKnown?: (name: string) => boolean): KeyedProblem[] {
+export function virtualHostProblems(vhosts: VirtualHost[], lookup?: ClusterLookup): KeyedProblem[] {
   const problems: KeyedProblem[] = [];
   if (vhosts.length === 0) problems.push({ key: 'virtual_hosts', problem: 'is empty' });
-  if (vhosts.length > L7_LIMITS.vhostsPerListener) {
+  const names = capturedHeaderNames(vhosts);
+  if (names.size > L7_LIMITS.headerNamesPerListener) {
     problems.push({
       key: 'virtual_hosts',
-      problem: `at most ${L7_LIMITS.vhostsPerListener} virtual hosts per listener, got ${vhosts.length}`,
+      problem: `the routes match on ${names.size} different header names (${[...names].join(', ')}); at most ${L7_LIMITS.headerNamesPerListener} per listener`,
     });
   }
   const domainOwner = new Map<string, number>();
@@ -183,40 +226,33 @@ export function virtualHostProblems(vhosts: VirtualHost[], clusterKnown?: (name:
         problems.push({ key: `${at}domains[${j}]`, problem: `"${d}" is already a domain of virtual_hosts[${other}]` });
       } else domainOwner.set(d, i);
     });
-    for (const p of vhostProblems(vh, clusterKnown)) problems.push({ key: `${at}${p.key}`, problem: p.problem });
+    for (const p of vhostProblems(vh, lookup)) problems.push({ key: `${at}${p.key}`, problem: p.problem });
   });
   return problems;
 }
 
-function vhostProblems(vh: VirtualHost, clusterKnown?: (name: string) => boolean): KeyedProblem[] {
+function vhostProblems(vh: VirtualHost, lookup: ClusterLookup): KeyedProblem[] {
   const problems: KeyedProblem[] = [];
   if (!vh.name) problems.push({ key: 'name', problem: 'is empty' });
   if (vh.domains.length === 0) problems.push({ key: 'domains', problem: 'names no domain' });
-  if (vh.domains.length > L7_LIMITS.domainsPerVhost) {
-    problems.push({
-      key: 'domains',
-      problem: `at most ${L7_LIMITS.domainsPerVhost} domains per virtual host, got ${vh.domains.length}`,
-    });
-  }
   vh.domains.forEach((d, j) => {
     const problem = domainProblem(d);
     if (problem) problems.push({ key: `domains[${j}]`, problem });
   });
   if (vh.routes.length === 0) problems.push({ key: 'routes', problem: 'is empty' });
-  if (vh.routes.length > L7_LIMITS.routesPerVhost) {
+  if (vh.routes.length > L7_LIMITS.routesPerVirtualHost) {
     problems.push({
       key: 'routes',
-      problem: `at most ${L7_LIMITS.routesPerVhost} routes per virtual host, got ${vh.routes.length}`,
+      problem: `at most ${L7_LIMITS.routesPerVirtualHost} routes per virtual host, got ${vh.routes.length}`,
     });
   }
   vh.routes.forEach((route, j) => {
-    for (const p of routeProblems(route, clusterKnown))
-      problems.push({ key: `routes[${j}].${p.key}`, problem: p.problem });
+    for (const p of routeProblems(route, lookup)) problems.push({ key: `routes[${j}].${p.key}`, problem: p.problem });
   });
   return problems;
 }
 
-function routeProblems(route: HttpRoute, clusterKnown?: (name: string) => boolean): KeyedProblem[] {
+function routeProblems(route: HttpRoute, lookup: ClusterLookup): KeyedProblem[] {
   const problems: KeyedProblem[] = [];
   const push = (key: string, problem: string | undefined) => {
     if (problem) problems.push({ key, problem });
@@ -225,13 +261,26 @@ function routeProblems(route: HttpRoute, clusterKnown?: (name: string) => boolea
   const { path, method, headers } = route.match;
   if (path) push(`match.${PATH_KEYS[path.kind]}`, pathProblem(path));
   if (method !== undefined) push('match.method', methodProblem(method));
-  if (headers.length > L7_LIMITS.headersPerRoute) {
-    push('match.headers', `at most ${L7_LIMITS.headersPerRoute} header matches per route, got ${headers.length}`);
+  const matchers = headers.length + (method !== undefined ? 1 : 0);
+  if (matchers > L7_LIMITS.headersPerRoute) {
+    push(
+      'match.headers',
+      `at most ${L7_LIMITS.headersPerRoute} header matches per route (the method counts as one), got ${matchers}`,
+    );
   }
   headers.forEach((h, k) => {
     for (const p of headerProblems(h)) push(`match.headers[${k}].${p.key}`, p.problem);
   });
-  problems.push(...clusterChoiceProblems(route.clusters, clusterKnown, ''));
+  problems.push(...clusterChoiceProblems(route.clusters, lookup, '', L7_LIMITS.clustersPerRoute));
+  route.clusters.forEach((c, j) => {
+    const endpoints = lookup?.(c.cluster)?.endpoints.length ?? 0;
+    if (endpoints > L7_LIMITS.endpointsPerCluster) {
+      push(
+        route.clusters.length > 1 ? `weighted_clusters[${j}]` : 'cluster',
+        `cluster "${c.cluster}" has ${endpoints} endpoints; HTTP routes send to clusters of at most ${L7_LIMITS.endpointsPerCluster}`,
+      );
+    }
+  });
   return problems;
 }
 
@@ -246,7 +295,7 @@ const utf8Bytes = (s: string) => Buffer.byteLength(s, 'utf8');
 
 function tooLong(s: string): string | undefined {
   const n = utf8Bytes(s);
-  return n > L7_LIMITS.matchStringBytes ? `longer than ${L7_LIMITS.matchStringBytes} bytes (${n})` : undefined;
+  return n > L7_LIMITS.maxStringBytes ? `longer than ${L7_LIMITS.maxStringBytes} bytes (${n})` : undefined;
 }
 
 /** Control characters can never be in a request head the kernel matches (CR/LF end it). */

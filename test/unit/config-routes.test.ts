@@ -283,17 +283,19 @@ describe('TOML HTTP routes: bad input names file:line:key', () => {
     ],
     [
       'path over the string limit',
-      ['[[listeners.routes]]', 'cluster = "v1"', `match = { path = "/${'a'.repeat(L7_LIMITS.matchStringBytes)}" }`],
-      ['kmesh.toml:15: listeners[0].routes[0].match.path: longer than 64 bytes (65)'],
+      ['[[listeners.routes]]', 'cluster = "v1"', `match = { path = "/${'a'.repeat(L7_LIMITS.maxStringBytes)}" }`],
+      ['kmesh.toml:15: listeners[0].routes[0].match.path: longer than 128 bytes (129)'],
     ],
     [
       'too many headers',
       [
         '[[listeners.routes]]',
         'cluster = "v1"',
-        `match = { headers = [ ${Array.from({ length: L7_LIMITS.headersPerRoute + 1 }, (_, i) => `{ name = "x${i}", present = true }`).join(', ')} ] }`,
+        `match = { method = "GET", headers = [ ${Array.from({ length: L7_LIMITS.headersPerRoute }, () => '{ name = "x", present = true }').join(', ')} ] }`,
       ],
-      ['kmesh.toml:15: listeners[0].routes[0].match.headers: at most 4 header matches per route, got 5'],
+      [
+        'kmesh.toml:15: listeners[0].routes[0].match.headers: at most 8 header matches per route (the method counts as one), got 9',
+      ],
     ],
     [
       'both routes and virtual_hosts',
@@ -375,7 +377,7 @@ describe('TOML HTTP routes: bad input names file:line:key', () => {
   });
 
   test('more routes than a virtual host may hold', () => {
-    const routes = Array.from({ length: L7_LIMITS.routesPerVhost + 1 }, () => [
+    const routes = Array.from({ length: L7_LIMITS.routesPerVirtualHost + 1 }, () => [
       '[[listeners.routes]]',
       'cluster = "v1"',
     ]);
@@ -386,14 +388,14 @@ describe('TOML HTTP routes: bad input names file:line:key', () => {
     assert.equal(parseConfig(withRoutes(...atLimit), PATH).model.listeners[0]?.virtualHosts?.[0]?.routes.length, 16);
   });
 
-  test('more virtual hosts than a listener may hold', () => {
-    const vhosts = Array.from({ length: L7_LIMITS.vhostsPerListener + 1 }, (_, i) => [
-      '[[listeners.virtual_hosts]]',
-      `domains = ["h${i}.example"]`,
-      'routes = [ { cluster = "v1" } ]',
+  test('more header names than the kernel captures for one listener', () => {
+    const routes = Array.from({ length: L7_LIMITS.headerNamesPerListener + 1 }, (_, i) => [
+      '[[listeners.routes]]',
+      `match = { headers = [ { name = "x-${i}", present = true } ] }`,
+      'cluster = "v1"',
     ]);
-    assert.deepEqual(errorsOf(withRoutes(...vhosts.flat())), [
-      'kmesh.toml:13: listeners[0].virtual_hosts: at most 8 virtual hosts per listener, got 9',
+    assert.deepEqual(errorsOf(withRoutes(...routes.flat())), [
+      'kmesh.toml:13: listeners[0].routes: the routes match on 9 different header names (x-0, x-1, x-2, x-3, x-4, x-5, x-6, x-7, x-8); at most 8 per listener',
     ]);
   });
 });

@@ -6,7 +6,7 @@ import { chooseRoute, chooseVirtualHost, type RequestHead, routeMatches } from '
 import { routesText } from '../../src/model/route-text.js';
 import type { HeaderMatcher, HttpRoute, Listener, MeshModel, VirtualHost } from '../../src/model/types.js';
 import { domainProblem, validateModel } from '../../src/model/validate.js';
-import { cluster, listener } from '../support/model-builders.js';
+import { cluster, ep, listener } from '../support/model-builders.js';
 
 const route = (name: string, match: Partial<HttpRoute['match']>, ...clusters: Array<[string, number]>): HttpRoute => ({
   name,
@@ -90,7 +90,7 @@ describe('route model validation', () => {
       ['fd00::1', /written in brackets: "\[fd00::1\]"/],
       ['[zz]', /not an IPv6 address/],
       ['a b', /wildcard/],
-      [`${'a'.repeat(L7_LIMITS.matchStringBytes)}.com`, /longer than 64 bytes/],
+      [`${'a'.repeat(L7_LIMITS.maxStringBytes)}.com`, /longer than 128 bytes/],
     ];
     for (const [domain, problem] of bad) assert.match(domainProblem(domain) ?? '', problem, domain);
 
@@ -152,65 +152,105 @@ describe('route model validation', () => {
     ]);
   });
 
-  test('every limit is enforced at its boundary', () => {
+  test('every per-listener limit is enforced at its boundary', () => {
     const n = (count: number) => Array.from({ length: count }, (_, i) => i);
-    const max = L7_LIMITS.matchStringBytes;
-    const atLimit = httpListener(
-      n(L7_LIMITS.vhostsPerListener).map((i) =>
-        vhost(
-          `vh${i}`,
-          n(L7_LIMITS.domainsPerVhost).map((j) => `h${i}-${j}.example`),
-          n(L7_LIMITS.routesPerVhost).map((j) =>
-            route(
-              `r${j}`,
-              {
-                path: { kind: 'prefix', value: `/${'p'.repeat(max - 1)}` },
-                headers: n(L7_LIMITS.headersPerRoute).map((k) =>
-                  header(`x-${k}${'h'.repeat(max - 3)}`, { kind: 'exact', value: 'é'.repeat(max / 2) }),
-                ),
-              },
-              ['v1', 1],
-            ),
+    const max = L7_LIMITS.maxStringBytes;
+    const names = n(L7_LIMITS.headerNamesPerListener).map((k) => `x-${k}${'h'.repeat(max - 3 - String(k).length)}`);
+    const big = cluster(
+      'big',
+      n(L7_LIMITS.endpointsPerCluster).map((i) => ep('127.46.1.1', 1000 + i)),
+    );
+    const atLimit = httpListener([
+      vhost(
+        'vh',
+        ['*'],
+        n(L7_LIMITS.routesPerVirtualHost).map((j) =>
+          route(
+            `r${j}`,
+            {
+              path: { kind: 'prefix', value: `/${'p'.repeat(max - 1)}` },
+              method: 'G'.repeat(max),
+              headers: n(L7_LIMITS.headersPerRoute - 1).map((k) =>
+                header(names[(j + k) % names.length] as string, { kind: 'exact', value: 'é'.repeat(max / 2) }),
+              ),
+            },
+            ['big', 1],
           ),
         ),
       ),
-    );
-    assert.deepEqual(validateModel(model(atLimit)), []);
+    ]);
+    const withBig = (l: Listener, endpoints = big.endpoints): MeshModel => ({
+      clusters: [cluster('v1'), { ...big, endpoints }],
+      listeners: [l],
+    });
+    assert.deepEqual(validateModel(withBig(atLimit)), []);
 
-    const vhs = atLimit.virtualHosts as VirtualHost[];
-    const first = vhs[0] as VirtualHost;
-    const r0 = first.routes[0] as HttpRoute;
+    const vh = atLimit.virtualHosts?.[0] as VirtualHost;
+    const r0 = vh.routes[0] as HttpRoute;
     const over = httpListener([
-      ...vhs,
       {
-        ...first,
-        domains: [...n(L7_LIMITS.domainsPerVhost + 1).map((j) => `x${j}.example`)],
+        ...vh,
         routes: [
-          ...first.routes,
+          ...vh.routes,
           {
             ...r0,
             match: {
               path: { kind: 'exact', value: `/${'p'.repeat(max)}` },
               method: 'G'.repeat(max + 1),
-              headers: [...r0.match.headers, header('x-e', { kind: 'suffix', value: 'é'.repeat(max / 2 + 1) })],
+              headers: [...r0.match.headers, header('x-new', { kind: 'suffix', value: 'é'.repeat(max / 2 + 1) })],
             },
           },
         ],
       },
     ]);
-    const last = `virtual_hosts[${L7_LIMITS.vhostsPerListener}]`;
     assert.deepEqual(
-      validateModel(model(over)).map((e) => e.replace('listener "web" ', '')),
+      validateModel(withBig(over, [...big.endpoints, ep('127.46.1.2', 1)])).map((e) =>
+        e.replace('listener "web" ', ''),
+      ),
       [
-        'virtual_hosts: at most 8 virtual hosts per listener, got 9',
-        `${last}.domains: at most 8 domains per virtual host, got 9`,
-        `${last}.routes: at most 16 routes per virtual host, got 17`,
-        `${last}.routes[16].match.path: longer than 64 bytes (65)`,
-        `${last}.routes[16].match.method: longer than 64 bytes (65)`,
-        `${last}.routes[16].match.headers: at most 4 header matches per route, got 5`,
-        `${last}.routes[16].match.headers[4].suffix: longer than 64 bytes (66)`,
+        `virtual_hosts: the routes match on 9 different header names (${names.join(', ')}, x-new); at most 8 per listener`,
+        'virtual_hosts[0].routes: at most 16 routes per virtual host, got 17',
+        ...n(17)
+          .map(
+            (j) =>
+              `virtual_hosts[0].routes[${j}].cluster: cluster "big" has 65 endpoints; HTTP routes send to clusters of at most 64`,
+          )
+          .slice(0, 16),
+        'virtual_hosts[0].routes[16].match.path: longer than 128 bytes (129)',
+        'virtual_hosts[0].routes[16].match.method: longer than 128 bytes (129)',
+        'virtual_hosts[0].routes[16].match.headers: at most 8 header matches per route (the method counts as one), got 9',
+        'virtual_hosts[0].routes[16].match.headers[7].suffix: longer than 128 bytes (130)',
+        'virtual_hosts[0].routes[16].cluster: cluster "big" has 65 endpoints; HTTP routes send to clusters of at most 64',
       ],
     );
+  });
+
+  test('kernel map sizes: listeners with routes, virtual hosts and domains in all', () => {
+    const vh = (i: number, domains = 1) =>
+      vhost(
+        `vh${i}`,
+        Array.from({ length: domains }, (_, j) => `h${i}-${j}.example`),
+        [route('r', {}, ['v1', 1])],
+      );
+    const http = (i: number, vhosts: VirtualHost[]): Listener => ({
+      ...listener(`l${i}`, `127.46.${i >> 8}.${i & 255}`, 80, [['v1', 1]], 'http'),
+      virtualHosts: vhosts,
+    });
+    const errors = (listeners: Listener[]) => validateModel({ clusters: [cluster('v1')], listeners });
+    const many = Array.from({ length: L7_LIMITS.listeners }, (_, i) => http(i, [vh(i)]));
+    assert.deepEqual(errors(many), []);
+    assert.deepEqual(errors([...many, http(L7_LIMITS.listeners, [vh(0)])]), [
+      'listener "l1024" virtual_hosts: more than 1024 listeners with HTTP routes in all (kernel map size)',
+    ]);
+    const vhosts = Array.from({ length: L7_LIMITS.virtualHosts / 2 }, (_, i) => vh(i, 4));
+    assert.deepEqual(errors([http(0, vhosts), http(1, vhosts)]), []);
+    assert.deepEqual(errors([http(0, vhosts), http(1, [...vhosts, vh(9999)])]), [
+      'listener "l1" virtual_hosts: more than 4096 virtual hosts in all (kernel map size)',
+    ]);
+    const fat = Array.from({ length: L7_LIMITS.virtualHosts / 2 }, (_, i) => vh(i, 5));
+    assert.deepEqual(errors([http(0, fat), http(1, fat)]), [
+      'listener "l1" virtual_hosts: more than 16384 virtual host domains in all (kernel map size)',
+    ]);
   });
 });
 

@@ -293,30 +293,40 @@ describe('xDS HTTP routes from istiod', () => {
           problem.test(e.message),
       );
 
-    it(`more than ${L7_LIMITS.routesPerVhost} routes`, () => {
-      const many = Array.from({ length: L7_LIMITS.routesPerVhost }, (_, i) =>
+    it(`more than ${L7_LIMITS.routesPerVirtualHost} routes`, () => {
+      const many = Array.from({ length: L7_LIMITS.routesPerVirtualHost }, (_, i) =>
         istioRoute(`r${i}`, { path: `/${i}` }, V2),
       );
       refused([...many, catchAll(V1)], /routes: at most 16 routes per virtual host, got 17/);
       assert.equal(decodeRoutes([...many.slice(1), catchAll(V1)]).vhosts[0]?.http?.routes.length, 16);
     });
 
-    it(`more than ${L7_LIMITS.headersPerRoute} header matches`, () => {
-      const headers = Array.from({ length: L7_LIMITS.headersPerRoute + 1 }, (_, i) => ({
-        name: `x-${i}`,
-        exactMatch: '1',
-      }));
+    it(`more than ${L7_LIMITS.headersPerRoute} header matches (the method counts as one)`, () => {
+      const headers = [
+        { name: ':method', exactMatch: 'GET' },
+        ...Array.from({ length: L7_LIMITS.headersPerRoute }, () => ({ name: 'x', presentMatch: true })),
+      ];
       refused(
         [istioRoute('h', { prefix: '/', headers }, V2), catchAll(V1)],
-        /route h: match.headers: at most 4 header matches/,
+        /vhost vh: route h: match.headers: at most 8 header matches per route \(the method counts as one\), got 9$/,
+      );
+    });
+
+    it(`more than ${L7_LIMITS.headerNamesPerListener} header names across the routes`, () => {
+      const routes = Array.from({ length: L7_LIMITS.headerNamesPerListener + 1 }, (_, i) =>
+        istioRoute(`h${i}`, { prefix: '/', headers: [{ name: `x-${i}`, presentMatch: true }] }, V2),
+      );
+      refused(
+        [...routes, catchAll(V1)],
+        /vhost vh: the routes match on 9 different header names \(x-0, .*, x-8\); at most 8/,
       );
     });
 
     it('a header value longer than the match string limit', () => {
-      const value = 'v'.repeat(L7_LIMITS.matchStringBytes + 1);
+      const value = 'v'.repeat(L7_LIMITS.maxStringBytes + 1);
       refused(
         [istioRoute('h', { prefix: '/', headers: [{ name: 'x', exactMatch: value }] }, V2), catchAll(V1)],
-        /route h: match.headers\[0\].exact: longer than 64 bytes \(65\)/,
+        /route h: match.headers\[0\].exact: longer than 128 bytes \(129\)/,
       );
     });
 

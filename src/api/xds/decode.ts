@@ -386,10 +386,12 @@ function virtualHost(vh: M, index: number, what: string): XVirtualHost {
   });
   if (http.every((r) => sameTargets(r.clusters, out.l4))) return out; // what is programmable is one destination
   out.http = { name, domains: ['*'], routes: http };
-  const problems = virtualHostProblems([out.http]).map(
-    (p) =>
-      `${p.key.replace(/^virtual_hosts\[0\]\./, '').replace(/^routes\[(\d+)\]\./, (_, k) => `route ${http[Number(k)]?.name}: `)}: ${p.problem}`,
-  );
+  const problems = virtualHostProblems([out.http]).map((p) => {
+    const key = p.key
+      .replace(/^virtual_hosts(\[0\]\.)?/, '')
+      .replace(/^routes\[(\d+)\]\./, (_, k) => `route ${http[Number(k)]?.name}: `);
+    return key ? `${key}: ${p.problem}` : p.problem;
+  });
   if (problems.length > 0) throw new XdsResourceError(`${vwhat}: ${problems.join('; ')}`);
   return out;
 }
