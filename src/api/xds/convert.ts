@@ -3,6 +3,7 @@
  * every change, so the same inputs always give the same model (tests rely on it).
  */
 import { isIP } from 'node:net';
+import { L7_LIMITS } from '../../l7/limits.js';
 import type {
   Cluster,
   Endpoint,
@@ -181,6 +182,22 @@ function candidates(l: XListener, state: XdsState, rdsNames: Set<string>, notes:
   return out;
 }
 
+/**
+ * Endpoints come and go with EDS: a routed cluster that outgrows the kernel's per-cluster table leaves the listener
+ * on connect-time steering by its default route (listed, logged) rather than NACKing every endpoint update.
+ */
+function clusterTooLargeForRoutes(c: Candidate, byName: Map<string, Cluster>): string | undefined {
+  for (const r of c.http?.routes ?? []) {
+    for (const { cluster } of r.clusters) {
+      const n = byName.get(cluster)?.endpoints.length ?? 0;
+      if (n > L7_LIMITS.endpointsPerCluster) {
+        return `HTTP routes not programmed (connections follow the default route): cluster ${cluster} has ${n} endpoints, HTTP routes send to at most ${L7_LIMITS.endpointsPerCluster}`;
+      }
+    }
+  }
+  return undefined;
+}
+
 export function convert(state: XdsState, dns: Map<string, string[]>): Conversion {
   const notes: string[] = [];
   const clusters: Cluster[] = [];
@@ -242,8 +259,13 @@ export function convert(state: XdsState, dns: Map<string, string[]>): Conversion
         routes: c.routes,
         source: 'xds',
       };
-      if (c.unenforced.length > 0) ml.unenforcedRoutes = c.unenforced;
-      if (c.http && c.protocol === 'http') ml.virtualHosts = [c.http];
+      const tooLarge = clusterTooLargeForRoutes(c, byName);
+      if (tooLarge) notes.push(`listener ${c.name}: ${tooLarge}`);
+      const unenforced = tooLarge
+        ? [...c.unenforced, { description: `listener ${c.name}: ${tooLarge}`, detail: c.http }]
+        : c.unenforced;
+      if (unenforced.length > 0) ml.unenforcedRoutes = unenforced;
+      if (c.http && c.protocol === 'http' && !tooLarge) ml.virtualHosts = [c.http];
       listeners.push(ml);
     }
   }
