@@ -5,21 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../../src/controller/config/load.js';
-import { KmeshError } from '../../src/controller/errors.js';
 import { L7_LIMITS } from '../../src/l7/limits.js';
-
-const PATH = '/etc/kmesh/kmesh.toml';
-const toml = (...lines: string[]): string => `${lines.join('\n')}\n`;
-
-function errorsOf(source: string): string[] {
-  try {
-    parseConfig(source, PATH);
-  } catch (err) {
-    assert.ok(err instanceof KmeshError, `expected KmeshError, got ${String(err)}`);
-    return err.message.split('\n');
-  }
-  assert.fail('parseConfig accepted a bad config');
-}
+import { errorsOf, PATH, toml } from '../support/toml-config.js';
 
 const CLUSTERS = [
   '[[clusters]]',
