@@ -16,6 +16,7 @@ import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchd
 import { UnitCgroupResolver } from '../controller/systemd-units.js';
 import { PROBE_OBJECT } from '../probe/probe.js';
 import { startProbe } from '../probe/wire.js';
+import { cgroup2View } from '../runtime/cgroup2.js';
 import { planPrograms } from '../runtime/features.js';
 
 const USAGE = `Usage: kmesh-daemon [options]
@@ -81,7 +82,8 @@ async function main(): Promise<void> {
 
   let config: ReturnType<typeof loadConfigFile>;
   try {
-    config = loadConfigFile(configPath);
+    // The daemon's cgroup view: a [[services]] cgroup it would refuse fails --check and start-up alike.
+    config = loadConfigFile(configPath, { cgroups: cgroup2View() });
   } catch (err) {
     fail((err as Error).message);
   }

@@ -15,7 +15,7 @@ import { addressKey, validateModel } from '../model/validate.js';
 import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
 import { ensureBpffs } from '../runtime/bpffs.js';
 import { CgroupLinks } from '../runtime/cgroup-links.js';
-import { findCgroup2Mount } from '../runtime/cgroup2.js';
+import { type Cgroup2View, cgroup2View } from '../runtime/cgroup2.js';
 import { planPrograms, probeFeatures } from '../runtime/features.js';
 import { encodeAddr, isV4Mapped } from '../runtime/maps/addr.js';
 import { type DatapathMaps, datapathMaps } from '../runtime/maps/datapath-maps.js';
@@ -74,6 +74,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private extraPrograms: BpfProgram[] = [];
   private reconciler: Reconciler | undefined;
   private registry: ServiceRegistry | undefined;
+  private cgroupView: Cgroup2View | undefined;
   readonly pinDir: string;
   /** Probed once: the L4 and probe objects are planned against the same answers. */
   readonly kernelFeatures = probeFeatures();
@@ -93,6 +94,12 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   get maps(): DatapathMaps {
     if (!this.l4) throw new Error('daemon not started');
     return datapathMaps(this.l4);
+  }
+
+  /** Read when first needed: a daemon that is never started needs no cgroup v2. */
+  private get cgroups(): Cgroup2View {
+    this.cgroupView ??= cgroup2View();
+    return this.cgroupView;
   }
 
   get currentConfig(): KmeshConfig {
@@ -124,12 +131,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.reconciler.adopt();
     this.applyModels(this.config.model, this.xdsModel);
 
-    const mount = findCgroup2Mount();
-    const links = new CgroupLinks(pins.links, mount);
+    const links = new CgroupLinks(pins.links, this.cgroups);
     this.registry = new ServiceRegistry(
       links,
       () => this.programs(),
-      mount,
+      this.cgroups,
       this.options.unitResolver ?? null,
       this.logger,
     );
@@ -277,7 +283,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   async reload(): Promise<number> {
     this.setState('reloading');
     try {
-      const next = loadConfigFile(this.config.path);
+      const next = loadConfigFile(this.config.path, { cgroups: this.cgroups });
       this.applyModels(next.model, this.xdsModel);
       for (const section of ['xds', 'metrics'] as const) {
         if (JSON.stringify(next[section]) !== JSON.stringify(this.config[section])) {

@@ -14,6 +14,7 @@ import {
 } from '../../model/types.js';
 import { validateModel } from '../../model/validate.js';
 import { isPinDir } from '../../runtime/bpffs.js';
+import { type Cgroup2View, guardCgroupPath } from '../../runtime/cgroup2.js';
 import { KmeshError } from '../errors.js';
 import { KeyLocator } from './locator.js';
 import { choiceKey, type NestedWhere, readClusterChoice, readListenerRoutes, U32_MAX } from './routes.js';
@@ -22,17 +23,22 @@ import { TableReader } from './table-reader.js';
 
 const TOP_LEVEL = ['daemon', 'metrics', 'xds', 'services', 'clusters', 'listeners'];
 
-export function loadConfigFile(path: string): KmeshConfig {
+/** Where the file's services are checked on disk (no kernel): the daemon's cgroup v2 view. */
+export interface ConfigCheckOptions {
+  cgroups?: Cgroup2View;
+}
+
+export function loadConfigFile(path: string, options: ConfigCheckOptions = {}): KmeshConfig {
   let source: string;
   try {
     source = readFileSync(path, 'utf8');
   } catch (err) {
     throw new KmeshError('InvalidConfig', `${path}: cannot read: ${(err as Error).message}`);
   }
-  return parseConfig(source, path);
+  return parseConfig(source, path, options);
 }
 
-export function parseConfig(source: string, path: string): KmeshConfig {
+export function parseConfig(source: string, path: string, options: ConfigCheckOptions = {}): KmeshConfig {
   const file = basename(path);
   let doc: Record<string, unknown>;
   try {
@@ -96,7 +102,7 @@ export function parseConfig(source: string, path: string): KmeshConfig {
   const xds = readXds(doc.xds, locator, root, errors);
 
   const serviceReaders = arrayOf('services');
-  const serviceSpecs = serviceReaders.map(readService);
+  const serviceSpecs = serviceReaders.map((r) => readService(r, options.cgroups));
   checkDuplicateServices(serviceSpecs, serviceReaders);
   const services = serviceSpecs.filter((spec): spec is ServiceSpec => spec !== undefined);
   const clusterReaders = arrayOf('clusters');
@@ -154,7 +160,7 @@ function readXds(table: unknown, locator: KeyLocator, root: TableReader, errors:
   }
 }
 
-function readService(t: TableReader): ServiceSpec | undefined {
+function readService(t: TableReader, cgroups: Cgroup2View | undefined): ServiceSpec | undefined {
   const unit = t.optionalString('unit');
   const cgroup = t.optionalString('cgroup');
   t.rejectUnknown();
@@ -164,6 +170,13 @@ function readService(t: TableReader): ServiceSpec | undefined {
   }
   if (unit !== undefined && !/^[\w:.@-]+\.(service|scope|slice)$/.test(unit)) {
     t.fail('unit', `not a systemd unit name (x.service, x.scope or x.slice): "${unit}"`);
+  }
+  if (cgroup !== undefined && cgroups) {
+    try {
+      guardCgroupPath(cgroup, cgroups);
+    } catch (err) {
+      t.fail('cgroup', (err as Error).message);
+    }
   }
   return unit !== undefined ? { unit } : { cgroup: cgroup as string };
 }
