@@ -3,7 +3,16 @@
  * Given a request head (method, request target, Host and headers), the virtual host is chosen by Host, then the first
  * route of that host whose every present condition holds wins.
  */
-import type { HeaderMatcher, HttpRoute, PathMatcher, RouteMatch, StringMatcher, VirtualHost } from './types.js';
+import type {
+  HeaderMatcher,
+  HttpRoute,
+  Listener,
+  PathMatcher,
+  RouteMatch,
+  StringMatcher,
+  VirtualHost,
+  WeightedCluster,
+} from './types.js';
 
 export interface RequestHead {
   /** As sent, e.g. GET (methods are case-sensitive). */
@@ -24,6 +33,18 @@ export function chooseRoute(vhosts: VirtualHost[], req: RequestHead): RouteChoic
   const vhost = chooseVirtualHost(vhosts, headerValue(req.headers, 'host') ?? '');
   const route = vhost?.routes.find((r) => routeMatches(r.match, req));
   return vhost && route ? { vhost, route } : undefined;
+}
+
+/**
+ * Where a listener sends a connection whose first request is `req`: the matching route's clusters, or the listener's
+ * default route (`route` undefined) when no virtual host or route matches. `req` undefined = not HTTP/1.x.
+ */
+export function routeConnection(
+  listener: Pick<Listener, 'routes' | 'virtualHosts'>,
+  req: RequestHead | undefined,
+): { route?: HttpRoute; clusters: WeightedCluster[] } {
+  const choice = req && chooseRoute(listener.virtualHosts ?? [], req);
+  return choice ? { route: choice.route, clusters: choice.route.clusters } : { clusters: listener.routes };
 }
 
 /**

@@ -2,7 +2,13 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { L7_LIMITS } from '../../src/l7/limits.js';
-import { chooseRoute, chooseVirtualHost, type RequestHead, routeMatches } from '../../src/model/route-match.js';
+import {
+  chooseRoute,
+  chooseVirtualHost,
+  type RequestHead,
+  routeConnection,
+  routeMatches,
+} from '../../src/model/route-match.js';
 import { routesText } from '../../src/model/route-text.js';
 import type { HeaderMatcher, HttpRoute, Listener, MeshModel, VirtualHost } from '../../src/model/types.js';
 import { domainProblem, validateModel } from '../../src/model/validate.js';
@@ -283,6 +289,23 @@ describe('reference route matching', () => {
     assert.equal(pick(req('PUT', '/api?x', user)), 'api');
     assert.equal(pick(req('PUT', '/apix', user)), 'rest', 'separated prefix ends at "/", "?" or the end');
     assert.equal(pick(req('PUT', '/x')), 'no-user', 'inverted present = the header is absent');
+  });
+
+  test("a connection goes to the matching route's clusters, else to the listener's default", () => {
+    const l = httpListener([
+      vhost('a', ['a.com'], [route('v2', { path: { kind: 'prefix', value: '/v2' } }, ['v2', 1])]),
+    ]);
+    assert.deepEqual(routeConnection(l, req('GET', '/v2/x', ['Host', 'a.com'])), {
+      route: l.virtualHosts?.[0]?.routes[0],
+      clusters: [{ cluster: 'v2', weight: 1 }],
+    });
+    assert.deepEqual(routeConnection(l, req('GET', '/v1', ['Host', 'a.com'])), {
+      clusters: [{ cluster: 'v1', weight: 1 }],
+    });
+    assert.deepEqual(routeConnection(l, req('GET', '/v2', ['Host', 'b.com'])), {
+      clusters: [{ cluster: 'v1', weight: 1 }],
+    });
+    assert.deepEqual(routeConnection(l, undefined), { clusters: [{ cluster: 'v1', weight: 1 }] }, 'not HTTP/1.x');
   });
 
   test('header matchers; a missing header fails all but an inverted present (Envoy)', () => {
