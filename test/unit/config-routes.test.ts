@@ -342,6 +342,11 @@ describe('TOML HTTP routes: bad input names file:line:key', () => {
       ['kmesh.toml:22: listeners[0].virtual_hosts[1].routes[1].match.method: not an upper-case HTTP method, got "G T"'],
     ],
     [
+      'a bad route written inline stands on the routes line',
+      ['[[listeners.virtual_hosts]]', 'domains = ["a.com"]', 'routes = [ { cluster = "v1" }, { cluster = "nope" } ]'],
+      ['kmesh.toml:15: listeners[0].virtual_hosts[0].routes[1].cluster: unknown cluster "nope"'],
+    ],
+    [
       'an empty routes array in a virtual host',
       ['[[listeners.virtual_hosts]]', 'domains = ["a.com"]', 'routes = []'],
       ['kmesh.toml:15: listeners[0].virtual_hosts[0].routes: is empty'],
