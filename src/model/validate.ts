@@ -59,72 +59,96 @@ const U32_MAX = 0xffffffff;
 const validPort = (port: number) => Number.isInteger(port) && port >= 1 && port <= 65535;
 const validWeight = (weight: number) => Number.isInteger(weight) && weight >= 1 && weight <= MAX_WEIGHT;
 
-/** Endpoint sets already found valid; a source hands over the same object while a cluster is unchanged. */
-const validEndpointSets = new WeakSet<Cluster['endpoints']>();
+/** The kernel key a listener binds: two listeners with one bound key clash; TOML's shadows xDS's. */
+export function boundKey(listener: Pick<Listener, 'address' | 'port' | 'protocol'>): string {
+  return `${addressKey(listener.address)}|${listener.port}|${l4Protocol(listener.protocol)}`;
+}
+
+const addressInUse = (listener: Listener, other: string) =>
+  `${listener.address}:${listener.port}/${l4Protocol(listener.protocol)} is already used by listener "${other}"`;
+
+/** Every cluster a listener sends to: its default route's and its HTTP routes' (each name once). */
+export function listenerClusterNames(listener: Listener): string[] {
+  const names = new Set(listener.routes.map((r) => r.cluster));
+  for (const vh of listener.virtualHosts ?? [])
+    for (const r of vh.routes) for (const c of r.clusters) names.add(c.cluster);
+  return [...names];
+}
+
+/** Where a listener names its i-th cluster (`cluster` for a plain one). */
+export const routeKey = (listener: Listener, i: number) => choiceKey(listener.routes, i);
+const choiceKey = (choice: WeightedCluster[], i: number) => (choice.length > 1 ? `weighted_clusters[${i}]` : 'cluster');
+
+/** One cluster on its own; `at(key)` names the place of a problem. */
+export function clusterProblems(cluster: Cluster, at: (key: string) => string): string[] {
+  const errors: string[] = [];
+  if (!cluster.name) errors.push(`${at('name')}: is empty`);
+  if (!LB_POLICIES.includes(cluster.lbPolicy)) {
+    errors.push(`${at('lb_policy')}: must be one of ${LB_POLICIES.join(', ')}`);
+  }
+  if (cluster.endpoints.length === 0) errors.push(`${at('endpoints')}: the endpoint set is empty`);
+  cluster.endpoints.forEach((ep, j) => {
+    const where = at(`endpoints[${j}]`);
+    if (!validAddress(ep.address)) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
+    if (!validPort(ep.port)) errors.push(`${where}.port: must be 1..65535, got ${ep.port}`);
+    if (!validWeight(ep.weight)) errors.push(`${where}.weight: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
+  });
+  const totalWeight = cluster.endpoints.reduce((sum, ep) => sum + ep.weight, 0);
+  if (totalWeight > U32_MAX) {
+    errors.push(`${at('endpoints')}: the endpoint weights add up to ${totalWeight}, more than ${U32_MAX}`);
+  }
+  return errors;
+}
+
+/**
+ * One listener, its clusters as `clusterExists` knows them and, when another listener already binds its
+ * address (see boundKey), that listener's name.
+ */
+export function listenerProblems(
+  listener: Listener,
+  at: (key: string) => string,
+  clusterExists: (name: string) => boolean,
+  boundBy?: string,
+): string[] {
+  const errors: string[] = [];
+  if (!listener.name) errors.push(`${at('name')}: is empty`);
+  if (!validAddress(listener.address)) {
+    errors.push(`${at('address')}: not an IP address literal: "${listener.address}"`);
+  }
+  if (!validPort(listener.port)) errors.push(`${at('port')}: must be 1..65535, got ${listener.port}`);
+  if (!PROTOCOLS.includes(listener.protocol)) {
+    errors.push(`${at('protocol')}: must be one of ${PROTOCOLS.join(', ')}`);
+  }
+  if (boundBy !== undefined) errors.push(`${at('address')}: ${addressInUse(listener, boundBy)}`);
+  const keyed = [
+    ...clusterChoiceProblems(listener.routes, clusterExists, '', MAX_ROUTE_CLUSTERS),
+    ...httpRouteProblems(listener, clusterExists),
+  ];
+  for (const p of keyed) errors.push(`${at(p.key)}: ${p.problem}`);
+  return errors;
+}
 
 export function validateModel(model: MeshModel, at: ModelLocator = byName(model)): string[] {
   const errors: string[] = [];
-  const clusterNames = new Map<string, number>();
-
+  const clusterNames = new Set<string>();
   model.clusters.forEach((cluster, i) => {
-    if (!cluster.name) errors.push(`${at.cluster(i, 'name')}: is empty`);
-    if (clusterNames.has(cluster.name)) {
-      errors.push(`${at.cluster(i, 'name')}: duplicate cluster name "${cluster.name}"`);
-    }
-    clusterNames.set(cluster.name, i);
-    if (!LB_POLICIES.includes(cluster.lbPolicy)) {
-      errors.push(`${at.cluster(i, 'lb_policy')}: must be one of ${LB_POLICIES.join(', ')}`);
-    }
-    if (cluster.endpoints.length === 0) errors.push(`${at.cluster(i, 'endpoints')}: the endpoint set is empty`);
-    if (validEndpointSets.has(cluster.endpoints)) return;
-    const before = errors.length;
-    cluster.endpoints.forEach((ep, j) => {
-      const where = at.cluster(i, `endpoints[${j}]`);
-      if (!validAddress(ep.address)) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
-      if (!validPort(ep.port)) errors.push(`${where}.port: must be 1..65535, got ${ep.port}`);
-      if (!validWeight(ep.weight))
-        errors.push(`${where}.weight: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
-    });
-    const totalWeight = cluster.endpoints.reduce((sum, ep) => sum + ep.weight, 0);
-    if (totalWeight > U32_MAX) {
-      errors.push(`${at.cluster(i, 'endpoints')}: the endpoint weights add up to ${totalWeight}, more than ${U32_MAX}`);
-    }
-    if (errors.length === before) validEndpointSets.add(cluster.endpoints);
+    const where = (key: string) => at.cluster(i, key);
+    if (clusterNames.has(cluster.name)) errors.push(`${where('name')}: duplicate cluster name "${cluster.name}"`);
+    clusterNames.add(cluster.name);
+    errors.push(...clusterProblems(cluster, where));
   });
 
-  const lookup = (name: string) => model.clusters[clusterNames.get(name) ?? -1];
-  const l7Totals: L7Totals = { listeners: 0, virtualHosts: 0, domains: 0 };
   const listenerNames = new Set<string>();
   const boundAddresses = new Map<string, string>();
   model.listeners.forEach((listener, i) => {
-    if (!listener.name) errors.push(`${at.listener(i, 'name')}: is empty`);
-    if (listenerNames.has(listener.name)) {
-      errors.push(`${at.listener(i, 'name')}: duplicate listener name "${listener.name}"`);
-    }
+    const where = (key: string) => at.listener(i, key);
+    if (listenerNames.has(listener.name)) errors.push(`${where('name')}: duplicate listener name "${listener.name}"`);
     listenerNames.add(listener.name);
-    if (!validAddress(listener.address)) {
-      errors.push(`${at.listener(i, 'address')}: not an IP address literal: "${listener.address}"`);
-    }
-    if (!validPort(listener.port)) errors.push(`${at.listener(i, 'port')}: must be 1..65535, got ${listener.port}`);
-    if (!PROTOCOLS.includes(listener.protocol)) {
-      errors.push(`${at.listener(i, 'protocol')}: must be one of ${PROTOCOLS.join(', ')}`);
-    }
-    const bound = `${addressKey(listener.address)}|${listener.port}|${l4Protocol(listener.protocol)}`;
-    const other = boundAddresses.get(bound);
-    if (other !== undefined) {
-      errors.push(
-        `${at.listener(i, 'address')}: ${listener.address}:${listener.port}/${l4Protocol(listener.protocol)} is already used by listener "${other}"`,
-      );
-    } else boundAddresses.set(bound, listener.name);
-
-    const routeProblems = [
-      ...clusterChoiceProblems(listener.routes, lookup, '', MAX_ROUTE_CLUSTERS),
-      ...listenerRouteProblems(listener, lookup, l7Totals),
-    ];
-    for (const p of routeProblems) {
-      errors.push(`${at.listener(i, p.key)}: ${p.problem}`);
-    }
+    const other = boundAddresses.get(boundKey(listener));
+    if (other === undefined) boundAddresses.set(boundKey(listener), listener.name);
+    errors.push(...listenerProblems(listener, where, (name) => clusterNames.has(name), other));
   });
+  errors.push(...httpModelProblems(model, at));
   return errors;
 }
 
@@ -134,13 +158,13 @@ export interface KeyedProblem {
   problem: string;
 }
 
-/** The model's clusters by name; undefined when the source checks clusters elsewhere (xDS warming). */
-type ClusterLookup = ((name: string) => Cluster | undefined) | undefined;
+/** Whether a cluster exists; undefined when the source checks clusters elsewhere (xDS warming). */
+type ClusterExists = ((name: string) => boolean) | undefined;
 
 /** `cluster` or `weighted_clusters` of a listener or route: `prefix` is the key of whatever holds them. */
 function clusterChoiceProblems(
   choice: WeightedCluster[],
-  lookup: ClusterLookup,
+  clusterExists: ClusterExists,
   prefix: string,
   maxClusters: number,
 ): KeyedProblem[] {
@@ -153,8 +177,8 @@ function clusterChoiceProblems(
     });
   }
   choice.forEach((c, j) => {
-    const key = `${prefix}${choice.length > 1 ? `weighted_clusters[${j}]` : 'cluster'}`;
-    if (lookup && !lookup(c.cluster)) problems.push({ key, problem: `unknown cluster "${c.cluster}"` });
+    const key = `${prefix}${choiceKey(choice, j)}`;
+    if (clusterExists && !clusterExists(c.cluster)) problems.push({ key, problem: `unknown cluster "${c.cluster}"` });
     if (!validWeight(c.weight)) {
       problems.push({ key: `${key}.weight`, problem: `must be an integer 1..${MAX_WEIGHT}, got ${c.weight}` });
     }
@@ -162,36 +186,55 @@ function clusterChoiceProblems(
   return problems;
 }
 
-/** The kernel's route tables are maps of fixed size, shared by all listeners. */
-interface L7Totals {
-  listeners: number;
-  virtualHosts: number;
-  domains: number;
-}
-
-function listenerRouteProblems(listener: Listener, lookup: ClusterLookup, totals: L7Totals): KeyedProblem[] {
+/** An http listener's routes on their own (the per-listener kernel limits included). */
+function httpRouteProblems(listener: Listener, clusterExists: ClusterExists): KeyedProblem[] {
   if (listener.virtualHosts === undefined) return [];
   if (listener.protocol !== 'http') {
     return [{ key: 'virtual_hosts', problem: `HTTP routes need protocol "http", not "${listener.protocol}"` }];
   }
-  const problems = virtualHostProblems(listener.virtualHosts, lookup);
-  totals.listeners++;
-  totals.virtualHosts += listener.virtualHosts.length;
-  totals.domains += listener.virtualHosts.reduce((n, vh) => n + vh.domains.length, 0);
-  const over = (
-    [
-      ['listeners', totals.listeners, 'listeners with HTTP routes'],
-      ['virtualHosts', totals.virtualHosts, 'virtual hosts'],
-      ['domains', totals.domains, 'virtual host domains'],
-    ] as const
-  ).find(([limit, n]) => n > L7_LIMITS[limit]);
-  if (over) {
-    problems.push({
-      key: 'virtual_hosts',
-      problem: `more than ${L7_LIMITS[over[0]]} ${over[2]} in all (kernel map size)`,
-    });
-  }
-  return problems;
+  return virtualHostProblems(listener.virtualHosts, clusterExists);
+}
+
+/**
+ * What HTTP routes ask of the kernel across resources: the endpoint tables of the clusters they send to, and the
+ * route maps all listeners share (fixed sizes).
+ */
+function httpModelProblems(model: MeshModel, at: ModelLocator): string[] {
+  const errors: string[] = [];
+  const endpoints = new Map(model.clusters.map((c) => [c.name, c.endpoints.length]));
+  const totals = { listeners: 0, virtualHosts: 0, domains: 0 };
+  model.listeners.forEach((listener, i) => {
+    const vhosts = listener.virtualHosts;
+    if (!vhosts) return;
+    for (const [k, vh] of vhosts.entries()) {
+      for (const [j, r] of vh.routes.entries()) {
+        for (const [n, c] of r.clusters.entries()) {
+          const count = endpoints.get(c.cluster) ?? 0;
+          if (count <= L7_LIMITS.endpointsPerCluster) continue;
+          const key = `virtual_hosts[${k}].routes[${j}].${choiceKey(r.clusters, n)}`;
+          errors.push(
+            `${at.listener(i, key)}: cluster "${c.cluster}" has ${count} endpoints; HTTP routes send to clusters of at most ${L7_LIMITS.endpointsPerCluster}`,
+          );
+        }
+      }
+    }
+    totals.listeners++;
+    totals.virtualHosts += vhosts.length;
+    totals.domains += vhosts.reduce((n, vh) => n + vh.domains.length, 0);
+    const over = (
+      [
+        ['listeners', totals.listeners, 'listeners with HTTP routes'],
+        ['virtualHosts', totals.virtualHosts, 'virtual hosts'],
+        ['domains', totals.domains, 'virtual host domains'],
+      ] as const
+    ).find(([limit, n]) => n > L7_LIMITS[limit]);
+    if (over) {
+      errors.push(
+        `${at.listener(i, 'virtual_hosts')}: more than ${L7_LIMITS[over[0]]} ${over[2]} in all (kernel map size)`,
+      );
+    }
+  });
+  return errors;
 }
 
 /** Header names (not :method, :authority) the kernel captures from a request for the routes of one listener. */
@@ -204,10 +247,10 @@ function capturedHeaderNames(vhosts: VirtualHost[]): Set<string> {
 }
 
 /**
- * Shape and kernel limits of a listener's virtual hosts. Without `lookup` the clusters are not looked up
+ * Shape and kernel limits of a listener's virtual hosts. Without `clusterExists` the clusters are not looked up
  * (xDS checks a route table before its clusters have warmed).
  */
-export function virtualHostProblems(vhosts: VirtualHost[], lookup?: ClusterLookup): KeyedProblem[] {
+export function virtualHostProblems(vhosts: VirtualHost[], clusterExists?: ClusterExists): KeyedProblem[] {
   const problems: KeyedProblem[] = [];
   if (vhosts.length === 0) problems.push({ key: 'virtual_hosts', problem: 'is empty' });
   const names = capturedHeaderNames(vhosts);
@@ -226,12 +269,12 @@ export function virtualHostProblems(vhosts: VirtualHost[], lookup?: ClusterLooku
         problems.push({ key: `${at}domains[${j}]`, problem: `"${d}" is already a domain of virtual_hosts[${other}]` });
       } else domainOwner.set(d, i);
     });
-    for (const p of vhostProblems(vh, lookup)) problems.push({ key: `${at}${p.key}`, problem: p.problem });
+    for (const p of vhostProblems(vh, clusterExists)) problems.push({ key: `${at}${p.key}`, problem: p.problem });
   });
   return problems;
 }
 
-function vhostProblems(vh: VirtualHost, lookup: ClusterLookup): KeyedProblem[] {
+function vhostProblems(vh: VirtualHost, clusterExists: ClusterExists): KeyedProblem[] {
   const problems: KeyedProblem[] = [];
   if (!vh.name) problems.push({ key: 'name', problem: 'is empty' });
   if (vh.domains.length === 0) problems.push({ key: 'domains', problem: 'names no domain' });
@@ -247,12 +290,13 @@ function vhostProblems(vh: VirtualHost, lookup: ClusterLookup): KeyedProblem[] {
     });
   }
   vh.routes.forEach((route, j) => {
-    for (const p of routeProblems(route, lookup)) problems.push({ key: `routes[${j}].${p.key}`, problem: p.problem });
+    for (const p of routeProblems(route, clusterExists))
+      problems.push({ key: `routes[${j}].${p.key}`, problem: p.problem });
   });
   return problems;
 }
 
-function routeProblems(route: HttpRoute, lookup: ClusterLookup): KeyedProblem[] {
+function routeProblems(route: HttpRoute, clusterExists: ClusterExists): KeyedProblem[] {
   const problems: KeyedProblem[] = [];
   const push = (key: string, problem: string | undefined) => {
     if (problem) problems.push({ key, problem });
@@ -271,16 +315,7 @@ function routeProblems(route: HttpRoute, lookup: ClusterLookup): KeyedProblem[] 
   headers.forEach((h, k) => {
     for (const p of headerProblems(h)) push(`match.headers[${k}].${p.key}`, p.problem);
   });
-  problems.push(...clusterChoiceProblems(route.clusters, lookup, '', L7_LIMITS.clustersPerRoute));
-  route.clusters.forEach((c, j) => {
-    const endpoints = lookup?.(c.cluster)?.endpoints.length ?? 0;
-    if (endpoints > L7_LIMITS.endpointsPerCluster) {
-      push(
-        route.clusters.length > 1 ? `weighted_clusters[${j}]` : 'cluster',
-        `cluster "${c.cluster}" has ${endpoints} endpoints; HTTP routes send to clusters of at most ${L7_LIMITS.endpointsPerCluster}`,
-      );
-    }
-  });
+  problems.push(...clusterChoiceProblems(route.clusters, clusterExists, '', L7_LIMITS.clustersPerRoute));
   return problems;
 }
 

@@ -216,17 +216,14 @@ describe('route model validation', () => {
       [
         `virtual_hosts: the routes match on 9 different header names (${names.join(', ')}, x-new); at most 8 per listener`,
         'virtual_hosts[0].routes: at most 16 routes per virtual host, got 17',
-        ...n(17)
-          .map(
-            (j) =>
-              `virtual_hosts[0].routes[${j}].cluster: cluster "big" has 65 endpoints; HTTP routes send to clusters of at most 64`,
-          )
-          .slice(0, 16),
         'virtual_hosts[0].routes[16].match.path: longer than 128 bytes (129)',
         'virtual_hosts[0].routes[16].match.method: longer than 128 bytes (129)',
         'virtual_hosts[0].routes[16].match.headers: at most 8 header matches per route (the method counts as one), got 9',
         'virtual_hosts[0].routes[16].match.headers[7].suffix: longer than 128 bytes (130)',
-        'virtual_hosts[0].routes[16].cluster: cluster "big" has 65 endpoints; HTTP routes send to clusters of at most 64',
+        ...n(17).map(
+          (j) =>
+            `virtual_hosts[0].routes[${j}].cluster: cluster "big" has 65 endpoints; HTTP routes send to clusters of at most 64`,
+        ),
       ],
     );
   });

@@ -5,8 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { convert, emptyState, type XdsState } from '../../src/api/xds/convert.js';
+import { emptyState, type XdsState } from '../../src/api/xds/convert.js';
 import { decodeCluster, decodeListener, decodeLoadAssignment, decodeRouteConfig } from '../../src/api/xds/decode.js';
+import { convert } from '../../src/api/xds/model-builder.js';
 import { TYPE, xdsTypes } from '../../src/api/xds/protos.js';
 import { XdsResourceError } from '../../src/api/xds/resources.js';
 import { L7_LIMITS } from '../../src/l7/limits.js';
@@ -269,25 +270,6 @@ describe('xDS HTTP routes from istiod', () => {
     const c = convert(s, new Map());
     assert.deepEqual(c.model.listeners, []);
     assert.deepEqual(c.warming, [`${VIP}_9080`]);
-  });
-
-  it('a routed cluster with more endpoints than the kernel holds leaves the listener on its default route', () => {
-    const routes = [istioRoute('canary', { prefix: '/', headers: [{ name: 'x', exactMatch: '1' }] }, V2), catchAll(V1)];
-    const s = stateWith(routeConfig('9080', [{ name: 'vh', domains: [VIP], routes }]), CLUSTERS);
-    const endpoints = Array.from({ length: L7_LIMITS.endpointsPerCluster + 1 }, (_, i) => ({
-      address: '127.46.0.30',
-      port: 36100 + i,
-    }));
-    s.assignments.set(V2, decodeLoadAssignment(loadAssignment(V2, endpoints).value, 0));
-    const c = convert(s, new Map());
-    const l = c.model.listeners[0];
-    assert.equal(l?.virtualHosts, undefined);
-    assert.deepEqual(l?.routes, [{ cluster: V1, weight: 1 }]);
-    const why = `HTTP routes not programmed (connections follow the default route): cluster ${V2} has 65 endpoints, HTTP routes send to at most 64`;
-    assert.equal(l?.unenforcedRoutes?.at(-1)?.description, `listener ${VIP}_9080: ${why}`);
-    assert.ok(c.notes.includes(`listener ${VIP}_9080: ${why}`));
-    s.assignments.set(V2, decodeLoadAssignment(loadAssignment(V2, endpoints.slice(1)).value, 0));
-    assert.equal(convert(s, new Map()).model.listeners[0]?.virtualHosts?.length, 1, 'back at 64');
   });
 
   it('unchanged RDS bytes give the same route objects on every conversion', () => {
