@@ -17,7 +17,15 @@ import {
   listenerValue,
 } from '../runtime/maps/layouts.js';
 import { assignClusterIds } from './cluster-ids.js';
-import { encodeLevels, encodePolicy, encodeTable, layoutCluster, needsPolicy } from './resilience-encoding.js';
+import {
+  type ClusterLayout,
+  encodeLevels,
+  encodePolicy,
+  encodeTable,
+  layoutCluster,
+  needsLayout,
+  needsPolicy,
+} from './resilience-encoding.js';
 import { kernelTimers } from './syn-schedule.js';
 
 export interface DesiredCluster {
@@ -62,21 +70,33 @@ function cumulative(weights: number[]): number[] {
   });
 }
 
+const EP_SIZE = endpointValue.size;
+const EP_ADDR = endpointValue.offsetOf('addr');
+const EP_PORT = endpointValue.offsetOf('port');
+const EP_CUM_WEIGHT = endpointValue.offsetOf('cum_weight');
+const EP_LEVEL = endpointValue.offsetOf('level');
+
 /** Expects a cluster that passed validation. */
 export function desiredCluster(cluster: Cluster, id: number): DesiredCluster {
-  const layout = layoutCluster(cluster);
-  const endpoints = Buffer.alloc(layout.endpoints.length * endpointValue.size);
+  // Priorities, locality weights and hash tables reorder or reweigh the set; a plain cluster skips that work.
+  const layout: ClusterLayout | undefined = needsLayout(cluster) ? layoutCluster(cluster) : undefined;
+  const list = layout?.endpoints ?? cluster.endpoints;
+  // One buffer for the set, written in place: a cluster is one allocation, not one per endpoint.
+  const endpoints = Buffer.alloc(list.length * EP_SIZE);
+  const weightAt = (i: number) => (layout ? (layout.weights[i] as number) : (list[i]?.weight as number));
+  const first = weightAt(0);
   const cum: number[] = [];
   let sum = 0;
   let uniform = true;
-  layout.endpoints.forEach((ep, i) => {
-    const weight = layout.weights[i] as number;
-    sum += weight;
-    cum.push(sum);
-    uniform &&= weight === layout.weights[0];
-    endpointValue
-      .encode({ addr: encodeAddr(ep.address), port: ep.port, level: layout.levelOf[i], cum_weight: sum })
-      .copy(endpoints, i * endpointValue.size);
+  list.forEach((ep, i) => {
+    const at = i * EP_SIZE;
+    sum += weightAt(i);
+    uniform &&= weightAt(i) === first;
+    encodeAddr(ep.address).copy(endpoints, at + EP_ADDR);
+    endpoints.writeUInt16LE(ep.port, at + EP_PORT);
+    endpoints.writeUInt8(layout?.levelOf[i] ?? 0, at + EP_LEVEL);
+    endpoints.writeUInt32LE(sum, at + EP_CUM_WEIGHT);
+    if (layout) cum.push(sum);
   });
   const resilient = needsPolicy(cluster, layout);
   const out: DesiredCluster = {
@@ -87,10 +107,12 @@ export function desiredCluster(cluster: Cluster, id: number): DesiredCluster {
     totalWeight: sum,
     endpoints,
   };
-  const levels = encodeLevels(layout, cum);
-  if (levels) out.levels = levels;
-  const table = encodeTable(cluster, layout);
-  if (table) out.table = table;
+  if (layout) {
+    const levels = encodeLevels(layout, cum);
+    if (levels) out.levels = levels;
+    const table = encodeTable(cluster, layout);
+    if (table) out.table = table;
+  }
   if (resilient) out.policy = encodePolicy(cluster, kernelTimers());
   return out;
 }

@@ -76,7 +76,7 @@ export function encodeLevels(layout: ClusterLayout, cum: number[]): Buffer | und
 
 /** The level-0 consistent-hash table in chunks, or undefined for other policies. */
 export function encodeTable(cluster: Cluster, layout: ClusterLayout): Buffer[] | undefined {
-  if (cluster.lbPolicy !== 'maglev' && cluster.lbPolicy !== 'ring_hash') return undefined;
+  if (!hashes(cluster)) return undefined;
   const first = layout.spans[0] ?? { start: 0, count: 0 };
   const hosts = layout.endpoints.slice(first.start, first.start + first.count).map((ep, i) => ({
     name: `${addressKey(ep.address)}|${ep.port}`,
@@ -99,16 +99,22 @@ const HASH_BITS: Record<HashKey, number> = {
   cgroup_and_source_address: HASH_CGROUP | HASH_SOURCE,
 };
 
-/** True when connect() must consult kmesh_cluster_policy for this cluster. */
-export function needsPolicy(cluster: Cluster, layout: ClusterLayout): boolean {
+const hashes = (cluster: Cluster) => cluster.lbPolicy === 'maglev' || cluster.lbPolicy === 'ring_hash';
+
+/** Whether the endpoint set is reordered (priorities), reweighed (localities) or hashed into a table. */
+export function needsLayout(cluster: Cluster): boolean {
+  return hashes(cluster) || cluster.localityWeights !== undefined || cluster.endpoints.some((ep) => ep.priority);
+}
+
+/** True when connect() must consult kmesh_cluster_policy for this cluster (`layout` of needsLayout clusters). */
+export function needsPolicy(cluster: Cluster, layout: ClusterLayout | undefined): boolean {
   return (
     cluster.outlierDetection !== undefined ||
     cluster.maxConnections !== undefined ||
     cluster.connectTimeoutMs !== undefined ||
     cluster.lbPolicy === 'least_request' ||
-    cluster.lbPolicy === 'maglev' ||
-    cluster.lbPolicy === 'ring_hash' ||
-    layout.spans.length > 1
+    hashes(cluster) ||
+    (layout?.spans.length ?? 1) > 1
   );
 }
 

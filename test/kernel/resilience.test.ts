@@ -13,15 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { makeCgroup, type TestCgroup } from './support/cgroup.js';
 import { configWithPinDir, startTestDaemon, type TestDaemon } from './support/daemon.js';
 import { greetingBackend, resettingBackend, synBlackhole } from './support/faulty-peers.js';
-import {
-  type Backends,
-  count,
-  dialFrom,
-  echoBackend,
-  type HeldConnection,
-  holdFrom,
-  tcpBackends,
-} from './support/peers.js';
+import { type Backends, count, dialFrom, type HeldConnection, holdFrom, tcpBackends } from './support/peers.js';
 
 const L = '127.0.0.1';
 /** Ejection time where a test waits for the return; elsewhere 30 s, longer than any test's traffic. */
@@ -124,7 +116,11 @@ describe('resilience in the kernel (real kernel)', () => {
   before(async () => {
     cg = makeCgroup('resilience');
     other = makeCgroup('resilience-other');
+    // Every listener before any client socket of ours exists: ports 34000-34999 are inside the ephemeral range,
+    // and a held client socket could otherwise own a port a backend wants later.
     backends.push(await named([34001, 34002, 34009]));
+    backends.push(await greetingBackend('a', L, 34010), await greetingBackend('b', L, 34011));
+    backends.push(await greetingBackend('capped', L, 34012));
     backends.push(await resettingBackend(L, 34004));
     backends.push(await synBlackhole(L, 34005));
     dir = mkdtempSync(join(tmpdir(), 'kmesh-resilience-'));
@@ -230,8 +226,6 @@ describe('resilience in the kernel (real kernel)', () => {
   });
 
   test('least request: new connections prefer the endpoint with fewer held connections', async () => {
-    const servers = [await greetingBackend('a', L, 34010), await greetingBackend('b', L, 34011)];
-    backends.push(...servers);
     for (let i = 0; i < 8; i++) held.push(await holdFrom(cg.path, '127.44.0.8', 34000));
     assert.equal(stateOf('lr', 34010).activeConnections, 8);
     // a second endpoint joins: the count of the first survives the endpoint-set swap
@@ -259,7 +253,6 @@ describe('resilience in the kernel (real kernel)', () => {
   });
 
   test('max_connections: the third concurrent connection is refused at once and counted as an overflow', async () => {
-    backends.push(await echoBackend('capped', L, 34012));
     const a = await holdFrom(cg.path, '127.44.0.11', 34000);
     const b = await holdFrom(cg.path, '127.44.0.11', 34000);
     held.push(a, b);
@@ -278,6 +271,6 @@ describe('resilience in the kernel (real kernel)', () => {
     }
     const c = await holdFrom(cg.path, '127.44.0.11', 34000);
     held.push(c);
-    assert.equal(await c.roundTrip('hi'), 'capped:hi');
+    assert.equal(await c.roundTrip('hi'), 'capped', 'the connection after the overflow is served');
   });
 });

@@ -9,6 +9,7 @@ import type {
   LocalityWeight,
   Protocol,
   UnenforcedRoute,
+  VirtualHost,
   WeightedCluster,
 } from '../../model/types.js';
 import type { ClusterResilience } from './cluster-resilience.js';
@@ -66,8 +67,13 @@ export interface XListener {
 export interface XVirtualHost {
   name: string;
   domains: string[];
-  /** Set when one cluster (or one weighted split) serves the whole virtual host, so connect-time steering is exact. */
+  /**
+   * Where connections go at connect time: the one destination of the whole virtual host, or its catch-all route
+   * when it has L7 routes (then the default for connections that are not HTTP/1.x).
+   */
   l4?: WeightedCluster[];
+  /** The routes the kernel matches per connection's first request (domains `*`: the VIP already chose the host). */
+  http?: VirtualHost;
   unenforced: UnenforcedRoute[];
 }
 

@@ -87,32 +87,12 @@ export class TableReader {
     return v;
   }
 
-  /** An array of inline tables, each read by `each`. */
-  tables<T>(key: string, each: (item: TableReader, index: number) => T | undefined): T[] | undefined {
-    const v = this.raw(key);
-    if (v === undefined) return undefined;
-    if (!Array.isArray(v) || v.some((item) => typeof item !== 'object' || item === null || Array.isArray(item))) {
-      this.fail(key, 'must be an array of tables');
-      return undefined;
-    }
-    return v.flatMap((item, index) => {
-      const reader = new TableReader(
-        item as Record<string, unknown>,
-        (k) => `${this.where(key)}[${index}]${k ? `.${k}` : ''}`,
-        this.errors,
-      );
-      const out = each(reader, index);
-      reader.rejectUnknown();
-      return out === undefined ? [] : [out];
-    });
-  }
-
-  /** An inline table, read by `read`; undefined when absent. */
-  subTable<T>(key: string, read: (table: TableReader) => T): T | undefined {
+  /** An inline table read by `reader`, or undefined when the key is absent. */
+  subTable<T>(key: string, read: (reader: TableReader) => T): T | undefined {
     const v = this.raw(key);
     if (v === undefined) return undefined;
     if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Date) {
-      this.fail(key, 'must be a table ({ key = value, ... })');
+      this.fail(key, `must be a table, got ${show(v)}`);
       return undefined;
     }
     const reader = new TableReader(
@@ -123,6 +103,30 @@ export class TableReader {
     const out = read(reader);
     reader.rejectUnknown();
     return out;
+  }
+
+  /** An array of tables, each read by `each`; `itemWhere` locates items written as [[a.b]] blocks. */
+  tables<T>(
+    key: string,
+    each: (item: TableReader, index: number) => T | undefined,
+    itemWhere?: (index: number) => Where,
+  ): T[] | undefined {
+    const v = this.raw(key);
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || v.some((item) => typeof item !== 'object' || item === null || Array.isArray(item))) {
+      this.fail(key, 'must be an array of tables');
+      return undefined;
+    }
+    return v.flatMap((item, index) => {
+      const reader = new TableReader(
+        item as Record<string, unknown>,
+        itemWhere?.(index) ?? ((k) => `${this.where(key)}[${index}]${k ? `.${k}` : ''}`),
+        this.errors,
+      );
+      const out = each(reader, index);
+      reader.rejectUnknown();
+      return out === undefined ? [] : [out];
+    });
   }
 
   /** Call after reading: any key not asked for is a mistake the operator wants to hear about. */

@@ -1,7 +1,29 @@
 /** Backends that fail the ways a real one does: refusing, resetting, and blackholing SYNs. */
 import { spawn } from 'node:child_process';
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Backends } from './peers.js';
+
+/**
+ * Listens, retrying while the port is taken: ports 34000-34999 lie in the ephemeral range, so another
+ * process's client socket may hold one for a moment.
+ */
+async function listenOn(server: Server, host: string, port: number): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 50) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
 
 /** Greets every connection with its name and keeps it open (held connections count as active). */
 export async function greetingBackend(name: string, host: string, port: number): Promise<Backends> {
@@ -12,10 +34,7 @@ export async function greetingBackend(name: string, host: string, port: number):
     socket.on('error', () => undefined);
     socket.write(`${name}\n`);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, resolve);
-  });
+  await listenOn(server, host, port);
   return {
     close: () =>
       new Promise<void>((resolve) => {
@@ -28,10 +47,7 @@ export async function greetingBackend(name: string, host: string, port: number):
 /** Accepts and resets every connection (RST right after the handshake). */
 export async function resettingBackend(host: string, port: number): Promise<Backends> {
   const server = createServer((socket) => socket.resetAndDestroy());
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, resolve);
-  });
+  await listenOn(server, host, port);
   return { close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
