@@ -136,6 +136,8 @@ function pinnedView(pinDir: string) {
 interface Daemon {
   child: ChildProcess;
   applies: Array<{ type: string; version: string }>;
+  /** The daemon's own time per apply (merge, validate, encode, map writes: "config applied" ms). */
+  applyMs: number[];
   exited: Promise<never>;
   stop(): Promise<void>;
 }
@@ -149,9 +151,11 @@ function startDaemon(toml: string, pinDir: string): Daemon {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const applies: Daemon['applies'] = [];
+  const applyMs: number[] = [];
   createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
     try {
       const rec = JSON.parse(line);
+      if (rec.msg === 'config applied') applyMs.push(Number(rec.ms));
       if (rec.msg === 'xds: applied') applies.push(rec);
       else if (rec.level >= 50) process.stderr.write(`daemon: ${line}\n`);
     } catch {
@@ -165,6 +169,7 @@ function startDaemon(toml: string, pinDir: string): Daemon {
   return {
     child,
     applies,
+    applyMs,
     exited,
     async stop() {
       if (child.exitCode !== null) return;
@@ -239,6 +244,7 @@ async function main(): Promise<void> {
     // Full push. EDS is staged first (no one subscribes yet), then CDS and LDS go out back to back; the push is
     // complete when the EDS version (asked for once CDS is applied) is ACKed.
     await loopDelayMaxMs();
+    const appliesAtPush = d.applyMs.length;
     server.set(TYPE.endpoint, clas);
     const fullPushMs = await ackOf(TYPE.endpoint, () => {
       server.set(TYPE.cluster, clusters);
@@ -246,6 +252,7 @@ async function main(): Promise<void> {
       return server.version(TYPE.endpoint);
     });
     const pushLoopMs = await loopDelayMaxMs();
+    const pushApplyMs = d.applyMs.slice(appliesAtPush).reduce((a, b) => a + b, 0);
     await server.waitAck(TYPE.listener, 30_000);
     const view = pinnedView(pinDir);
     const counts = { listeners: view.listeners(), clusters: view.clusters() };
@@ -256,6 +263,7 @@ async function main(): Promise<void> {
 
     // One endpoint changed, N times each way.
     const n = Number(args.changes);
+    const appliesAtChanges = d.applyMs.length;
     const incremental: number[] = [];
     const sotw: number[] = [];
     for (let k = 1; k <= n; k++) {
@@ -269,6 +277,7 @@ async function main(): Promise<void> {
       sotw.push(await ackOf(TYPE.endpoint, () => server.set(TYPE.endpoint, clas)));
     }
     const changeLoopMs = await loopDelayMaxMs();
+    const changeApplyMs = d.applyMs.slice(appliesAtChanges);
 
     // Burst: 100 versions within a second, each a complete set of the same 10 assignments.
     const burstNames = Array.from({ length: 10 }, (_, i) => name(i));
@@ -334,6 +343,12 @@ async function main(): Promise<void> {
       oneChangeIncrementalMs: { median: round(median(incremental), 2), max: round(Math.max(...incremental), 2) },
       oneChangeFullSotwMs: { median: round(median(sotw), 2), max: round(Math.max(...sotw), 2) },
       eventLoopMaxMs: { push: pushLoopMs, changes: changeLoopMs, burst: burstLoopMs },
+      /** Of those, the daemon's apply (merge, validate, encode, map writes), as it logs it. */
+      daemonApplyMs: {
+        push: round(pushApplyMs),
+        oneChangeMedian: round(median(changeApplyMs), 2),
+        oneChangeMax: round(Math.max(...changeApplyMs), 2),
+      },
       burst,
       rssIdleNoConfigMB: idle.rss,
       rssBeforePushMB: memBefore.rss,
@@ -365,6 +380,7 @@ async function main(): Promise<void> {
         `| full push, send → EDS ACK | ${result.fullPushMs} ms | ≤ ${FLOORS.fullPushMs} ms ${ok(pass.fullPush)} |`,
         `| one endpoint change (incremental EDS), send → ACK, median / max | ${result.oneChangeIncrementalMs.median} / ${result.oneChangeIncrementalMs.max} ms | ≤ ${FLOORS.oneChangeMedianMs} / ${FLOORS.oneChangeMaxMs} ms ${ok(pass.oneChange)} |`,
         `| one endpoint change (full SotW EDS resend), send → ACK, median / max | ${result.oneChangeFullSotwMs.median} / ${result.oneChangeFullSotwMs.max} ms | same |`,
+        `| of those, the daemon's apply (merge, validate, encode, map writes): push / one change median / max | ${result.daemonApplyMs.push} / ${result.daemonApplyMs.oneChangeMedian} / ${result.daemonApplyMs.oneChangeMax} ms | — |`,
         `| event-loop delay max: push / changes / burst | ${pushLoopMs} / ${changeLoopMs} / ${burstLoopMs} ms | ≤ ${FLOORS.loopDelayMs} ms ${ok(pass.eventLoop)} |`,
         `| burst: 100 versions sent in ${burst.sentInMs} ms | ${burst.appliedEds} applies, last ACK after ${burst.lastAckAfterMs} ms, last version live: ${burst.lastVersionLive}, RSS ${burst.rssGrowthMB >= 0 ? '+' : ''}${burst.rssGrowthMB} MB | last state, no growth ${ok(pass.burst)} |`,
         `| daemon RSS idle, no config | ${result.rssIdleNoConfigMB} MB | ≤ ${FLOORS.idleRssMB} MB ${ok(pass.idleRss)} |`,
