@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ModelChange } from '../model/change.js';
+import { routesText } from '../model/route-text.js';
 import type { MeshModel, ServiceSpec } from '../model/types.js';
 import { boundKey } from '../model/validate.js';
 import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
@@ -286,6 +287,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return {
       configVersion: this.configVersion,
       model: this.mesh.model(),
+      httpRoutes: routesText(this.mesh.model()),
       services: this.listServices(),
       maps: this.l4 ? dumpMaps(this.maps, (id) => this.mesh.clusterName(id)) : null,
       ...Object.fromEntries([...this.dumpSections].map(([name, section]) => [name, section()])),
