@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ModelChange } from '../model/change.js';
+import { routesText } from '../model/route-text.js';
 import type { MeshModel, ServiceSpec } from '../model/types.js';
 import { boundKey } from '../model/validate.js';
 import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
@@ -124,7 +125,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
 
     this.reconciler = new Reconciler(datapathMaps(this.l4), this.logger);
     this.reconciler.adopt();
-    this.applyChange('toml', replaceAll(this.mesh.source('toml'), this.config.model), true);
+    await this.applyChange('toml', replaceAll(this.mesh.source('toml'), this.config.model), true);
 
     const links = new CgroupLinks(pins.links, this.cgroups);
     this.registry = new ServiceRegistry(
@@ -160,7 +161,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
 
   /** Called by the xDS client with its complete model; throws (→ NACK) and changes nothing when it is not acceptable. */
   async applyXds(model: MeshModel): Promise<void> {
-    this.applyChange('xds', replaceAll(this.mesh.source('xds'), model));
+    await this.applyChange('xds', () => replaceAll(this.mesh.source('xds'), model));
   }
 
   /**
@@ -168,7 +169,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
    * Costs what the change touches: resources the source hands over unchanged (the same object) are skipped.
    */
   async applyXdsChange(change: ModelChange): Promise<void> {
-    this.applyChange('xds', change);
+    await this.applyChange('xds', change);
   }
 
   setXdsConnected(connected: boolean, address?: string): void {
@@ -185,11 +186,23 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return this.l4?.allPrograms() ?? [];
   }
 
+  /** Applies run one after the other (each stages against what the one before committed). */
+  private applying: Promise<unknown> = Promise.resolve();
+
   /**
    * One source's change → merged, validated, encoded and reconciled for the names it touches. `whole`: the maps
    * may hold anything (a previous daemon's config): what the state does not have is removed from them too.
+   * A change given as a function is read when its turn comes (it depends on what is applied before it).
    */
-  private applyChange(source: 'toml' | 'xds', change: ModelChange, whole = false): void {
+  private applyChange(source: 'toml' | 'xds', change: ModelChange | (() => ModelChange), whole = false): Promise<void> {
+    const done = this.applying.then(() =>
+      this.applyNow(source, typeof change === 'function' ? change() : change, whole),
+    );
+    this.applying = done.catch(() => {});
+    return done;
+  }
+
+  private async applyNow(source: 'toml' | 'xds', change: ModelChange, whole: boolean): Promise<void> {
     if (!this.reconciler) throw new Error('daemon not started');
     const started = process.hrtime.bigint();
     const staged = this.mesh.stage(source, change);
@@ -202,7 +215,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       for (const id of live.clusters) if (!keep.clusters.has(id)) staged.delta.clusters.set(id, null);
       for (const hex of live.listeners) if (!keep.listeners.has(hex)) staged.delta.listeners.set(hex, null);
     }
-    const result = this.reconciler.apply(staged.delta);
+    const result = await this.reconciler.apply(staged.delta);
     staged.commit();
     this.lastApply = result;
     this.configVersion++;
@@ -274,6 +287,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return {
       configVersion: this.configVersion,
       model: this.mesh.model(),
+      httpRoutes: routesText(this.mesh.model()),
       services: this.listServices(),
       maps: this.l4 ? dumpMaps(this.maps, (id) => this.mesh.clusterName(id)) : null,
       ...Object.fromEntries([...this.dumpSections].map(([name, section]) => [name, section()])),
@@ -286,7 +300,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     try {
       const next = loadConfigFile(this.config.path, { cgroups: this.cgroups });
       // The file is read whole; the maps are still only written where it changed.
-      this.applyChange('toml', replaceAll(this.mesh.source('toml'), next.model));
+      await this.applyChange('toml', () => replaceAll(this.mesh.source('toml'), next.model));
       for (const section of ['xds', 'metrics'] as const) {
         if (JSON.stringify(next[section]) !== JSON.stringify(this.config[section])) {
           this.logger.warn({ section }, `[${section}] changed: it takes effect when kmesh restarts`);
@@ -341,7 +355,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       }
     }
     await this.registry?.close();
-    this.reconciler?.flush();
+    await this.applying;
+    await this.reconciler?.flush();
     this.l4?.close();
   }
 

@@ -11,6 +11,7 @@
  */
 import { emptyChange, type ModelChange } from '../../model/change.js';
 import type { Cluster, Listener, MeshModel } from '../../model/types.js';
+import { listenerClusterNames } from '../../model/validate.js';
 import {
   type Candidate,
   candidates,
@@ -354,7 +355,7 @@ export class XdsModelBuilder {
   }
 
   private ready(e: Entry): boolean {
-    return e.model.routes.every((r) => this.clusters.has(r.cluster));
+    return listenerClusterNames(e.model).every((name) => this.clusters.has(name));
   }
 
   /** The first ready entry of a set of claimants, in clash-resolution order. */
@@ -367,13 +368,13 @@ export class XdsModelBuilder {
   private index(e: Entry): void {
     this.link(this.byKey, e.key, e);
     this.link(this.byName, e.model.name, e);
-    for (const r of e.model.routes) this.link(this.byCluster, r.cluster, e.listener);
+    for (const name of listenerClusterNames(e.model)) this.link(this.byCluster, name, e.listener);
   }
 
   private unindex(e: Entry): void {
     this.unlink(this.byKey, e.key, e);
     this.unlink(this.byName, e.model.name, e);
-    for (const r of e.model.routes) this.unlink(this.byCluster, r.cluster, e.listener);
+    for (const name of listenerClusterNames(e.model)) this.unlink(this.byCluster, name, e.listener);
     this.put(this.shadowedBy, e, undefined);
   }
 
