@@ -1,25 +1,11 @@
 /**
- * kmesh-controller: owns the lifecycle. Load (or adopt) the programs and maps, keep
- * the maps equal to TOML + xDS, keep registered cgroups attached, and answer the
- * management surfaces through DaemonControl.
+ * kmesh-controller: keeps the data path's maps equal to TOML + xDS, keeps registered
+ * cgroups attached, and answers the management surfaces through DaemonControl. It is
+ * handed a loaded data path (src/datapath/, composed in src/bin/kmesh-daemon.ts) and
+ * publishes what it applied as an immutable AppliedConfig.
  */
 import { EventEmitter } from 'node:events';
-import { mkdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { ModelChange } from '../model/change.js';
-import { mergeModels } from '../model/merge.js';
-import { emptyModel, type MeshModel, type ServiceSpec } from '../model/types.js';
-import { addressKey, validateModel } from '../model/validate.js';
-import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
-import { ensureBpffs } from '../runtime/bpffs.js';
-import { CgroupLinks } from '../runtime/cgroup-links.js';
-import { findCgroup2Mount } from '../runtime/cgroup2.js';
-import { planPrograms, probeFeatures } from '../runtime/features.js';
-import { encodeAddr, isV4Mapped } from '../runtime/maps/addr.js';
-import { type DatapathMaps, datapathMaps } from '../runtime/maps/datapath-maps.js';
-import { loadConfigFile } from './config/load.js';
-import type { KmeshConfig } from './config/schema.js';
 import type {
   DaemonControl,
   DaemonEvents,
@@ -27,62 +13,68 @@ import type {
   DaemonStatus,
   FeatureStatus,
   ServiceStatus,
-} from './control.js';
+} from '../contracts/control.js';
+import { KmeshError } from '../contracts/errors.js';
+import { VERSION } from '../contracts/package.js';
+import type { ModelChange } from '../model/change.js';
+import { mergeModels } from '../model/merge.js';
+import { emptyModel, type MeshModel, type ServiceSpec } from '../model/types.js';
+import { validateModel } from '../model/validate.js';
+import type { BpfProgram } from '../runtime/bpf-object.js';
+import { CgroupLinks } from '../runtime/cgroup-links.js';
+import { findCgroup2Mount } from '../runtime/cgroup2.js';
+import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
+import { AppliedConfig } from './applied.js';
+import { loadConfigFile } from './config/load.js';
+import type { KmeshConfig } from './config/schema.js';
 import { desiredState } from './desired-state.js';
-import { KmeshError } from './errors.js';
 import { dumpMaps } from './map-dump.js';
-import { bpfObjectDir, packageRoot, pinPaths } from './paths.js';
+import { pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
 import { ServiceRegistry } from './services.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
-const L4_OBJECT = 'kmesh_l4.bpf.o';
+/** What the daemon needs of the loaded data path. */
+export interface DaemonDatapath {
+  /** The maps the reconciler writes. */
+  maps(family: 'l4'): DatapathMaps;
+  /** Every loaded program: attached to each registered cgroup. */
+  programs(): BpfProgram[];
+  /** Programs and families on/off with the reason, for status. */
+  status(): Record<string, FeatureStatus>;
+}
 
-export const VERSION: string = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version;
+/** The xDS client, as status shows it (the client owns its connection state). */
+export interface XdsConnection {
+  readonly connected: boolean;
+}
 
 export interface DaemonOptions {
   logger: Logger;
-  /** Overrides [daemon] pin_dir. */
-  pinDir?: string;
+  datapath: DaemonDatapath;
+  /** The bpffs directory: links are pinned under it (maps were pinned by the data path). */
+  pinDir: string;
   unitResolver?: UnitCgroupResolver | null;
-}
-
-/** A part that runs beside the data path (xDS client, probe, D-Bus): started after the maps are live. */
-export interface DaemonPlugin {
-  name: string;
-  stop(): Promise<void> | void;
 }
 
 export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl {
   private state: DaemonState = 'starting';
-  private configVersion = 0;
   /** What the last apply wrote, deleted and left alone (diff evidence for tests and logs). */
   lastApply: ApplyResult | undefined;
   private xdsModel: MeshModel = emptyModel();
-  private liveModel: MeshModel = emptyModel();
-  private clusterNames = new Map<number, string>();
-  /** "<address key>|<port>" → listener name, for the probe's destination_service (asked per scrape). */
-  private tcpListenerNames = new Map<string, string>();
-  private xdsConnected = false;
-  private xdsAddress: string | undefined;
+  private appliedConfig = AppliedConfig.NONE;
+  private xds: { connection: XdsConnection; address: string } | undefined;
   private lastError: string | undefined;
   private readonly startedAt = new Date().toISOString();
-  private readonly features: Record<string, FeatureStatus> = {};
-  private readonly plugins: DaemonPlugin[] = [];
-  private l4: BpfObject | undefined;
-  private extraPrograms: BpfProgram[] = [];
   private reconciler: Reconciler | undefined;
   private registry: ServiceRegistry | undefined;
-  readonly pinDir: string;
-  /** Probed once: the L4 and probe objects are planned against the same answers. */
-  readonly kernelFeatures = probeFeatures();
+  private accessLogListeners: Array<(enabled: boolean) => void> = [];
 
   constructor(
     private config: KmeshConfig,
     private readonly options: DaemonOptions,
   ) {
     super();
-    this.pinDir = options.pinDir ?? config.daemon.pinDir;
   }
 
   get logger(): Logger {
@@ -90,44 +82,30 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   }
 
   get maps(): DatapathMaps {
-    if (!this.l4) throw new Error('daemon not started');
-    return datapathMaps(this.l4);
+    return this.options.datapath.maps('l4');
+  }
+
+  /** What the maps hold now; replaced whole by every apply. */
+  get applied(): AppliedConfig {
+    return this.appliedConfig;
   }
 
   get currentConfig(): KmeshConfig {
     return this.config;
   }
 
+  /** Adopts what the maps hold, applies the TOML, attaches the registered services. */
   async start(): Promise<void> {
-    ensureBpffs(this.pinDir);
-    const pins = pinPaths(this.pinDir);
-    const objectPath = join(bpfObjectDir(), L4_OBJECT);
-    const plan = planPrograms(objectPath, this.kernelFeatures);
-    if (plan.fatal.length > 0) {
-      throw new KmeshError('KernelUnsupported', `this kernel cannot run the Kmesh data path: ${plan.fatal.join('; ')}`);
-    }
-    for (const [program, reason] of plan.disabled) {
-      this.features[program] = { enabled: false, reason };
-      this.logger.warn({ program, reason }, 'feature off: the kernel lacks what this program needs');
-    }
-    mkdirSync(pins.maps, { recursive: true });
-    this.l4 = BpfObject.open(objectPath, {
-      pinMapsDir: pins.maps,
-      skipPrograms: new Set(plan.disabled.keys()),
-      onStalePin: warnStalePins(this.logger),
-    });
-    this.l4.load();
-    for (const prog of this.l4.allPrograms()) this.features[prog.name] = { enabled: true };
-
-    this.reconciler = new Reconciler(datapathMaps(this.l4), this.logger);
+    this.reconciler = new Reconciler(this.maps, this.logger);
     this.reconciler.adopt();
     this.applyModels(this.config.model, this.xdsModel);
 
     const mount = findCgroup2Mount();
-    const links = new CgroupLinks(pins.links, mount);
+    const links = new CgroupLinks(pinPaths(this.options.pinDir).links, mount);
+    const { datapath } = this.options;
     this.registry = new ServiceRegistry(
       links,
-      () => this.programs(),
+      () => datapath.programs(),
       mount,
       this.options.unitResolver ?? null,
       this.logger,
@@ -137,16 +115,6 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.registry.pruneStale();
     this.registry.startWatching(this.config.daemon.rescanIntervalMs);
     this.setState('running');
-  }
-
-  /** Attach programs of another object (the probe) to every registered cgroup too. */
-  addPrograms(programs: BpfProgram[]): void {
-    this.extraPrograms.push(...programs);
-    this.registry?.resyncAll();
-  }
-
-  addPlugin(plugin: DaemonPlugin): void {
-    this.plugins.push(plugin);
   }
 
   /** Called by the xDS client with its complete model; throws (→ NACK) and changes nothing when it is not acceptable. */
@@ -166,18 +134,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     await this.applyXds({ clusters: [...clusters.values()], listeners: [...listeners.values()] });
   }
 
-  setXdsConnected(connected: boolean, address?: string): void {
-    this.xdsConnected = connected;
-    if (address !== undefined) this.xdsAddress = address;
-  }
-
-  private programs(): BpfProgram[] {
-    return [...this.l4Programs(), ...this.extraPrograms];
-  }
-
-  /** The data-path programs (for run-count metrics). */
-  l4Programs(): BpfProgram[] {
-    return this.l4?.allPrograms() ?? [];
+  /** Status shows this xDS client's connection from now on. */
+  observeXds(connection: XdsConnection, address: string): void {
+    this.xds = { connection, address };
   }
 
   private applyModels(toml: MeshModel, xds: MeshModel): void {
@@ -190,17 +149,13 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     const started = process.hrtime.bigint();
     const result = this.reconciler.apply(desired);
     this.lastApply = result;
-    this.liveModel = model;
-    this.tcpListenerNames = new Map(
-      model.listeners.filter((l) => l.protocol !== 'udp').map((l) => [`${addressKey(l.address)}|${l.port}`, l.name]),
-    );
-    this.clusterNames = new Map([...desired.clusterIds].map(([name, id]) => [id, name]));
-    this.configVersion++;
+    this.appliedConfig = new AppliedConfig(this.appliedConfig.version + 1, model, desired.clusterIds);
+    const configVersion = this.appliedConfig.version;
     this.logger.info(
-      { configVersion: this.configVersion, ...result, ms: Number(process.hrtime.bigint() - started) / 1e6 },
+      { configVersion, ...result, ms: Number(process.hrtime.bigint() - started) / 1e6 },
       'config applied',
     );
-    this.emit('config-applied', this.configVersion);
+    this.emit('config-applied', configVersion);
   }
 
   private async registerConfigured(specs: ServiceSpec[]): Promise<void> {
@@ -218,13 +173,13 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return {
       version: VERSION,
       state: this.state,
-      configVersion: this.configVersion,
+      configVersion: this.appliedConfig.version,
       configPath: this.config.path,
-      xdsConnected: this.xdsConnected,
-      ...(this.xdsAddress !== undefined ? { xdsAddress: this.xdsAddress } : {}),
+      xdsConnected: this.xds?.connection.connected ?? false,
+      ...(this.xds ? { xdsAddress: this.xds.address } : {}),
       services: this.registry?.list().length ?? 0,
       ...counts,
-      features: { ...this.features },
+      features: this.options.datapath.status(),
       startedAt: this.startedAt,
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
     };
@@ -239,19 +194,6 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return this.registry?.nameOfCgroup(id);
   }
 
-  clusterNameOf(id: number): string | undefined {
-    return this.clusterNames.get(id);
-  }
-
-  /** The listener a dialled address matched, the wildcard of its family included (as the kernel does). */
-  listenerOf(address: string, port: number): string | undefined {
-    const wildcard = isV4Mapped(encodeAddr(address)) ? '0.0.0.0' : '::';
-    return (
-      this.tcpListenerNames.get(`${addressKey(address)}|${port}`) ??
-      this.tcpListenerNames.get(`${addressKey(wildcard)}|${port}`)
-    );
-  }
-
   async registerService(spec: ServiceSpec): Promise<ServiceStatus> {
     if (!this.registry) throw new KmeshError('Failed', 'daemon not started');
     return this.registry.register(spec, 'runtime');
@@ -263,11 +205,12 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   }
 
   async dumpConfig(): Promise<unknown> {
+    const applied = this.appliedConfig;
     return {
-      configVersion: this.configVersion,
-      model: this.liveModel,
+      configVersion: applied.version,
+      model: applied.model,
       services: this.listServices(),
-      maps: this.l4 ? dumpMaps(this.maps, this.clusterNames) : null,
+      maps: dumpMaps(this.maps, applied.clusterNamesById()),
     };
   }
 
@@ -290,7 +233,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       this.setAccessLog(next.daemon.accessLog);
       await this.registerConfigured(next.services);
       this.lastError = undefined;
-      return this.configVersion;
+      return this.appliedConfig.version;
     } catch (err) {
       this.lastError = (err as Error).message;
       this.logger.error({ err: (err as Error).message }, 'reload rejected; the live config is unchanged');
@@ -310,8 +253,6 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.logger.level = level;
   }
 
-  private accessLogListeners: Array<(enabled: boolean) => void> = [];
-
   onAccessLogChange(listener: (enabled: boolean) => void): void {
     this.accessLogListeners.push(listener);
   }
@@ -320,19 +261,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     for (const listener of this.accessLogListeners) listener(enabled);
   }
 
-  /** Stop managing; pinned programs and maps keep steering traffic. */
+  /** Stop managing; pinned programs and maps keep steering traffic (the data path's owner closes it). */
   async stop(): Promise<void> {
     this.setState('stopping');
-    for (const plugin of this.plugins.reverse()) {
-      try {
-        await plugin.stop();
-      } catch (err) {
-        this.logger.error({ err, plugin: plugin.name }, 'stopping plugin');
-      }
-    }
     await this.registry?.close();
     this.reconciler?.flush();
-    this.l4?.close();
   }
 
   private setState(state: DaemonState): void {

@@ -1,5 +1,5 @@
 /** What is in the kernel maps right now, decoded for DumpConfig and `kmeshctl dump`. */
-import { decodeAddr } from '../runtime/maps/addr.js';
+import { decodeAddr } from '../model/address.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
 import {
   clusterKey,

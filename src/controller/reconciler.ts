@@ -9,12 +9,12 @@
  * A failure part-way restores what was live before and reports; nothing is half-applied.
  */
 import type { Logger } from 'pino';
+import { KmeshError } from '../contracts/errors.js';
 import { BPF_NOEXIST } from '../runtime/bpf-map.js';
 import { BpfError } from '../runtime/errors.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
 import { clusterKey, clusterValue, endpointKey, rrValue } from '../runtime/maps/layouts.js';
 import type { DesiredCluster, DesiredState } from './desired-state.js';
-import { KmeshError } from './errors.js';
 
 interface LiveCluster {
   lbPolicy: number;

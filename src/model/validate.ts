@@ -4,7 +4,7 @@
  * resource name.
  */
 import { isIP } from 'node:net';
-import { encodeAddr } from '../runtime/maps/addr.js';
+import { encodeAddr } from './address.js';
 import { type Cluster, LB_POLICIES, type MeshModel, PROTOCOLS, type Protocol } from './types.js';
 
 export const MAX_WEIGHT = 1_000_000;

@@ -2,7 +2,7 @@
  * The TypeScript side of bpf/kmesh_probe.h; test/unit/probe-btf.test.ts checks the
  * layout against the BTF of build/bpf/kmesh_probe.bpf.o.
  */
-import { decodeAddr } from '../runtime/maps/addr.js';
+import { decodeAddr } from '../model/address.js';
 import { sockOrigin } from '../runtime/maps/layouts.js';
 import { bytes, StructCodec, u8, u16, u32, u64 } from '../runtime/maps/struct-codec.js';
 

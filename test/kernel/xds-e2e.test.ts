@@ -92,6 +92,7 @@ describe('xDS → daemon → kernel (real)', () => {
       (k) => `test: xds.${k}`,
     );
     client = attachXds(mesh.daemon, cfg, pino({ level: 'warn' }));
+    mesh.daemon.observeXds(client, cfg.address);
   });
 
   after(async () => {

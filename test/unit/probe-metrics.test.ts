@@ -4,6 +4,7 @@ import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import pino from 'pino';
 import { Registry } from 'prom-client';
+import { encodeAddr } from '../../src/model/address.js';
 import { AccessLog } from '../../src/probe/access-log.js';
 import { type ConnCountsSource, ConnectionMetrics } from '../../src/probe/connection-metrics.js';
 import {
@@ -17,7 +18,6 @@ import {
 } from '../../src/probe/event-codec.js';
 import { type ConnCounts, NO_COUNTS } from '../../src/probe/kernel-state.js';
 import { LabelLimiter, labelsOf, type ProbeLookups } from '../../src/probe/labels.js';
-import { encodeAddr } from '../../src/runtime/maps/addr.js';
 import { sockOrigin } from '../../src/runtime/maps/layouts.js';
 
 const lookups: ProbeLookups = {

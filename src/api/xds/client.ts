@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import type pino from 'pino';
+import { VERSION } from '../../contracts/package.js';
 import type { MeshModel } from '../../model/types.js';
 import { Backoff } from './backoff.js';
 import { buildNode, type XdsConfig } from './config.js';
@@ -34,7 +35,6 @@ import {
   type XLoadAssignment,
   type XRouteConfig,
 } from './resources.js';
-import { packageVersion } from './version.js';
 
 export type { XdsConfig } from './config.js';
 export { parseXdsConfig } from './config.js';
@@ -147,7 +147,7 @@ export class XdsClient extends EventEmitter<Events> {
       // Keepalive notices a control plane that vanished without a FIN (VM network cut) within ~40 s.
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
-      'grpc.primary_user_agent': `kmesh/${packageVersion()}`,
+      'grpc.primary_user_agent': `kmesh/${VERSION}`,
     });
     this.openStream();
     this.dnsTimer = setInterval(() => this.refreshDns(), this.dnsRefreshMs);
@@ -238,7 +238,7 @@ export class XdsClient extends EventEmitter<Events> {
     });
     call.on('end', () => down('stream ended by the server'));
     // Re-subscribe with the last ACKed versions so a server that kept its state need not resend everything.
-    const node = buildNode(this.config, packageVersion());
+    const node = buildNode(this.config, VERSION);
     let first = true;
     for (const t of TYPES) {
       const names = this.subs.get(t);

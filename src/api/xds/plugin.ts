@@ -1,7 +1,7 @@
 /**
- * Wiring between the daemon and the xDS client, kept here so the daemon needs two lines:
- *   if (config.xds) attachXds(daemon, parseXdsConfig(config.xds.table, config.xds.where), logger);
- * The daemon side is structural (applyXds / setXdsConnected / addPlugin), so this module does not import it.
+ * Wiring between the daemon and the xDS client (src/bin/compose.ts calls it). The daemon
+ * side is structural (applyXds), so this module does not import it; the client owns its
+ * connection state (`client.connected`), which the composition shows in status.
  */
 import type pino from 'pino';
 import type { MeshModel } from '../../model/types.js';
@@ -11,8 +11,6 @@ import type { XdsConfig } from './config.js';
 export interface XdsHost {
   /** Throws (→ NACK) and changes nothing when the model is not acceptable. */
   applyXds(model: MeshModel): Promise<void>;
-  setXdsConnected(connected: boolean, address?: string): void;
-  addPlugin(plugin: { name: string; stop(): Promise<void> | void }): void;
 }
 
 export function attachXds(
@@ -22,9 +20,6 @@ export function attachXds(
   opts: XdsClientOptions = {},
 ): XdsClient {
   const client = new XdsClient(config, (model) => host.applyXds(model), logger, opts);
-  host.setXdsConnected(false, config.address);
-  client.on('connected', (c) => host.setXdsConnected(c, config.address));
-  host.addPlugin({ name: 'xds', stop: () => client.stop() });
   client.start();
   return client;
 }

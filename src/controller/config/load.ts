@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parse } from 'smol-toml';
 import { parseXdsConfig, type XdsConfig } from '../../api/xds/config.js';
+import { KmeshError } from '../../contracts/errors.js';
+import { hostPortProblem } from '../../model/address.js';
 import {
   type Cluster,
   type Endpoint,
@@ -13,9 +15,9 @@ import {
   type ServiceSpec,
   type WeightedCluster,
 } from '../../model/types.js';
+import { isUnitName, UNIT_NAME_RULE } from '../../model/unit-name.js';
 import { validateModel } from '../../model/validate.js';
 import { isPinDir } from '../../runtime/bpffs.js';
-import { KmeshError } from '../errors.js';
 import { KeyLocator } from './locator.js';
 import { DEFAULT_PIN_DIR, type KmeshConfig, LOG_LEVELS } from './schema.js';
 import { TableReader } from './table-reader.js';
@@ -88,10 +90,8 @@ export function parseConfig(source: string, path: string): KmeshConfig {
 
   const metricsTable = section('metrics');
   const listen = metricsTable?.string('listen');
-  const listenPort = Number(listen?.match(/:(\d{1,5})$/)?.[1] ?? Number.NaN);
-  if (listen !== undefined && (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(listen) || listenPort > 65535)) {
-    metricsTable?.fail('listen', `must be host:port, got "${listen}"`);
-  }
+  const listenProblem = listen === undefined ? undefined : hostPortProblem(listen, 'listen');
+  if (listenProblem) metricsTable?.fail('listen', `${listenProblem}, got "${listen}"`);
   metricsTable?.rejectUnknown();
 
   const xds = readXds(doc.xds, locator, root, errors);
@@ -166,9 +166,7 @@ function readService(t: TableReader): ServiceSpec | undefined {
     t.fail(undefined, 'needs exactly one of unit = "name.service" or cgroup = "/path"');
     return undefined;
   }
-  if (unit !== undefined && !/^[\w:.@-]+\.(service|scope|slice)$/.test(unit)) {
-    t.fail('unit', `not a systemd unit name (x.service, x.scope or x.slice): "${unit}"`);
-  }
+  if (unit !== undefined && !isUnitName(unit)) t.fail('unit', `${UNIT_NAME_RULE}, got "${unit}"`);
   return unit !== undefined ? { unit } : { cgroup: cgroup as string };
 }
 
