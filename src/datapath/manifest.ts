@@ -1,3 +1,5 @@
+import type { BpfMapName } from '../abi/kernel.js';
+
 /**
  * Every BPF object the daemon loads, one entry each, in load order. `required`: the
  * daemon refuses to start without it; `optional`: a kernel that lacks what it needs
@@ -10,8 +12,8 @@ export interface FamilyEntry {
   need: 'required' | 'optional';
   /** What the family does, for the log line that switches it off. */
   what: string;
-  /** Role → map name in the object. */
-  maps: Readonly<Record<string, string>>;
+  /** Role → map name in the object (a name the objects do not define does not compile). */
+  maps: Readonly<Record<string, BpfMapName>>;
 }
 
 export type Manifest = Readonly<Record<string, FamilyEntry>>;

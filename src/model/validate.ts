@@ -4,11 +4,13 @@
  * resource name.
  */
 import { isIP } from 'node:net';
+import { MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
 import { encodeAddr } from './address.js';
 import { type Cluster, LB_POLICIES, type MeshModel, PROTOCOLS, type Protocol } from './types.js';
 
 export const MAX_WEIGHT = 1_000_000;
-export const MAX_ROUTE_CLUSTERS = 16;
+/** Clusters one listener can route to: the kernel's array length (bpf/kmesh_maps.h). */
+export { MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
 
 export interface ModelLocator {
   listener(index: number, key?: string): string;

@@ -2,8 +2,10 @@
  * Decoded xDS state → MeshModel (source 'xds'). Pure: the client owns the state and DNS results and calls this on
  * every change, so the same inputs always give the same model (tests rely on it).
  */
+
 import { isIP } from 'node:net';
 import type { Cluster, Endpoint, Listener, MeshModel, UnenforcedRoute, WeightedCluster } from '../../model/types.js';
+import { MAX_ROUTE_CLUSTERS } from '../../model/validate.js';
 import {
   type XCluster,
   XdsResourceError,
@@ -12,9 +14,6 @@ import {
   type XRouteConfig,
   type XVirtualHost,
 } from './resources.js';
-
-/** The daemon's L4 limit; checked here too so the NACK names the xDS resource. */
-export const MAX_WEIGHTED_CLUSTERS = 16;
 
 export interface XdsState {
   clusters: Map<string, XCluster>;
@@ -194,9 +193,10 @@ export function convert(state: XdsState, dns: Map<string, string[]>): Conversion
   for (const l of ordered) {
     if (l.skipped) continue;
     for (const c of candidates(l, state, rdsNames, notes)) {
-      if (c.routes.length > MAX_WEIGHTED_CLUSTERS) {
+      // the model checks this too; here the NACK names the xDS resource
+      if (c.routes.length > MAX_ROUTE_CLUSTERS) {
         throw new XdsResourceError(
-          `listener ${c.name}: ${c.routes.length} weighted clusters (limit ${MAX_WEIGHTED_CLUSTERS})`,
+          `listener ${c.name}: ${c.routes.length} weighted clusters (limit ${MAX_ROUTE_CLUSTERS})`,
         );
       }
       // Warming: programmed only once every cluster it routes to has endpoints.
