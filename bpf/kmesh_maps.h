@@ -15,9 +15,11 @@
 #include <linux/types.h>
 #include <linux/bpf.h>
 
+/* Per config: the listener and cluster maps hold two configs, one per slot (see kmesh_active_slot). */
 enum kmesh_limits {
 	KMESH_MAX_LISTENERS = 16384,
 	KMESH_MAX_CLUSTERS = 16384,
+	KMESH_CONFIG_SLOTS = 2,
 	/* Endpoint entries are double-buffered during a swap (old and new generation). */
 	KMESH_MAX_ENDPOINTS = 262144,
 	/* log2(KMESH_MAX_ENDPOINTS) + 1: bound of the weighted binary search. */
@@ -39,11 +41,17 @@ enum kmesh_cluster_flags {
 	KMESH_CLUSTER_UNIFORM_WEIGHTS = 0x1,
 };
 
+/*
+ * Atomic config switches: listener and cluster entries exist once per slot. The programs read the
+ * active slot (kmesh_active_slot[0]) once per connect and look up only that slot's entries; the daemon
+ * writes a change into the other slot, then flips the active slot with one update. Whenever the daemon
+ * dies, the kernel sees one whole config.
+ */
 struct kmesh_listener_key {
 	__u8 addr[16];
 	__u16 port;
 	__u8 protocol; /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 pad;
+	__u8 slot;
 };
 
 struct kmesh_listener_value {
@@ -52,6 +60,11 @@ struct kmesh_listener_value {
 	__u32 cluster_ids[KMESH_MAX_ROUTE_CLUSTERS];
 	/* cum_weights[i] = sum of the weights of clusters 0..i */
 	__u32 cum_weights[KMESH_MAX_ROUTE_CLUSTERS];
+};
+
+struct kmesh_cluster_key {
+	__u32 id;
+	__u32 slot;
 };
 
 struct kmesh_cluster_value {

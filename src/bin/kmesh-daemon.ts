@@ -10,6 +10,7 @@ import { DEFAULT_CONFIG_PATH, DEFAULT_PIN_DIR, type KmeshConfig } from '../contr
 import { acquireInstanceLock } from '../controller/instance-lock.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../controller/sd-notify.js';
 import { UnitCgroupResolver } from '../controller/systemd-units.js';
+import { cgroup2View } from '../runtime/cgroup2.js';
 import { type Parts, startParts } from './compose.js';
 
 const USAGE = `Usage: kmesh-daemon [options]
@@ -75,7 +76,8 @@ async function main(): Promise<void> {
 
   let config: ReturnType<typeof loadConfigFile>;
   try {
-    config = loadConfigFile(configPath);
+    // The daemon's cgroup view: a [[services]] cgroup it would refuse fails --check and start-up alike.
+    config = loadConfigFile(configPath, { cgroups: cgroup2View() });
   } catch (err) {
     fail((err as Error).message);
   }

@@ -1,8 +1,8 @@
 /**
  * kmesh-controller: keeps the data path's maps equal to TOML + xDS, keeps registered
  * cgroups attached, and answers the management surfaces through DaemonControl. It is
- * handed a loaded data path (src/datapath/, composed in src/bin/kmesh-daemon.ts) and
- * publishes what it applied as an immutable AppliedConfig.
+ * handed a loaded data path (src/datapath/, composed in src/bin/compose.ts) and
+ * publishes what it applied through a read-only AppliedConfig.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -17,18 +17,16 @@ import type {
 import { KmeshError } from '../contracts/errors.js';
 import { VERSION } from '../contracts/package.js';
 import type { ModelChange } from '../model/change.js';
-import { mergeModels } from '../model/merge.js';
-import { emptyModel, type MeshModel, type ServiceSpec } from '../model/types.js';
-import { validateModel } from '../model/validate.js';
+import type { MeshModel, ServiceSpec } from '../model/types.js';
 import type { BpfProgram } from '../runtime/bpf-object.js';
 import { CgroupLinks } from '../runtime/cgroup-links.js';
-import { findCgroup2Mount } from '../runtime/cgroup2.js';
+import { type Cgroup2View, cgroup2View } from '../runtime/cgroup2.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
-import { AppliedConfig } from './applied.js';
+import { type AppliedConfig, appliedView } from './applied.js';
 import { loadConfigFile } from './config/load.js';
 import type { KmeshConfig } from './config/schema.js';
-import { desiredState } from './desired-state.js';
 import { dumpMaps } from './map-dump.js';
+import { MeshState, replaceAll } from './mesh-state.js';
 import { pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
 import { ServiceRegistry } from './services.js';
@@ -59,16 +57,19 @@ export interface DaemonOptions {
 
 export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl {
   private state: DaemonState = 'starting';
+  private configVersion = 0;
   /** What the last apply wrote, deleted and left alone (diff evidence for tests and logs). */
   lastApply: ApplyResult | undefined;
-  private xdsModel: MeshModel = emptyModel();
-  private appliedConfig = AppliedConfig.NONE;
+  /** TOML + xDS by name, as the maps hold it. */
+  private readonly mesh = new MeshState();
   private xds: { connection: XdsConnection; address: string } | undefined;
   private lastError: string | undefined;
   private readonly startedAt = new Date().toISOString();
   private reconciler: Reconciler | undefined;
   private registry: ServiceRegistry | undefined;
-  private accessLogListeners: Array<(enabled: boolean) => void> = [];
+  private cgroupView: Cgroup2View | undefined;
+  /** What the maps hold, for the probe's names and the dumps (read-only; applies are synchronous). */
+  readonly applied: AppliedConfig = appliedView(this.mesh, () => this.configVersion);
 
   constructor(
     private config: KmeshConfig,
@@ -85,9 +86,10 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return this.options.datapath.maps('l4');
   }
 
-  /** What the maps hold now; replaced whole by every apply. */
-  get applied(): AppliedConfig {
-    return this.appliedConfig;
+  /** Read when first needed: a daemon that is never started needs no cgroup v2. */
+  private get cgroups(): Cgroup2View {
+    this.cgroupView ??= cgroup2View();
+    return this.cgroupView;
   }
 
   get currentConfig(): KmeshConfig {
@@ -98,15 +100,14 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   async start(): Promise<void> {
     this.reconciler = new Reconciler(this.maps, this.logger);
     this.reconciler.adopt();
-    this.applyModels(this.config.model, this.xdsModel);
+    this.applyChange('toml', replaceAll(this.mesh.source('toml'), this.config.model), true);
 
-    const mount = findCgroup2Mount();
-    const links = new CgroupLinks(pinPaths(this.options.pinDir).links, mount);
+    const links = new CgroupLinks(pinPaths(this.options.pinDir).links, this.cgroups);
     const { datapath } = this.options;
     this.registry = new ServiceRegistry(
       links,
       () => datapath.programs(),
-      mount,
+      this.cgroups,
       this.options.unitResolver ?? null,
       this.logger,
     );
@@ -117,21 +118,24 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.setState('running');
   }
 
-  /** Called by the xDS client with its complete model; throws (→ NACK) and changes nothing when it is not acceptable. */
-  async applyXds(model: MeshModel): Promise<void> {
-    this.applyModels(this.config.model, model);
-    this.xdsModel = model;
+  private readonly dumpSections = new Map<string, () => unknown>();
+
+  /** A plugin's part of dumpConfig (e.g. the xDS client's shadowed listeners), read at dump time. */
+  addDumpSection(name: string, section: () => unknown): void {
+    this.dumpSections.set(name, section);
   }
 
-  /** The xDS client's change, resource by resource; throws (→ NACK) and changes nothing when not acceptable. */
+  /** Called by the xDS client with its complete model; throws (→ NACK) and changes nothing when it is not acceptable. */
+  async applyXds(model: MeshModel): Promise<void> {
+    this.applyChange('xds', replaceAll(this.mesh.source('xds'), model));
+  }
+
+  /**
+   * The xDS client's change, resource by resource; throws (→ NACK) and changes nothing when not acceptable.
+   * Costs what the change touches: resources the source hands over unchanged (the same object) are skipped.
+   */
   async applyXdsChange(change: ModelChange): Promise<void> {
-    const clusters = new Map(this.xdsModel.clusters.map((c) => [c.name, c]));
-    const listeners = new Map(this.xdsModel.listeners.map((l) => [l.name, l]));
-    for (const name of change.removeClusters) clusters.delete(name);
-    for (const name of change.removeListeners) listeners.delete(name);
-    for (const c of change.upsertClusters) clusters.set(c.name, c);
-    for (const l of change.upsertListeners) listeners.set(l.name, l);
-    await this.applyXds({ clusters: [...clusters.values()], listeners: [...listeners.values()] });
+    this.applyChange('xds', change);
   }
 
   /** Status shows this xDS client's connection from now on. */
@@ -139,23 +143,32 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.xds = { connection, address };
   }
 
-  private applyModels(toml: MeshModel, xds: MeshModel): void {
+  /**
+   * One source's change → merged, validated, encoded and reconciled for the names it touches. `whole`: the maps
+   * may hold anything (a previous daemon's config): what the state does not have is removed from them too.
+   */
+  private applyChange(source: 'toml' | 'xds', change: ModelChange, whole = false): void {
     if (!this.reconciler) throw new Error('daemon not started');
-    const { model, shadowed } = mergeModels(toml, xds);
-    for (const note of shadowed) this.logger.warn(note);
-    const errors = validateModel(model);
-    if (errors.length > 0) throw new KmeshError('InvalidConfig', errors.join('\n'));
-    const desired = desiredState(model);
     const started = process.hrtime.bigint();
-    const result = this.reconciler.apply(desired);
+    const staged = this.mesh.stage(source, change);
+    for (const note of staged.shadowed) this.logger.warn(note);
+    if (whole) {
+      const keep = this.mesh.desiredKeys();
+      for (const [id, c] of staged.delta.clusters) if (c) keep.clusters.add(id);
+      for (const [hex, l] of staged.delta.listeners) if (l) keep.listeners.add(hex);
+      const live = this.reconciler.liveKeys();
+      for (const id of live.clusters) if (!keep.clusters.has(id)) staged.delta.clusters.set(id, null);
+      for (const hex of live.listeners) if (!keep.listeners.has(hex)) staged.delta.listeners.set(hex, null);
+    }
+    const result = this.reconciler.apply(staged.delta);
+    staged.commit();
     this.lastApply = result;
-    this.appliedConfig = new AppliedConfig(this.appliedConfig.version + 1, model, desired.clusterIds);
-    const configVersion = this.appliedConfig.version;
+    this.configVersion++;
     this.logger.info(
-      { configVersion, ...result, ms: Number(process.hrtime.bigint() - started) / 1e6 },
+      { configVersion: this.configVersion, ...result, ms: Number(process.hrtime.bigint() - started) / 1e6 },
       'config applied',
     );
-    this.emit('config-applied', configVersion);
+    this.emit('config-applied', this.configVersion);
   }
 
   private async registerConfigured(specs: ServiceSpec[]): Promise<void> {
@@ -173,7 +186,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return {
       version: VERSION,
       state: this.state,
-      configVersion: this.appliedConfig.version,
+      configVersion: this.configVersion,
       configPath: this.config.path,
       xdsConnected: this.xds?.connection.connected ?? false,
       ...(this.xds ? { xdsAddress: this.xds.address } : {}),
@@ -205,12 +218,12 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   }
 
   async dumpConfig(): Promise<unknown> {
-    const applied = this.appliedConfig;
     return {
-      configVersion: applied.version,
-      model: applied.model,
+      configVersion: this.configVersion,
+      model: this.mesh.model(),
       services: this.listServices(),
-      maps: dumpMaps(this.maps, applied.clusterNamesById()),
+      maps: dumpMaps(this.maps, (id) => this.mesh.clusterName(id)),
+      ...Object.fromEntries([...this.dumpSections].map(([name, section]) => [name, section()])),
     };
   }
 
@@ -218,8 +231,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   async reload(): Promise<number> {
     this.setState('reloading');
     try {
-      const next = loadConfigFile(this.config.path);
-      this.applyModels(next.model, this.xdsModel);
+      const next = loadConfigFile(this.config.path, { cgroups: this.cgroups });
+      // The file is read whole; the maps are still only written where it changed.
+      this.applyChange('toml', replaceAll(this.mesh.source('toml'), next.model));
       for (const section of ['xds', 'metrics'] as const) {
         if (JSON.stringify(next[section]) !== JSON.stringify(this.config[section])) {
           this.logger.warn({ section }, `[${section}] changed: it takes effect when kmesh restarts`);
@@ -233,7 +247,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       this.setAccessLog(next.daemon.accessLog);
       await this.registerConfigured(next.services);
       this.lastError = undefined;
-      return this.appliedConfig.version;
+      return this.configVersion;
     } catch (err) {
       this.lastError = (err as Error).message;
       this.logger.error({ err: (err as Error).message }, 'reload rejected; the live config is unchanged');
@@ -252,6 +266,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     }
     this.logger.level = level;
   }
+
+  private accessLogListeners: Array<(enabled: boolean) => void> = [];
 
   onAccessLogChange(listener: (enabled: boolean) => void): void {
     this.accessLogListeners.push(listener);

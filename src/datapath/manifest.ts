@@ -29,6 +29,7 @@ export const MANIFEST = {
       clusters: 'kmesh_clusters',
       endpoints: 'kmesh_endpoints',
       roundRobin: 'kmesh_rr',
+      activeSlot: 'kmesh_active_slot',
     },
   },
   probe: {

@@ -6,7 +6,7 @@
 import { isIP } from 'node:net';
 import { MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
 import { encodeAddr } from './address.js';
-import { type Cluster, LB_POLICIES, type MeshModel, PROTOCOLS, type Protocol } from './types.js';
+import { type Cluster, LB_POLICIES, type Listener, type MeshModel, PROTOCOLS, type Protocol } from './types.js';
 
 export const MAX_WEIGHT = 1_000_000;
 /** Clusters one listener can route to: the kernel's array length (bpf/kmesh_maps.h). */
@@ -48,75 +48,91 @@ const U32_MAX = 0xffffffff;
 const validPort = (port: number) => Number.isInteger(port) && port >= 1 && port <= 65535;
 const validWeight = (weight: number) => Number.isInteger(weight) && weight >= 1 && weight <= MAX_WEIGHT;
 
-/** Endpoint sets already found valid; a source hands over the same object while a cluster is unchanged. */
-const validEndpointSets = new WeakSet<Cluster['endpoints']>();
+/** The kernel key a listener binds: two listeners with one bound key clash; TOML's shadows xDS's. */
+export function boundKey(listener: Pick<Listener, 'address' | 'port' | 'protocol'>): string {
+  return `${addressKey(listener.address)}|${listener.port}|${l4Protocol(listener.protocol)}`;
+}
+
+const addressInUse = (listener: Listener, other: string) =>
+  `${listener.address}:${listener.port}/${l4Protocol(listener.protocol)} is already used by listener "${other}"`;
+
+/** Where a listener names its i-th cluster (`cluster` for a plain one). */
+export const routeKey = (listener: Listener, i: number) =>
+  listener.routes.length > 1 ? `weighted_clusters[${i}]` : 'cluster';
+
+/** One cluster on its own; `at(key)` names the place of a problem. */
+export function clusterProblems(cluster: Cluster, at: (key: string) => string): string[] {
+  const errors: string[] = [];
+  if (!cluster.name) errors.push(`${at('name')}: is empty`);
+  if (!LB_POLICIES.includes(cluster.lbPolicy)) {
+    errors.push(`${at('lb_policy')}: must be one of ${LB_POLICIES.join(', ')}`);
+  }
+  if (cluster.endpoints.length === 0) errors.push(`${at('endpoints')}: the endpoint set is empty`);
+  cluster.endpoints.forEach((ep, j) => {
+    const where = at(`endpoints[${j}]`);
+    if (!validAddress(ep.address)) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
+    if (!validPort(ep.port)) errors.push(`${where}.port: must be 1..65535, got ${ep.port}`);
+    if (!validWeight(ep.weight)) errors.push(`${where}.weight: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
+  });
+  const totalWeight = cluster.endpoints.reduce((sum, ep) => sum + ep.weight, 0);
+  if (totalWeight > U32_MAX) {
+    errors.push(`${at('endpoints')}: the endpoint weights add up to ${totalWeight}, more than ${U32_MAX}`);
+  }
+  return errors;
+}
+
+/**
+ * One listener, its clusters as `clusterExists` knows them and, when another listener already binds its
+ * address (see boundKey), that listener's name.
+ */
+export function listenerProblems(
+  listener: Listener,
+  at: (key: string) => string,
+  clusterExists: (name: string) => boolean,
+  boundBy?: string,
+): string[] {
+  const errors: string[] = [];
+  if (!listener.name) errors.push(`${at('name')}: is empty`);
+  if (!validAddress(listener.address)) {
+    errors.push(`${at('address')}: not an IP address literal: "${listener.address}"`);
+  }
+  if (!validPort(listener.port)) errors.push(`${at('port')}: must be 1..65535, got ${listener.port}`);
+  if (!PROTOCOLS.includes(listener.protocol)) {
+    errors.push(`${at('protocol')}: must be one of ${PROTOCOLS.join(', ')}`);
+  }
+  if (boundBy !== undefined) errors.push(`${at('address')}: ${addressInUse(listener, boundBy)}`);
+  if (listener.routes.length === 0) errors.push(`${at('weighted_clusters')}: names no cluster`);
+  if (listener.routes.length > MAX_ROUTE_CLUSTERS) {
+    errors.push(`${at('weighted_clusters')}: at most ${MAX_ROUTE_CLUSTERS} clusters, got ${listener.routes.length}`);
+  }
+  listener.routes.forEach((route, j) => {
+    if (!clusterExists(route.cluster)) errors.push(`${at(routeKey(listener, j))}: unknown cluster "${route.cluster}"`);
+    if (!validWeight(route.weight)) {
+      errors.push(`${at(routeKey(listener, j))}.weight: must be an integer 1..${MAX_WEIGHT}, got ${route.weight}`);
+    }
+  });
+  return errors;
+}
 
 export function validateModel(model: MeshModel, at: ModelLocator = byName(model)): string[] {
   const errors: string[] = [];
-  const clusterNames = new Map<string, number>();
-
+  const clusterNames = new Set<string>();
   model.clusters.forEach((cluster, i) => {
-    if (!cluster.name) errors.push(`${at.cluster(i, 'name')}: is empty`);
-    if (clusterNames.has(cluster.name)) {
-      errors.push(`${at.cluster(i, 'name')}: duplicate cluster name "${cluster.name}"`);
-    }
-    clusterNames.set(cluster.name, i);
-    if (!LB_POLICIES.includes(cluster.lbPolicy)) {
-      errors.push(`${at.cluster(i, 'lb_policy')}: must be one of ${LB_POLICIES.join(', ')}`);
-    }
-    if (cluster.endpoints.length === 0) errors.push(`${at.cluster(i, 'endpoints')}: the endpoint set is empty`);
-    if (validEndpointSets.has(cluster.endpoints)) return;
-    const before = errors.length;
-    cluster.endpoints.forEach((ep, j) => {
-      const where = at.cluster(i, `endpoints[${j}]`);
-      if (!validAddress(ep.address)) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
-      if (!validPort(ep.port)) errors.push(`${where}.port: must be 1..65535, got ${ep.port}`);
-      if (!validWeight(ep.weight))
-        errors.push(`${where}.weight: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
-    });
-    const totalWeight = cluster.endpoints.reduce((sum, ep) => sum + ep.weight, 0);
-    if (totalWeight > U32_MAX) {
-      errors.push(`${at.cluster(i, 'endpoints')}: the endpoint weights add up to ${totalWeight}, more than ${U32_MAX}`);
-    }
-    if (errors.length === before) validEndpointSets.add(cluster.endpoints);
+    const where = (key: string) => at.cluster(i, key);
+    if (clusterNames.has(cluster.name)) errors.push(`${where('name')}: duplicate cluster name "${cluster.name}"`);
+    clusterNames.add(cluster.name);
+    errors.push(...clusterProblems(cluster, where));
   });
 
   const listenerNames = new Set<string>();
   const boundAddresses = new Map<string, string>();
   model.listeners.forEach((listener, i) => {
-    if (!listener.name) errors.push(`${at.listener(i, 'name')}: is empty`);
-    if (listenerNames.has(listener.name)) {
-      errors.push(`${at.listener(i, 'name')}: duplicate listener name "${listener.name}"`);
-    }
+    const where = (key: string) => at.listener(i, key);
+    if (listenerNames.has(listener.name)) errors.push(`${where('name')}: duplicate listener name "${listener.name}"`);
     listenerNames.add(listener.name);
-    if (!validAddress(listener.address)) {
-      errors.push(`${at.listener(i, 'address')}: not an IP address literal: "${listener.address}"`);
-    }
-    if (!validPort(listener.port)) errors.push(`${at.listener(i, 'port')}: must be 1..65535, got ${listener.port}`);
-    if (!PROTOCOLS.includes(listener.protocol)) {
-      errors.push(`${at.listener(i, 'protocol')}: must be one of ${PROTOCOLS.join(', ')}`);
-    }
-    const bound = `${addressKey(listener.address)}|${listener.port}|${l4Protocol(listener.protocol)}`;
-    const other = boundAddresses.get(bound);
-    if (other !== undefined) {
-      errors.push(
-        `${at.listener(i, 'address')}: ${listener.address}:${listener.port}/${l4Protocol(listener.protocol)} is already used by listener "${other}"`,
-      );
-    } else boundAddresses.set(bound, listener.name);
-
-    if (listener.routes.length === 0) errors.push(`${at.listener(i, 'weighted_clusters')}: names no cluster`);
-    if (listener.routes.length > MAX_ROUTE_CLUSTERS) {
-      errors.push(
-        `${at.listener(i, 'weighted_clusters')}: at most ${MAX_ROUTE_CLUSTERS} clusters, got ${listener.routes.length}`,
-      );
-    }
-    listener.routes.forEach((route, j) => {
-      const key = listener.routes.length > 1 ? `weighted_clusters[${j}]` : 'cluster';
-      if (!clusterNames.has(route.cluster)) errors.push(`${at.listener(i, key)}: unknown cluster "${route.cluster}"`);
-      if (!validWeight(route.weight)) {
-        errors.push(`${at.listener(i, key)}.weight: must be an integer 1..${MAX_WEIGHT}, got ${route.weight}`);
-      }
-    });
+    const other = boundAddresses.get(boundKey(listener));
+    if (other === undefined) boundAddresses.set(boundKey(listener), listener.name);
+    errors.push(...listenerProblems(listener, where, (name) => clusterNames.has(name), other));
   });
   return errors;
 }

@@ -3,6 +3,7 @@
  * scrape during a reload sees the last applied state, never a half-applied one.
  */
 import { Counter, collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
+import { CONFIG_SLOTS } from '../abi/kernel.js';
 import type { DaemonControl, DaemonStatus } from '../contracts/control.js';
 import { progStats } from './prog-stats.js';
 
@@ -153,8 +154,9 @@ export function l4MapStats(
   status: Pick<DaemonStatus, 'listeners' | 'clusters' | 'endpoints'>,
 ): MapStats[] {
   return [
-    { name: maps.listeners.name, entries: status.listeners, capacity: maps.listeners.maxEntries },
-    { name: maps.clusters.name, entries: status.clusters, capacity: maps.clusters.maxEntries },
+    // one config's share: the maps hold the live config and the one being switched to
+    { name: maps.listeners.name, entries: status.listeners, capacity: maps.listeners.maxEntries / CONFIG_SLOTS },
+    { name: maps.clusters.name, entries: status.clusters, capacity: maps.clusters.maxEntries / CONFIG_SLOTS },
     // live endpoints; during a swap the old generation briefly occupies entries too
     { name: maps.endpoints.name, entries: status.endpoints, capacity: maps.endpoints.maxEntries },
     { name: maps.roundRobin.name, capacity: maps.roundRobin.maxEntries },

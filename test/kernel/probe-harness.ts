@@ -16,7 +16,7 @@ import { Probe, type ProbeOptions } from '../../src/probe/probe.js';
 import type { BpfProgram } from '../../src/runtime/bpf-object.js';
 import { ensureBpffs } from '../../src/runtime/bpffs.js';
 import { CgroupLinks } from '../../src/runtime/cgroup-links.js';
-import { cgroupId, findCgroup2Mount } from '../../src/runtime/cgroup2.js';
+import { cgroup2View, cgroupId } from '../../src/runtime/cgroup2.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const PROBE_ONLY = { probe: MANIFEST.probe };
@@ -37,8 +37,8 @@ export interface ProbeRig {
 export function makeProbeRig(tag: string, extra: Partial<ProbeOptions> = {}): ProbeRig {
   const pinDir = `/sys/fs/bpf/kmesh-test-${tag}-${process.pid}`;
   ensureBpffs(pinDir);
-  const mount = findCgroup2Mount();
-  const base = join(mount, `kmesh-test-${tag}-${process.pid}`);
+  const view = cgroup2View();
+  const base = join(view.mount, `kmesh-test-${tag}-${process.pid}`);
   const cgroups = { attached: join(base, 'probed'), plain: join(base, 'plain') };
   const cleanups: Array<() => void> = [];
   const close = (): void => {
@@ -69,7 +69,7 @@ export function makeProbeRig(tag: string, extra: Partial<ProbeOptions> = {}): Pr
     const maps = datapath.maps('probe');
     const [program] = datapath.programsOf('probe');
     if (!program) throw new Error('kmesh_probe.bpf.o has no program');
-    const links = new CgroupLinks(join(pinDir, 'links'), mount);
+    const links = new CgroupLinks(join(pinDir, 'links'), view);
     const attachedId = links.attach(cgroups.attached, [program]);
     cleanups.push(() => links.detach(attachedId));
     const registry = new Registry();

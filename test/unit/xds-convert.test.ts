@@ -1,8 +1,9 @@
 /** Conversion of decoded xDS resources into the MeshModel: shapes istiod sends, warming, L4 vs L7 routes. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { convert, emptyState, vipsFromDomains, type XdsState } from '../../src/api/xds/convert.js';
+import { emptyState, vipsFromDomains, type XdsState } from '../../src/api/xds/convert.js';
 import { decodeCluster, decodeListener, decodeLoadAssignment, decodeRouteConfig } from '../../src/api/xds/decode.js';
+import { convert } from '../../src/api/xds/model-builder.js';
 import { TYPE, xdsTypes } from '../../src/api/xds/protos.js';
 import { XdsResourceError } from '../../src/api/xds/resources.js';
 import {

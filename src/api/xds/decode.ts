@@ -60,6 +60,38 @@ export function decodeResponse(buf: Uint8Array): DecodedResponse {
   };
 }
 
+export interface DeltaResource {
+  name: string;
+  version: string;
+  /** Absent when the server sent a name without a body (NACKed). */
+  resource?: { typeUrl: string; value: Uint8Array };
+}
+
+export interface DecodedDeltaResponse {
+  systemVersionInfo: string;
+  typeUrl: string;
+  nonce: string;
+  resources: DeltaResource[];
+  removed: string[];
+}
+
+/** Decodes a DeltaDiscoveryResponse envelope (strict reader, as decodeResponse). Throws on malformed protobuf. */
+export function decodeDeltaResponse(buf: Uint8Array): DecodedDeltaResponse {
+  const view = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  const msg: M = xdsTypes().DeltaDiscoveryResponse.decode(view);
+  return {
+    systemVersionInfo: msg.systemVersionInfo ?? '',
+    typeUrl: msg.typeUrl ?? '',
+    nonce: msg.nonce ?? '',
+    resources: (msg.resources ?? []).map((r: M) => {
+      const out: DeltaResource = { name: r.name ?? '', version: r.version ?? '' };
+      if (r.resource) out.resource = { typeUrl: r.resource.typeUrl ?? '', value: r.resource.value ?? new Uint8Array() };
+      return out;
+    }),
+    removed: [...(msg.removedResources ?? [])],
+  };
+}
+
 function decodeAs(type: protobuf.Type, value: Uint8Array, what: string): M {
   try {
     // Plain view for the strict reader (see decodeResponse); a no-op for the views decodeResponse hands out.
@@ -72,7 +104,7 @@ function decodeAs(type: protobuf.Type, value: Uint8Array, what: string): M {
 }
 
 /** Unwraps envoy.service.discovery.v3.Resource and checks the type URL matches the response's. */
-function unwrap(any: { typeUrl: string; value: Uint8Array }, typeUrl: string, index: number): Uint8Array {
+export function unwrap(any: { typeUrl: string; value: Uint8Array }, typeUrl: string, index: number): Uint8Array {
   if (any.typeUrl === TYPE.resource) {
     const r: M = decodeAs(xdsTypes().Resource, any.value, `resource #${index}`);
     if (!r.resource) throw new XdsResourceError(`resource #${index}: Resource wrapper without a resource`);
@@ -82,6 +114,23 @@ function unwrap(any: { typeUrl: string; value: Uint8Array }, typeUrl: string, in
     throw new XdsResourceError(`resource #${index}: type ${any.typeUrl || '(none)'} in a ${typeUrl} response`);
   }
   return any.value;
+}
+
+const enums = new Map<string, protobuf.Enum>();
+
+/**
+ * An enum field's value, checked against the proto's enum. protobufjs keeps a number it does not know as is;
+ * the data path must not guess what a newer control plane meant by it (e.g. a new lb_policy as round robin).
+ */
+function known(enumName: string, value: number | null | undefined, what: string, field: string): number {
+  let e = enums.get(enumName);
+  if (!e) {
+    e = xdsTypes().root.lookupEnum(enumName);
+    enums.set(enumName, e);
+  }
+  const v = value ?? 0;
+  if (e.valuesById[v] === undefined) throw new XdsResourceError(`${what}: unknown ${field} value ${v}`);
+  return v;
 }
 
 function checkName(name: unknown, kind: string, index: number): string {
@@ -153,7 +202,8 @@ function loadAssignmentEndpoints(cla: M, what: string, requireIp: boolean): RawE
     const loca = locality(loc.locality);
     const priority: number = loc.priority ?? 0;
     for (const lbe of loc.lbEndpoints ?? []) {
-      if (lbe.healthStatus === HEALTH_UNHEALTHY || lbe.healthStatus === HEALTH_DRAINING) continue;
+      const health = known('envoy.config.core.v3.HealthStatus', lbe.healthStatus, what, 'health_status');
+      if (health === HEALTH_UNHEALTHY || health === HEALTH_DRAINING) continue;
       const sa = lbe.endpoint?.address?.socketAddress;
       if (!sa) {
         throw new XdsResourceError(`${what}: endpoint without socket_address (named/pipe endpoints are not supported)`);
@@ -183,7 +233,7 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
   const c: M = decodeAs(t.Cluster, bytes, `cluster #${index}`);
   const name = checkName(c.name, 'cluster', index);
   const what = `cluster ${name}`;
-  const lb = LB[c.lbPolicy ?? 0];
+  const lb = LB[known('envoy.config.cluster.v3.Cluster.LbPolicy', c.lbPolicy, what, 'lb_policy')];
   const out: XCluster = { name, kind: 'unsupported', lbPolicy: lb ?? 'round_robin', endpoints: [] };
   if (c.circuitBreakers)
     out.circuitBreakers = toPlain(t.root.lookupType('envoy.config.cluster.v3.CircuitBreakers'), c.circuitBreakers);
@@ -193,7 +243,7 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
     out.reason = `custom cluster type ${c.clusterType.name || '(unnamed)'}`;
     return out;
   }
-  switch (c.type ?? 0) {
+  switch (known('envoy.config.cluster.v3.Cluster.DiscoveryType', c.type, what, 'type')) {
     case 0: // STATIC
       out.kind = 'static';
       out.endpoints = loadAssignmentEndpoints(c.loadAssignment, what, true);
@@ -210,8 +260,6 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
     case 4:
       out.reason = 'ORIGINAL_DST (passthrough) has no endpoints to steer to';
       break;
-    default:
-      out.reason = `discovery type ${c.type}`;
   }
   return out;
 }
@@ -293,10 +341,17 @@ export function decodeListener(bytes: Uint8Array, index: number): XListener {
   const what = `listener ${name}`;
   const sa = l.address?.socketAddress;
   if (!sa) return { name, entries: [], skipped: 'no socket address' };
-  if (l.trafficDirection === TRAFFIC_INBOUND) return { name, entries: [], skipped: 'inbound listener' };
+  if (known('envoy.config.core.v3.TrafficDirection', l.trafficDirection, what, 'traffic_direction') === TRAFFIC_INBOUND)
+    return { name, entries: [], skipped: 'inbound listener' };
   const addr: string = sa.address ?? '';
   if (isIP(addr) === 0) throw new XdsResourceError(`${what}: address "${addr}" is not an IP literal`);
   const port = checkPort(sa.portValue, what);
+  const socketProtocol = known(
+    'envoy.config.core.v3.SocketAddress.Protocol',
+    sa.protocol,
+    what,
+    'socket_address.protocol',
+  );
   const wildcard = addr === '0.0.0.0' || addr === '::';
   const entries: XListenerEntry[] = [];
   const chains = [...(l.filterChains ?? [])];
@@ -307,7 +362,7 @@ export function decodeListener(bytes: Uint8Array, index: number): XListener {
     const m = chain.filterChainMatch;
     const cport = m?.destinationPort ? checkPort(m.destinationPort.value, `${what}: destination_port`) : port;
     const addresses = wildcard ? hostPrefixes(m) : [addr];
-    const protocol: Protocol = sa.protocol === SOCKET_UDP ? 'udp' : t.protocol;
+    const protocol: Protocol = socketProtocol === SOCKET_UDP ? 'udp' : t.protocol;
     entries.push({ addresses, port: cport, protocol, target: t.target });
   });
   return { name, entries };
@@ -378,3 +433,11 @@ export function decodeRouteConfig(bytes: Uint8Array, index: number): XRouteConfi
   const name = checkName(rc.name, 'route configuration', index);
   return routeConfigFrom(rc, `route configuration ${name}`);
 }
+
+/** The resource decoder of each subscribed type URL (shared by the SotW and delta protocols). */
+export const DECODERS = {
+  [TYPE.cluster]: decodeCluster,
+  [TYPE.endpoint]: decodeLoadAssignment,
+  [TYPE.listener]: decodeListener,
+  [TYPE.route]: decodeRouteConfig,
+} as const;

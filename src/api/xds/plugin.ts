@@ -1,16 +1,19 @@
 /**
  * Wiring between the daemon and the xDS client (src/bin/compose.ts calls it). The daemon
- * side is structural (applyXds), so this module does not import it; the client owns its
- * connection state (`client.connected`), which the composition shows in status.
+ * side is structural (applyXdsChange, addDumpSection), so this module does not import it;
+ * the client owns its connection state (`client.connected`), which the composition shows
+ * in status.
  */
 import type pino from 'pino';
-import type { MeshModel } from '../../model/types.js';
+import type { ModelChange } from '../../model/change.js';
 import { XdsClient, type XdsClientOptions } from './client.js';
 import type { XdsConfig } from './config.js';
 
 export interface XdsHost {
-  /** Throws (→ NACK) and changes nothing when the model is not acceptable. */
-  applyXds(model: MeshModel): Promise<void>;
+  /** Applies the resources that changed; throws (→ NACK) and changes nothing when the change is not acceptable. */
+  applyXdsChange(change: ModelChange): Promise<void>;
+  /** A section of `kmeshctl dump` (JSON), read when dumped. */
+  addDumpSection(name: string, section: () => unknown): void;
 }
 
 export function attachXds(
@@ -19,7 +22,8 @@ export function attachXds(
   logger: pino.Logger,
   opts: XdsClientOptions = {},
 ): XdsClient {
-  const client = new XdsClient(config, (model) => host.applyXds(model), logger, opts);
+  const client = new XdsClient(config, (change) => host.applyXdsChange(change), logger, opts);
+  host.addDumpSection('xds', () => ({ ...client.dump(), ...client.stats() }));
   client.start();
   return client;
 }

@@ -18,6 +18,7 @@ import {
 import { isUnitName, UNIT_NAME_RULE } from '../../model/unit-name.js';
 import { validateModel } from '../../model/validate.js';
 import { isPinDir } from '../../runtime/bpffs.js';
+import { type Cgroup2View, guardCgroupPath } from '../../runtime/cgroup2.js';
 import { KeyLocator } from './locator.js';
 import { DEFAULT_PIN_DIR, type KmeshConfig, LOG_LEVELS } from './schema.js';
 import { TableReader } from './table-reader.js';
@@ -25,17 +26,22 @@ import { TableReader } from './table-reader.js';
 const TOP_LEVEL = ['daemon', 'metrics', 'xds', 'services', 'clusters', 'listeners'];
 const U32_MAX = 0xffffffff;
 
-export function loadConfigFile(path: string): KmeshConfig {
+/** Where the file's services are checked on disk (no kernel): the daemon's cgroup v2 view. */
+export interface ConfigCheckOptions {
+  cgroups?: Cgroup2View;
+}
+
+export function loadConfigFile(path: string, options: ConfigCheckOptions = {}): KmeshConfig {
   let source: string;
   try {
     source = readFileSync(path, 'utf8');
   } catch (err) {
     throw new KmeshError('InvalidConfig', `${path}: cannot read: ${(err as Error).message}`);
   }
-  return parseConfig(source, path);
+  return parseConfig(source, path, options);
 }
 
-export function parseConfig(source: string, path: string): KmeshConfig {
+export function parseConfig(source: string, path: string, options: ConfigCheckOptions = {}): KmeshConfig {
   const file = basename(path);
   let doc: Record<string, unknown>;
   try {
@@ -97,7 +103,7 @@ export function parseConfig(source: string, path: string): KmeshConfig {
   const xds = readXds(doc.xds, locator, root, errors);
 
   const serviceReaders = arrayOf('services');
-  const serviceSpecs = serviceReaders.map(readService);
+  const serviceSpecs = serviceReaders.map((r) => readService(r, options.cgroups));
   checkDuplicateServices(serviceSpecs, serviceReaders);
   const services = serviceSpecs.filter((spec): spec is ServiceSpec => spec !== undefined);
   const clusterReaders = arrayOf('clusters');
@@ -158,7 +164,7 @@ function readXds(table: unknown, locator: KeyLocator, root: TableReader, errors:
   }
 }
 
-function readService(t: TableReader): ServiceSpec | undefined {
+function readService(t: TableReader, cgroups: Cgroup2View | undefined): ServiceSpec | undefined {
   const unit = t.optionalString('unit');
   const cgroup = t.optionalString('cgroup');
   t.rejectUnknown();
@@ -167,6 +173,13 @@ function readService(t: TableReader): ServiceSpec | undefined {
     return undefined;
   }
   if (unit !== undefined && !isUnitName(unit)) t.fail('unit', `${UNIT_NAME_RULE}, got "${unit}"`);
+  if (cgroup !== undefined && cgroups) {
+    try {
+      guardCgroupPath(cgroup, cgroups);
+    } catch (err) {
+      t.fail('cgroup', (err as Error).message);
+    }
+  }
   return unit !== undefined ? { unit } : { cgroup: cgroup as string };
 }
 

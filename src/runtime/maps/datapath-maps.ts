@@ -1,5 +1,7 @@
 import type { BpfMap } from '../bpf-map.js';
-import type { BpfObject } from '../bpf-object.js';
+
+/** What writing and reading a map takes (an in-memory stand-in in unit tests). */
+export type MapAccess = Pick<BpfMap, 'name' | 'maxEntries' | 'update' | 'lookup' | 'delete' | 'entries'>;
 
 /** The maps the daemon writes for the L4 programs, by role. */
 export interface DatapathMaps {
@@ -7,13 +9,6 @@ export interface DatapathMaps {
   clusters: BpfMap;
   endpoints: BpfMap;
   roundRobin: BpfMap;
-}
-
-export function datapathMaps(obj: BpfObject): DatapathMaps {
-  return {
-    listeners: obj.map('kmesh_listeners'),
-    clusters: obj.map('kmesh_clusters'),
-    endpoints: obj.map('kmesh_endpoints'),
-    roundRobin: obj.map('kmesh_rr'),
-  };
+  /** Which slot of listeners/clusters is the live config. */
+  activeSlot: BpfMap;
 }

@@ -1,7 +1,7 @@
 /**
  * The TypeScript side of bpf/kmesh_maps.h and bpf/kmesh_probe.h: the codecs and constants
  * are generated from the objects' BTF (scripts/gen-layouts.mjs, run by `npm run build`);
- * this module adds only what the C does not define.
+ * this module adds only what the C does not define as a struct or an enum.
  */
 import { kmesh_lb_policy } from '../../abi/kernel.js';
 import { LB_POLICIES, type LbPolicy } from '../../model/types.js';
@@ -9,6 +9,7 @@ import { StructCodec, u32 } from './struct-codec.js';
 
 export {
   CLUSTER_UNIFORM_WEIGHTS,
+  CONFIG_SLOTS,
   MAX_CLUSTERS,
   MAX_ENDPOINTS,
   MAX_LISTENERS,
@@ -21,8 +22,12 @@ export const LB_POLICY_CODES = Object.fromEntries(
   LB_POLICIES.map((p) => [p, kmesh_lb_policy[`KMESH_LB_${p.toUpperCase() as Uppercase<LbPolicy>}`]]),
 ) as Record<LbPolicy, number>;
 
-/** Key of kmesh_clusters and kmesh_rr: the cluster id (a plain __u32, so not in the generated codecs). */
-export const clusterKey = new StructCodec('cluster id', { id: u32 });
+/** kmesh_rr's key: the cluster id alone (the cursor is shared by both slots; a plain __u32). */
+export const clusterIdKey = new StructCodec('cluster id', { id: u32 });
+
+/** kmesh_active_slot: key 0 → the live slot (plain __u32s). */
+export const activeSlotKey = new StructCodec('array index', { index: u32 });
+export const activeSlotValue = new StructCodec('slot', { slot: u32 });
 
 // linux/in.h
 export const IPPROTO_TCP = 6;
