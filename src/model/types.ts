@@ -122,6 +122,3 @@ export interface ServiceSpec {
   cgroup?: string;
 }
 
-export function emptyModel(): MeshModel {
-  return { listeners: [], clusters: [] };
-}

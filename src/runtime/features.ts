@@ -28,7 +28,7 @@ const ATTACH = {
 } as const;
 const MAP = { LRU_HASH: 9, SOCKHASH: 18, CGROUP_STORAGE: 19, SK_STORAGE: 24, RINGBUF: 27 } as const;
 /** Helpers a supported kernel may lack (or lack for the program type), by bpf_func_id. */
-export const HELPER = {
+const HELPER = {
   get_socket_cookie: 46,
   get_current_cgroup_id: 80,
   spin_lock: 93,
@@ -348,9 +348,9 @@ const MAP_TYPE_FEATURES: Record<number, string> = {
 /** Every object defines its maps with BTF; the daemon pins maps and attaches through links. */
 const OBJECT_BASE = ['btf'];
 /** Without these the daemon has nothing to offer: it refuses to start. */
-export const BASE_REQUIREMENTS: readonly string[] = ['cgroup2', 'bpffs', 'link_cgroup'];
+const BASE_REQUIREMENTS: readonly string[] = ['cgroup2', 'bpffs', 'link_cgroup'];
 /** Sections whose program the data path cannot do without. */
-export const CORE_SECTIONS: readonly string[] = ['cgroup/connect4'];
+const CORE_SECTIONS: readonly string[] = ['cgroup/connect4'];
 
 /** An object as the plan sees it: opened, not loaded. */
 export interface ObjectShape {

@@ -39,9 +39,10 @@ export interface ProgLoadOptions {
   log_buf: Buffer;
 }
 
-export const BpfObjectPtr = koffi.pointer('bpf_object', koffi.opaque());
-export const BpfProgramPtr = koffi.pointer('bpf_program', koffi.opaque());
-export const BpfMapPtr = koffi.pointer('bpf_map', koffi.opaque());
+// the opaque pointer types the signatures below name
+koffi.pointer('bpf_object', koffi.opaque());
+koffi.pointer('bpf_program', koffi.opaque());
+koffi.pointer('bpf_map', koffi.opaque());
 
 /** An opaque libbpf pointer as koffi hands it out. */
 export type Handle = object;
