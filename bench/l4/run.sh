@@ -457,39 +457,47 @@ for mode in "${MODE_LIST[@]}"; do
     for path in "${order[@]}"; do measure_run "$path" "$mode" "$rep"; done
   done
 done
-# What Kmesh's programs cost per connection: one extra new-connection run of path b with BPF run-time statistics
-# on (off during the measured runs: they add a few ns to every program run). Every program attached to the bench
-# cgroup is counted (connect4, and e.g. the probe's sockops); "connects" is the connect4 run count.
+# What the programs cost per connection: one extra new-connection run of path b (and of path r, the bare redirect)
+# with BPF run-time statistics on (off during the measured runs: they add a few ns to every program run). Every
+# program attached to the path's cgroup is counted (connect4, and e.g. the probe's sockops); "connects" is the
+# connect4 run count.
+prog_run() { # id → "run_time_ns run_cnt"
+  bpftool prog show id "$1" | awk 'NR == 1 { t = 0; c = 0
+    for (i = 1; i < NF; i++) { if ($i == "run_time_ns") t = $(i + 1); if ($i == "run_cnt") c = $(i + 1) }
+    print t, c }'
+}
+bpf_cost() { # path cgroup → JSON (or null) on stdout
+  local path=$1 cg=$2 p id attach name t c dt dc connects=0 total_ns=0 entries=() progs=()
+  declare -A T0 C0
+  mapfile -t progs < <(bpftool cgroup show "$cg" | awk 'NR > 1 { print $1, $2, $NF }') # id attach-type name
+  for p in "${progs[@]}"; do read -r id _ _ <<<"$p"; read -r "T0[$id]" "C0[$id]" < <(prog_run "$id"); done
+  run_wrk "$path" close "$DURATION" >/dev/null
+  for p in "${progs[@]}"; do
+    read -r id attach name <<<"$p"
+    read -r t c < <(prog_run "$id")
+    dt=$((t - T0[$id])) dc=$((c - C0[$id]))
+    ((dc > 0)) || continue
+    [[ $attach == cgroup_inet4_connect ]] && connects=$dc
+    total_ns=$((total_ns + dt))
+    entries+=("{\"name\":\"$name\",\"attach\":\"$attach\",\"runs\":$dc,\"ns_per_run\":$((dt / dc))}")
+  done
+  if ((connects > 0)); then
+    echo "{ \"connects\": $connects, \"ns_per_connect\": $((total_ns / connects)), \"programs\": [$(IFS=,; echo "${entries[*]}")] }"
+    log "path $path BPF programs: $((total_ns / connects)) ns per connection in total (over $connects connects, BPF stats on)"
+  else
+    echo null
+  fi
+}
 BPF_COST='null'
-if want b && ((PROG_STATS)) && command -v bpftool >/dev/null; then
-  prog_run() { # id → "run_time_ns run_cnt"
-    bpftool prog show id "$1" | awk 'NR == 1 { t = 0; c = 0
-      for (i = 1; i < NF; i++) { if ($i == "run_time_ns") t = $(i + 1); if ($i == "run_cnt") c = $(i + 1) }
-      print t, c }'
-  }
-  mapfile -t progs < <(bpftool cgroup show "$CG" | awk 'NR > 1 { print $1, $2, $NF }') # id attach-type name
+BARE_COST='null'
+if (want b || want r) && ((PROG_STATS)) && command -v bpftool >/dev/null; then
   : >"$WORK/bpf-stats.log"
   node "$ROOT/dist/bench/l4/hold-bpf-stats.js" >"$WORK/bpf-stats.log" 2>&1 &
   STATS_PID=$!
   for ((i = 0; i < 50; i++)); do grep -q 'stats on' "$WORK/bpf-stats.log" && break; sleep 0.1; done
   if grep -q 'stats on' "$WORK/bpf-stats.log"; then
-    declare -A T0 C0
-    for p in "${progs[@]}"; do read -r id _ _ <<<"$p"; read -r "T0[$id]" "C0[$id]" < <(prog_run "$id"); done
-    run_wrk b close "$DURATION" >/dev/null
-    connects=0 total_ns=0 entries=()
-    for p in "${progs[@]}"; do
-      read -r id attach name <<<"$p"
-      read -r t c < <(prog_run "$id")
-      dt=$((t - T0[$id])) dc=$((c - C0[$id]))
-      ((dc > 0)) || continue
-      [[ $attach == cgroup_inet4_connect ]] && connects=$dc
-      total_ns=$((total_ns + dt))
-      entries+=("{\"name\":\"$name\",\"attach\":\"$attach\",\"runs\":$dc,\"ns_per_run\":$((dt / dc))}")
-    done
-    if ((connects > 0)); then
-      BPF_COST="{ \"connects\": $connects, \"ns_per_connect\": $((total_ns / connects)), \"programs\": [$(IFS=,; echo "${entries[*]}")] }"
-      log "kmesh BPF programs: $((total_ns / connects)) ns per connection in total (over $connects connects, BPF stats on)"
-    fi
+    if want b; then BPF_COST=$(bpf_cost b "$CG"); fi
+    if want r; then BARE_COST=$(bpf_cost r "$CG_BARE"); fi
   else
     log "warning: could not enable BPF stats: $(cat "$WORK/bpf-stats.log")"
   fi
@@ -512,7 +520,8 @@ cat >"$WORK/meta.json" <<EOF
   "setup": { "connections": $CONNS, "wrk_threads": 1, "duration_s": $DURATION, "reps": $REPS, "warmup_s": $WARMUP,
     "cpu_client": $CPU_CLIENT, "cpu_server": $CPU_SERVER, "vip": "$VIP:$VIP_PORT", "backend": "127.0.0.1:$P_BACKEND",
     "daemon_cpu_ticks_during_bench": $DAEMON_CPU_TICKS },
-  "kmesh_bpf": $BPF_COST
+  "kmesh_bpf": $BPF_COST,
+  "bare_bpf": $BARE_COST
 }
 EOF
 report_args=(--results "$RESULTS" --meta "$WORK/meta.json")
