@@ -3,13 +3,14 @@
  * needs: the data path (every BPF object of the manifest), the controller, the
  * Prometheus registry and server (independent of the probe: a kernel without what the
  * probe needs keeps /metrics), the probe, the xDS client and the D-Bus service.
- * Started in dependency order, stopped in reverse.
+ * Started in dependency order, stopped in reverse. What an idle daemon does not need is
+ * imported only when used (docs/memory.md): dbus-next with a system bus, the gRPC stack
+ * and the xDS protos with an [xds] section.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
-import { type DbusServiceOptions, startDbusService } from '../api/dbus/service.js';
-import { attachXds, countXdsResponses } from '../api/xds/plugin.js';
+import type { DbusServiceOptions } from '../api/dbus/service.js';
 import type { FeatureStatus } from '../contracts/control.js';
 import type { KmeshConfig } from '../controller/config/schema.js';
 import { Daemon } from '../controller/daemon.js';
@@ -93,7 +94,8 @@ export async function startParts(o: PartsOptions): Promise<Parts> {
     await daemon.start();
 
     const registry = new Registry();
-    const xds = config.xds ? attachXds(daemon, config.xds, logger) : undefined;
+    const xdsPlugin = config.xds ? await import('../api/xds/plugin.js') : undefined;
+    const xds = xdsPlugin && config.xds ? xdsPlugin.attachXds(daemon, config.xds, logger) : undefined;
     if (xds && config.xds) {
       daemon.observeXds(xds, config.xds.address);
       stops.push({ name: 'xds', stop: () => xds.stop() });
@@ -125,13 +127,14 @@ export async function startParts(o: PartsOptions): Promise<Parts> {
       maps: () => [...l4MapStats(daemon.maps, daemon.status()), ...(probe?.mapStats() ?? [])],
       programs: () => datapath.programs(),
       bpfStatsEnabled: statsEnabled,
-      ...(xds ? { xds: countXdsResponses(xds) } : {}),
+      ...(xdsPlugin && xds ? { xds: xdsPlugin.countXdsResponses(xds) } : {}),
     });
     const metrics = config.metrics ? await startMetricsServer(config.metrics.listen, registry, logger) : undefined;
     if (metrics) stops.push({ name: 'metrics', stop: () => metrics.close() });
 
     if (o.dbus) {
       try {
+        const { startDbusService } = await import('../api/dbus/service.js');
         const service = await startDbusService(daemon, logger, o.dbus);
         stops.push({ name: 'dbus', stop: () => service.stop() });
       } catch (err) {

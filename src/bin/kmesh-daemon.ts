@@ -9,7 +9,6 @@ import { loadConfigFile } from '../controller/config/load.js';
 import { DEFAULT_CONFIG_PATH, DEFAULT_PIN_DIR, type KmeshConfig } from '../controller/config/schema.js';
 import { acquireInstanceLock } from '../controller/instance-lock.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../controller/sd-notify.js';
-import { UnitCgroupResolver } from '../controller/systemd-units.js';
 import { cgroup2View } from '../runtime/cgroup2.js';
 import { type Parts, startParts } from './compose.js';
 
@@ -98,6 +97,11 @@ function systemBusAvailable(): boolean {
   return Boolean(process.env.DBUS_SYSTEM_BUS_ADDRESS) || existsSync('/run/dbus/system_bus_socket');
 }
 
+/** dbus-next is imported only with a system bus (docs/memory.md); the rest of the lazy parts load in compose.ts. */
+const lazy = {
+  unitResolver: async () => new (await import('../controller/systemd-units.js')).UnitCgroupResolver(),
+};
+
 async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined): Promise<void> {
   // Synchronous: a log line written just before exit must not be lost.
   const logger = pino(
@@ -105,7 +109,7 @@ async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined
     pino.destination({ dest: 1, sync: true }),
   );
   const busAvailable = systemBusAvailable();
-  const unitResolver = busAvailable ? new UnitCgroupResolver() : null;
+  const unitResolver = busAvailable ? await lazy.unitResolver() : null;
   if (!busAvailable) logger.warn('no system bus: the D-Bus management API and unit-name registration are off');
   const pinDir = pinDirOverride ?? config.daemon.pinDir;
   let releaseLock: () => void = () => {};

@@ -17,6 +17,7 @@ import type {
 import { KmeshError } from '../contracts/errors.js';
 import { VERSION } from '../contracts/package.js';
 import type { ModelChange } from '../model/change.js';
+import { routesText } from '../model/route-text.js';
 import type { MeshModel, ServiceSpec } from '../model/types.js';
 import type { BpfProgram } from '../runtime/bpf-object.js';
 import { CgroupLinks } from '../runtime/cgroup-links.js';
@@ -221,6 +222,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return {
       configVersion: this.configVersion,
       model: this.mesh.model(),
+      httpRoutes: routesText(this.mesh.model()),
       services: this.listServices(),
       maps: dumpMaps(this.maps, (id) => this.mesh.clusterName(id)),
       ...Object.fromEntries([...this.dumpSections].map(([name, section]) => [name, section()])),

@@ -51,17 +51,25 @@ function cumulative(weights: number[]): number[] {
   });
 }
 
+const EP_SIZE = endpointValue.size;
+const EP_ADDR = endpointValue.offsetOf('addr');
+const EP_PORT = endpointValue.offsetOf('port');
+const EP_CUM_WEIGHT = endpointValue.offsetOf('cum_weight');
+
 /** Expects a cluster that passed validation. */
 export function desiredCluster(cluster: Cluster, id: number): DesiredCluster {
-  const endpoints = Buffer.alloc(cluster.endpoints.length * endpointValue.size);
+  // One buffer for the set, written in place: a cluster is one allocation, not one per endpoint.
+  const endpoints = Buffer.alloc(cluster.endpoints.length * EP_SIZE);
+  const first = cluster.endpoints[0]?.weight;
   let sum = 0;
   let uniform = true;
   cluster.endpoints.forEach((ep, i) => {
+    const at = i * EP_SIZE;
     sum += ep.weight;
-    uniform &&= ep.weight === cluster.endpoints[0]?.weight;
-    endpointValue
-      .encode({ addr: encodeAddr(ep.address), port: ep.port, cum_weight: sum })
-      .copy(endpoints, i * endpointValue.size);
+    uniform &&= ep.weight === first;
+    encodeAddr(ep.address).copy(endpoints, at + EP_ADDR);
+    endpoints.writeUInt16LE(ep.port, at + EP_PORT);
+    endpoints.writeUInt32LE(sum, at + EP_CUM_WEIGHT);
   });
   return {
     id,

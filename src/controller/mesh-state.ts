@@ -12,7 +12,7 @@
 import { KmeshError } from '../contracts/errors.js';
 import type { ModelChange } from '../model/change.js';
 import type { Cluster, Listener, MeshModel, ResourceSource } from '../model/types.js';
-import { boundKey, clusterProblems, listenerProblems, routeKey } from '../model/validate.js';
+import { boundKey, clusterProblems, listenerClusterNames, listenerProblems, routeKey } from '../model/validate.js';
 import { assignClusterIds } from './cluster-ids.js';
 import { type DesiredCluster, type DesiredListener, desiredCluster, desiredListener } from './desired-state.js';
 import { type ConfigDelta, emptyDelta } from './reconciler.js';
@@ -182,7 +182,8 @@ export class MeshState {
         if (nextListeners.has(referrer)) continue;
         const listener = (this.listeners.get(referrer) as EffectiveListener).listener;
         const i = listener.routes.findIndex((r) => r.cluster === name);
-        errors.push(`${at('listener', referrer)(routeKey(listener, i))}: unknown cluster "${name}"`);
+        const key = i >= 0 ? routeKey(listener, i) : 'virtual_hosts'; // named by an HTTP route only
+        errors.push(`${at('listener', referrer)(key)}: unknown cluster "${name}"`);
       }
     }
     if (errors.length > 0) throw new KmeshError('InvalidConfig', errors.join('\n'));
@@ -242,7 +243,7 @@ export class MeshState {
         const before = this.listeners.get(name);
         if (before) {
           if (this.bound.get(before.bound) === name) this.bound.delete(before.bound);
-          for (const r of before.listener.routes) this.referrers.get(r.cluster)?.delete(name);
+          for (const c of listenerClusterNames(before.listener)) this.referrers.get(c)?.delete(name);
         }
         if (!next) {
           this.listeners.delete(name);
@@ -250,7 +251,7 @@ export class MeshState {
         }
         this.listeners.set(name, next);
         this.bound.set(next.bound, name);
-        for (const r of next.listener.routes) getOrAdd(this.referrers, r.cluster).add(name);
+        for (const c of listenerClusterNames(next.listener)) getOrAdd(this.referrers, c).add(name);
       }
       for (const key of [...this.xdsBound.keys()]) if (this.xdsBound.get(key)?.size === 0) this.xdsBound.delete(key);
       for (const name of nextClusters.keys()) if (this.referrers.get(name)?.size === 0) this.referrers.delete(name);

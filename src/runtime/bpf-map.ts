@@ -1,3 +1,5 @@
+import { closeSync } from 'node:fs';
+import { basename } from 'node:path';
 import { ENOENT } from './errno.js';
 import { check } from './errors.js';
 import { libbpf } from './libbpf.js';
@@ -20,6 +22,9 @@ export function numPossibleCpus(): number {
   if (possibleCpus === 0) possibleCpus = check('libbpf_num_possible_cpus', libbpf.numPossibleCpus());
   return possibleCpus;
 }
+
+/** Offsets in struct bpf_map_info (linux/bpf.h, stable UAPI); test/unit/probe-btf.test.ts checks them. */
+export const MAP_INFO = { size: 80, type: 0, keySize: 8, valueSize: 12, maxEntries: 16, mapFlags: 20 } as const;
 
 /** Entries per batch; a batch must hold a whole hash bucket, far smaller than this. */
 const BATCH = 1024;
@@ -52,7 +57,11 @@ export class BpfMap {
   /** Bytes a lookup returns: valueSize, or a stride per possible CPU for per-CPU maps. */
   readonly valueBytes: number;
 
-  constructor(def: MapDefinition) {
+  constructor(
+    def: MapDefinition,
+    /** Opened by this object (openPinned): close() releases the fd. */
+    private readonly ownsFd = false,
+  ) {
     this.name = def.name;
     this.fd = def.fd;
     this.type = def.type;
@@ -62,6 +71,31 @@ export class BpfMap {
     this.perCpu = PER_CPU_TYPES.has(def.type);
     this.valueStride = this.perCpu ? Math.ceil(def.valueSize / 8) * 8 : def.valueSize;
     this.valueBytes = this.perCpu ? this.valueStride * numPossibleCpus() : def.valueSize;
+  }
+
+  /** A pinned map opened by path, its definition read from the kernel; close() releases the fd. */
+  static openPinned(path: string): BpfMap {
+    const fd = check(`open ${path}`, libbpf.objGet(path));
+    try {
+      const info = Buffer.alloc(MAP_INFO.size);
+      check(`info ${path}`, libbpf.objGetInfoByFd(fd, info, [info.length]));
+      const def = {
+        name: basename(path),
+        fd,
+        type: info.readUInt32LE(MAP_INFO.type),
+        keySize: info.readUInt32LE(MAP_INFO.keySize),
+        valueSize: info.readUInt32LE(MAP_INFO.valueSize),
+        maxEntries: info.readUInt32LE(MAP_INFO.maxEntries),
+      };
+      return new BpfMap(def, true);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+  }
+
+  close(): void {
+    if (this.ownsFd) closeSync(this.fd);
   }
 
   update(key: Buffer, value: Buffer, flags = BPF_ANY): void {

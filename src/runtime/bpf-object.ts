@@ -1,6 +1,6 @@
 import { closeSync, existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfMap } from './bpf-map.js';
+import { BpfMap, MAP_INFO } from './bpf-map.js';
 import { ENOENT } from './errno.js';
 import { BpfError, check } from './errors.js';
 import { errnoNow, type Handle, libbpf } from './libbpf.js';
@@ -31,9 +31,6 @@ export function warnStalePins(logger: { warn(obj: object, msg: string): void }):
   return (map, why) =>
     logger.warn({ map, why }, 'a pinned map from an earlier build does not fit this one: replaced by a new, empty map');
 }
-
-/** Offsets in struct bpf_map_info (linux/bpf.h, stable UAPI); test/unit/layouts-btf.test.ts checks them. */
-export const MAP_INFO = { size: 80, type: 0, keySize: 8, valueSize: 12, maxEntries: 16, mapFlags: 20 } as const;
 
 /** What of `map`'s definition the map pinned at `path` does not match (libbpf's reuse test); null if it can be reused. */
 function pinMismatch(map: Handle, path: string): string | null {

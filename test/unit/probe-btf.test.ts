@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import { cgroupStorageKey } from '../../src/probe/event-codec.js';
 import { PROG_INFO } from '../../src/probe/prog-stats.js';
-import { MAP_INFO } from '../../src/runtime/bpf-object.js';
+import { MAP_INFO } from '../../src/runtime/bpf-map.js';
 import { loadBtf, struct } from '../support/btf.js';
 
 const VMLINUX = '/sys/kernel/btf/vmlinux';

@@ -5,7 +5,7 @@
  */
 
 import { isIP } from 'node:net';
-import type { Cluster, Endpoint, Listener, UnenforcedRoute, WeightedCluster } from '../../model/types.js';
+import type { Cluster, Endpoint, Listener, UnenforcedRoute, VirtualHost, WeightedCluster } from '../../model/types.js';
 import { MAX_ROUTE_CLUSTERS } from '../../model/validate.js';
 import {
   type XCluster,
@@ -95,6 +95,15 @@ export interface Candidate {
   protocol: Listener['protocol'];
   routes: WeightedCluster[];
   unenforced: UnenforcedRoute[];
+  /** HTTP routes of the virtual host this address selects; the same object on every push while unchanged. */
+  http?: VirtualHost;
+}
+
+/** The candidate fields a virtual host gives. */
+function fromVhost(vh: XVirtualHost & { l4: WeightedCluster[] }): Pick<Candidate, 'routes' | 'unenforced' | 'http'> {
+  return vh.http
+    ? { routes: vh.l4, unenforced: vh.unenforced, http: vh.http }
+    : { routes: vh.l4, unenforced: vh.unenforced };
 }
 
 /** RDS names a listener's HTTP filter chains refer to (the RDS subscription follows them). */
@@ -151,8 +160,7 @@ export function candidates(
             address: a,
             port: e.port,
             protocol: e.protocol,
-            routes: vh.l4,
-            unenforced: vh.unenforced,
+            ...fromVhost({ ...vh, l4: vh.l4 }),
           });
         else notes.push(`listener ${l.name}: no virtual host routes ${a}:${e.port} to one destination`);
       }
@@ -170,7 +178,7 @@ export function candidates(
       }
       for (const a of vips) {
         const name = isIP(a) === 6 ? `[${a}]_${e.port}` : `${a}_${e.port}`;
-        out.push({ name, address: a, port: e.port, protocol: e.protocol, routes: vh.l4, unenforced: vh.unenforced });
+        out.push({ name, address: a, port: e.port, protocol: e.protocol, ...fromVhost({ ...vh, l4: vh.l4 }) });
       }
     }
   }
@@ -194,6 +202,7 @@ export function modelListener(c: Candidate): Listener {
     source: 'xds',
   };
   if (c.unenforced.length > 0) ml.unenforcedRoutes = c.unenforced;
+  if (c.http && c.protocol === 'http') ml.virtualHosts = [c.http];
   return ml;
 }
 

@@ -4,7 +4,8 @@
  */
 import { isIP } from 'node:net';
 import type protobuf from 'protobufjs';
-import type { Endpoint, LbPolicy, Protocol, UnenforcedRoute, WeightedCluster } from '../../model/types.js';
+import type { Endpoint, HttpRoute, LbPolicy, Protocol, WeightedCluster } from '../../model/types.js';
+import { virtualHostProblems } from '../../model/validate.js';
 import { TYPE, toPlain, xdsTypes } from './protos.js';
 import {
   type RawEndpoint,
@@ -17,6 +18,7 @@ import {
   type XTarget,
   type XVirtualHost,
 } from './resources.js';
+import { actionReason, routeMatch, unenforcedFeatures } from './routes.js';
 
 /** Limits against a control plane that sends garbage or floods: beyond them the response is NACKed. */
 export const LIMITS = { resourcesPerResponse: 200_000, endpointsPerAssignment: 100_000, nameLength: 1024 };
@@ -368,19 +370,6 @@ export function decodeListener(bytes: Uint8Array, index: number): XListener {
   return { name, entries };
 }
 
-function isCatchAll(match: M): boolean {
-  if (!match) return true;
-  const prefixAll =
-    (match.prefix === '' || match.prefix === '/') && !match.path && !match.safeRegex && !match.pathSeparatedPrefix;
-  return (
-    prefixAll &&
-    (match.headers ?? []).length === 0 &&
-    (match.queryParameters ?? []).length === 0 &&
-    !match.runtimeFraction &&
-    !match.grpc
-  );
-}
-
 function routeClusters(action: M, what: string): WeightedCluster[] | undefined {
   if (!action) return undefined;
   if (action.cluster) return [{ cluster: action.cluster, weight: 1 }];
@@ -394,38 +383,76 @@ function routeClusters(action: M, what: string): WeightedCluster[] | undefined {
   return undefined; // cluster_header: chosen per request, nothing to program at connect time
 }
 
-function sameTargets(a: WeightedCluster[], b: WeightedCluster[]): boolean {
-  return a.length === b.length && a.every((x, i) => x.cluster === b[i]?.cluster && x.weight === b[i]?.weight);
+function sameTargets(a: WeightedCluster[] | undefined, b: WeightedCluster[] | undefined): boolean {
+  return (
+    a !== undefined &&
+    b !== undefined &&
+    a.length === b.length &&
+    a.every((x, i) => x.cluster === b[i]?.cluster && x.weight === b[i]?.weight)
+  );
 }
 
-function virtualHost(vh: M, what: string): XVirtualHost {
+/**
+ * A virtual host: one L4 destination when every route leads to the same place; otherwise its routes for the kernel
+ * (`http`, checked against the kernel limits: an over-limit table is NACKed) and the catch-all as the L4 default.
+ * Whatever the kernel does not do is listed in `unenforced`.
+ */
+function virtualHost(vh: M, index: number, what: string): XVirtualHost {
   const t = xdsTypes();
-  const name: string = vh.name ?? '';
+  const name: string = vh.name || `virtual_hosts[${index}]`;
   const vwhat = `${what} vhost ${name}`;
   const routes: M[] = vh.routes ?? [];
   const targets = routes.map((r: M, i: number) => routeClusters(r.route, `${vwhat} route ${r.name || i}`));
-  const plain = (r: M) => toPlain(t.root.lookupType('envoy.config.route.v3.Route'), r);
   const out: XVirtualHost = { name, domains: [...(vh.domains ?? [])], unenforced: [] };
-  const first = targets[0];
-  if (first && targets.every((x) => x && sameTargets(x, first))) {
-    out.l4 = first; // every route goes to the same place: the vhost is exactly one L4 destination
+  const vhostFeatures = unenforcedFeatures(vh);
+  if (vhostFeatures.length > 0) {
+    const { routes: _, ...detail } = toPlain(t.root.lookupType('envoy.config.route.v3.VirtualHost'), vh);
+    out.unenforced.push({ description: `${vwhat}: not enforced: ${vhostFeatures.join(', ')}`, detail });
+  }
+  const note = (r: M, i: number, text: string) =>
+    out.unenforced.push({
+      description: `${vwhat} route ${r.name || i}: ${text}`,
+      detail: toPlain(t.root.lookupType('envoy.config.route.v3.Route'), r),
+    });
+  const noteFeatures = (r: M, i: number, prefix: string) => {
+    const features = unenforcedFeatures(r, r.route);
+    if (features.length > 0) note(r, i, `${prefix}not enforced: ${features.join(', ')}`);
+  };
+
+  if (targets.every((x) => sameTargets(x, targets[0]))) {
+    out.l4 = targets[0]; // every route goes to the same place: the vhost is exactly one L4 destination
+    routes.forEach((r, i) => {
+      noteFeatures(r, i, '');
+    });
     return out;
   }
-  const catchAll = routes.findIndex((r: M, i: number) => targets[i] && isCatchAll(r.match));
-  if (catchAll >= 0) out.l4 = targets[catchAll];
+  const http: HttpRoute[] = [];
   routes.forEach((r: M, i: number) => {
-    if (i === catchAll) return;
-    const u: UnenforcedRoute = {
-      description: `${what} vhost ${name} route ${r.name || i}: L7 match not enforced at connect time`,
-      detail: plain(r),
-    };
-    out.unenforced.push(u);
+    const clusters = targets[i];
+    const match = clusters ? routeMatch(r.match) : actionReason(r);
+    if (typeof match === 'string' || !clusters) {
+      note(r, i, `not programmed (${match})`);
+      return;
+    }
+    http.push({ name: r.name || `routes[${i}]`, match, clusters });
+    noteFeatures(r, i, 'programmed; ');
+    const catchAll = !match.path && match.method === undefined && match.headers.length === 0;
+    if (catchAll && !out.l4) out.l4 = clusters;
   });
+  if (http.every((r) => sameTargets(r.clusters, out.l4))) return out; // what is programmable is one destination
+  out.http = { name, domains: ['*'], routes: http };
+  const problems = virtualHostProblems([out.http]).map((p) => {
+    const key = p.key
+      .replace(/^virtual_hosts(\[0\]\.)?/, '')
+      .replace(/^routes\[(\d+)\]\./, (_, k) => `route ${http[Number(k)]?.name}: `);
+    return key ? `${key}: ${p.problem}` : p.problem;
+  });
+  if (problems.length > 0) throw new XdsResourceError(`${vwhat}: ${problems.join('; ')}`);
   return out;
 }
 
 function routeConfigFrom(rc: M, what: string): XRouteConfig {
-  return { name: rc.name ?? '', vhosts: (rc.virtualHosts ?? []).map((vh: M) => virtualHost(vh, what)) };
+  return { name: rc.name ?? '', vhosts: (rc.virtualHosts ?? []).map((vh: M, i: number) => virtualHost(vh, i, what)) };
 }
 
 export function decodeRouteConfig(bytes: Uint8Array, index: number): XRouteConfig {

@@ -11,6 +11,7 @@
  */
 import { emptyChange, type ModelChange } from '../../model/change.js';
 import type { Cluster, Listener, MeshModel } from '../../model/types.js';
+import { listenerClusterNames } from '../../model/validate.js';
 import {
   type Candidate,
   candidates,
@@ -33,6 +34,12 @@ interface Entry {
   key: string;
   model: Listener;
 }
+
+const UNDO_SET = 0;
+const UNDO_DELETE = 1;
+const UNDO_ADD = 2;
+const UNDO_REMOVE = 3;
+const UNDO_FIELD = 4;
 
 function before(a: Entry, b: Entry): boolean {
   return a.listener < b.listener || (a.listener === b.listener && a.index < b.index);
@@ -76,7 +83,8 @@ export class XdsModelBuilder {
   private readonly shadowedBy = new Map<Entry, string>();
 
   // Staged since the last commit/rollback.
-  private journal: Array<() => void> = [];
+  /** Undo records, four slots each (target, key, old value, UNDO_*): flat, as a full push writes thousands. */
+  private journal: unknown[] = [];
   private dirtyClusters = new Set<string>();
   private dirtyListeners = new Set<string>();
   private orphanEds = new Set<string>();
@@ -130,9 +138,7 @@ export class XdsModelBuilder {
         for (const c of users) this.dirtyClusters.add(c);
     }
     this.dns = table;
-    this.journal.push(() => {
-      this.dns = old;
-    });
+    this.journal.push(this, 'dns', old, UNDO_FIELD);
   }
 
   get dnsTable(): Map<string, string[]> {
@@ -278,7 +284,15 @@ export class XdsModelBuilder {
 
   /** Restores the state of the last commit. */
   rollback(): void {
-    for (let i = this.journal.length - 1; i >= 0; i--) (this.journal[i] as () => void)();
+    const j = this.journal;
+    for (let i = j.length - 4; i >= 0; i -= 4) {
+      const [target, key, old, op] = [j[i], j[i + 1], j[i + 2], j[i + 3]];
+      if (op === UNDO_SET) (target as Map<unknown, unknown>).set(key, old);
+      else if (op === UNDO_DELETE) (target as Map<unknown, unknown>).delete(key);
+      else if (op === UNDO_ADD) (target as Set<unknown>).add(key);
+      else if (op === UNDO_REMOVE) (target as Set<unknown>).delete(key);
+      else (target as Record<string, unknown>)[key as string] = old;
+    }
     this.journal = [];
     this.clearStaged();
   }
@@ -292,7 +306,7 @@ export class XdsModelBuilder {
   }
 
   private ready(e: Entry): boolean {
-    return e.model.routes.every((r) => this.clusters.has(r.cluster));
+    return listenerClusterNames(e.model).every((name) => this.clusters.has(name));
   }
 
   /** The first ready entry of a set of claimants, in clash-resolution order. */
@@ -305,13 +319,13 @@ export class XdsModelBuilder {
   private index(e: Entry): void {
     this.link(this.byKey, e.key, e);
     this.link(this.byName, e.model.name, e);
-    for (const r of e.model.routes) this.link(this.byCluster, r.cluster, e.listener);
+    for (const name of listenerClusterNames(e.model)) this.link(this.byCluster, name, e.listener);
   }
 
   private unindex(e: Entry): void {
     this.unlink(this.byKey, e.key, e);
     this.unlink(this.byName, e.model.name, e);
-    for (const r of e.model.routes) this.unlink(this.byCluster, r.cluster, e.listener);
+    for (const name of listenerClusterNames(e.model)) this.unlink(this.byCluster, name, e.listener);
     this.put(this.shadowedBy, e, undefined);
   }
 
@@ -323,15 +337,10 @@ export class XdsModelBuilder {
   /** Journaled Map.set / Map.delete (value undefined). */
   private put<K, V>(map: Map<K, V>, key: K, value: V | undefined): void {
     const had = map.has(key);
-    const old = map.get(key);
-    if (value === undefined) {
-      if (!had) return;
-      map.delete(key);
-    } else map.set(key, value);
-    this.journal.push(() => {
-      if (had) map.set(key, old as V);
-      else map.delete(key);
-    });
+    if (value === undefined && !had) return;
+    this.journal.push(map, key, had ? map.get(key) : undefined, had ? UNDO_SET : UNDO_DELETE);
+    if (value === undefined) map.delete(key);
+    else map.set(key, value);
   }
 
   /** Adds a member to a set-valued index; true when the key is new. */
@@ -344,8 +353,7 @@ export class XdsModelBuilder {
     }
     if (!set.has(member)) {
       set.add(member);
-      const s = set;
-      this.journal.push(() => s.delete(member));
+      this.journal.push(set, member, undefined, UNDO_REMOVE);
     }
     return fresh;
   }
@@ -354,7 +362,7 @@ export class XdsModelBuilder {
   private unlink<T>(index: Map<string, Set<T>>, key: string, member: T): boolean {
     const set = index.get(key);
     if (!set?.delete(member)) return false;
-    this.journal.push(() => set.add(member));
+    this.journal.push(set, member, undefined, UNDO_ADD);
     if (set.size > 0) return false;
     this.put(index, key, undefined);
     return true;
