@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The one definition of every key/value layout shared by the kernel programs and
- * the TypeScript runtime (src/runtime/maps/layouts.ts is checked against the BTF
- * of the compiled objects by test/unit/layouts-btf.test.ts).
+ * The one definition of every key/value layout, enum and limit shared by the kernel
+ * programs and the TypeScript runtime: scripts/gen-layouts.mjs generates the TypeScript
+ * side from the BTF of the compiled objects (every struct kmesh_*, every enum kmesh_*
+ * reachable from BTF). Constants are enums, not #defines, so that BTF carries them.
  *
  * Conventions: addresses are 16 bytes in network byte order, IPv4 as ::ffff:a.b.c.d;
  * ports are host byte order; every struct is padded explicitly so that no implicit
@@ -15,15 +16,17 @@
 #include <linux/bpf.h>
 
 /* Per config: the listener and cluster maps hold two configs, one per slot (see kmesh_active_slot). */
-#define KMESH_MAX_LISTENERS 16384
-#define KMESH_MAX_CLUSTERS 16384
-#define KMESH_CONFIG_SLOTS 2
-/* Endpoint entries are double-buffered during a swap (old and new generation). */
-#define KMESH_MAX_ENDPOINTS 262144
-/* log2(KMESH_MAX_ENDPOINTS) + 1: bound of the weighted binary search. */
-#define KMESH_ENDPOINT_SEARCH_STEPS 19
-#define KMESH_MAX_ROUTE_CLUSTERS 16
-#define KMESH_MAX_TRACKED_SOCKETS 65536
+enum kmesh_limits {
+	KMESH_MAX_LISTENERS = 16384,
+	KMESH_MAX_CLUSTERS = 16384,
+	KMESH_CONFIG_SLOTS = 2,
+	/* Endpoint entries are double-buffered during a swap (old and new generation). */
+	KMESH_MAX_ENDPOINTS = 262144,
+	/* log2(KMESH_MAX_ENDPOINTS) + 1: bound of the weighted binary search. */
+	KMESH_ENDPOINT_SEARCH_STEPS = 19,
+	KMESH_MAX_ROUTE_CLUSTERS = 16,
+	KMESH_MAX_TRACKED_SOCKETS = 65536,
+};
 
 enum kmesh_lb_policy {
 	KMESH_LB_ROUND_ROBIN = 0,
@@ -34,11 +37,13 @@ enum kmesh_lb_policy {
 };
 
 /* cluster_value.flags */
-#define KMESH_CLUSTER_UNIFORM_WEIGHTS 0x1
-/* The cluster has a kmesh_cluster_policy entry (outlier detection, priorities, least
- * request, consistent hashing, max_connections or connect timeout): without the flag
- * the endpoint choice never looks it up. */
-#define KMESH_CLUSTER_RESILIENT 0x2
+enum kmesh_cluster_flags {
+	KMESH_CLUSTER_UNIFORM_WEIGHTS = 0x1,
+	/* The cluster has a kmesh_cluster_policy entry (outlier detection, priorities, least
+	 * request, consistent hashing, max_connections or connect timeout): without the flag
+	 * the endpoint choice never looks it up. */
+	KMESH_CLUSTER_RESILIENT = 0x2,
+};
 
 /*
  * Atomic config switches: listener and cluster entries exist once per slot. The programs read the
@@ -124,23 +129,27 @@ struct kmesh_udp_reverse_value {
  * circuit breaking, connect timeout). Decided in the kernel: cgroup/connect* picks,
  * the L4 sockops program counts what happened to the connection.
  */
-#define KMESH_MAX_PRIORITIES 8
-/* Endpoints of one cluster ejected at the same time (max_ejection_percent caps it further). */
-#define KMESH_MAX_EJECTED 16
-/* An ejected pick moves on to the next endpoint of its level at most this often. */
-#define KMESH_EJECT_PROBE_STEPS 16
-/* Envoy's overprovisioning factor 1.4, in percent. */
-#define KMESH_OVERPROVISIONING_PCT 140
-#define KMESH_LB_TABLE_CHUNK 256
-#define KMESH_MAX_LB_TABLE_CHUNKS 65536
-/* Maglev lookup table entries (prime, Envoy's default); ring hash: the ring is sampled at
- * 65,536 evenly spaced points of the 32-bit hash space. */
-#define KMESH_MAGLEV_TABLE_SIZE 65537
-#define KMESH_RING_HASH_BUCKETS 65536
+enum kmesh_resilience_limits {
+	KMESH_MAX_PRIORITIES = 8,
+	/* Endpoints of one cluster ejected at the same time (max_ejection_percent caps it further). */
+	KMESH_MAX_EJECTED = 16,
+	/* An ejected pick moves on to the next endpoint of its level at most this often. */
+	KMESH_EJECT_PROBE_STEPS = 16,
+	/* Envoy's overprovisioning factor 1.4, in percent. */
+	KMESH_OVERPROVISIONING_PCT = 140,
+	KMESH_LB_TABLE_CHUNK = 256,
+	KMESH_MAX_LB_TABLE_CHUNKS = 65536,
+	/* Maglev lookup table entries (prime, Envoy's default); ring hash: the ring is sampled at
+	 * 65,536 evenly spaced points of the 32-bit hash space. */
+	KMESH_MAGLEV_TABLE_SIZE = 65537,
+	KMESH_RING_HASH_BUCKETS = 65536,
+};
 
 /* kmesh_cluster_policy.hash_key */
-#define KMESH_HASH_CGROUP 0x1
-#define KMESH_HASH_SOURCE 0x2
+enum kmesh_hash_key {
+	KMESH_HASH_CGROUP = 0x1,
+	KMESH_HASH_SOURCE = 0x2,
+};
 
 /* Per cluster, written by user space; read at connect and by sockops. */
 struct kmesh_cluster_policy {
@@ -223,5 +232,20 @@ struct kmesh_cluster_state {
 	__u64 ejections_refused; /* over max_ejection_percent or KMESH_MAX_EJECTED */
 	struct kmesh_ejection ejected[KMESH_MAX_EJECTED];
 };
+
+/*
+ * Puts the enums into BTF (a type reaches BTF only when something typed uses it). The
+ * section is never loaded: libbpf skips .debug_* sections, and nothing reads the
+ * variable. Add a member for every new enum.
+ */
+#define KMESH_BTF_EXPORT __attribute__((section(".debug_kmesh_exports"), used))
+struct kmesh_maps_exports {
+	enum kmesh_limits limits;
+	enum kmesh_lb_policy lb_policy;
+	enum kmesh_cluster_flags cluster_flags;
+	enum kmesh_resilience_limits resilience_limits;
+	enum kmesh_hash_key hash_key;
+};
+struct kmesh_maps_exports kmesh_maps_exports KMESH_BTF_EXPORT;
 
 #endif /* KMESH_MAPS_H */

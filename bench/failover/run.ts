@@ -13,9 +13,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
+import { type Parts, startParts } from '../../src/bin/compose.js';
 import { cleanupPins } from '../../src/controller/cleanup.js';
 import { parseConfig } from '../../src/controller/config/load.js';
-import { Daemon } from '../../src/controller/daemon.js';
 import { findCgroup2Mount } from '../../src/runtime/cgroup2.js';
 
 const { values } = parseArgs({
@@ -44,7 +44,7 @@ const cgroup = join(findCgroup2Mount(), `kmesh-bench-failover-${process.pid}`);
 const pinDir = `/sys/fs/bpf/kmesh-bench-failover-${process.pid}`;
 mkdirSync(cgroup);
 const children: ChildProcess[] = [];
-let daemon: Daemon | undefined;
+let parts: Parts | undefined;
 try {
   for (const port of PORTS) children.push(await backend(port));
   const toml = `[daemon]
@@ -63,9 +63,12 @@ address = "${VIP}"
 port = 34200
 cluster = "failover"
 `;
-  daemon = new Daemon(parseConfig(toml, '/tmp/kmesh-failover.toml'), { logger: pino({ level: 'warn' }) });
-  await daemon.start();
-  const running = daemon;
+  parts = await startParts({
+    config: parseConfig(toml, '/tmp/kmesh-failover.toml'),
+    logger: pino({ level: 'warn' }),
+    pinDir,
+  });
+  const running = parts.daemon;
 
   const client = spawn(
     process.execPath,
@@ -118,7 +121,7 @@ cluster = "failover"
   console.log(JSON.stringify(summary, null, 2));
 } finally {
   for (const c of children) c.kill('SIGKILL');
-  await daemon?.stop();
+  await parts?.stop();
   cleanupPins(pinDir);
   for (let i = 0; i < 50; i++) {
     try {

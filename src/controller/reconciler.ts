@@ -12,6 +12,7 @@
  * is only marked for re-sync. The cost of an apply follows the size of the change, never the size of the mesh.
  */
 import type { Logger } from 'pino';
+import { KmeshError } from '../contracts/errors.js';
 import { BPF_NOEXIST } from '../runtime/bpf-map.js';
 import { BpfError } from '../runtime/errors.js';
 import type { DatapathMaps, MapAccess } from '../runtime/maps/datapath-maps.js';
@@ -30,7 +31,6 @@ import {
   tableKey,
 } from '../runtime/maps/layouts.js';
 import type { DesiredCluster, DesiredListener } from './desired-state.js';
-import { KmeshError } from './errors.js';
 
 /** What one apply changes: named entries are set whole (or removed: null); all others stay. */
 export interface ConfigDelta {
@@ -101,6 +101,19 @@ function listenerKeyIn(key: Buffer, slot: number): Buffer {
 
 const clusterKeyIn = (id: number, slot: number) => clusterKey.encode({ id, slot });
 
+/** Work between two turns of the event loop: a large apply never blocks timers, scrapes or D-Bus for long. */
+const SLICE_MS = 10;
+
+class Slicer {
+  private since = performance.now();
+
+  async next(): Promise<void> {
+    if (performance.now() - this.since < SLICE_MS) return;
+    await new Promise((resolve) => setImmediate(resolve));
+    this.since = performance.now();
+  }
+}
+
 export class Reconciler {
   private active = 0;
   private readonly listeners = new Map<string, LiveListener>();
@@ -116,6 +129,8 @@ export class Reconciler {
   /** When the inactive slot may be written (a connect may still read it until then). */
   private replayAfter = 0;
   private gcTimer: NodeJS.Timeout | undefined;
+  /** Applies and the grace-period work run one at a time (both write the inactive slot). */
+  private turn: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly maps: ReconcilerMaps,
@@ -216,7 +231,18 @@ export class Reconciler {
     return { clusters: this.clusters.keys(), listeners: this.listeners.keys() };
   }
 
-  apply(delta: ConfigDelta): ApplyResult {
+  /** Applies `delta` (see the file comment); resolves once the kernel reads the new config, rejects leaving the old. */
+  apply(delta: ConfigDelta): Promise<ApplyResult> {
+    return this.exclusive(() => this.applyNow(delta));
+  }
+
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const done = this.turn.then(work);
+    this.turn = done.catch(() => {});
+    return done;
+  }
+
+  private async applyNow(delta: ConfigDelta): Promise<ApplyResult> {
     const changedClusters: DesiredCluster[] = [];
     const removedClusters: number[] = [];
     let unchanged = 0;
@@ -246,9 +272,10 @@ export class Reconciler {
     const next = 1 - this.active;
     const undo: Array<() => void> = [];
     const fresh = new Map<number, LiveCluster>();
+    const slice = new Slicer();
     try {
       for (const cluster of changedClusters) {
-        const entry = this.prepareCluster(cluster, undo);
+        const entry = await this.prepareCluster(cluster, undo, slice);
         result.written += entry.written;
         fresh.set(cluster.id, entry.live);
       }
@@ -257,7 +284,8 @@ export class Reconciler {
       for (const id of removedClusters) this.stale.clusters.add(id);
       for (const l of changedListeners) this.stale.listeners.add(l.keyHex);
       for (const id of fresh.keys()) this.stale.clusters.add(id);
-      this.writeSlot(
+      await this.writeSlot(
+        slice,
         next,
         (hex) => {
           const desired = delta.listeners.get(hex);
@@ -315,10 +343,10 @@ export class Reconciler {
   }
 
   /** Finish now what waits for the grace period (shutdown): nothing waits for a timer that will not fire. */
-  flush(): void {
+  flush(): Promise<void> {
     clearTimeout(this.gcTimer);
     this.gcTimer = undefined;
-    this.collect(Number.POSITIVE_INFINITY);
+    return this.exclusive(() => this.collect(Number.POSITIVE_INFINITY));
   }
 
   private sameCluster(c: DesiredCluster): boolean {
@@ -345,7 +373,11 @@ export class Reconciler {
    * Writes the endpoint set under a new generation (unless only the policy changed; a consistent-hash table
    * belongs to its policy, so a policy change with a table takes a new generation too) and the cursor.
    */
-  private prepareCluster(cluster: DesiredCluster, undo: Array<() => void>): { live: LiveCluster; written: number } {
+  private async prepareCluster(
+    cluster: DesiredCluster,
+    undo: Array<() => void>,
+    slice: Slicer,
+  ): Promise<{ live: LiveCluster; written: number }> {
     const before = this.clusters.get(cluster.id);
     const samePolicy = before !== undefined && clusterValue.decode(before.value).lb_policy === cluster.lbPolicy;
     const reuse =
@@ -354,6 +386,7 @@ export class Reconciler {
     let written = 0;
     if (!reuse) {
       for (let index = 0; index < endpointCount(cluster.endpoints); index++) {
+        if (index % 256 === 0) await slice.next();
         const key = endpointKey.encode({ cluster_id: cluster.id, generation, index });
         this.maps.endpoints.update(key, cluster.endpoints.subarray(index * ENDPOINT_SIZE, (index + 1) * ENDPOINT_SIZE));
         undo.push(() => this.maps.endpoints.delete(key));
@@ -439,15 +472,17 @@ export class Reconciler {
    * more than one config. The keys written are added to `written`; whether they stop being stale is the
    * caller's to decide.
    */
-  private writeSlot(
+  private async writeSlot(
+    slice: Slicer,
     slot: number,
     listenerOf: (hex: string) => LiveListener | undefined,
     clusterOf: (id: number) => Buffer | undefined,
     written?: { listeners: Set<string>; clusters: Set<number> },
-  ): void {
+  ): Promise<void> {
     const byDeletionFirst = <K>(keys: Set<K>, has: (key: K) => boolean) =>
       [...keys].sort((a, b) => Number(has(a)) - Number(has(b)));
     for (const hex of byDeletionFirst(this.stale.listeners, (hex) => listenerOf(hex) !== undefined)) {
+      await slice.next();
       const target = listenerOf(hex);
       const key = listenerKeyIn(target?.key ?? Buffer.from(hex, 'hex'), slot);
       if (target) this.maps.listeners.update(key, target.value);
@@ -455,6 +490,7 @@ export class Reconciler {
       written?.listeners.add(hex);
     }
     for (const id of byDeletionFirst(this.stale.clusters, (id) => clusterOf(id) !== undefined)) {
+      await slice.next();
       const target = clusterOf(id);
       if (target) this.maps.clusters.update(clusterKeyIn(id, slot), target);
       else this.maps.clusters.delete(clusterKeyIn(id, slot));
@@ -516,17 +552,18 @@ export class Reconciler {
     const wait = Math.max(0, Math.min(this.replayAfter, ...this.retired.map((r) => r.due)) - Date.now());
     this.gcTimer = setTimeout(() => {
       this.gcTimer = undefined;
-      this.collect(Date.now());
-      this.scheduleGc();
+      this.exclusive(() => this.collect(Date.now())).finally(() => this.scheduleGc());
     }, wait);
     this.gcTimer.unref();
   }
 
-  private collect(now: number): void {
+  private async collect(now: number): Promise<void> {
+    const slice = new Slicer();
     if (now >= this.replayAfter) {
       const written = { listeners: new Set<string>(), clusters: new Set<number>() };
       try {
-        this.writeSlot(
+        await this.writeSlot(
+          slice,
           1 - this.active,
           (hex) => this.listeners.get(hex),
           (id) => this.clusters.get(id)?.value,
@@ -551,6 +588,7 @@ export class Reconciler {
       }
       try {
         for (let index = 0; index < r.count; index++) {
+          if (index % 256 === 0) await slice.next();
           this.maps.endpoints.delete(endpointKey.encode({ cluster_id: r.clusterId, generation: r.generation, index }));
         }
         this.deleteExtras(r.clusterId, r.generation, r.extras);

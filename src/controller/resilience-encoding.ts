@@ -11,6 +11,7 @@ import {
   HASH_CGROUP,
   HASH_SOURCE,
   LB_TABLE_CHUNK,
+  level,
   levels,
   MAGLEV_TABLE_SIZE,
   MAX_PRIORITIES,
@@ -66,12 +67,11 @@ export function layoutCluster(cluster: Cluster): ClusterLayout {
 /** kmesh_levels for more than one level; undefined when the whole set is one level. */
 export function encodeLevels(layout: ClusterLayout, cum: number[]): Buffer | undefined {
   if (layout.spans.length <= 1) return undefined;
-  const flat: number[] = [];
-  for (const { start, count } of layout.spans.slice(0, MAX_PRIORITIES)) {
+  const spans = layout.spans.slice(0, MAX_PRIORITIES).map(({ start, count }) => {
     const base = start > 0 ? (cum[start - 1] as number) : 0;
-    flat.push(start, count, base, (cum[start + count - 1] as number) - base);
-  }
-  return levels.encode({ level_count: layout.spans.length, level: flat });
+    return level.encode({ start, count, cum_base: base, weight: (cum[start + count - 1] as number) - base });
+  });
+  return levels.encode({ level_count: layout.spans.length, level: Buffer.concat(spans) });
 }
 
 /** The level-0 consistent-hash table in chunks, or undefined for other policies. */

@@ -6,14 +6,14 @@
  * kernel; nothing here is in a connection's path.
  */
 import type { Logger } from 'pino';
+import type { EndpointStatus } from '../contracts/control.js';
+import { encodeAddr } from '../model/address.js';
 import type { Cluster } from '../model/types.js';
 import { localityName } from '../model/validate-resilience.js';
 import { BPF_NOEXIST } from '../runtime/bpf-map.js';
 import { BpfError } from '../runtime/errors.js';
-import { encodeAddr } from '../runtime/maps/addr.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
-import { clusterIdKey, clusterState, epState, epStateKey, MAX_EJECTED } from '../runtime/maps/layouts.js';
-import type { EndpointStatus } from './control.js';
+import { clusterIdKey, clusterState, ejection, epState, epStateKey, MAX_EJECTED } from '../runtime/maps/layouts.js';
 import type { ConfigDelta } from './reconciler.js';
 import { layoutCluster } from './resilience-encoding.js';
 
@@ -145,7 +145,10 @@ export class Resilience {
       const cs = clusterState.decode(raw);
       const active = BigInt.asIntN(64, cs.active);
       let ejectionsActive = 0;
-      for (let i = 0; i < MAX_EJECTED; i++) if ((cs.ejected[i * 2] ?? 0) > now) ejectionsActive++;
+      for (let i = 0; i < MAX_EJECTED; i++) {
+        const slot = cs.ejected.subarray(i * ejection.size, (i + 1) * ejection.size);
+        if (ejection.decode(slot).until_ns > now) ejectionsActive++;
+      }
       out.push({
         cluster: name,
         activeConnections: Number(active > 0n ? active : 0n),

@@ -4,7 +4,7 @@
  * endpoints per priority. Clusters without resilience settings have no such state and no series here.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { EndpointStatus } from '../controller/control.js';
+import type { EndpointStatus } from '../contracts/control.js';
 import type { ClusterCounters } from '../controller/resilience.js';
 
 export interface ResilienceSource {

@@ -12,8 +12,8 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeCgroup, type TestCgroup } from './support/cgroup.js';
 import { configWithPinDir, startTestDaemon, type TestDaemon } from './support/daemon.js';
-import { greetingBackend, resettingBackend, synBlackhole } from './support/faulty-peers.js';
-import { type Backends, count, dialFrom, type HeldConnection, holdFrom, tcpBackends } from './support/peers.js';
+import { greetingBackend, replyingBackends, resettingBackend, synBlackhole } from './support/faulty-peers.js';
+import { type Backends, count, dialFrom, type HeldConnection, holdFrom } from './support/peers.js';
 
 const L = '127.0.0.1';
 /** Ejection time where a test waits for the return; elsewhere 30 s, longer than any test's traffic. */
@@ -108,7 +108,7 @@ describe('resilience in the kernel (real kernel)', () => {
   const backends: Backends[] = [];
   const held: HeldConnection[] = [];
 
-  const named = (ports: number[]) => tcpBackends(ports.map((port) => ({ name: String(port), host: L, port })));
+  const named = (ports: number[]) => replyingBackends(ports, L);
   const endpointsOf = (cluster: string) => mesh.daemon.endpointStatus(cluster) ?? assert.fail(`no cluster ${cluster}`);
   const stateOf = (cluster: string, port: number) =>
     endpointsOf(cluster).find((e) => e.port === port) ?? assert.fail(`${cluster} has no endpoint ${port}`);

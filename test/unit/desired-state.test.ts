@@ -9,6 +9,7 @@ import {
   CLUSTER_UNIFORM_WEIGHTS,
   clusterPolicy,
   endpointValue,
+  level,
   levels,
   listenerKey,
   listenerValue,
@@ -256,7 +257,11 @@ describe('desiredState: resilience', () => {
     );
     const lv = levels.decode(c.levels ?? assert.fail('no levels'));
     assert.equal(lv.level_count, 2);
-    assert.deepEqual(lv.level.slice(0, 8), [0, 2, 0, 2, 2, 2, 2, 2]);
+    const spans = [0, 1].map((i) => level.decode(lv.level.subarray(i * level.size, (i + 1) * level.size)));
+    assert.deepEqual(spans, [
+      { start: 0, count: 2, cum_base: 0, weight: 2 },
+      { start: 2, count: 2, cum_base: 2, weight: 2 },
+    ]);
   });
 
   test('policy: outlier detection in ns, max_connections; the RESILIENT flag', () => {

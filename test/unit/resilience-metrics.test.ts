@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Registry } from 'prom-client';
-import type { EndpointStatus } from '../../src/controller/control.js';
+import type { EndpointStatus } from '../../src/contracts/control.js';
 import { registerResilienceMetrics } from '../../src/probe/resilience-metrics.js';
 
 const endpoint = (port: number, healthy: boolean, priority = 0): EndpointStatus => ({

@@ -3,6 +3,7 @@
  * output (tests rely on it). The incremental bookkeeping — which resource depends on which, warming, address
  * clashes — lives in model-builder.ts, which calls these for the resources that changed.
  */
+
 import { isIP } from 'node:net';
 import type {
   Cluster,
@@ -13,6 +14,7 @@ import type {
   VirtualHost,
   WeightedCluster,
 } from '../../model/types.js';
+import { MAX_ROUTE_CLUSTERS } from '../../model/validate.js';
 import { localityName } from '../../model/validate-resilience.js';
 import {
   type XCluster,
@@ -22,9 +24,6 @@ import {
   type XRouteConfig,
   type XVirtualHost,
 } from './resources.js';
-
-/** The daemon's L4 limit; checked here too so the NACK names the xDS resource. */
-export const MAX_WEIGHTED_CLUSTERS = 16;
 
 export interface XdsState {
   clusters: Map<string, XCluster>;
@@ -206,9 +205,10 @@ export function candidates(
 
 /** The model listener of a candidate; the weighted-cluster limit is checked here so the NACK names it. */
 export function modelListener(c: Candidate): Listener {
-  if (c.routes.length > MAX_WEIGHTED_CLUSTERS) {
+  // the model checks this too; here the NACK names the xDS resource
+  if (c.routes.length > MAX_ROUTE_CLUSTERS) {
     throw new XdsResourceError(
-      `listener ${c.name}: ${c.routes.length} weighted clusters (limit ${MAX_WEIGHTED_CLUSTERS})`,
+      `listener ${c.name}: ${c.routes.length} weighted clusters (limit ${MAX_ROUTE_CLUSTERS})`,
     );
   }
   const ml: Listener = {

@@ -5,7 +5,7 @@ import type { Backends } from './peers.js';
 
 /**
  * Listens, retrying while the port is taken: ports 34000-34999 lie in the ephemeral range, so another
- * process's client socket may hold one for a moment.
+ * process's client socket may hold one, in TIME_WAIT up to 60 s.
  */
 async function listenOn(server: Server, host: string, port: number): Promise<void> {
   for (let attempt = 0; ; attempt++) {
@@ -19,10 +19,24 @@ async function listenOn(server: Server, host: string, port: number): Promise<voi
       });
       return;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 50) throw err;
-      await new Promise((r) => setTimeout(r, 100));
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 70) throw err;
+      await new Promise((r) => setTimeout(r, 1000));
     }
   }
+}
+
+/** Answers every connection with its name and closes (as peers.ts tcpBackends, retrying a taken port). */
+export async function replyingBackends(ports: number[], host: string): Promise<Backends> {
+  const servers: Server[] = [];
+  for (const port of ports) {
+    const server = createServer((socket) => socket.end(`${port}\n`));
+    await listenOn(server, host, port);
+    servers.push(server);
+  }
+  return {
+    close: () =>
+      Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined),
+  };
 }
 
 /** Greets every connection with its name and keeps it open (held connections count as active). */
