@@ -40,6 +40,7 @@ export async function startXdsMesh(
     (k) => `test: xds.${k}`,
   );
   const client = attachXds(mesh.daemon, cfg, pino({ level: 'warn' }));
+  mesh.daemon.observeXds(client, cfg.address);
   return { cg, mesh, server, client, port, backends: up };
 }
 
