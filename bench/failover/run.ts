@@ -5,7 +5,8 @@
  *
  *   sudo node dist/bench/failover/run.js [--policy round_robin|least_request] [--concurrency 8] [--duration-ms 4000]
  *
- * Uses 127.0.0.1:34200-34202 and the VIP 127.44.1.1:34200; everything it creates is removed at the end.
+ * Uses backends on 127.44.1.10:34200-34202 (an address of its own: 127.0.0.1's ports are also ephemeral ports) and
+ * the VIP 127.44.1.1:34200; everything it creates is removed at the end.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
@@ -32,7 +33,7 @@ const KILL_AT_MS = 1000;
 const here = dirname(fileURLToPath(import.meta.url));
 
 function backend(port: number): Promise<ChildProcess> {
-  const code = `require('node:net').createServer((s) => s.end('${port}\\n')).listen(${port}, '127.0.0.1', () => process.stdout.write('up\\n'));`;
+  const code = `require('node:net').createServer((s) => s.end('${port}\\n')).listen(${port}, '127.44.1.10', () => process.stdout.write('up\\n'));`;
   const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     child.once('exit', (c) => reject(new Error(`backend ${port} exited ${c}`)));
@@ -56,7 +57,7 @@ cgroup = "${cgroup}"
 name = "failover"
 lb_policy = "${values.policy}"
 outlier_detection = { consecutive_failures = ${values.failures}, base_ejection_time_ms = 30000 }
-endpoints = [ ${PORTS.map((p) => `{ address = "127.0.0.1", port = ${p} }`).join(', ')} ]
+endpoints = [ ${PORTS.map((p) => `{ address = "127.44.1.10", port = ${p} }`).join(', ')} ]
 [[listeners]]
 name = "failover"
 address = "${VIP}"

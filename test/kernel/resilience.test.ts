@@ -15,7 +15,8 @@ import { configWithPinDir, startTestDaemon, type TestDaemon } from './support/da
 import { greetingBackend, replyingBackends, resettingBackend, synBlackhole } from './support/faulty-peers.js';
 import { type Backends, count, dialFrom, type HeldConnection, holdFrom } from './support/peers.js';
 
-const L = '127.0.0.1';
+/** Backends on an address of our range: on 127.0.0.1 the ports of the range are also other sockets' ephemeral ports. */
+const L = '127.44.0.100';
 /** Ejection time where a test waits for the return; elsewhere 30 s, longer than any test's traffic. */
 const EJECT_MS = 1500;
 const od = (failures: number, percent = 100, ejectMs = 30_000) =>
