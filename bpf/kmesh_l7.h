@@ -5,16 +5,18 @@
  * TypeScript runtime (src/l7/layouts.ts, checked against BTF; src/l7/limits.ts exports
  * the limits to config validation).
  *
- * Strings from the request are matched by a 64-bit FNV-1a hash of their bytes: the
- * kernel hashes every prefix of a captured string while it scans, user space hashes the
- * configured value, so a prefix/exact match is one comparison. Suffixes are hashed over
- * the reversed bytes.
+ * Strings from the request are matched by a 64-bit polynomial hash of their bytes,
+ * H(s) = sum s[i] * B^(n-1-i) mod 2^64 (B = KMESH_L7_HASH_BASE): the kernel keeps the
+ * hash of every prefix of a captured string while it scans, so an exact or prefix match
+ * is one comparison, and a suffix is H(s) - H(prefix) * B^n. User space hashes the
+ * configured values the same way.
  */
 #ifndef KMESH_L7_H
 #define KMESH_L7_H
 
 #include <linux/types.h>
 #include <linux/bpf.h>
+#include "kmesh_maps.h"
 
 /* --- limits (exported to TypeScript by src/l7/limits.ts; config over them is refused) --- */
 /* Routes per virtual host. */
@@ -46,13 +48,12 @@
 #define KMESH_L7_SLOT_HEADERS 3
 #define KMESH_L7_SLOTS (KMESH_L7_SLOT_HEADERS + KMESH_L7_MAX_HEADER_NAMES)
 
-#define KMESH_L7_FNV_BASIS 0xcbf29ce484222325ULL
-#define KMESH_L7_FNV_PRIME 0x100000001b3ULL
+#define KMESH_L7_HASH_BASE 0x100000001b3ULL
 
 /* kmesh_l7_domain_key.kind, in the order a Host is tried (Envoy's). */
 enum kmesh_l7_domain_kind {
 	KMESH_L7_DOMAIN_EXACT = 0,
-	KMESH_L7_DOMAIN_SUFFIX = 1, /* "*.example.com": hash of ".example.com" reversed, Host longer */
+	KMESH_L7_DOMAIN_SUFFIX = 1, /* "*.example.com": hash of ".example.com", Host longer */
 	KMESH_L7_DOMAIN_PREFIX = 2, /* "api.*": hash of "api.", Host longer */
 	KMESH_L7_DOMAIN_ANY = 3,    /* "*": hash 0 */
 };
@@ -85,7 +86,7 @@ struct kmesh_l7_split {
 struct kmesh_l7_listener {
 	__u32 listener_id;
 	__u32 flags;
-	/* Where connect4 sends the connection: the daemon's anchor listener (network order). */
+	/* Where connect4 sends the connection: the daemon's anchor listener (both network order). */
 	__u32 anchor_ip4;
 	__u16 anchor_port;
 	__u16 pad;
@@ -99,7 +100,7 @@ struct kmesh_l7_domain_key {
 	__u32 kind;
 };
 
-/* Header names a listener's routes look at: (listener, hash of the lower-case name) → slot. */
+/* Header names a listener's routes look at, and "host": (listener, hash of the lower-case name) → slot. */
 struct kmesh_l7_header_key {
 	__u64 hash;
 	__u32 listener_id;
@@ -175,12 +176,11 @@ enum kmesh_l7_conn_state {
 /* Per client connection, keyed by the client's tuple. */
 struct kmesh_l7_conn {
 	__u32 state;
-	__u32 listener_id;
 	__u32 route_id;	  /* ~0: default route */
 	__u32 cluster_id;
 	__u32 pool_id;	  /* chosen endpoint */
-	__u32 pad;
 	struct kmesh_l7_tuple upstream;
+	struct kmesh_listener_key listener;
 };
 
 /* kmesh_l7_counters index (per CPU) */
@@ -196,6 +196,12 @@ enum kmesh_l7_counter {
 	KMESH_L7_CNT_NO_ENDPOINT = 8,	 /* chosen cluster has no endpoint: connection dropped */
 	KMESH_L7_CNT_TRUNCATED = 9,	 /* head longer than KMESH_L7_MAX_PARSE: routed on what was seen */
 	KMESH_L7_COUNTERS = 10,
+};
+
+/* Socket-local mark connect4 leaves on a connection it handed to the anchor. */
+struct kmesh_l7_sock {
+	/* the kmesh_l7_listeners key that matched (the port's wildcard, maybe) */
+	struct kmesh_listener_key listener;
 };
 
 /* kmesh_l7_route_stats key: per route and destination cluster (route_id ~0 = default route). */
