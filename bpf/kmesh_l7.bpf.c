@@ -199,8 +199,9 @@ static __always_inline void count(__u32 which)
 {
 	__u64 *n = bpf_map_lookup_elem(&kmesh_l7_counters, &which);
 
+	/* atomic: sockops may interrupt a send on the same CPU (softirq) */
 	if (n)
-		*n += 1;
+		__sync_fetch_and_add(n, 1);
 }
 
 static __always_inline void count_route(__u32 route_id, __u32 cluster_id)

@@ -7,6 +7,8 @@ import { EventEmitter } from 'node:events';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import type { L7Datapath } from '../l7/datapath.js';
+import { type L7Settings, startL7 } from '../l7/wire.js';
 import type { ModelChange } from '../model/change.js';
 import { mergeModels } from '../model/merge.js';
 import { emptyModel, type MeshModel, type ServiceSpec } from '../model/types.js';
@@ -45,6 +47,8 @@ export interface DaemonOptions {
   /** Overrides [daemon] pin_dir. */
   pinDir?: string;
   unitResolver?: UnitCgroupResolver | null;
+  /** L7 routing (http listeners with virtual hosts); false: off. */
+  l7?: L7Settings | false;
 }
 
 /** A part that runs beside the data path (xDS client, probe, D-Bus): started after the maps are live. */
@@ -70,6 +74,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private readonly features: Record<string, FeatureStatus> = {};
   private readonly plugins: DaemonPlugin[] = [];
   private l4: BpfObject | undefined;
+  private l7Datapath: L7Datapath | undefined;
   private extraPrograms: BpfProgram[] = [];
   private reconciler: Reconciler | undefined;
   private registry: ServiceRegistry | undefined;
@@ -92,6 +97,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   get maps(): DatapathMaps {
     if (!this.l4) throw new Error('daemon not started');
     return datapathMaps(this.l4);
+  }
+
+  /** The L7 data path, when it runs. */
+  get l7(): L7Datapath | undefined {
+    return this.l7Datapath;
   }
 
   get currentConfig(): KmeshConfig {
@@ -118,6 +128,14 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     });
     this.l4.load();
     for (const prog of this.l4.allPrograms()) this.features[prog.name] = { enabled: true };
+    if (this.options.l7 !== false) {
+      this.l7Datapath = await startL7(
+        this.options.l7 ?? {},
+        { pinMapsDir: pins.maps, bpfObjectDir: bpfObjectDir() },
+        this.logger,
+      );
+      if (this.l7Datapath) this.extraPrograms.push(this.l7Datapath.sockopsProgram());
+    }
 
     this.reconciler = new Reconciler(datapathMaps(this.l4), this.logger);
     this.reconciler.adopt();
@@ -187,8 +205,15 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     const errors = validateModel(model);
     if (errors.length > 0) throw new KmeshError('InvalidConfig', errors.join('\n'));
     const desired = desiredState(model);
+    let l7: ReturnType<L7Datapath['plan']> | undefined;
+    try {
+      l7 = this.l7Datapath?.plan(model, desired.clusterIds);
+    } catch (err) {
+      throw new KmeshError('InvalidConfig', (err as Error).message);
+    }
     const started = process.hrtime.bigint();
     const result = this.reconciler.apply(desired);
+    if (l7) this.l7Datapath?.write(l7);
     this.lastApply = result;
     this.liveModel = model;
     this.tcpListenerNames = new Map(
@@ -331,6 +356,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       }
     }
     await this.registry?.close();
+    await this.l7Datapath?.stop();
     this.reconciler?.flush();
     this.l4?.close();
   }

@@ -17,11 +17,13 @@ export function numPossibleCpus(): number {
   return possibleCpus;
 }
 
-/** Sum over CPUs of the u64 at index 0 of a per-CPU array (kmesh_probe_drops). */
-export function readPerCpuCounter(map: Pick<BpfMap, 'fd' | 'name'>): bigint {
+/** Sum over CPUs of the u64 at `index` of a per-CPU array (kmesh_probe_drops, kmesh_l7_counters). */
+export function readPerCpuCounter(map: Pick<BpfMap, 'fd' | 'name'>, index = 0): bigint {
   const cpus = numPossibleCpus();
   const value = Buffer.alloc(8 * cpus);
-  check(`lookup ${map.name}`, libbpf.mapLookupElem(map.fd, Buffer.alloc(4), value));
+  const key = Buffer.alloc(4);
+  key.writeUInt32LE(index);
+  check(`lookup ${map.name}`, libbpf.mapLookupElem(map.fd, key, value));
   let sum = 0n;
   for (let i = 0; i < cpus; i++) sum += value.readBigUInt64LE(i * 8);
   return sum;
