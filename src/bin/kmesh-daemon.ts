@@ -14,6 +14,7 @@ import { acquireInstanceLock } from '../controller/instance-lock.js';
 import { bpfObjectDir, pinPaths } from '../controller/paths.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../controller/sd-notify.js';
 import { UnitCgroupResolver } from '../controller/systemd-units.js';
+import { registerL7Metrics } from '../l7/metrics.js';
 import { PROBE_OBJECT } from '../probe/probe.js';
 import { startProbe } from '../probe/wire.js';
 import { planPrograms } from '../runtime/features.js';
@@ -143,7 +144,7 @@ async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined
     logger.warn({ why: [...probePlan.disabled.values()] }, 'feature off: kmesh-probe (connection metrics)');
   } else {
     try {
-      await startProbe(daemon, {
+      const probe = await startProbe(daemon, {
         pinMapsDir: pinPaths(daemon.pinDir).maps,
         bpfObjectDir: bpfObjectDir(),
         accessLog: config.daemon.accessLog,
@@ -151,6 +152,8 @@ async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined
         programs: () => daemon.l4Programs(),
         ...(xdsClient ? { xdsStats: countXdsResponses(xdsClient) } : {}),
       });
+      const l7 = daemon.l7;
+      if (l7) registerL7Metrics(probe.registry, l7, (id) => daemon.clusterNameOf(id));
     } catch (err) {
       await exitStartupFailed(err);
     }

@@ -25,8 +25,11 @@ export interface AnchorHooks {
   endpointOfPool(poolId: number): { address: string; port: number } | undefined;
 }
 
-/** Time left to upstream bytes the kernel redirected before the client sees the upstream's FIN. */
-const FIN_DELAY_MS = 2;
+/**
+ * Time left to upstream bytes the kernel redirected (queued to the client by a kernel work item)
+ * before the client sees the upstream's FIN: a FIN first would make the client miss them.
+ */
+const FIN_DELAY_MS = 20;
 
 interface Pair {
   client?: Socket;

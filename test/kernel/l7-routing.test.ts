@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { Registry } from 'prom-client';
+import { registerL7Metrics } from '../../src/l7/metrics.js';
 import type { MeshModel } from '../../src/model/types.js';
 import { cluster, ep, header, listener, route, vhost } from '../support/model-builders.js';
 import { makeCgroup, type TestCgroup } from './support/cgroup.js';
@@ -218,6 +220,20 @@ describe('L7 routing in the kernel', () => {
     assert.ok(idle <= 3 * 16, `backends hold ${idle} sockets`);
     assert.equal([...l7.map('kmesh_l7_conns').keys()].length, 0, 'no connection state left');
     assert.equal([...l7.map('kmesh_l7_peers').keys()].length, 0, 'no peer entry left');
+  });
+
+  test('Prometheus: connections per route and destination cluster, first-request outcomes', async () => {
+    const l7 = td.daemon.l7;
+    assert.ok(l7);
+    const registry = new Registry();
+    registerL7Metrics(registry, l7, (id) => td.daemon.clusterNameOf(id));
+    const text = await registry.metrics();
+    assert.match(
+      text,
+      /kmesh_l7_routed_connections_total\{listener="web",virtual_host="web",route="canary",destination_cluster="v2"\} [1-9]/,
+    );
+    assert.match(text, /kmesh_l7_events_total\{event="not_http"\} [1-9]/);
+    assert.match(text, /kmesh_l7_events_total\{event="pool_hit"\} [1-9]/);
   });
 
   test('without the daemon (no anchor), connect4 falls back to connect-time routing', async () => {
