@@ -8,15 +8,16 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { L7Datapath } from '../l7/datapath.js';
+import { isL7Listener } from '../l7/encode.js';
 import { type L7Settings, startL7 } from '../l7/wire.js';
 import type { ModelChange } from '../model/change.js';
-import { mergeModels } from '../model/merge.js';
-import { emptyModel, type MeshModel, type ServiceSpec } from '../model/types.js';
-import { addressKey, validateModel } from '../model/validate.js';
+import { routesText } from '../model/route-text.js';
+import type { MeshModel, ServiceSpec } from '../model/types.js';
+import { boundKey } from '../model/validate.js';
 import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
 import { ensureBpffs } from '../runtime/bpffs.js';
 import { CgroupLinks } from '../runtime/cgroup-links.js';
-import { findCgroup2Mount } from '../runtime/cgroup2.js';
+import { type Cgroup2View, cgroup2View } from '../runtime/cgroup2.js';
 import { planPrograms, probeFeatures } from '../runtime/features.js';
 import { encodeAddr, isV4Mapped } from '../runtime/maps/addr.js';
 import { type DatapathMaps, datapathMaps } from '../runtime/maps/datapath-maps.js';
@@ -30,9 +31,9 @@ import type {
   FeatureStatus,
   ServiceStatus,
 } from './control.js';
-import { desiredState } from './desired-state.js';
 import { KmeshError } from './errors.js';
 import { dumpMaps } from './map-dump.js';
+import { MeshState, replaceAll } from './mesh-state.js';
 import { bpfObjectDir, packageRoot, pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
 import { ServiceRegistry } from './services.js';
@@ -62,11 +63,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private configVersion = 0;
   /** What the last apply wrote, deleted and left alone (diff evidence for tests and logs). */
   lastApply: ApplyResult | undefined;
-  private xdsModel: MeshModel = emptyModel();
-  private liveModel: MeshModel = emptyModel();
-  private clusterNames = new Map<number, string>();
-  /** "<address key>|<port>" → listener name, for the probe's destination_service (asked per scrape). */
-  private tcpListenerNames = new Map<string, string>();
+  /** TOML + xDS by name, as the maps hold it. */
+  private readonly mesh = new MeshState();
   private xdsConnected = false;
   private xdsAddress: string | undefined;
   private lastError: string | undefined;
@@ -78,6 +76,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private extraPrograms: BpfProgram[] = [];
   private reconciler: Reconciler | undefined;
   private registry: ServiceRegistry | undefined;
+  private cgroupView: Cgroup2View | undefined;
   readonly pinDir: string;
   /** Probed once: the L4 and probe objects are planned against the same answers. */
   readonly kernelFeatures = probeFeatures();
@@ -97,6 +96,12 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   get maps(): DatapathMaps {
     if (!this.l4) throw new Error('daemon not started');
     return datapathMaps(this.l4);
+  }
+
+  /** Read when first needed: a daemon that is never started needs no cgroup v2. */
+  private get cgroups(): Cgroup2View {
+    this.cgroupView ??= cgroup2View();
+    return this.cgroupView;
   }
 
   /** The L7 data path, when it runs. */
@@ -139,14 +144,13 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
 
     this.reconciler = new Reconciler(datapathMaps(this.l4), this.logger);
     this.reconciler.adopt();
-    this.applyModels(this.config.model, this.xdsModel);
+    this.applyChange('toml', replaceAll(this.mesh.source('toml'), this.config.model), true);
 
-    const mount = findCgroup2Mount();
-    const links = new CgroupLinks(pins.links, mount);
+    const links = new CgroupLinks(pins.links, this.cgroups);
     this.registry = new ServiceRegistry(
       links,
       () => this.programs(),
-      mount,
+      this.cgroups,
       this.options.unitResolver ?? null,
       this.logger,
     );
@@ -167,21 +171,24 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.plugins.push(plugin);
   }
 
-  /** Called by the xDS client with its complete model; throws (→ NACK) and changes nothing when it is not acceptable. */
-  async applyXds(model: MeshModel): Promise<void> {
-    this.applyModels(this.config.model, model);
-    this.xdsModel = model;
+  private readonly dumpSections = new Map<string, () => unknown>();
+
+  /** A plugin's part of dumpConfig (e.g. the xDS client's shadowed listeners), read at dump time. */
+  addDumpSection(name: string, section: () => unknown): void {
+    this.dumpSections.set(name, section);
   }
 
-  /** The xDS client's change, resource by resource; throws (→ NACK) and changes nothing when not acceptable. */
+  /** Called by the xDS client with its complete model; throws (→ NACK) and changes nothing when it is not acceptable. */
+  async applyXds(model: MeshModel): Promise<void> {
+    this.applyChange('xds', replaceAll(this.mesh.source('xds'), model));
+  }
+
+  /**
+   * The xDS client's change, resource by resource; throws (→ NACK) and changes nothing when not acceptable.
+   * Costs what the change touches: resources the source hands over unchanged (the same object) are skipped.
+   */
   async applyXdsChange(change: ModelChange): Promise<void> {
-    const clusters = new Map(this.xdsModel.clusters.map((c) => [c.name, c]));
-    const listeners = new Map(this.xdsModel.listeners.map((l) => [l.name, l]));
-    for (const name of change.removeClusters) clusters.delete(name);
-    for (const name of change.removeListeners) listeners.delete(name);
-    for (const c of change.upsertClusters) clusters.set(c.name, c);
-    for (const l of change.upsertListeners) listeners.set(l.name, l);
-    await this.applyXds({ clusters: [...clusters.values()], listeners: [...listeners.values()] });
+    this.applyChange('xds', change);
   }
 
   setXdsConnected(connected: boolean, address?: string): void {
@@ -198,34 +205,46 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return this.l4?.allPrograms() ?? [];
   }
 
-  private applyModels(toml: MeshModel, xds: MeshModel): void {
+  /**
+   * One source's change → merged, validated, encoded and reconciled for the names it touches. `whole`: the maps
+   * may hold anything (a previous daemon's config): what the state does not have is removed from them too.
+   */
+  private applyChange(source: 'toml' | 'xds', change: ModelChange, whole = false): void {
     if (!this.reconciler) throw new Error('daemon not started');
-    const { model, shadowed } = mergeModels(toml, xds);
-    for (const note of shadowed) this.logger.warn(note);
-    const errors = validateModel(model);
-    if (errors.length > 0) throw new KmeshError('InvalidConfig', errors.join('\n'));
-    const desired = desiredState(model);
-    let l7: ReturnType<L7Datapath['plan']> | undefined;
-    try {
-      l7 = this.l7Datapath?.plan(model, desired.clusterIds);
-    } catch (err) {
-      throw new KmeshError('InvalidConfig', (err as Error).message);
-    }
     const started = process.hrtime.bigint();
-    const result = this.reconciler.apply(desired);
-    if (l7) this.l7Datapath?.write(l7);
+    const staged = this.mesh.stage(source, change);
+    for (const note of staged.shadowed) this.logger.warn(note);
+    if (whole) {
+      const keep = this.mesh.desiredKeys();
+      for (const [id, c] of staged.delta.clusters) if (c) keep.clusters.add(id);
+      for (const [hex, l] of staged.delta.listeners) if (l) keep.listeners.add(hex);
+      const live = this.reconciler.liveKeys();
+      for (const id of live.clusters) if (!keep.clusters.has(id)) staged.delta.clusters.set(id, null);
+      for (const hex of live.listeners) if (!keep.listeners.has(hex)) staged.delta.listeners.set(hex, null);
+    }
+    const result = this.reconciler.apply(staged.delta);
+    staged.commit();
+    this.applyL7(change);
     this.lastApply = result;
-    this.liveModel = model;
-    this.tcpListenerNames = new Map(
-      model.listeners.filter((l) => l.protocol !== 'udp').map((l) => [`${addressKey(l.address)}|${l.port}`, l.name]),
-    );
-    this.clusterNames = new Map([...desired.clusterIds].map(([name, id]) => [id, name]));
     this.configVersion++;
     this.logger.info(
       { configVersion: this.configVersion, ...result, ms: Number(process.hrtime.bigint() - started) / 1e6 },
       'config applied',
     );
     this.emit('config-applied', this.configVersion);
+  }
+
+  /** The L7 route tables follow the committed model (stage validated its routes against the L7 limits). */
+  private applyL7(change: ModelChange): void {
+    const l7 = this.l7Datapath;
+    if (!l7 || !(l7.active || change.upsertListeners.some(isL7Listener))) return;
+    const ids = new Map([...this.mesh.desiredKeys().clusters].map((id) => [this.mesh.clusterName(id) ?? '', id]));
+    try {
+      l7.write(l7.plan(this.mesh.model(), ids));
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      this.logger.error({ err: (err as Error).message }, 'L7 route tables not written; the previous ones stay');
+    }
   }
 
   private async registerConfigured(specs: ServiceSpec[]): Promise<void> {
@@ -265,16 +284,14 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   }
 
   clusterNameOf(id: number): string | undefined {
-    return this.clusterNames.get(id);
+    return this.mesh.clusterName(id);
   }
 
   /** The listener a dialled address matched, the wildcard of its family included (as the kernel does). */
   listenerOf(address: string, port: number): string | undefined {
     const wildcard = isV4Mapped(encodeAddr(address)) ? '0.0.0.0' : '::';
-    return (
-      this.tcpListenerNames.get(`${addressKey(address)}|${port}`) ??
-      this.tcpListenerNames.get(`${addressKey(wildcard)}|${port}`)
-    );
+    const at = (addr: string) => this.mesh.listenerAt(boundKey({ address: addr, port, protocol: 'tcp' }));
+    return at(address) ?? at(wildcard);
   }
 
   async registerService(spec: ServiceSpec): Promise<ServiceStatus> {
@@ -290,9 +307,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   async dumpConfig(): Promise<unknown> {
     return {
       configVersion: this.configVersion,
-      model: this.liveModel,
+      model: this.mesh.model(),
+      httpRoutes: routesText(this.mesh.model()),
       services: this.listServices(),
-      maps: this.l4 ? dumpMaps(this.maps, this.clusterNames) : null,
+      maps: this.l4 ? dumpMaps(this.maps, (id) => this.mesh.clusterName(id)) : null,
+      ...Object.fromEntries([...this.dumpSections].map(([name, section]) => [name, section()])),
     };
   }
 
@@ -300,8 +319,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   async reload(): Promise<number> {
     this.setState('reloading');
     try {
-      const next = loadConfigFile(this.config.path);
-      this.applyModels(next.model, this.xdsModel);
+      const next = loadConfigFile(this.config.path, { cgroups: this.cgroups });
+      // The file is read whole; the maps are still only written where it changed.
+      this.applyChange('toml', replaceAll(this.mesh.source('toml'), next.model));
       for (const section of ['xds', 'metrics'] as const) {
         if (JSON.stringify(next[section]) !== JSON.stringify(this.config[section])) {
           this.logger.warn({ section }, `[${section}] changed: it takes effect when kmesh restarts`);

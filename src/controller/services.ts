@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { ServiceSpec } from '../model/types.js';
 import type { BpfProgram } from '../runtime/bpf-object.js';
 import type { CgroupLinks } from '../runtime/cgroup-links.js';
-import { cgroupId, resolveCgroupPath } from '../runtime/cgroup2.js';
+import { type Cgroup2View, cgroupId, guardCgroupPath } from '../runtime/cgroup2.js';
 import type { ServiceStatus } from './control.js';
 import { KmeshError } from './errors.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
@@ -39,7 +39,7 @@ export class ServiceRegistry extends EventEmitter<{
   constructor(
     private readonly links: CgroupLinks,
     private readonly programs: () => BpfProgram[],
-    private readonly cgroupMount: string,
+    private readonly cgroups: Cgroup2View,
     private readonly units: UnitCgroupResolver | null,
     private readonly logger: Logger,
   ) {
@@ -61,7 +61,7 @@ export class ServiceRegistry extends EventEmitter<{
         const unit = spec.unit;
         try {
           const path = await this.units.resolve(unit);
-          entry.wantedPath = path === null ? undefined : resolveCgroupPath(path, this.cgroupMount);
+          entry.wantedPath = path === null ? undefined : this.guard(path);
         } catch (err) {
           if (origin === 'runtime') throw err;
           entry.resolveError = (err as Error).message;
@@ -69,10 +69,7 @@ export class ServiceRegistry extends EventEmitter<{
         entry.unwatch = this.units.watch(unit, () => void this.refreshUnit(entry));
       }
     } else {
-      entry.wantedPath = resolveCgroupPath(spec.cgroup as string, this.cgroupMount);
-      if (entry.wantedPath === this.cgroupMount) {
-        throw new KmeshError('InvalidArgument', `refusing to register the root cgroup ${this.cgroupMount}`);
-      }
+      entry.wantedPath = this.guard(spec.cgroup as string);
     }
     this.entries.set(name, entry);
     this.emit('changed', name, 'registered');
@@ -146,13 +143,22 @@ export class ServiceRegistry extends EventEmitter<{
     if (!this.units || entry.spec.unit === undefined || this.entries.get(entry.name) !== entry) return;
     try {
       const path = await this.units.resolve(entry.spec.unit);
-      entry.wantedPath = path === null ? undefined : resolveCgroupPath(path, this.cgroupMount);
+      entry.wantedPath = path === null ? undefined : this.guard(path);
       entry.resolveError = undefined;
     } catch (err) {
       entry.wantedPath = undefined;
       entry.resolveError = (err as Error).message;
     }
     this.sync(entry);
+  }
+
+  /** A unit's or a configured cgroup, refused when it is the root or not a cgroup below the mount. */
+  private guard(path: string): string {
+    try {
+      return guardCgroupPath(path, this.cgroups);
+    } catch (err) {
+      throw new KmeshError('InvalidArgument', (err as Error).message);
+    }
   }
 
   /** Attach when the wanted cgroup exists with a new id; detach when it is gone. */
@@ -172,11 +178,10 @@ export class ServiceRegistry extends EventEmitter<{
     if (id === entry.attachedId) return;
     if (entry.attachedId !== undefined) this.detach(entry, 'cgroup re-created');
     try {
-      this.links.attach(path, this.programs());
-      entry.attachedId = id;
+      entry.attachedId = this.links.attach(path, this.programs());
       entry.attachedPath = path;
       entry.detail = undefined;
-      this.logger.info({ service: entry.name, cgroup: path, cgroupId: String(id) }, 'attached');
+      this.logger.info({ service: entry.name, cgroup: path, cgroupId: String(entry.attachedId) }, 'attached');
       this.emit('changed', entry.name, 'attached');
     } catch (err) {
       entry.detail = `attach failed: ${(err as Error).message}`;

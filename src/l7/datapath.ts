@@ -241,6 +241,11 @@ export class L7Datapath {
       });
   }
 
+  /** Some listener has routes in the kernel now. */
+  get active(): boolean {
+    return (this.live.get('listeners')?.size ?? 0) > 0;
+  }
+
   get anchorListening(): AnchorAddress {
     return this.anchorAddress;
   }

@@ -1,7 +1,7 @@
 import { closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BpfProgram } from './bpf-object.js';
-import { cgroupId } from './cgroup2.js';
+import { type Cgroup2View, guardCgroupFd } from './cgroup2.js';
 import { check } from './errors.js';
 import { libbpf } from './libbpf.js';
 
@@ -15,7 +15,7 @@ const DIR_PREFIX = 'cg-';
 export class CgroupLinks {
   constructor(
     private readonly linksDir: string,
-    private readonly cgroupMount: string,
+    private readonly cgroups: Cgroup2View,
   ) {
     mkdirSync(linksDir, { recursive: true });
   }
@@ -25,22 +25,19 @@ export class CgroupLinks {
    * to the new program atomically (bpf_link_update), missing ones created, extra ones dropped.
    */
   attach(cgroupPath: string, programs: readonly BpfProgram[]): bigint {
-    if (cgroupPath === this.cgroupMount) {
-      throw new Error(`refusing to attach to the root cgroup ${cgroupPath}: register a service's own cgroup`);
-    }
-    const id = cgroupId(cgroupPath);
-    const dir = this.dirOf(id);
-    mkdirSync(dir, { recursive: true });
-    const wanted = new Set(programs.map((p) => p.name));
-    for (const stale of readdirSync(dir).filter((name) => !wanted.has(name))) unlinkSync(join(dir, stale));
-
     const cgroupFd = openSync(cgroupPath, constants.O_RDONLY | constants.O_DIRECTORY);
     try {
+      // Checked on the fd the links are made with: what was checked is what gets the programs.
+      const id = guardCgroupFd(cgroupFd, cgroupPath, this.cgroups);
+      const dir = this.dirOf(id);
+      mkdirSync(dir, { recursive: true });
+      const wanted = new Set(programs.map((p) => p.name));
+      for (const stale of readdirSync(dir).filter((name) => !wanted.has(name))) unlinkSync(join(dir, stale));
       for (const prog of programs) this.attachOne(join(dir, prog.name), prog, cgroupFd);
+      return id;
     } finally {
       closeSync(cgroupFd);
     }
-    return id;
   }
 
   /** Drops every link of the cgroup; detaching is immediate once the pins are gone. */

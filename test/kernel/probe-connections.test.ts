@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { ConnEvent } from '../../src/probe/event-codec.js';
 import { CgroupLinks } from '../../src/runtime/cgroup-links.js';
-import { findCgroup2Mount } from '../../src/runtime/cgroup2.js';
+import { cgroup2View } from '../../src/runtime/cgroup2.js';
 import {
   counterTotal,
   exchangeBackend,
@@ -199,7 +199,7 @@ for (let i = 0; i < 3; i++) await new Promise((resolve, reject) => {
 test('a registration nested inside another: each connection is counted once, for the inner one', async () => {
   const inner = join(rig.cgroups.attached, 'inner');
   mkdirSync(inner);
-  const links = new CgroupLinks(join(rig.pinDir, 'links-inner'), findCgroup2Mount());
+  const links = new CgroupLinks(join(rig.pinDir, 'links-inner'), cgroup2View());
   let innerId: bigint | undefined;
   try {
     innerId = links.attach(inner, [rig.obj.program('kmesh_probe_sockops')]);

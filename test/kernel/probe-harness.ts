@@ -14,7 +14,7 @@ import { Probe, type ProbeOptions, probeMapsOf } from '../../src/probe/probe.js'
 import { BpfObject } from '../../src/runtime/bpf-object.js';
 import { ensureBpffs } from '../../src/runtime/bpffs.js';
 import { CgroupLinks } from '../../src/runtime/cgroup-links.js';
-import { cgroupId, findCgroup2Mount } from '../../src/runtime/cgroup2.js';
+import { cgroup2View, cgroupId } from '../../src/runtime/cgroup2.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const PROBE_OBJ = join(REPO, 'build/bpf/kmesh_probe.bpf.o');
@@ -33,8 +33,8 @@ export interface ProbeRig {
 export function makeProbeRig(tag: string, extra: Partial<ProbeOptions> = {}): ProbeRig {
   const pinDir = `/sys/fs/bpf/kmesh-test-${tag}-${process.pid}`;
   ensureBpffs(pinDir);
-  const mount = findCgroup2Mount();
-  const base = join(mount, `kmesh-test-${tag}-${process.pid}`);
+  const view = cgroup2View();
+  const base = join(view.mount, `kmesh-test-${tag}-${process.pid}`);
   const cgroups = { attached: join(base, 'probed'), plain: join(base, 'plain') };
   const cleanups: Array<() => void> = [];
   const close = (): void => {
@@ -58,7 +58,7 @@ export function makeProbeRig(tag: string, extra: Partial<ProbeOptions> = {}): Pr
     const obj = BpfObject.open(PROBE_OBJ, { pinMapsDir: join(pinDir, 'maps') });
     cleanups.push(() => obj.close());
     obj.load();
-    const links = new CgroupLinks(join(pinDir, 'links'), mount);
+    const links = new CgroupLinks(join(pinDir, 'links'), view);
     const attachedId = links.attach(cgroups.attached, [obj.program('kmesh_probe_sockops')]);
     cleanups.push(() => links.detach(attachedId));
     const registry = new Registry();

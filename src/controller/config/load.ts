@@ -11,29 +11,34 @@ import {
   type MeshModel,
   PROTOCOLS,
   type ServiceSpec,
-  type WeightedCluster,
 } from '../../model/types.js';
 import { validateModel } from '../../model/validate.js';
 import { isPinDir } from '../../runtime/bpffs.js';
+import { type Cgroup2View, guardCgroupPath } from '../../runtime/cgroup2.js';
 import { KmeshError } from '../errors.js';
 import { KeyLocator } from './locator.js';
+import { choiceKey, type NestedWhere, readClusterChoice, readListenerRoutes, U32_MAX } from './routes.js';
 import { DEFAULT_PIN_DIR, type KmeshConfig, LOG_LEVELS } from './schema.js';
 import { TableReader } from './table-reader.js';
 
 const TOP_LEVEL = ['daemon', 'metrics', 'xds', 'services', 'clusters', 'listeners'];
-const U32_MAX = 0xffffffff;
 
-export function loadConfigFile(path: string): KmeshConfig {
+/** Where the file's services are checked on disk (no kernel): the daemon's cgroup v2 view. */
+export interface ConfigCheckOptions {
+  cgroups?: Cgroup2View;
+}
+
+export function loadConfigFile(path: string, options: ConfigCheckOptions = {}): KmeshConfig {
   let source: string;
   try {
     source = readFileSync(path, 'utf8');
   } catch (err) {
     throw new KmeshError('InvalidConfig', `${path}: cannot read: ${(err as Error).message}`);
   }
-  return parseConfig(source, path);
+  return parseConfig(source, path, options);
 }
 
-export function parseConfig(source: string, path: string): KmeshConfig {
+export function parseConfig(source: string, path: string, options: ConfigCheckOptions = {}): KmeshConfig {
   const file = basename(path);
   let doc: Record<string, unknown>;
   try {
@@ -97,7 +102,7 @@ export function parseConfig(source: string, path: string): KmeshConfig {
   const xds = readXds(doc.xds, locator, root, errors);
 
   const serviceReaders = arrayOf('services');
-  const serviceSpecs = serviceReaders.map(readService);
+  const serviceSpecs = serviceReaders.map((r) => readService(r, options.cgroups));
   checkDuplicateServices(serviceSpecs, serviceReaders);
   const services = serviceSpecs.filter((spec): spec is ServiceSpec => spec !== undefined);
   const clusterReaders = arrayOf('clusters');
@@ -110,8 +115,13 @@ export function parseConfig(source: string, path: string): KmeshConfig {
     return { value, clean: errors.length === before };
   };
   const clusters = clusterReaders.map((r) => readWhole(r, readCluster));
-  const listeners = listenerReaders.map((r) => readWhole(r, readListener));
-  const model: MeshModel = { clusters: clusters.map((c) => c.value), listeners: listeners.map((l) => l.value) };
+  const listeners = listenerReaders.map((r, i) =>
+    readWhole(r, (t) => readListener(t, (path, key) => locator.whereNested([['listeners', i], ...path], key))),
+  );
+  const model: MeshModel = {
+    clusters: clusters.map((c) => c.value),
+    listeners: listeners.map((l) => l.value.listener),
+  };
 
   // Semantic checks on every entry whose fields were readable; an entry with a field error would only
   // repeat it in other words (a missing port read as 0, say), so what it says is dropped.
@@ -119,8 +129,8 @@ export function parseConfig(source: string, path: string): KmeshConfig {
   const semantic = validateModel(model, {
     cluster: (i, key) => (clusters[i]?.clean ? (clusterReaders[i] as TableReader).where(key) : UNREADABLE),
     listener: (i, key) => {
-      const reader = listenerReaders[i] as TableReader;
-      return listeners[i]?.clean ? reader.where(listenerRouteKey(reader, key)) : UNREADABLE;
+      const l = listeners[i];
+      return l?.clean ? l.value.where(key) : UNREADABLE;
     },
   });
   errors.push(...semantic.filter((message) => !message.startsWith(UNREADABLE)));
@@ -134,14 +144,6 @@ export function parseConfig(source: string, path: string): KmeshConfig {
     services,
     model,
   };
-}
-
-/** The model says cluster or weighted_clusters by route count; the file says it by what was written. */
-function listenerRouteKey(reader: TableReader, key: string | undefined): string | undefined {
-  if (key === undefined) return key;
-  return reader.has('weighted_clusters')
-    ? key.replace(/^cluster(?=$|\.)/, 'weighted_clusters[0]')
-    : key.replace(/^weighted_clusters(\[\d+\])?/, 'cluster');
 }
 
 function readXds(table: unknown, locator: KeyLocator, root: TableReader, errors: string[]): XdsConfig | undefined {
@@ -158,7 +160,7 @@ function readXds(table: unknown, locator: KeyLocator, root: TableReader, errors:
   }
 }
 
-function readService(t: TableReader): ServiceSpec | undefined {
+function readService(t: TableReader, cgroups: Cgroup2View | undefined): ServiceSpec | undefined {
   const unit = t.optionalString('unit');
   const cgroup = t.optionalString('cgroup');
   t.rejectUnknown();
@@ -168,6 +170,13 @@ function readService(t: TableReader): ServiceSpec | undefined {
   }
   if (unit !== undefined && !/^[\w:.@-]+\.(service|scope|slice)$/.test(unit)) {
     t.fail('unit', `not a systemd unit name (x.service, x.scope or x.slice): "${unit}"`);
+  }
+  if (cgroup !== undefined && cgroups) {
+    try {
+      guardCgroupPath(cgroup, cgroups);
+    } catch (err) {
+      t.fail('cgroup', (err as Error).message);
+    }
   }
   return unit !== undefined ? { unit } : { cgroup: cgroup as string };
 }
@@ -204,24 +213,20 @@ function missing(t: TableReader, key: string): never[] {
   return [];
 }
 
-function readListener(t: TableReader): Listener {
-  const cluster = t.optionalString('cluster');
-  const weighted = t.tables(
-    'weighted_clusters',
-    (w): WeightedCluster => ({
-      cluster: w.string('cluster') ?? '',
-      weight: w.integer('weight', -U32_MAX, U32_MAX) ?? 0,
-    }),
-  );
-  if ((cluster === undefined) === (weighted === undefined)) {
-    t.fail(undefined, 'needs exactly one of cluster = "name" or weighted_clusters = [...]');
-  }
-  return {
+/** The listener and where a model key of it stands in the file. */
+function readListener(t: TableReader, nested: NestedWhere): { listener: Listener; where: (key?: string) => string } {
+  const listener: Listener = {
     name: t.string('name') ?? '',
     address: t.string('address') ?? '',
     port: t.integer('port', -U32_MAX, U32_MAX) ?? 0,
     protocol: t.oneOf('protocol', PROTOCOLS, 'tcp') ?? 'tcp',
-    routes: cluster !== undefined ? [{ cluster, weight: 1 }] : (weighted ?? []),
+    routes: readClusterChoice(t),
     source: 'toml',
+  };
+  const routes = readListenerRoutes(t, nested);
+  if (routes.virtualHosts) listener.virtualHosts = routes.virtualHosts;
+  return {
+    listener,
+    where: (key) => (key !== undefined && routes.where(key)) || t.where(key === undefined ? key : choiceKey(t, key)),
   };
 }
