@@ -70,6 +70,7 @@ const config = parseConfig(
 const daemon = new Daemon(config, { logger: pino({ level: 'warn' }), l7: { poolDepth: 64 } });
 await daemon.start();
 await daemon.applyXds(model);
+if (!(await daemon.l7Ready())) throw new Error('the L7 data path did not start');
 console.log('ready');
 const stop = async () => {
   console.error(JSON.stringify({ l7: daemon.l7?.counters() }));

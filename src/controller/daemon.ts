@@ -73,6 +73,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private readonly plugins: DaemonPlugin[] = [];
   private l4: BpfObject | undefined;
   private l7Datapath: L7Datapath | undefined;
+  /** The L7 object is loaded when the first listener with routes arrives (its verification costs a second or more). */
+  private l7Starting: Promise<L7Datapath | undefined> | undefined;
   private extraPrograms: BpfProgram[] = [];
   private reconciler: Reconciler | undefined;
   private registry: ServiceRegistry | undefined;
@@ -133,14 +135,6 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     });
     this.l4.load();
     for (const prog of this.l4.allPrograms()) this.features[prog.name] = { enabled: true };
-    if (this.options.l7 !== false) {
-      this.l7Datapath = await startL7(
-        this.options.l7 ?? {},
-        { pinMapsDir: pins.maps, bpfObjectDir: bpfObjectDir() },
-        this.logger,
-      );
-      if (this.l7Datapath) this.extraPrograms.push(this.l7Datapath.sockopsProgram());
-    }
 
     this.reconciler = new Reconciler(datapathMaps(this.l4), this.logger);
     this.reconciler.adopt();
@@ -237,14 +231,51 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   /** The L7 route tables follow the committed model (stage validated its routes against the L7 limits). */
   private applyL7(change: ModelChange): void {
     const l7 = this.l7Datapath;
-    if (!l7 || !(l7.active || change.upsertListeners.some(isL7Listener))) return;
-    const ids = new Map([...this.mesh.desiredKeys().clusters].map((id) => [this.mesh.clusterName(id) ?? '', id]));
+    const wanted = change.upsertListeners.some(isL7Listener);
+    if (!l7) {
+      if (wanted && this.options.l7 !== false) void this.startL7();
+      return;
+    }
+    if (!(l7.active || wanted)) return;
     try {
-      l7.write(l7.plan(this.mesh.model(), ids));
+      l7.write(l7.plan(this.mesh.model(), this.clusterIds()));
     } catch (err) {
       this.lastError = (err as Error).message;
       this.logger.error({ err: (err as Error).message }, 'L7 route tables not written; the previous ones stay');
     }
+  }
+
+  /** Loads the L7 data path (once), attaches its sockops to the registered cgroups and writes the routes. */
+  l7Ready(): Promise<L7Datapath | undefined> {
+    return this.l7Starting ?? Promise.resolve(this.l7Datapath);
+  }
+
+  private startL7(): Promise<L7Datapath | undefined> {
+    this.l7Starting ??= startL7(
+      this.options.l7 || {},
+      { pinMapsDir: pinPaths(this.pinDir).maps, bpfObjectDir: bpfObjectDir() },
+      this.logger,
+    ).then((l7) => {
+      if (!l7 || this.state === 'stopping') {
+        void l7?.stop();
+        return undefined;
+      }
+      this.l7Datapath = l7;
+      this.features.l7 = { enabled: true };
+      this.addPrograms([l7.sockopsProgram()]);
+      this.applyL7({
+        upsertClusters: [],
+        removeClusters: [],
+        upsertListeners: [...this.mesh.model().listeners],
+        removeListeners: [],
+      });
+      return l7;
+    });
+    return this.l7Starting;
+  }
+
+  private clusterIds(): Map<string, number> {
+    return new Map([...this.mesh.desiredKeys().clusters].map((id) => [this.mesh.clusterName(id) ?? '', id]));
   }
 
   private async registerConfigured(specs: ServiceSpec[]): Promise<void> {
@@ -376,6 +407,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       }
     }
     await this.registry?.close();
+    await this.l7Starting;
     await this.l7Datapath?.stop();
     this.reconciler?.flush();
     this.l4?.close();

@@ -72,8 +72,9 @@ describe('L7 routing in the kernel', () => {
       { name: 'v3', port: 35003 },
     ]);
     td = await startTestDaemon('l7', `[[services]]\ncgroup = "${cg.path}"\n`);
+    assert.equal(td.daemon.l7, undefined, 'no L7 object is loaded before a listener has routes');
     await td.daemon.applyXds(model());
-    assert.ok(td.daemon.l7, 'the L7 data path runs');
+    assert.ok(await td.daemon.l7Ready(), 'the L7 data path runs');
     // let the pools fill
     await new Promise((r) => setTimeout(r, 300));
   });
