@@ -636,36 +636,13 @@ enum {
 };
 _Static_assert(8 * 256 == KMESH_L7_MAX_PARSE, "one parse stage per 256 bytes of KMESH_L7_MAX_PARSE");
 
-int kmesh_l7_parse0(struct sk_msg_md *msg);
-int kmesh_l7_parse1(struct sk_msg_md *msg);
-int kmesh_l7_parse2(struct sk_msg_md *msg);
-int kmesh_l7_parse3(struct sk_msg_md *msg);
-int kmesh_l7_parse4(struct sk_msg_md *msg);
-int kmesh_l7_parse5(struct sk_msg_md *msg);
-int kmesh_l7_parse6(struct sk_msg_md *msg);
-int kmesh_l7_parse7(struct sk_msg_md *msg);
-int kmesh_l7_route(struct sk_msg_md *msg);
-int kmesh_l7_pool(struct sk_msg_md *msg);
-
+/* Filled by user space with the stage programs, by index (src/l7/layouts.ts L7_STAGES). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
 	__uint(max_entries, STAGES);
-	__type(key, __u32);
-	__array(values, int(struct sk_msg_md *));
-} kmesh_l7_stages SEC(".maps") = {
-	.values = {
-		[STAGE_PARSE0] = (void *)&kmesh_l7_parse0,
-		[STAGE_PARSE0 + 1] = (void *)&kmesh_l7_parse1,
-		[STAGE_PARSE0 + 2] = (void *)&kmesh_l7_parse2,
-		[STAGE_PARSE0 + 3] = (void *)&kmesh_l7_parse3,
-		[STAGE_PARSE0 + 4] = (void *)&kmesh_l7_parse4,
-		[STAGE_PARSE0 + 5] = (void *)&kmesh_l7_parse5,
-		[STAGE_PARSE0 + 6] = (void *)&kmesh_l7_parse6,
-		[STAGE_PARSE0 + 7] = (void *)&kmesh_l7_parse7,
-		[STAGE_ROUTE] = (void *)&kmesh_l7_route,
-		[STAGE_POOL] = (void *)&kmesh_l7_pool,
-	},
-};
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} kmesh_l7_stages SEC(".maps");
 
 static __always_inline struct kmesh_l7_conn *conn_of(struct sk_msg_md *msg, struct kmesh_l7_tuple *client)
 {

@@ -14,7 +14,7 @@ import { check } from '../runtime/errors.js';
 import { libbpf } from '../runtime/libbpf.js';
 import { Anchor } from './anchor.js';
 import { type Anchor as AnchorAddress, type DesiredL7, desiredL7, type Entry, type RouteName } from './encode.js';
-import { L7_COUNTERS, l7RouteStatKey } from './layouts.js';
+import { L7_COUNTERS, L7_STAGES, l7RouteStatKey } from './layouts.js';
 import { UpstreamPool } from './pool.js';
 
 export const L7_OBJECT = 'kmesh_l7.bpf.o';
@@ -97,6 +97,14 @@ export class L7Datapath {
         const p = obj.program(prog);
         check(`attach ${prog} to ${map}`, libbpf.progAttach(p.fd, obj.map(map).fd, p.attachType, 0));
       };
+      const stages = obj.map('kmesh_l7_stages');
+      for (const [i, name] of L7_STAGES.entries()) {
+        const key = Buffer.alloc(4);
+        key.writeUInt32LE(i);
+        const fd = Buffer.alloc(4);
+        fd.writeUInt32LE(obj.program(name).fd);
+        stages.update(key, fd);
+      }
       attach('kmesh_l7_msg', 'kmesh_l7_clients');
       attach('kmesh_l7_upstream_parser', 'kmesh_l7_upstreams');
       attach('kmesh_l7_upstream_verdict', 'kmesh_l7_upstreams');

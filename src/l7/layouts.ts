@@ -8,6 +8,13 @@ import { L7_LIMITS } from './limits.js';
 export const L7_POOL_SLOTS = 64;
 export const L7_MATCHERS_PER_ROUTE = L7_LIMITS.headersPerRoute + 1;
 
+/** The tail-call stages by their index in kmesh_l7_stages (enum STAGE_* in bpf/kmesh_l7.bpf.c). */
+export const L7_STAGES = [
+  ...Array.from({ length: 8 }, (_, i) => `kmesh_l7_parse${i}`),
+  'kmesh_l7_route',
+  'kmesh_l7_pool',
+] as const;
+
 /** Capture slots (KMESH_L7_SLOT_*). */
 export const SLOT = { path: 0, host: 1, method: 2, firstHeader: 3 } as const;
 
