@@ -73,7 +73,7 @@ await daemon.applyXds(model);
 if (!(await daemon.l7Ready())) throw new Error('the L7 data path did not start');
 console.log('ready');
 const stop = async () => {
-  console.error(JSON.stringify({ l7: daemon.l7?.counters() }));
+  console.error(JSON.stringify({ l7: daemon.l7?.counters(), cpu: process.cpuUsage() }));
   await daemon.stop();
   cleanupPins(pinDir);
   process.exit(0);

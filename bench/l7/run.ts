@@ -14,7 +14,7 @@
  * Usage (root, after npm run build): node dist/bench/l7/run.js [--duration S] [--reps N] [--connections N]
  *   [--modes keepalive,close] [--json FILE]      Ports 35100-35199 and VIP 127.45.1.1 are used.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,7 +73,7 @@ function nginxConf(): string {
   return `worker_processes 1; daemon off; pid ${work}/nginx.pid; error_log ${work}/nginx.log warn;
 events { worker_connections 8192; }
 http { access_log off; client_body_temp_path ${work}/tmp; proxy_temp_path ${work}/tmp; fastcgi_temp_path ${work}/tmp;
-  uwsgi_temp_path ${work}/tmp; scgi_temp_path ${work}/tmp; default_type text/plain; tcp_nodelay on;
+  uwsgi_temp_path ${work}/tmp; scgi_temp_path ${work}/tmp; default_type text/plain; sendfile on; tcp_nodelay on; open_file_cache max=16; open_file_cache_valid 60s;
   keepalive_requests 100000000; keepalive_timeout 60s;
   server { listen 127.0.0.1:${P.v1} backlog=4096; root ${work}/www-v1; }
   server { listen 127.0.0.1:${P.v2} backlog=4096; root ${work}/www-v2; } }
@@ -141,7 +141,20 @@ async function waitReady(child: ChildProcess): Promise<void> {
   });
 }
 
+/** The peers come from Debian (scripts/deps.sh installs what is missing). */
+function installPeers(): void {
+  const missing = ['wrk', 'haproxy', 'nginx', 'taskset'].filter(
+    (t) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0,
+  );
+  if (missing.length === 0) return;
+  const r = spawnSync('bash', [join(ROOT, 'scripts', 'deps.sh'), 'wrk', 'haproxy', 'nginx-light', 'util-linux'], {
+    stdio: 'inherit',
+  });
+  if (r.status !== 0) throw new Error(`cannot install ${missing.join(', ')}`);
+}
+
 async function main(): Promise<void> {
+  installPeers();
   writeFileSync(join(work, 'nginx.conf'), nginxConf());
   start('1', 'nginx', ['-e', `${work}/nginx.log`, '-p', `${work}/`, '-c', `${work}/nginx.conf`]);
   writeFileSync(
