@@ -47,7 +47,7 @@ describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
 
   test('the list covers every kmesh_* struct in the object', () => {
     const inBtf = [...btf.values()]
-      .filter((t) => t.kind === 'STRUCT' && t.name?.startsWith('kmesh_'))
+      .filter((t) => t.kind === 'STRUCT' && t.name?.startsWith('kmesh_') && !t.name.startsWith('kmesh_l7_'))
       .map((t) => t.name)
       .sort();
     assert.deepEqual(SHARED_LAYOUTS.map((c) => c.cName).sort(), inBtf);
@@ -158,7 +158,8 @@ describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
 
   test('.maps: type, max_entries, key and value types and sizes', () => {
     const defs = mapDefs();
-    assert.deepEqual([...defs.keys()].sort(), Object.keys(expected).sort());
+    // kmesh_l7_* (the connect4 hand-off's) are checked against kmesh_l7.bpf.o by l7-layouts.test.ts
+    assert.deepEqual([...defs.keys()].filter((n) => !n.startsWith('kmesh_l7_')).sort(), Object.keys(expected).sort());
     for (const [name, [mapType, maxEntries, key, value]] of Object.entries(expected)) {
       assert.deepEqual(
         defs.get(name),
