@@ -149,13 +149,27 @@ struct capture {
 	__u64 prefix[KMESH_L7_MAX_STRING + 1];
 };
 
+/*
+ * i clamped to max (a constant) by instructions of its own, right where it is used: older
+ * verifiers (6.1) do not carry a bound checked on a register over to a copy the compiler
+ * spilled before the check, and the compiler drops a C clamp it can prove redundant.
+ */
+#define bounded(i, max)                                                                  \
+	({                                                                               \
+		__u64 __v = (i);                                                         \
+		asm volatile("if %0 <= %1 goto +1; %0 = %1" : "+r"(__v) : "i"(max));     \
+		__v;                                                                     \
+	})
+
 /* hash of bytes[from..to) of a capture: the polynomial hash's substring identity */
 static __always_inline __u64 substring_hash(const struct capture *cap, const __u64 *pow, __u32 from, __u32 to)
 {
 	/* each bound on its own: the verifier does not relate two registers */
 	if (from > KMESH_L7_MAX_STRING || to > KMESH_L7_MAX_STRING || from > to)
 		return 0;
-	return cap->prefix[to] - cap->prefix[from] * pow[(to - from) & (2 * KMESH_L7_MAX_STRING - 1)];
+	to = bounded(to, KMESH_L7_MAX_STRING);
+	from = bounded(from, KMESH_L7_MAX_STRING);
+	return cap->prefix[to] - cap->prefix[from] * pow[bounded(to - from, KMESH_L7_MAX_STRING)];
 }
 
 enum parse_state {
@@ -405,7 +419,8 @@ static __always_inline int matches(const struct scratch *sc, const struct kmesh_
 
 	if (m->slot >= KMESH_L7_SLOTS || n > KMESH_L7_MAX_STRING)
 		return 0;
-	cap = &sc->slots[m->slot];
+	n = bounded(n, KMESH_L7_MAX_STRING);
+	cap = &sc->slots[bounded(m->slot, KMESH_L7_SLOTS - 1)];
 	/* the path is compared without its query, except by a plain prefix (as Envoy does) */
 	end = m->slot == KMESH_L7_SLOT_PATH ? cap->query : cap->len;
 	switch (m->kind) {
@@ -421,7 +436,7 @@ static __always_inline int matches(const struct scratch *sc, const struct kmesh_
 		break;
 	case KMESH_L7_MATCH_SEPARATED_PREFIX:
 		r = cap->present && n <= end && end <= cap->len && cap->prefix[n] == m->hash &&
-		    (n == end || cap->bytes[n & (KMESH_L7_MAX_STRING - 1)] == '/');
+		    (n == end || cap->bytes[bounded(n, KMESH_L7_MAX_STRING - 1)] == '/');
 		break;
 	case KMESH_L7_MATCH_SUFFIX:
 		r = cap->present && !cap->truncated && n <= cap->len &&
@@ -446,6 +461,7 @@ static __always_inline __u32 *find_vhost(const struct scratch *sc, const struct 
 	__u32 *vhost = NULL, len = host->len, k;
 
 	if (host->present && !host->truncated && len <= KMESH_L7_MAX_STRING) {
+		len = bounded(len, KMESH_L7_MAX_STRING);
 		key.kind = KMESH_L7_DOMAIN_EXACT;
 		key.hash = host->prefix[len];
 		vhost = find_domain(&key);
@@ -470,7 +486,7 @@ static __always_inline __u32 *find_vhost(const struct scratch *sc, const struct 
 			for (k = KMESH_L7_MAX_STRING - 1; k > 0; k--) {
 				if (k >= len)
 					continue;
-				key.hash = host->prefix[k];
+				key.hash = host->prefix[bounded(k, KMESH_L7_MAX_STRING)];
 				vhost = find_domain(&key);
 				if (vhost)
 					return vhost;
