@@ -138,7 +138,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
 
     this.reconciler = new Reconciler(datapathMaps(this.l4), this.logger);
     this.reconciler.adopt();
-    this.applyChange('toml', replaceAll(this.mesh.source('toml'), this.config.model), true);
+    await this.applyChange('toml', replaceAll(this.mesh.source('toml'), this.config.model), true);
 
     const links = new CgroupLinks(pins.links, this.cgroups);
     this.registry = new ServiceRegistry(
@@ -174,7 +174,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
 
   /** Called by the xDS client with its complete model; throws (→ NACK) and changes nothing when it is not acceptable. */
   async applyXds(model: MeshModel): Promise<void> {
-    this.applyChange('xds', replaceAll(this.mesh.source('xds'), model));
+    await this.applyChange('xds', () => replaceAll(this.mesh.source('xds'), model));
   }
 
   /**
@@ -182,7 +182,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
    * Costs what the change touches: resources the source hands over unchanged (the same object) are skipped.
    */
   async applyXdsChange(change: ModelChange): Promise<void> {
-    this.applyChange('xds', change);
+    await this.applyChange('xds', change);
   }
 
   setXdsConnected(connected: boolean, address?: string): void {
@@ -199,11 +199,23 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return this.l4?.allPrograms() ?? [];
   }
 
+  /** Applies run one after the other (each stages against what the one before committed). */
+  private applying: Promise<unknown> = Promise.resolve();
+
   /**
    * One source's change → merged, validated, encoded and reconciled for the names it touches. `whole`: the maps
    * may hold anything (a previous daemon's config): what the state does not have is removed from them too.
+   * A change given as a function is read when its turn comes (it depends on what is applied before it).
    */
-  private applyChange(source: 'toml' | 'xds', change: ModelChange, whole = false): void {
+  private applyChange(source: 'toml' | 'xds', change: ModelChange | (() => ModelChange), whole = false): Promise<void> {
+    const done = this.applying.then(() =>
+      this.applyNow(source, typeof change === 'function' ? change() : change, whole),
+    );
+    this.applying = done.catch(() => {});
+    return done;
+  }
+
+  private async applyNow(source: 'toml' | 'xds', change: ModelChange, whole: boolean): Promise<void> {
     if (!this.reconciler) throw new Error('daemon not started');
     const started = process.hrtime.bigint();
     const staged = this.mesh.stage(source, change);
@@ -216,7 +228,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       for (const id of live.clusters) if (!keep.clusters.has(id)) staged.delta.clusters.set(id, null);
       for (const hex of live.listeners) if (!keep.listeners.has(hex)) staged.delta.listeners.set(hex, null);
     }
-    const result = this.reconciler.apply(staged.delta);
+    const result = await this.reconciler.apply(staged.delta);
     staged.commit();
     this.applyL7(change);
     this.lastApply = result;
@@ -352,7 +364,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     try {
       const next = loadConfigFile(this.config.path, { cgroups: this.cgroups });
       // The file is read whole; the maps are still only written where it changed.
-      this.applyChange('toml', replaceAll(this.mesh.source('toml'), next.model));
+      await this.applyChange('toml', () => replaceAll(this.mesh.source('toml'), next.model));
       for (const section of ['xds', 'metrics'] as const) {
         if (JSON.stringify(next[section]) !== JSON.stringify(this.config[section])) {
           this.logger.warn({ section }, `[${section}] changed: it takes effect when kmesh restarts`);
@@ -407,9 +419,10 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       }
     }
     await this.registry?.close();
+    await this.applying;
     await this.l7Starting;
     await this.l7Datapath?.stop();
-    this.reconciler?.flush();
+    await this.reconciler?.flush();
     this.l4?.close();
   }
 

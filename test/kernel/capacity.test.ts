@@ -295,7 +295,11 @@ test('capacity: 100k endpoints and 10k listeners apply; over capacity is refused
       );
       assert.equal(daemon.status().clusters, 2);
       const deadline = Date.now() + 10_000;
-      while (countKeys(daemon.maps.clusters) !== 4 && Date.now() < deadline) {
+      const settled = () =>
+        countKeys(daemon.maps.clusters) === 4 &&
+        countKeys(daemon.maps.endpoints) === 140_001 &&
+        countKeys(daemon.maps.roundRobin) === 2;
+      while (!settled() && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 250));
       }
       assert.equal(countLive(daemon.maps.clusters, daemon), 2, 'cluster entries after the grace period');

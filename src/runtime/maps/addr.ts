@@ -3,16 +3,50 @@ import { isIPv4, isIPv6 } from 'node:net';
 /** 16-byte form used in every map: IPv6 as is, IPv4 as ::ffff:a.b.c.d. */
 export function encodeAddr(address: string): Buffer {
   const buf = Buffer.alloc(16);
+  writeAddr(buf, 0, address);
+  return buf;
+}
+
+/** encodeAddr into `buf` at `offset` (16 bytes), for encoders that fill one buffer with many addresses. */
+export function writeAddr(buf: Buffer, offset: number, address: string): void {
+  if (writeDottedQuad(buf, offset, address)) return;
+  buf.fill(0, offset, offset + 16);
   if (isIPv4(address)) {
-    buf.writeUInt16BE(0xffff, 10);
-    for (const [i, octet] of address.split('.').entries()) buf.writeUInt8(Number(octet), 12 + i);
-    return buf;
+    buf.writeUInt16BE(0xffff, offset + 10);
+    for (const [i, octet] of address.split('.').entries()) buf.writeUInt8(Number(octet), offset + 12 + i);
+    return;
   }
   if (!isIPv6(address)) throw new Error(`not an IP address: ${address}`);
   if (address.includes('%'))
     throw new Error(`a scoped address (zone id) cannot be a service or endpoint address: ${address}`);
-  for (const [i, group] of ipv6Groups(address).entries()) buf.writeUInt16BE(group, i * 2);
-  return buf;
+  for (const [i, group] of ipv6Groups(address).entries()) buf.writeUInt16BE(group, offset + i * 2);
+}
+
+/**
+ * The common case without regular expressions or allocations: four decimal octets (no leading zeros, as isIPv4
+ * requires). Anything else is left to the general path.
+ */
+function writeDottedQuad(buf: Buffer, offset: number, address: string): boolean {
+  let octet = 0;
+  let digits = 0;
+  let part = 0;
+  for (let i = 0; i <= address.length; i++) {
+    const c = i < address.length ? address.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || part > 3) return false;
+      buf[offset + 12 + part++] = octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57 && !(digits === 1 && octet === 0)) {
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3 || octet > 255) return false;
+    } else return false;
+  }
+  if (part !== 4) return false;
+  buf.fill(0, offset, offset + 10);
+  buf[offset + 10] = 0xff;
+  buf[offset + 11] = 0xff;
+  return true;
 }
 
 /** The eight 16-bit groups of an IPv6 literal (with '::' and a dotted IPv4 tail expanded). */
