@@ -138,7 +138,7 @@ struct {
 } kmesh_l7_route_stats SEC(".maps");
 
 /* What the parser captured of one string of the request. */
-struct capture {
+struct kmesh_l7_capture {
 	__u16 len;
 	__u16 query; /* path: offset of '?', else len */
 	__u8 present;
@@ -162,7 +162,7 @@ struct capture {
 	})
 
 /* hash of bytes[from..to) of a capture: the polynomial hash's substring identity */
-static __always_inline __u64 substring_hash(const struct capture *cap, const __u64 *pow, __u32 from, __u32 to)
+static __always_inline __u64 substring_hash(const struct kmesh_l7_capture *cap, const __u64 *pow, __u32 from, __u32 to)
 {
 	/* each bound on its own: the verifier does not relate two registers */
 	if (from > KMESH_L7_MAX_STRING || to > KMESH_L7_MAX_STRING || from > to)
@@ -187,7 +187,7 @@ enum parse_state {
  * unknown values at each loop iteration and prunes, instead of following every state
  * combination. One program runs at a time per CPU and does not sleep.
  */
-struct scratch {
+struct kmesh_l7_scratch {
 	__u32 state;
 	__u32 slot;
 	__u32 tok_len;
@@ -197,14 +197,14 @@ struct scratch {
 	__u32 pow_ready;
 	/* pow[k] = B^k */
 	__u64 pow[2 * KMESH_L7_MAX_STRING];
-	struct capture slots[KMESH_L7_SLOTS];
+	struct kmesh_l7_capture slots[KMESH_L7_SLOTS];
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct scratch);
+	__type(value, struct kmesh_l7_scratch);
 } kmesh_l7_scratch SEC(".maps");
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -234,9 +234,9 @@ static __always_inline __u8 lower(__u8 c)
 	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
 }
 
-static __always_inline void capture_byte(struct scratch *sc, __u32 slot, __u8 c)
+static __always_inline void capture_byte(struct kmesh_l7_scratch *sc, __u32 slot, __u8 c)
 {
-	struct capture *cap;
+	struct kmesh_l7_capture *cap;
 	__u32 n;
 
 	if (slot >= KMESH_L7_SLOTS)
@@ -256,9 +256,9 @@ static __always_inline void capture_byte(struct scratch *sc, __u32 slot, __u8 c)
 	cap->len = n + 1;
 }
 
-static __always_inline void finish_capture(struct scratch *sc, __u32 slot)
+static __always_inline void finish_capture(struct kmesh_l7_scratch *sc, __u32 slot)
 {
-	struct capture *cap;
+	struct kmesh_l7_capture *cap;
 
 	if (slot >= KMESH_L7_SLOTS)
 		return;
@@ -268,7 +268,7 @@ static __always_inline void finish_capture(struct scratch *sc, __u32 slot)
 		cap->query = cap->len;
 }
 
-static __always_inline __u32 header_slot(struct scratch *sc)
+static __always_inline __u32 header_slot(struct kmesh_l7_scratch *sc)
 {
 	struct kmesh_l7_header_key key = { .hash = sc->name_hash, .listener_id = sc->listener_id };
 	__u32 *slot;
@@ -303,7 +303,7 @@ static __always_inline __u8 http_version_byte(__u32 n)
 }
 
 /* One byte of the request head. Returns 1 when parsing is over (done says why). */
-static __always_inline int parse_byte(struct scratch *sc, __u8 c)
+static __always_inline int parse_byte(struct kmesh_l7_scratch *sc, __u8 c)
 {
 	__u32 st = sc->state;
 
@@ -382,7 +382,7 @@ static __always_inline int parse_byte(struct scratch *sc, __u8 c)
 	}
 }
 
-static __always_inline void reset(struct scratch *sc, __u32 listener_id)
+static __always_inline void reset(struct kmesh_l7_scratch *sc, __u32 listener_id)
 {
 	int i;
 
@@ -411,9 +411,9 @@ static __always_inline void reset(struct scratch *sc, __u32 listener_id)
 	}
 }
 
-static __always_inline int matches(const struct scratch *sc, const struct kmesh_l7_matcher *m)
+static __always_inline int matches(const struct kmesh_l7_scratch *sc, const struct kmesh_l7_matcher *m)
 {
-	const struct capture *cap;
+	const struct kmesh_l7_capture *cap;
 	__u32 n = m->len, end;
 	int r;
 
@@ -454,9 +454,9 @@ static __always_inline __u32 *find_domain(struct kmesh_l7_domain_key *key)
 }
 
 /* Envoy's order: exact Host, longest "*suffix", longest "prefix*", "*". */
-static __always_inline __u32 *find_vhost(const struct scratch *sc, const struct kmesh_l7_listener *l)
+static __always_inline __u32 *find_vhost(const struct kmesh_l7_scratch *sc, const struct kmesh_l7_listener *l)
 {
-	const struct capture *host = &sc->slots[KMESH_L7_SLOT_HOST];
+	const struct kmesh_l7_capture *host = &sc->slots[KMESH_L7_SLOT_HOST];
 	struct kmesh_l7_domain_key key = { .listener_id = l->listener_id };
 	__u32 *vhost = NULL, len = host->len, k;
 
@@ -500,7 +500,7 @@ static __always_inline __u32 *find_vhost(const struct scratch *sc, const struct 
 	return find_domain(&key);
 }
 
-static __always_inline struct kmesh_l7_route *find_route(const struct scratch *sc, __u32 vhost_id)
+static __always_inline struct kmesh_l7_route *find_route(const struct kmesh_l7_scratch *sc, __u32 vhost_id)
 {
 	struct kmesh_l7_vhost *vh = bpf_map_lookup_elem(&kmesh_l7_vhosts, &vhost_id);
 	struct kmesh_l7_route_key key = { .vhost_id = vhost_id };
@@ -666,7 +666,7 @@ static __always_inline struct kmesh_l7_conn *conn_of(struct sk_msg_md *msg, stru
 	return bpf_map_lookup_elem(&kmesh_l7_conns, client);
 }
 
-static __always_inline struct scratch *scratch(void)
+static __always_inline struct kmesh_l7_scratch *scratch(void)
 {
 	__u32 zero = 0;
 
@@ -679,7 +679,7 @@ int kmesh_l7_msg(struct sk_msg_md *msg)
 	struct kmesh_l7_tuple client;
 	struct kmesh_l7_conn *conn = conn_of(msg, &client);
 	struct kmesh_l7_listener *l;
-	struct scratch *sc;
+	struct kmesh_l7_scratch *sc;
 	__u32 want;
 
 	if (!conn)
@@ -711,7 +711,7 @@ int kmesh_l7_msg(struct sk_msg_md *msg)
 
 static __always_inline int parse_chunk(struct sk_msg_md *msg, __u32 base, __u32 next_stage)
 {
-	struct scratch *sc = scratch();
+	struct kmesh_l7_scratch *sc = scratch();
 	__u8 *data = msg->data, *data_end = msg->data_end;
 	__u32 i;
 
@@ -758,7 +758,7 @@ int kmesh_l7_route(struct sk_msg_md *msg)
 {
 	struct kmesh_l7_tuple client;
 	struct kmesh_l7_conn *conn = conn_of(msg, &client);
-	struct scratch *sc = scratch();
+	struct kmesh_l7_scratch *sc = scratch();
 	const struct kmesh_l7_split *split;
 	struct kmesh_l7_route *route = NULL;
 	struct kmesh_l7_listener *l;

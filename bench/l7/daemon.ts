@@ -4,9 +4,9 @@
  * bench/l7/run.ts charges to the Kmesh path. argv: pinDir cgroup vip port v1Port v2Port
  */
 import pino from 'pino';
+import { startParts } from '../../src/bin/compose.js';
 import { cleanupPins } from '../../src/controller/cleanup.js';
 import { parseConfig } from '../../src/controller/config/load.js';
-import { Daemon } from '../../src/controller/daemon.js';
 import type { MeshModel } from '../../src/model/types.js';
 
 const [pinDir, cgroup, vip, port, v1Port, v2Port] = process.argv.slice(2) as [
@@ -67,14 +67,14 @@ const config = parseConfig(
   `[daemon]\nlog_level = "warn"\npin_dir = "${pinDir}"\n\n[[services]]\ncgroup = "${cgroup}"\n`,
   '/tmp/kmesh-bench-l7.toml',
 );
-const daemon = new Daemon(config, { logger: pino({ level: 'warn' }), l7: { poolDepth: 64 } });
-await daemon.start();
+const parts = await startParts({ config, logger: pino({ level: 'warn' }), pinDir, l7: { poolDepth: 64 } });
+const { daemon } = parts;
 await daemon.applyXds(model);
 if (!(await daemon.l7Ready())) throw new Error('the L7 data path did not start');
 console.log('ready');
 const stop = async () => {
   console.error(JSON.stringify({ l7: daemon.l7?.counters(), cpu: process.cpuUsage() }));
-  await daemon.stop();
+  await parts.stop();
   cleanupPins(pinDir);
   process.exit(0);
 };

@@ -7,7 +7,6 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { MeshModel } from '../model/types.js';
-import { readPerCpuCounter } from '../probe/kernel-state.js';
 import type { BpfMap } from '../runtime/bpf-map.js';
 import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
 import { check } from '../runtime/errors.js';
@@ -128,8 +127,12 @@ export class L7Datapath {
   }
 
   /** Pure apart from pool ids: throws (and changes nothing) when the routes do not fit. */
-  plan(model: MeshModel, clusterIds: Map<string, number>): DesiredL7 {
-    return desiredL7(model, clusterIds, this.anchorAddress, (endpoint) => this.poolIdOf(endpoint));
+  plan(
+    model: MeshModel,
+    clusterIds: Map<string, number>,
+    assignIds: (names: string[]) => Map<string, number>,
+  ): DesiredL7 {
+    return desiredL7(model, clusterIds, this.anchorAddress, (endpoint) => this.poolIdOf(endpoint), assignIds);
   }
 
   private poolIdOf(endpoint: string): number {
@@ -224,7 +227,14 @@ export class L7Datapath {
   counters(): Record<string, number> {
     const map = this.obj.map('kmesh_l7_counters');
     const out: Record<string, number> = {};
-    for (const [i, name] of L7_COUNTERS.entries()) out[name] = Number(readPerCpuCounter(map, i));
+    for (const [i, name] of L7_COUNTERS.entries()) {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(i);
+      const perCpu = map.lookup(key);
+      let sum = 0n;
+      for (let at = 0; perCpu && at < map.valueBytes; at += map.valueStride) sum += perCpu.readBigUInt64LE(at);
+      out[name] = Number(sum);
+    }
     out.pool_connects = [...this.pools.values()].reduce((s, p) => s + p.connects, 0);
     out.pool_connect_failures = this.connectFailures;
     out.slow_path_spliced = this.anchor.stats.slowPathSpliced;

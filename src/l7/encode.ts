@@ -4,9 +4,9 @@
  * the listener/route when something does not fit the kernel's limits.
  */
 import { isIPv4 } from 'node:net';
-import { assignClusterIds } from '../controller/cluster-ids.js';
+import { encodeAddr } from '../model/address.js';
+import { L7_LIMITS } from '../model/l7-limits.js';
 import type { Cluster, HeaderMatcher, HttpRoute, Listener, MeshModel, WeightedCluster } from '../model/types.js';
-import { encodeAddr } from '../runtime/maps/addr.js';
 import { IPPROTO_TCP, listenerKey } from '../runtime/maps/layouts.js';
 import { l7Hash } from './hash.js';
 import {
@@ -25,7 +25,6 @@ import {
   MATCH_KIND,
   SLOT,
 } from './layouts.js';
-import { L7_LIMITS } from './limits.js';
 
 export interface Entry {
   key: Buffer;
@@ -180,6 +179,8 @@ export function desiredL7(
   clusterIds: Map<string, number>,
   anchor: Anchor,
   poolIdOf: (endpoint: string) => number,
+  /** Names → stable 32-bit ids (the controller's assignClusterIds). */
+  assignIds: (names: string[]) => Map<string, number>,
 ): DesiredL7 {
   const out: DesiredL7 = {
     tables: {
@@ -197,11 +198,9 @@ export function desiredL7(
   if (listeners.length > L7_LIMITS.listeners) {
     throw new Error(`${listeners.length} listeners with HTTP routes, at most ${L7_LIMITS.listeners}`);
   }
-  const listenerIds = assignClusterIds(listeners.map((l) => l.name));
-  const vhostIds = assignClusterIds(
-    listeners.flatMap((l) => (l.virtualHosts ?? []).map((vh) => `${l.name}/${vh.name}`)),
-  );
-  const routeIds = assignClusterIds(
+  const listenerIds = assignIds(listeners.map((l) => l.name));
+  const vhostIds = assignIds(listeners.flatMap((l) => (l.virtualHosts ?? []).map((vh) => `${l.name}/${vh.name}`)));
+  const routeIds = assignIds(
     listeners.flatMap((l) =>
       (l.virtualHosts ?? []).flatMap((vh) => vh.routes.map((r, i) => `${l.name}/${vh.name}/${i}/${r.name}`)),
     ),

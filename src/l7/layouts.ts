@@ -2,8 +2,9 @@
  * The TypeScript side of bpf/kmesh_l7.h (test/unit/l7-layouts.test.ts checks it against the
  * BTF of build/bpf/kmesh_l7.bpf.o). Nested C structs are written out flat, member by member.
  */
+
+import { L7_LIMITS } from '../model/l7-limits.js';
 import { array, bytes, StructCodec, u8, u16, u32, u64 } from '../runtime/maps/struct-codec.js';
-import { L7_LIMITS } from './limits.js';
 
 export const L7_POOL_SLOTS = 64;
 export const L7_MATCHERS_PER_ROUTE = L7_LIMITS.headersPerRoute + 1;

@@ -2,9 +2,10 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { L7Datapath } from './datapath.js';
 
+/** `l7()`: the running L7 data path, if any (it starts with the first listener that has routes). */
 export function registerL7Metrics(
   registry: Registry,
-  l7: Pick<L7Datapath, 'counters' | 'routeStats'>,
+  l7: () => Pick<L7Datapath, 'counters' | 'routeStats'> | undefined,
   clusterName: (id: number) => string | undefined,
 ): void {
   new Counter({
@@ -17,7 +18,8 @@ export function registerL7Metrics(
     registers: [registry],
     collect() {
       this.reset();
-      for (const [event, n] of Object.entries(l7.counters())) if (event !== 'open_pairs') this.inc({ event }, n);
+      for (const [event, n] of Object.entries(l7()?.counters() ?? {}))
+        if (event !== 'open_pairs') this.inc({ event }, n);
     },
   });
   new Gauge({
@@ -25,7 +27,7 @@ export function registerL7Metrics(
     help: 'L7 client connections the daemon holds (anchor side and upstream).',
     registers: [registry],
     collect() {
-      this.set(l7.counters().open_pairs ?? 0);
+      this.set(l7()?.counters().open_pairs ?? 0);
     },
   });
   new Counter({
@@ -35,7 +37,7 @@ export function registerL7Metrics(
     registers: [registry],
     collect() {
       this.reset();
-      for (const s of l7.routeStats()) {
+      for (const s of l7()?.routeStats() ?? []) {
         this.inc(
           {
             listener: s.route?.listener ?? '',

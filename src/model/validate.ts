@@ -4,8 +4,9 @@
  * resource name.
  */
 import { isIP } from 'node:net';
-import { L7_LIMITS } from '../l7/limits.js';
-import { encodeAddr } from '../runtime/maps/addr.js';
+import { MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
+import { encodeAddr } from './address.js';
+import { L7_LIMITS } from './l7-limits.js';
 import {
   type Cluster,
   type HeaderMatcher,
@@ -21,7 +22,8 @@ import {
 } from './types.js';
 
 export const MAX_WEIGHT = 1_000_000;
-export const MAX_ROUTE_CLUSTERS = 16;
+/** Clusters one listener can route to: the kernel's array length (bpf/kmesh_maps.h). */
+export { MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
 
 export interface ModelLocator {
   listener(index: number, key?: string): string;

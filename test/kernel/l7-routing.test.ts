@@ -227,7 +227,11 @@ describe('L7 routing in the kernel', () => {
     const l7 = td.daemon.l7;
     assert.ok(l7);
     const registry = new Registry();
-    registerL7Metrics(registry, l7, (id) => td.daemon.clusterNameOf(id));
+    registerL7Metrics(
+      registry,
+      () => l7,
+      (id) => td.daemon.applied.clusterNameOf(id),
+    );
     const text = await registry.metrics();
     assert.match(
       text,

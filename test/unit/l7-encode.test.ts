@@ -1,6 +1,7 @@
 /** The route model as L7 map entries (pure). */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { assignClusterIds } from '../../src/controller/cluster-ids.js';
 import { desiredL7 } from '../../src/l7/encode.js';
 import { l7Hash } from '../../src/l7/hash.js';
 import { DOMAIN_KIND, l7DomainKey, l7Listener } from '../../src/l7/layouts.js';
@@ -34,10 +35,16 @@ describe('desiredL7', () => {
 
   test('listeners with routes only; domains by kind; the anchor in the listener entry; IPv4 endpoints pooled', () => {
     const pools = new Map<string, number>();
-    const d = desiredL7(model(), ids, anchor, (e) => {
-      if (!pools.has(e)) pools.set(e, pools.size);
-      return pools.get(e) as number;
-    });
+    const d = desiredL7(
+      model(),
+      ids,
+      anchor,
+      (e) => {
+        if (!pools.has(e)) pools.set(e, pools.size);
+        return pools.get(e) as number;
+      },
+      assignClusterIds,
+    );
     assert.equal(d.tables.listeners.size, 1);
     const [entry] = [...d.tables.listeners.values()];
     const l = l7Listener.decode(entry?.value as Buffer);
@@ -58,10 +65,13 @@ describe('desiredL7', () => {
   test('over the limits: refused naming the listener, virtual host and route', () => {
     const many = Array.from({ length: 17 }, (_, i) => route(`r${i}`, {}, 'v1'));
     assert.throws(
-      () => desiredL7(model(many), ids, anchor, () => 0),
+      () => desiredL7(model(many), ids, anchor, () => 0, assignClusterIds),
       /listener web virtual host web: 17 routes, at most 16/,
     );
     const long = [route('long', { path: { kind: 'prefix', value: `/${'x'.repeat(200)}` } }, 'v1')];
-    assert.throws(() => desiredL7(model(long), ids, anchor, () => 0), /route long: path: .* longer than 128 bytes/);
+    assert.throws(
+      () => desiredL7(model(long), ids, anchor, () => 0, assignClusterIds),
+      /route long: path: .* longer than 128 bytes/,
+    );
   });
 });

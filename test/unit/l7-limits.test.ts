@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { packageRoot } from '../../src/controller/paths.js';
-import { L7_LIMIT_MACROS, L7_LIMITS } from '../../src/l7/limits.js';
+import { packageRoot } from '../../src/contracts/package.js';
+import { L7_LIMIT_MACROS, L7_LIMITS } from '../../src/model/l7-limits.js';
 
 test('L7 limits in TypeScript are the ones bpf/kmesh_l7.h defines', () => {
   const header = readFileSync(join(packageRoot, 'bpf', 'kmesh_l7.h'), 'utf8');
