@@ -90,10 +90,12 @@ export function clusterProblems(cluster: Cluster, at: (key: string) => string): 
   }
   if (cluster.endpoints.length === 0) errors.push(`${at('endpoints')}: the endpoint set is empty`);
   cluster.endpoints.forEach((ep, j) => {
-    const where = at(`endpoints[${j}]`);
-    if (!validAddress(ep.address)) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
-    if (!validPort(ep.port)) errors.push(`${where}.port: must be 1..65535, got ${ep.port}`);
-    if (!validWeight(ep.weight)) errors.push(`${where}.weight: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
+    // Located only on a problem: finding a key's line scans the file.
+    const where = (key: string) => at(`endpoints[${j}].${key}`);
+    if (!validAddress(ep.address)) errors.push(`${where('address')}: not an IP address literal: "${ep.address}"`);
+    if (!validPort(ep.port)) errors.push(`${where('port')}: must be 1..65535, got ${ep.port}`);
+    if (!validWeight(ep.weight))
+      errors.push(`${where('weight')}: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
   });
   const totalWeight = cluster.endpoints.reduce((sum, ep) => sum + ep.weight, 0);
   if (totalWeight > U32_MAX) {

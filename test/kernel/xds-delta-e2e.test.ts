@@ -22,7 +22,10 @@ const A = 'outbound|9080||delta-a.default.svc.cluster.local';
 const B = 'outbound|9081||delta-b.default.svc.cluster.local';
 const VIP_A = '127.43.20.1';
 const VIP_B = '127.43.20.2';
-const ep = (port: number): EpSpec => ({ address: '127.0.0.1', port });
+// Backends on an address of this suite's own range: a port of the ephemeral range on 127.0.0.1 may be taken by
+// any outgoing connection on the machine at that moment.
+const HOST = '127.43.0.10';
+const ep = (port: number): EpSpec => ({ address: HOST, port });
 
 describe('delta xDS → daemon → kernel (real)', () => {
   let x: XdsMesh | undefined;
@@ -36,9 +39,9 @@ describe('delta xDS → daemon → kernel (real)', () => {
     x = await startXdsMesh(
       'xds-delta',
       [
-        { name: 'a', host: '127.0.0.1', port: 33001 },
-        { name: 'b', host: '127.0.0.1', port: 33002 },
-        { name: 'c', host: '127.0.0.1', port: 33003 },
+        { name: 'a', host: HOST, port: 33001 },
+        { name: 'b', host: HOST, port: 33002 },
+        { name: 'c', host: HOST, port: 33003 },
       ],
       { mode: 'delta' },
       'd',
