@@ -10,6 +10,7 @@
 #include <bpf/bpf_endian.h>
 #include "kmesh_maps.h"
 #include "kmesh_sock_origin_map.h"
+#include "kmesh_l7_handoff.h"
 
 #define SOCK_ADDR_ALLOW 1
 
@@ -591,6 +592,9 @@ static __always_inline int steer4(struct bpf_sock_addr *ctx, int is_sendmsg)
 	__u32 cluster_id = 0;
 
 	addr_set_v4(vip, ctx->user_ip4);
+	/* HTTP listeners with routes: the first request chooses (kmesh_l7.bpf.c) */
+	if (protocol == IPPROTO_TCP && !is_sendmsg && l7_handoff4(ctx, vip, port))
+		return SOCK_ADDR_ALLOW;
 	ep = steer(ctx, vip, port, protocol, &cluster_id);
 	/* An IPv4 socket cannot reach an IPv6 endpoint: leave it alone. */
 	if (!ep || !addr_is_v4mapped(ep->addr))

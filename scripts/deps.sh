@@ -2,7 +2,7 @@
 # Installs what a fresh Debian machine lacks to build and test Kmesh. Idempotent.
 set -euo pipefail
 need=()
-for pkg in clang llvm libbpf-dev libbpf1 libelf-dev bpftool iproute2 make; do
+for pkg in clang llvm libbpf-dev libbpf1 libelf-dev bpftool iproute2 make curl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 for extra in "$@"; do

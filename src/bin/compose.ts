@@ -17,6 +17,8 @@ import { Daemon } from '../controller/daemon.js';
 import { bpfObjectDir, pinPaths } from '../controller/paths.js';
 import type { UnitCgroupResolver } from '../controller/unit-resolver.js';
 import { Datapath } from '../datapath/datapath.js';
+import { registerL7Metrics } from '../l7/metrics.js';
+import type { L7Settings } from '../l7/wire.js';
 import { l4MapStats, registerDaemonMetrics } from '../probe/daemon-metrics.js';
 import { registerResilienceMetrics } from '../probe/resilience-metrics.js';
 import { type MetricsServer, startMetricsServer } from '../probe/server.js';
@@ -33,6 +35,8 @@ export interface PartsOptions {
   /** Detected kernel features (default: detected once, now). */
   features?: Record<string, FeatureStatus>;
   unitResolver?: UnitCgroupResolver | null;
+  /** L7 routing settings (default: on, with default pools); false: off. */
+  l7?: L7Settings | false;
   /** Serve the D-Bus management API (needs a bus); a taken name rejects, other trouble is logged. */
   dbus?: DbusServiceOptions | false;
 }
@@ -90,7 +94,13 @@ export async function startParts(o: PartsOptions): Promise<Parts> {
     });
     stops.push({ name: 'datapath', stop: () => datapath.close() });
 
-    const daemon = new Daemon(config, { logger, datapath, pinDir: o.pinDir, unitResolver: o.unitResolver ?? null });
+    const daemon = new Daemon(config, {
+      logger,
+      datapath,
+      pinDir: o.pinDir,
+      unitResolver: o.unitResolver ?? null,
+      ...(o.l7 !== undefined ? { l7: o.l7 } : {}),
+    });
     stops.push({ name: 'daemon', stop: () => daemon.stop() });
     await daemon.start();
 
@@ -123,6 +133,11 @@ export async function startParts(o: PartsOptions): Promise<Parts> {
       const running = probe;
       if (running) stops.push({ name: 'probe', stop: () => running.stop() });
     }
+    registerL7Metrics(
+      registry,
+      () => daemon.l7,
+      (id) => daemon.applied.clusterNameOf(id),
+    );
     registerDaemonMetrics(registry, {
       control: daemon,
       maps: () => [...l4MapStats(daemon.maps, daemon.status()), ...(probe?.mapStats() ?? [])],

@@ -17,6 +17,9 @@ import type {
 } from '../contracts/control.js';
 import { KmeshError } from '../contracts/errors.js';
 import { VERSION } from '../contracts/package.js';
+import type { L7Datapath } from '../l7/datapath.js';
+import { isL7Listener } from '../l7/encode.js';
+import { type L7Settings, startL7 } from '../l7/wire.js';
 import type { ModelChange } from '../model/change.js';
 import { routesText } from '../model/route-text.js';
 import type { MeshModel, ServiceSpec } from '../model/types.js';
@@ -25,11 +28,12 @@ import { CgroupLinks } from '../runtime/cgroup-links.js';
 import { type Cgroup2View, cgroup2View } from '../runtime/cgroup2.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
 import { type AppliedConfig, appliedView } from './applied.js';
+import { assignClusterIds } from './cluster-ids.js';
 import { loadConfigFile } from './config/load.js';
 import type { KmeshConfig } from './config/schema.js';
 import { dumpMaps } from './map-dump.js';
 import { MeshState, replaceAll } from './mesh-state.js';
-import { pinPaths } from './paths.js';
+import { bpfObjectDir, pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
 import { type ClusterCounters, Resilience } from './resilience.js';
 import { ServiceRegistry } from './services.js';
@@ -56,6 +60,8 @@ export interface DaemonOptions {
   /** The bpffs directory: links are pinned under it (maps were pinned by the data path). */
   pinDir: string;
   unitResolver?: UnitCgroupResolver | null;
+  /** L7 routing (http listeners with virtual hosts); false: off. */
+  l7?: L7Settings | false;
 }
 
 export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl {
@@ -72,6 +78,10 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private resilience: Resilience | undefined;
   private registry: ServiceRegistry | undefined;
   private cgroupView: Cgroup2View | undefined;
+  private l7Datapath: L7Datapath | undefined;
+  /** The L7 object is loaded when the first listener with routes arrives (its verification costs a second or more). */
+  private l7Starting: Promise<L7Datapath | undefined> | undefined;
+  private l7Programs: BpfProgram[] = [];
   /** What the maps hold, for the probe's names and the dumps (read-only; applies are synchronous). */
   readonly applied: AppliedConfig = appliedView(this.mesh, () => this.configVersion);
 
@@ -96,6 +106,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return this.cgroupView;
   }
 
+  /** The L7 data path, when it runs. */
+  get l7(): L7Datapath | undefined {
+    return this.l7Datapath;
+  }
+
   get currentConfig(): KmeshConfig {
     return this.config;
   }
@@ -113,7 +128,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     const { datapath } = this.options;
     this.registry = new ServiceRegistry(
       links,
-      () => datapath.programs(),
+      () => [...datapath.programs(), ...this.l7Programs],
       this.cgroups,
       this.options.unitResolver ?? null,
       this.logger,
@@ -182,6 +197,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     const result = await this.reconciler.apply(staged.delta);
     staged.commit();
     this.resilience?.sync(staged.delta);
+    this.applyL7(change);
     this.lastApply = result;
     this.configVersion++;
     this.logger.info(
@@ -189,6 +205,57 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       'config applied',
     );
     this.emit('config-applied', this.configVersion);
+  }
+
+  /** The L7 route tables follow the committed model (stage validated its routes against the L7 limits). */
+  private applyL7(change: ModelChange): void {
+    const l7 = this.l7Datapath;
+    const wanted = change.upsertListeners.some(isL7Listener);
+    if (!l7) {
+      if (wanted && this.options.l7 !== false) void this.startL7();
+      return;
+    }
+    if (!(l7.active || wanted)) return;
+    try {
+      l7.write(l7.plan(this.mesh.model(), this.clusterIds(), assignClusterIds));
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      this.logger.error({ err: (err as Error).message }, 'L7 route tables not written; the previous ones stay');
+    }
+  }
+
+  /** Resolves once the L7 data path runs (undefined: off, or no listener has routes yet). */
+  l7Ready(): Promise<L7Datapath | undefined> {
+    return this.l7Starting ?? Promise.resolve(this.l7Datapath);
+  }
+
+  /** Loads the L7 data path (once), attaches its sockops to the registered cgroups and writes the routes. */
+  private startL7(): Promise<L7Datapath | undefined> {
+    this.l7Starting ??= startL7(
+      this.options.l7 || {},
+      { pinMapsDir: pinPaths(this.options.pinDir).maps, bpfObjectDir: bpfObjectDir() },
+      this.logger,
+    ).then((l7) => {
+      if (!l7 || this.state === 'stopping') {
+        void l7?.stop();
+        return undefined;
+      }
+      this.l7Datapath = l7;
+      this.l7Programs = [l7.sockopsProgram()];
+      this.registry?.resyncAll();
+      this.applyL7({
+        upsertClusters: [],
+        removeClusters: [],
+        upsertListeners: this.mesh.model().listeners,
+        removeListeners: [],
+      });
+      return l7;
+    });
+    return this.l7Starting;
+  }
+
+  private clusterIds(): Map<string, number> {
+    return new Map([...this.mesh.desiredKeys().clusters].map((id) => [this.mesh.clusterName(id) ?? '', id]));
   }
 
   private async registerConfigured(specs: ServiceSpec[]): Promise<void> {
@@ -316,6 +383,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     await this.registry?.close();
     await this.applying;
     this.resilience?.stop();
+    await this.l7Starting;
+    await this.l7Datapath?.stop();
     await this.reconciler?.flush();
   }
 

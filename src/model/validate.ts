@@ -5,8 +5,8 @@
  */
 import { isIP } from 'node:net';
 import { MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
-import { L7_LIMITS } from '../l7/limits.js';
 import { encodeAddr } from './address.js';
+import { L7_LIMITS } from './l7-limits.js';
 import {
   type Cluster,
   type HeaderMatcher,

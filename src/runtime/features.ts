@@ -15,7 +15,7 @@ import { EBADF, EPERM, errnoName } from './errno.js';
 import { libbpf, libc, loadProgram } from './libbpf.js';
 
 // uapi enum values (include/uapi/linux/bpf.h); stable ABI.
-const PROG = { SOCK_OPS: 13, SK_MSG: 16, CGROUP_SOCK_ADDR: 18 } as const;
+const PROG = { SOCK_OPS: 13, SK_SKB: 14, SK_MSG: 16, CGROUP_SOCK_ADDR: 18 } as const;
 const ATTACH = {
   INET4_CONNECT: 10,
   INET6_CONNECT: 11,
@@ -190,6 +190,7 @@ const PROBES: Record<string, Probe> = {
   attach_getpeername6: attachType(PROG.CGROUP_SOCK_ADDR, ATTACH.INET6_GETPEERNAME, '5.8', 'cgroup/getpeername6'),
   prog_sock_ops: progType(PROG.SOCK_OPS, '4.13', 'BPF_PROG_TYPE_SOCK_OPS'),
   prog_sk_msg: progType(PROG.SK_MSG, '4.17', 'BPF_PROG_TYPE_SK_MSG'),
+  prog_sk_skb: progType(PROG.SK_SKB, '4.14', 'BPF_PROG_TYPE_SK_SKB'),
   map_lru_hash: mapType(MAP.LRU_HASH, '4.10', 'BPF_MAP_TYPE_LRU_HASH'),
   map_sockhash: mapType(MAP.SOCKHASH, '4.18', 'BPF_MAP_TYPE_SOCKHASH'),
   map_cgroup_storage: mapType(MAP.CGROUP_STORAGE, '4.19', 'BPF_MAP_TYPE_CGROUP_STORAGE'),
@@ -337,6 +338,11 @@ export const SECTION_REQUIREMENTS: Record<string, readonly string[]> = {
     // the L4 object's resilience program (outlier detection state)
     'helper_spin_lock_sock_ops',
   ],
+  // The L7 object (loaded by src/l7/, not planned here): "<object>:<section>" where a section name is shared.
+  'kmesh_l7.bpf.o:sockops': ['prog_sock_ops', 'map_sockhash', 'helper_sk_storage_sock_ops'],
+  sk_msg: ['prog_sk_msg', 'map_sockhash'],
+  'sk_skb/stream_parser': ['prog_sk_skb', 'map_sockhash'],
+  'sk_skb/stream_verdict': ['prog_sk_skb', 'map_sockhash'],
 };
 
 /** Map types a supported kernel may lack → the feature that says it has them. */

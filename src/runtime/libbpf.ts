@@ -113,6 +113,13 @@ export const libbpf = {
     info: Buffer,
     len: number[],
   ) => number,
+  /** Programs on a sockmap/sockhash (sk_msg, sk_skb): attached to the map, they live as long as it does. */
+  progAttach: lib.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)') as (
+    progFd: number,
+    targetFd: number,
+    attachType: number,
+    flags: number,
+  ) => number,
   linkCreate: lib.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, void *opts)') as (
     progFd: number,
     targetFd: number,

@@ -20,7 +20,8 @@ import type { GuestResult } from './guest/main.js';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const SERIES = (process.env.KMESH_KERNELS ?? '5.10 6.1').split(/[\s,]+/).filter(Boolean);
 const LOG_DIR = process.env.KMESH_KERNEL_LOGS ?? '/var/cache/kmesh-test/logs';
-const BOOT_TIMEOUT_S = Number(process.env.KMESH_QEMU_TIMEOUT ?? 180);
+// The L7 object's staged parser takes the emulated guests' verifier a few minutes more.
+const BOOT_TIMEOUT_S = Number(process.env.KMESH_QEMU_TIMEOUT ?? 480);
 const skip =
   process.env.KMESH_KERNELS_SKIP === '1'
     ? 'KMESH_KERNELS_SKIP=1'

@@ -1,5 +1,14 @@
 /** Terse MeshModel builders for tests of the pure model code. */
-import type { Cluster, Endpoint, Listener } from '../../src/model/types.js';
+import type {
+  Cluster,
+  Endpoint,
+  HeaderMatcher,
+  HttpRoute,
+  Listener,
+  RouteMatch,
+  StringMatcher,
+  VirtualHost,
+} from '../../src/model/types.js';
 
 export const ep = (address: string, port: number, weight = 1): Endpoint => ({ address, port, weight });
 
@@ -23,4 +32,26 @@ export const listener = (
   protocol,
   routes: routes.map(([c, weight]) => ({ cluster: c, weight })),
   source,
+});
+
+/** An HTTP route: `match` as in the model, action one cluster or a weighted split. */
+export const route = (
+  name: string,
+  match: Partial<RouteMatch>,
+  clusters: Array<[string, number]> | string,
+): HttpRoute => ({
+  name,
+  match: { headers: [], ...match },
+  clusters:
+    typeof clusters === 'string'
+      ? [{ cluster: clusters, weight: 1 }]
+      : clusters.map(([c, weight]) => ({ cluster: c, weight })),
+});
+
+export const vhost = (name: string, domains: string[], routes: HttpRoute[]): VirtualHost => ({ name, domains, routes });
+
+export const header = (name: string, matcher: StringMatcher, invert = false): HeaderMatcher => ({
+  name,
+  matcher,
+  invert,
 });

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../../src/controller/config/load.js';
-import { L7_LIMITS } from '../../src/l7/limits.js';
+import { L7_LIMITS } from '../../src/model/l7-limits.js';
 import { errorsOf, PATH, toml } from '../support/toml-config.js';
 
 const CLUSTERS = [

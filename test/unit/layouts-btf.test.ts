@@ -148,8 +148,9 @@ describe('generated layouts against the BTF of every object', { skip }, () => {
         type: member('type').nr_elems ?? -1,
         // socket-local storage declares none: it has one value per socket
         maxEntries: has('max_entries') ? (member('max_entries').nr_elems ?? -1) : 0,
-        keySize: key ? sizeOf(btf, key.id) : 0,
-        valueSize: value ? sizeOf(btf, value.id) : 0,
+        // a prog array declares sizes (key_size/value_size), not types: BTF for it is refused by the kernel
+        keySize: key ? sizeOf(btf, key.id) : has('key_size') ? (member('key_size').nr_elems ?? -1) : 0,
+        valueSize: value ? sizeOf(btf, value.id) : has('value_size') ? (member('value_size').nr_elems ?? -1) : 0,
         keyName: key?.kind === 'STRUCT' ? key.name : undefined,
         valueName: value?.kind === 'STRUCT' ? value.name : undefined,
       });

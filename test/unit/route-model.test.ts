@@ -1,7 +1,7 @@
 /** The HTTP route model: validation and kernel limits (by-name locator), and the reference matcher. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { L7_LIMITS } from '../../src/l7/limits.js';
+import { L7_LIMITS } from '../../src/model/l7-limits.js';
 import {
   chooseRoute,
   chooseVirtualHost,

@@ -1,7 +1,7 @@
 /** An over-limit HTTP route table over a real ADS stream: NACKed naming the route configuration, nothing applied. */
 import assert from 'node:assert/strict';
 import { afterEach, it } from 'node:test';
-import { L7_LIMITS } from '../../src/l7/limits.js';
+import { L7_LIMITS } from '../../src/model/l7-limits.js';
 import type { MeshModel } from '../../src/model/types.js';
 import { harness, stopHarnesses } from '../fixtures/xds-harness.js';
 import { cluster, httpListener, loadAssignment, routeAction, routeConfig, TYPE } from '../fixtures/xds-server.js';

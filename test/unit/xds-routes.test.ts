@@ -10,7 +10,7 @@ import { decodeCluster, decodeListener, decodeLoadAssignment, decodeRouteConfig 
 import { convert } from '../../src/api/xds/model-builder.js';
 import { TYPE, xdsTypes } from '../../src/api/xds/protos.js';
 import { XdsResourceError } from '../../src/api/xds/resources.js';
-import { L7_LIMITS } from '../../src/l7/limits.js';
+import { L7_LIMITS } from '../../src/model/l7-limits.js';
 import { chooseRoute } from '../../src/model/route-match.js';
 import type { Listener } from '../../src/model/types.js';
 import { cluster, httpListener, loadAssignment, type Res, routeAction, routeConfig } from '../fixtures/xds-server.js';

@@ -104,8 +104,12 @@ function programsOf(obj: H): H[] {
   return out;
 }
 
-/** Load one program of `path` alone; `name` null means: all programs together. */
-function loadOne(path: string, name: string | null): { rc: number; log: string; msgs: string[] } {
+/**
+ * Load one program of `path` alone; `name` null means: all programs together. `withLog`: with the
+ * verifier log (level 1), which 5.10 fails with ENOSPC for a program whose log outgrows the buffer:
+ * like libbpf, a program is loaded without it first and again with it only to tell why it failed.
+ */
+function loadOne(path: string, name: string | null, withLog = false): { rc: number; log: string; msgs: string[] } {
   captured = [];
   const obj = openFile(path, null);
   if (!obj) return { rc: -koffi.errno(), log: '', msgs: captured };
@@ -114,7 +118,7 @@ function loadOne(path: string, name: string | null): { rc: number; log: string; 
     for (const p of programsOf(obj)) {
       const mine = name === null || progName(p) === name;
       progSetAutoload(p, mine);
-      if (mine && name !== null) {
+      if (mine && name !== null && withLog) {
         progSetLogBuf(p, logBuf, logBuf.length);
         progSetLogLevel(p, 1);
       }
@@ -144,10 +148,11 @@ export function checkObject(path: string): ObjectVerdict {
     objClose(obj);
   }
   const programs: ProgramVerdict[] = progs.map((p) => {
-    const r = loadOne(path, p.name);
-    const v: ProgramVerdict = { object, program: p.name, section: p.section, progType: p.type, ok: r.rc === 0 };
-    if (r.rc !== 0) {
-      v.errno = -r.rc;
+    const first = loadOne(path, p.name);
+    const r = first.rc === 0 ? first : loadOne(path, p.name, true);
+    const v: ProgramVerdict = { object, program: p.name, section: p.section, progType: p.type, ok: first.rc === 0 };
+    if (first.rc !== 0) {
+      v.errno = -first.rc;
       v.verifierLog = tail(r.log, 1500);
       v.libbpf = r.msgs.slice(-12).map((m) => tail(m, 400));
     }

@@ -1,0 +1,180 @@
+/**
+ * Pre-connected upstream sockets of one endpoint, for the first requests of L7
+ * connections. The kernel takes a ready socket without asking (kmesh_l7_pool in
+ * bpf/kmesh_l7.bpf.c); this keeps `depth` of them ready.
+ *
+ * Slot i of the pool is ready while bit i of `filled` (written here only) differs from
+ * bit i of `taken` (flipped by the programs only). A socket is made ready by putting it
+ * in kmesh_l7_upstreams and its tuple in the slot, then flipping filled. Once the
+ * programs take it, it belongs to its client connection (ConnectionTable).
+ */
+import { connect, type Socket } from 'node:net';
+import type { BpfMap } from '../runtime/bpf-map.js';
+import { L7_POOL_SLOTS, l7PoolTaken, tupleKey } from './layouts.js';
+
+export interface PoolMaps {
+  upstreams: BpfMap;
+  slots: BpfMap;
+  filled: BpfMap;
+  taken: BpfMap;
+}
+
+export interface PoolEvents {
+  /** A socket the kernel took: it now carries a client's connection. */
+  adopted(socket: Socket, key: Buffer): void;
+  connectFailed(pool: UpstreamPool, err: Error): void;
+}
+
+/** The fd under a connected net.Socket (Linux, TCP). */
+export function socketFd(socket: Socket): number {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no fd');
+  return fd;
+}
+
+function u32Key(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+function u64Value(n: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(n);
+  return b;
+}
+
+const TAKEN_OFFSET = l7PoolTaken.offsetOf('taken');
+/** Back-off after a failed connect (endpoint down), so a dead endpoint is not hammered. */
+const RETRY_MS = 200;
+
+export class UpstreamPool {
+  private readonly sockets: Array<{ socket: Socket; key: Buffer } | undefined> = new Array(L7_POOL_SLOTS);
+  private readonly connecting = new Set<number>();
+  private filled: bigint;
+  private closed = false;
+  private retryAt = 0;
+  /** Sockets connected (pool refills), for metrics. */
+  connects = 0;
+
+  constructor(
+    readonly id: number,
+    readonly address: string,
+    readonly port: number,
+    private readonly depth: number,
+    private readonly maps: PoolMaps,
+    private readonly events: PoolEvents,
+  ) {
+    // A reused id may have bits the programs flipped: start with nothing ready.
+    this.filled = this.readTaken();
+    this.writeFilled();
+  }
+
+  private readTaken(): bigint {
+    const v = this.maps.taken.lookup(u32Key(this.id));
+    return v ? v.readBigUInt64LE(TAKEN_OFFSET) : 0n;
+  }
+
+  private writeFilled(): void {
+    this.maps.filled.update(u32Key(this.id), u64Value(this.filled));
+  }
+
+  /** Hand over taken sockets and connect new ones up to the depth. */
+  refill(): void {
+    if (this.closed) return;
+    const ready = this.filled ^ this.readTaken();
+    let readyCount = 0;
+    for (let slot = 0; slot < L7_POOL_SLOTS; slot++) {
+      const entry = this.sockets[slot];
+      if (!entry) continue;
+      if (ready & (1n << BigInt(slot))) {
+        readyCount++;
+      } else {
+        this.sockets[slot] = undefined;
+        this.events.adopted(entry.socket, entry.key);
+      }
+    }
+    if (Date.now() < this.retryAt) return;
+    let want = this.depth - readyCount - this.connecting.size;
+    for (let slot = 0; slot < L7_POOL_SLOTS && want > 0; slot++) {
+      if (this.sockets[slot] || this.connecting.has(slot)) continue;
+      this.connectSlot(slot);
+      want--;
+    }
+  }
+
+  private connectSlot(slot: number): void {
+    this.connecting.add(slot);
+    const socket = connect({ host: this.address, port: this.port, allowHalfOpen: true, noDelay: true });
+    const fail = (err: Error) => {
+      this.connecting.delete(slot);
+      this.retryAt = Date.now() + RETRY_MS;
+      socket.destroy();
+      this.events.connectFailed(this, err);
+    };
+    socket.once('error', fail);
+    socket.once('connect', () => {
+      socket.off('error', fail);
+      this.connecting.delete(slot);
+      this.connects++;
+      if (this.closed) {
+        socket.destroy();
+        return;
+      }
+      const key = tupleKey(socket.localAddress ?? '', socket.localPort ?? 0, socket.remoteAddress ?? '', this.port);
+      try {
+        const fd = Buffer.alloc(8);
+        fd.writeUInt32LE(socketFd(socket));
+        this.maps.upstreams.update(key, fd);
+        this.maps.slots.update(u32Key(this.id * L7_POOL_SLOTS + slot), key);
+      } catch (err) {
+        fail(err as Error);
+        return;
+      }
+      this.sockets[slot] = { socket, key };
+      this.filled ^= 1n << BigInt(slot);
+      this.writeFilled();
+      // An idle pooled socket the server closes is replaced; one the kernel took is its client's.
+      const dropIfIdle = () => this.dropIfIdle(slot, socket);
+      socket.on('end', dropIfIdle);
+      socket.on('close', dropIfIdle);
+      socket.on('error', () => {});
+    });
+  }
+
+  private dropIfIdle(slot: number, socket: Socket): void {
+    const entry = this.sockets[slot];
+    if (entry?.socket !== socket || this.closed) return;
+    const bit = 1n << BigInt(slot);
+    if ((this.filled ^ this.readTaken()) & bit) {
+      // Still ready: withdraw it. Should the programs take it meanwhile, their redirect
+      // finds no socket and they move on to the next endpoint.
+      this.filled ^= bit;
+      this.writeFilled();
+      this.maps.upstreams.delete(entry.key);
+      this.sockets[slot] = undefined;
+      socket.destroy();
+    } else {
+      this.sockets[slot] = undefined;
+      this.events.adopted(socket, entry.key);
+    }
+  }
+
+  /** Ready sockets now. */
+  readyCount(): number {
+    return this.sockets.filter(Boolean).length;
+  }
+
+  /** Withdraws every ready socket (the endpoint left the config). */
+  close(): void {
+    this.closed = true;
+    this.filled = this.readTaken();
+    this.writeFilled();
+    for (const [slot, entry] of this.sockets.entries()) {
+      if (!entry) continue;
+      this.sockets[slot] = undefined;
+      this.maps.upstreams.delete(entry.key);
+      entry.socket.destroy();
+    }
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * An HTTP client process for the L7 tests (run inside a test cgroup). argv: mode, JSON
+ * options; prints one JSON result.
+ *  keepalive {url, requests: [{path, headers}]}: one keep-alive agent, one socket, in order.
+ *  many {url, count, headers}: `count` requests, each on a new connection; tallies x-backend.
+ *  raw {host, port, chunks: [text], gapMs}: writes the chunks apart, prints what came back and whether EOF came.
+ */
+import { Agent, request } from 'node:http';
+import { connect } from 'node:net';
+
+const [mode, json] = process.argv.slice(2);
+const opts = JSON.parse(json ?? '{}');
+
+function get(url: string, path: string, headers: Record<string, string>, agent: Agent | false) {
+  return new Promise<{ status: number; body: string; backend: string }>((resolve, reject) => {
+    const req = request(`${url}${path}`, { agent, headers }, (res) => {
+      let body = '';
+      res.on('data', (c) => {
+        body += c;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, backend: String(res.headers['x-backend']) }));
+    });
+    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function main(): Promise<unknown> {
+  if (mode === 'keepalive') {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const out = [];
+    for (const r of opts.requests) out.push((await get(opts.url, r.path, r.headers ?? {}, agent)).body.trim());
+    agent.destroy();
+    return out;
+  }
+  if (mode === 'many') {
+    const tally: Record<string, number> = {};
+    for (let i = 0; i < opts.count; i++) {
+      try {
+        const r = await get(opts.url, opts.path ?? '/', opts.headers ?? {}, false);
+        tally[r.backend] = (tally[r.backend] ?? 0) + 1;
+      } catch (err) {
+        const key = `error:${(err as Error).message}`;
+        tally[key] = (tally[key] ?? 0) + 1;
+      }
+    }
+    return tally;
+  }
+  if (mode === 'raw') {
+    return new Promise((resolve) => {
+      const socket = connect(opts.port, opts.host);
+      let data = '';
+      let eof = false;
+      const done = (error?: string) => resolve({ data, eof, ...(error ? { error } : {}) });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        done('timeout');
+      }, opts.timeoutMs ?? 3000);
+      socket.on('data', (c) => {
+        data += c;
+      });
+      socket.on('end', () => {
+        eof = true;
+        clearTimeout(timer);
+        done();
+      });
+      socket.on('error', (err) => {
+        clearTimeout(timer);
+        done(err.message);
+      });
+      socket.on('connect', async () => {
+        for (const [i, chunk] of (opts.chunks as string[]).entries()) {
+          if (i > 0) await new Promise((r) => setTimeout(r, opts.gapMs ?? 50));
+          socket.write(chunk);
+        }
+        if (opts.halfClose) socket.end();
+      });
+    });
+  }
+  throw new Error(`unknown mode ${mode}`);
+}
+
+main().then(
+  (r) => console.log(JSON.stringify(r)),
+  (err) => {
+    console.log(JSON.stringify({ error: (err as Error).message }));
+  },
+);
