@@ -10,7 +10,8 @@ import { cleanupPins } from '../controller/cleanup.js';
 import { loadConfigFile } from '../controller/config/load.js';
 import { DEFAULT_CONFIG_PATH, DEFAULT_PIN_DIR, type KmeshConfig } from '../controller/config/schema.js';
 import { Daemon, VERSION } from '../controller/daemon.js';
-import { acquireInstanceLock } from '../controller/instance-lock.js';
+import { KmeshError } from '../controller/errors.js';
+import { acquireInstanceLock, lockHolder } from '../controller/instance-lock.js';
 import { bpfObjectDir, pinPaths } from '../controller/paths.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../controller/sd-notify.js';
 import { UnitCgroupResolver } from '../controller/systemd-units.js';
@@ -23,7 +24,8 @@ const USAGE = `Usage: kmesh-daemon [options]
 
   --config FILE     configuration (default ${DEFAULT_CONFIG_PATH})
   --check           validate the configuration and exit; touches nothing in the kernel
-  --cleanup         detach every program and unpin every map this daemon owns, then exit
+  --cleanup         detach every program and unpin every map Kmesh pinned in the pin directory, then exit;
+                    refused while a daemon runs on it, or when the config cannot be read and no --pin-dir is given
   --pin-dir DIR     bpffs directory for maps and links (default: [daemon] pin_dir, ${DEFAULT_PIN_DIR})
   --version         print the version
   --help            this text
@@ -62,21 +64,7 @@ async function main(): Promise<void> {
   const configPath = args.config ?? DEFAULT_CONFIG_PATH;
 
   if (args.cleanup) {
-    let pinDir = args['pin-dir'];
-    if (!pinDir) {
-      try {
-        pinDir = loadConfigFile(configPath).daemon.pinDir;
-      } catch {
-        pinDir = DEFAULT_PIN_DIR;
-      }
-    }
-    let removed: boolean;
-    try {
-      ({ removed } = cleanupPins(pinDir));
-    } catch (err) {
-      fail((err as Error).message);
-    }
-    process.stdout.write(removed ? `removed everything under ${pinDir}\n` : `nothing pinned at ${pinDir}\n`);
+    cleanup(configPath, args['pin-dir']);
     return;
   }
 
@@ -97,6 +85,44 @@ async function main(): Promise<void> {
   }
 
   await runDaemon(config, args['pin-dir']);
+}
+
+/**
+ * --cleanup removes only what Kmesh pinned, only where the configuration (or --pin-dir) says, and only
+ * while no daemon manages it: a guessed directory or a live daemon's pins are never removed.
+ */
+function cleanup(configPath: string, pinDirOption: string | undefined): void {
+  let pinDir = pinDirOption;
+  if (!pinDir) {
+    try {
+      pinDir = loadConfigFile(configPath).daemon.pinDir;
+    } catch (err) {
+      fail(
+        `--cleanup: ${(err as Error).message}\nnothing removed: the pin directory is not known; fix the file or name it with --pin-dir DIR (the default is ${DEFAULT_PIN_DIR})`,
+      );
+    }
+  }
+  let release: () => void;
+  try {
+    release = acquireInstanceLock(pinDir);
+  } catch (err) {
+    if (!(err instanceof KmeshError) || err.code !== 'AlreadyExists') fail((err as Error).message);
+    const pid = lockHolder(pinDir);
+    fail(
+      `--cleanup: a kmesh-daemon (pid ${pid}) is running on ${pinDir}; nothing removed. Stop it first (systemctl stop kmesh, or kill ${pid}), then run --cleanup again`,
+    );
+  }
+  try {
+    const { removed, foreign } = cleanupPins(pinDir);
+    process.stdout.write(removed > 0 ? `removed ${removed} pins under ${pinDir}\n` : `nothing pinned at ${pinDir}\n`);
+    if (foreign.length > 0) {
+      process.stdout.write(`left what Kmesh did not pin there: ${foreign.join(', ')}\n`);
+    }
+  } catch (err) {
+    fail((err as Error).message);
+  } finally {
+    release();
+  }
 }
 
 /** The system bus is there (systemd hosts): unit names can be resolved and D-Bus served. */

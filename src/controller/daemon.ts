@@ -71,6 +71,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private readonly plugins: DaemonPlugin[] = [];
   private l4: BpfObject | undefined;
   private extraPrograms: BpfProgram[] = [];
+  private readonly pinnedObjects: BpfObject[] = [];
   private reconciler: Reconciler | undefined;
   private registry: ServiceRegistry | undefined;
   private cgroupView: Cgroup2View | undefined;
@@ -141,7 +142,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.registry.on('changed', (name, change) => this.emit('service-changed', name, change));
     await this.registerConfigured(this.config.services);
     this.registry.pruneStale();
-    this.registry.startWatching(this.config.daemon.rescanIntervalMs);
+    this.registry.startWatching(this.config.daemon.rescanIntervalMs, () => this.restorePins());
     this.setState('running');
   }
 
@@ -149,6 +150,22 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   addPrograms(programs: BpfProgram[]): void {
     this.extraPrograms.push(...programs);
     this.registry?.resyncAll();
+  }
+
+  /** Another object whose pinned maps are kept pinned (the probe's). */
+  keepPinned(obj: BpfObject): void {
+    this.pinnedObjects.push(obj);
+  }
+
+  private restorePins(): void {
+    for (const obj of [this.l4, ...this.pinnedObjects]) {
+      try {
+        const maps = obj?.restoreMapPins() ?? [];
+        if (maps.length > 0) this.logger.warn({ maps }, 'pinned maps disappeared: pinned again');
+      } catch (err) {
+        this.logger.error({ err: (err as Error).message }, 'pinning maps again failed');
+      }
+    }
   }
 
   addPlugin(plugin: DaemonPlugin): void {

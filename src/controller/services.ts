@@ -128,8 +128,10 @@ export class ServiceRegistry extends EventEmitter<{
     }
   }
 
-  startWatching(intervalMs: number): void {
+  /** Every interval: `beforePass` (the daemon's own pins), then every registration is brought back in line. */
+  startWatching(intervalMs: number, beforePass: () => void = () => {}): void {
     this.timer = setInterval(() => {
+      beforePass();
       for (const entry of this.entries.values()) this.sync(entry);
     }, intervalMs);
   }
@@ -175,7 +177,12 @@ export class ServiceRegistry extends EventEmitter<{
     } catch {
       return; // removed between the checks; the next pass sees it
     }
-    if (id === entry.attachedId) return;
+    if (id === entry.attachedId) {
+      if (this.linksIntact(id)) return;
+      // Unpinned under us (rm, a stray cleanup): the kernel detached them; attach again below.
+      this.logger.warn({ service: entry.name, cgroupId: String(id) }, 'pinned links disappeared: attaching again');
+      entry.attachedId = undefined;
+    }
     if (entry.attachedId !== undefined) this.detach(entry, 'cgroup re-created');
     try {
       entry.attachedId = this.links.attach(path, this.programs());
@@ -187,6 +194,11 @@ export class ServiceRegistry extends EventEmitter<{
       entry.detail = `attach failed: ${(err as Error).message}`;
       this.logger.error({ service: entry.name, cgroup: path, err }, 'attach failed');
     }
+  }
+
+  private linksIntact(id: bigint): boolean {
+    const pinned = new Set(this.links.programsOf(id));
+    return this.programs().every((p) => pinned.has(p.name));
   }
 
   private detach(entry: Registration, why: string): void {

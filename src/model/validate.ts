@@ -5,9 +5,15 @@
  */
 import { isIP } from 'node:net';
 import { encodeAddr } from '../runtime/maps/addr.js';
+import { MAX_CLUSTERS, MAX_ENDPOINTS, MAX_LISTENERS } from '../runtime/maps/layouts.js';
 import { type Cluster, LB_POLICIES, type MeshModel, PROTOCOLS, type Protocol } from './types.js';
 
 export const MAX_WEIGHT = 1_000_000;
+/** The documented ranges (README, Limits): file readers and these checks state them alike. */
+export const PORT_RANGE = { min: 1, max: 65535 } as const;
+export const WEIGHT_RANGE = { min: 1, max: MAX_WEIGHT } as const;
+export const outOfRange = (range: { min: number; max: number }, got: unknown): string =>
+  `must be an integer ${range.min}..${range.max}, got ${got}`;
 export const MAX_ROUTE_CLUSTERS = 16;
 
 export interface ModelLocator {
@@ -43,8 +49,10 @@ const MAX_REMEMBERED = 100_000;
 const validAddress = (address: string) => isIP(address) !== 0 && !address.includes('%');
 const U32_MAX = 0xffffffff;
 
-const validPort = (port: number) => Number.isInteger(port) && port >= 1 && port <= 65535;
-const validWeight = (weight: number) => Number.isInteger(weight) && weight >= 1 && weight <= MAX_WEIGHT;
+const inRange = (range: { min: number; max: number }, n: number) =>
+  Number.isInteger(n) && n >= range.min && n <= range.max;
+const validPort = (port: number) => inRange(PORT_RANGE, port);
+const validWeight = (weight: number) => inRange(WEIGHT_RANGE, weight);
 
 /** Endpoint sets already found valid; a source hands over the same object while a cluster is unchanged. */
 const validEndpointSets = new WeakSet<Cluster['endpoints']>();
@@ -68,12 +76,11 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
     cluster.endpoints.forEach((ep, j) => {
       const where = at.cluster(i, `endpoints[${j}]`);
       if (!validAddress(ep.address)) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
-      if (!validPort(ep.port)) errors.push(`${where}.port: must be 1..65535, got ${ep.port}`);
-      if (!validWeight(ep.weight))
-        errors.push(`${where}.weight: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
+      if (!validPort(ep.port)) errors.push(`${where}.port: ${outOfRange(PORT_RANGE, ep.port)}`);
+      if (!validWeight(ep.weight)) errors.push(`${where}.weight: ${outOfRange(WEIGHT_RANGE, ep.weight)}`);
     });
     const totalWeight = cluster.endpoints.reduce((sum, ep) => sum + ep.weight, 0);
-    if (totalWeight > U32_MAX) {
+    if (errors.length === before && totalWeight > U32_MAX) {
       errors.push(`${at.cluster(i, 'endpoints')}: the endpoint weights add up to ${totalWeight}, more than ${U32_MAX}`);
     }
     if (errors.length === before) validEndpointSets.add(cluster.endpoints);
@@ -90,7 +97,7 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
     if (!validAddress(listener.address)) {
       errors.push(`${at.listener(i, 'address')}: not an IP address literal: "${listener.address}"`);
     }
-    if (!validPort(listener.port)) errors.push(`${at.listener(i, 'port')}: must be 1..65535, got ${listener.port}`);
+    if (!validPort(listener.port)) errors.push(`${at.listener(i, 'port')}: ${outOfRange(PORT_RANGE, listener.port)}`);
     if (!PROTOCOLS.includes(listener.protocol)) {
       errors.push(`${at.listener(i, 'protocol')}: must be one of ${PROTOCOLS.join(', ')}`);
     }
@@ -112,9 +119,42 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
       const key = listener.routes.length > 1 ? `weighted_clusters[${j}]` : 'cluster';
       if (!clusterNames.has(route.cluster)) errors.push(`${at.listener(i, key)}: unknown cluster "${route.cluster}"`);
       if (!validWeight(route.weight)) {
-        errors.push(`${at.listener(i, key)}.weight: must be an integer 1..${MAX_WEIGHT}, got ${route.weight}`);
+        errors.push(`${at.listener(i, key)}.weight: ${outOfRange(WEIGHT_RANGE, route.weight)}`);
       }
     });
   });
   return errors;
+}
+
+const count = (n: number) => n.toLocaleString('en-US');
+
+/**
+ * What can never fit the maps, whatever is live: named at the first entry beyond the capacity. A file
+ * is judged by it before anything is applied (--check says the same); the reconciler checks every apply
+ * against what is live (an endpoint set being replaced counts twice, xDS adds its own).
+ */
+export function capacityProblems(model: MeshModel, at: ModelLocator): string[] {
+  const problems: string[] = [];
+  if (model.listeners.length > MAX_LISTENERS) {
+    problems.push(
+      `${at.listener(MAX_LISTENERS)}: ${count(model.listeners.length)} listeners exceed the listener map capacity of ${count(MAX_LISTENERS)}`,
+    );
+  }
+  if (model.clusters.length > MAX_CLUSTERS) {
+    problems.push(
+      `${at.cluster(MAX_CLUSTERS)}: ${count(model.clusters.length)} clusters exceed the cluster map capacity of ${count(MAX_CLUSTERS)}`,
+    );
+  }
+  let endpoints = 0;
+  for (const [i, cluster] of model.clusters.entries()) {
+    endpoints += cluster.endpoints.length;
+    if (endpoints > MAX_ENDPOINTS) {
+      const total = model.clusters.reduce((n, c) => n + c.endpoints.length, 0);
+      problems.push(
+        `${at.cluster(i, 'endpoints')}: ${count(total)} endpoints exceed the endpoint map capacity of ${count(MAX_ENDPOINTS)} (from here on)`,
+      );
+      break;
+    }
+  }
+  return problems;
 }

@@ -21,6 +21,8 @@ export interface ProbeDaemon {
   status(): DaemonStatus;
   on<E extends keyof DaemonEvents>(event: E, listener: (...args: DaemonEvents[E]) => void): unknown;
   addPrograms(programs: BpfProgram[]): void;
+  /** Keeps the object's maps pinned (pins removed under the daemon are restored). */
+  keepPinned(obj: BpfObject): void;
   addPlugin(plugin: { name: string; stop(): Promise<void> | void }): void;
   onAccessLogChange(listener: (enabled: boolean) => void): void;
   workloadOfCgroup(id: bigint): string | undefined;
@@ -106,6 +108,7 @@ export async function startProbe(host: ProbeDaemon, settings: ProbeSettings): Pr
       if (change === 'attached') running.syncCgroups();
     });
     host.addPrograms([obj.program(PROBE_PROGRAM)]);
+    host.keepPinned(obj);
     running.syncCgroups();
     const stop = async (): Promise<void> => {
       await server?.close();

@@ -13,7 +13,7 @@ import {
   type ServiceSpec,
   type WeightedCluster,
 } from '../../model/types.js';
-import { validateModel } from '../../model/validate.js';
+import { capacityProblems, PORT_RANGE, validateModel, WEIGHT_RANGE } from '../../model/validate.js';
 import { isPinDir } from '../../runtime/bpffs.js';
 import { type Cgroup2View, guardCgroupPath } from '../../runtime/cgroup2.js';
 import { KmeshError } from '../errors.js';
@@ -22,7 +22,6 @@ import { DEFAULT_PIN_DIR, type KmeshConfig, LOG_LEVELS } from './schema.js';
 import { TableReader } from './table-reader.js';
 
 const TOP_LEVEL = ['daemon', 'metrics', 'xds', 'services', 'clusters', 'listeners'];
-const U32_MAX = 0xffffffff;
 
 /** Where the file's services are checked on disk (no kernel): the daemon's cgroup v2 view. */
 export interface ConfigCheckOptions {
@@ -122,13 +121,15 @@ export function parseConfig(source: string, path: string, options: ConfigCheckOp
   // Semantic checks on every entry whose fields were readable; an entry with a field error would only
   // repeat it in other words (a missing port read as 0, say), so what it says is dropped.
   const UNREADABLE = '\0';
-  const semantic = validateModel(model, {
-    cluster: (i, key) => (clusters[i]?.clean ? (clusterReaders[i] as TableReader).where(key) : UNREADABLE),
-    listener: (i, key) => {
+  const at = {
+    cluster: (i: number, key?: string) =>
+      clusters[i]?.clean ? (clusterReaders[i] as TableReader).where(key) : UNREADABLE,
+    listener: (i: number, key?: string) => {
       const reader = listenerReaders[i] as TableReader;
       return listeners[i]?.clean ? reader.where(listenerRouteKey(reader, key)) : UNREADABLE;
     },
-  });
+  };
+  const semantic = [...validateModel(model, at), ...capacityProblems(model, at)];
   errors.push(...semantic.filter((message) => !message.startsWith(UNREADABLE)));
   if (errors.length > 0) throw new KmeshError('InvalidConfig', errors.join('\n'));
 
@@ -198,8 +199,8 @@ function checkDuplicateServices(services: Array<ServiceSpec | undefined>, reader
 function readEndpoint(t: TableReader): Endpoint {
   return {
     address: t.string('address') ?? '',
-    port: t.integer('port', -U32_MAX, U32_MAX) ?? 0,
-    weight: t.integer('weight', -U32_MAX, U32_MAX, 1) ?? 1,
+    port: t.modelInteger('port', PORT_RANGE) ?? 0,
+    weight: t.modelInteger('weight', WEIGHT_RANGE, 1) ?? 1,
   };
 }
 
@@ -223,7 +224,7 @@ function readListener(t: TableReader): Listener {
     'weighted_clusters',
     (w): WeightedCluster => ({
       cluster: w.string('cluster') ?? '',
-      weight: w.integer('weight', -U32_MAX, U32_MAX) ?? 0,
+      weight: w.modelInteger('weight', WEIGHT_RANGE) ?? 0,
     }),
   );
   if ((cluster === undefined) === (weighted === undefined)) {
@@ -232,7 +233,7 @@ function readListener(t: TableReader): Listener {
   return {
     name: t.string('name') ?? '',
     address: t.string('address') ?? '',
-    port: t.integer('port', -U32_MAX, U32_MAX) ?? 0,
+    port: t.modelInteger('port', PORT_RANGE) ?? 0,
     protocol: t.oneOf('protocol', PROTOCOLS, 'tcp') ?? 'tcp',
     routes: cluster !== undefined ? [{ cluster, weight: 1 }] : (weighted ?? []),
     source: 'toml',
