@@ -11,6 +11,7 @@ import type { BpfProgram } from '../runtime/bpf-object.js';
 import type { CgroupLinks } from '../runtime/cgroup-links.js';
 import { type Cgroup2View, cgroupId, guardCgroupPath } from '../runtime/cgroup2.js';
 import type { ServiceStatus } from './control.js';
+import { watchPathParent } from './dir-watch.js';
 import { KmeshError } from './errors.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
@@ -70,6 +71,8 @@ export class ServiceRegistry extends EventEmitter<{
       }
     } else {
       entry.wantedPath = this.guard(spec.cgroup as string);
+      // Re-created (a restarted service) → attached within milliseconds; the rescan stays the fallback.
+      entry.unwatch = watchPathParent(entry.wantedPath, () => this.sync(entry));
     }
     this.entries.set(name, entry);
     this.emit('changed', name, 'registered');
