@@ -15,6 +15,7 @@ import { acquireInstanceLock, lockHolder } from '../controller/instance-lock.js'
 import { bpfObjectDir, pinPaths } from '../controller/paths.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../controller/sd-notify.js';
 import { UnitCgroupResolver } from '../controller/systemd-units.js';
+import { SYSTEMD_RUNTIME_UNITS, UnitStartHooks } from '../controller/unit-hooks.js';
 import { PROBE_OBJECT } from '../probe/probe.js';
 import { startProbe } from '../probe/wire.js';
 import { cgroup2View } from '../runtime/cgroup2.js';
@@ -137,7 +138,15 @@ async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined
     pino.destination({ dest: 1, sync: true }),
   );
   const unitResolver = systemBusAvailable() ? new UnitCgroupResolver() : null;
-  const daemon = new Daemon(config, { logger, unitResolver, ...(pinDirOverride ? { pinDir: pinDirOverride } : {}) });
+  const unitHooks = unitResolver
+    ? new UnitStartHooks(SYSTEMD_RUNTIME_UNITS, () => unitResolver.reloadSystemd(), logger)
+    : null;
+  const daemon = new Daemon(config, {
+    logger,
+    unitResolver,
+    unitHooks,
+    ...(pinDirOverride ? { pinDir: pinDirOverride } : {}),
+  });
   let releaseLock: () => void = () => {};
   const exitStartupFailed = async (err: unknown): Promise<never> => {
     logger.fatal({ err: (err as Error).message }, 'start-up failed');

@@ -57,6 +57,8 @@ export interface DaemonControl extends EventEmitter<DaemonEvents> {
   /** Throws KmeshError (code 'InvalidArgument' | 'NotFound' | 'AlreadyExists' | ...) on bad input. */
   registerService(spec: ServiceSpec): Promise<ServiceStatus>;
   unregisterService(name: string): Promise<void>;
+  /** A registered unit's start hook: attach to its current cgroup now; resolves once attached. */
+  attachUnit(unit: string): Promise<ServiceStatus>;
   /** JSON-ready: the live model and what is in the maps. */
   dumpConfig(): Promise<unknown>;
   /** Re-read the TOML; throws KmeshError('InvalidConfig') and changes nothing on a bad file. */

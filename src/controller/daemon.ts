@@ -34,6 +34,7 @@ import { dumpMaps } from './map-dump.js';
 import { bpfObjectDir, packageRoot, pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
 import { ServiceRegistry } from './services.js';
+import type { UnitStartHooks } from './unit-hooks.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
 const L4_OBJECT = 'kmesh_l4.bpf.o';
@@ -45,6 +46,8 @@ export interface DaemonOptions {
   /** Overrides [daemon] pin_dir. */
   pinDir?: string;
   unitResolver?: UnitCgroupResolver | null;
+  /** Drop-ins that make systemd ask for the attach before a registered unit's main process starts. */
+  unitHooks?: UnitStartHooks | null;
 }
 
 /** A part that runs beside the data path (xDS client, probe, D-Bus): started after the maps are live. */
@@ -138,6 +141,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       this.cgroups,
       this.options.unitResolver ?? null,
       this.logger,
+      this.options.unitHooks ?? null,
     );
     this.registry.on('changed', (name, change) => this.emit('service-changed', name, change));
     await this.registerConfigured(this.config.services);
@@ -278,6 +282,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   async registerService(spec: ServiceSpec): Promise<ServiceStatus> {
     if (!this.registry) throw new KmeshError('Failed', 'daemon not started');
     return this.registry.register(spec, 'runtime');
+  }
+
+  async attachUnit(unit: string): Promise<ServiceStatus> {
+    if (!this.registry) throw new KmeshError('Failed', 'daemon not started');
+    return this.registry.attachUnit(unit);
   }
 
   async unregisterService(name: string): Promise<void> {

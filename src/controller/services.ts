@@ -13,6 +13,7 @@ import { type Cgroup2View, cgroupId, guardCgroupPath } from '../runtime/cgroup2.
 import type { ServiceStatus } from './control.js';
 import { watchPathParent } from './dir-watch.js';
 import { KmeshError } from './errors.js';
+import type { UnitStartHooks } from './unit-hooks.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
 interface Registration {
@@ -43,6 +44,7 @@ export class ServiceRegistry extends EventEmitter<{
     private readonly cgroups: Cgroup2View,
     private readonly units: UnitCgroupResolver | null,
     private readonly logger: Logger,
+    private readonly hooks: UnitStartHooks | null = null,
   ) {
     super();
   }
@@ -68,6 +70,7 @@ export class ServiceRegistry extends EventEmitter<{
           entry.resolveError = (err as Error).message;
         }
         entry.unwatch = this.units.watch(unit, () => void this.refreshUnit(entry));
+        this.hooks?.install(unit);
       }
     } else {
       entry.wantedPath = this.guard(spec.cgroup as string);
@@ -84,6 +87,7 @@ export class ServiceRegistry extends EventEmitter<{
     const entry = this.entries.get(name);
     if (!entry) throw new KmeshError('NotFound', `service ${name} is not registered`);
     entry.unwatch?.();
+    if (entry.spec.unit !== undefined) this.hooks?.remove(entry.spec.unit);
     this.detach(entry, 'unregistered');
     this.entries.delete(name);
     this.emit('changed', name, 'unregistered');
@@ -106,6 +110,22 @@ export class ServiceRegistry extends EventEmitter<{
       }
     }
     if (problems.length > 0) throw new KmeshError('InvalidArgument', problems.join('; '));
+  }
+
+  /**
+   * The unit's start hook (ExecStartPre=, running inside the unit's new cgroup): attach now, answer when
+   * done, so the main process starts steered.
+   */
+  async attachUnit(unit: string): Promise<ServiceStatus> {
+    const entry = this.entries.get(unit);
+    if (!entry || entry.spec.unit === undefined) {
+      throw new KmeshError('NotFound', `unit ${unit} is not registered`);
+    }
+    await this.refreshUnit(entry);
+    if (entry.attachedId === undefined) {
+      throw new KmeshError('Failed', `unit ${unit} not attached: ${entry.detail ?? 'unknown reason'}`);
+    }
+    return this.status(entry);
   }
 
   list(): ServiceStatus[] {
