@@ -13,11 +13,13 @@ export const UNIT_HOOK_FILE = '50-kmesh-attach.conf';
 export const SYSTEMD_RUNTIME_UNITS = '/run/systemd/system';
 
 /** `-`: a stopped daemon must not keep the unit from starting; `+`: as root, whatever User= the unit has. */
-export const unitHookDropIn = (unit: string): string => `# Written by kmesh-daemon: ${unit} is registered with Kmesh (removed when it is unregistered).
+export function unitHookDropIn(unit: string): string {
+  return `# Written by kmesh-daemon: ${unit} is registered with Kmesh (removed when it is unregistered).
 # systemd finishes ExecStartPre= before the main process starts: the daemon attaches to the new cgroup first.
 [Service]
 ExecStartPre=-+/usr/bin/busctl call --timeout=5 org.openeuler.Kmesh1 /org/openeuler/Kmesh1 org.openeuler.Kmesh1.Manager AttachUnit s %n
 `;
+}
 
 export class UnitStartHooks {
   private pending: NodeJS.Timeout | undefined;
