@@ -53,15 +53,19 @@ export async function startMetricsServer(
   limits: MetricsLimits = METRICS_LIMITS,
 ): Promise<MetricsServer> {
   const { host, port } = parseListen(listen);
-  // Scrapes that arrive while a read is under way get its result: one read of the kernel maps, one text.
-  let inFlight: Promise<string> | undefined;
+  // Scrapes that arrive while a read is under way get its result: one read of the kernel maps, and one
+  // encoded body that every response sends (not a copy per connection).
+  let inFlight: Promise<Buffer> | undefined;
   let collections = 0;
-  const collect = (): Promise<string> => {
+  const collect = (): Promise<Buffer> => {
     if (!inFlight) {
       collections++;
-      inFlight = registry.metrics().finally(() => {
-        inFlight = undefined;
-      });
+      inFlight = registry
+        .metrics()
+        .then((text) => Buffer.from(text))
+        .finally(() => {
+          inFlight = undefined;
+        });
     }
     return inFlight;
   };
@@ -82,8 +86,8 @@ export async function startMetricsServer(
         return;
       }
       collect().then(
-        (text) => {
-          res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : text);
+        (body) => {
+          res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : body);
         },
         (err: unknown) => {
           logger.error({ err }, 'metrics: collecting failed');

@@ -2,7 +2,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DAEMON_NODE_FLAGS } from '../../../src/controller/node-flags.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../../src/controller/node-flags.js';
 
 export const DAEMON = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'src', 'bin', 'kmesh-daemon.js');
 
@@ -20,7 +20,7 @@ export interface DaemonProcess {
 export async function spawnDaemon(configPath: string, env: Record<string, string> = {}): Promise<DaemonProcess> {
   const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON, '--config', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
+    env: { ...process.env, ...DAEMON_ENV, ...env }, // as the launcher runs it
   });
   let out = '';
   let err = '';
