@@ -15,7 +15,7 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, KMESH_MAX_LISTENERS);
+	__uint(max_entries, KMESH_MAX_LISTENERS * KMESH_CONFIG_SLOTS);
 	__type(key, struct kmesh_listener_key);
 	__type(value, struct kmesh_listener_value);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -24,11 +24,19 @@ struct {
 /* HASH, not ARRAY: an update replaces the element whole, so readers never see a torn value. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, KMESH_MAX_CLUSTERS);
-	__type(key, __u32);
+	__uint(max_entries, KMESH_MAX_CLUSTERS * KMESH_CONFIG_SLOTS);
+	__type(key, struct kmesh_cluster_key);
 	__type(value, struct kmesh_cluster_value);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } kmesh_clusters SEC(".maps");
+
+/* Which slot of kmesh_listeners/kmesh_clusters is the live config (0 or 1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} kmesh_active_slot SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -146,9 +154,25 @@ find_weighted(__u32 cluster_id, const struct kmesh_cluster_value *cv, __u32 tick
 	return bpf_map_lookup_elem(&kmesh_endpoints, &key);
 }
 
-static __always_inline struct kmesh_endpoint_value *pick_endpoint(__u32 cluster_id)
+/* Read once per connect: the listener and its clusters come from the same config. */
+static __always_inline __u8 active_slot(void)
 {
-	struct kmesh_cluster_value *live = bpf_map_lookup_elem(&kmesh_clusters, &cluster_id);
+	__u32 zero = 0;
+	__u32 *slot = bpf_map_lookup_elem(&kmesh_active_slot, &zero);
+
+	return slot && *slot ? 1 : 0;
+}
+
+static __always_inline struct kmesh_cluster_value *lookup_cluster(__u32 cluster_id, __u8 slot)
+{
+	struct kmesh_cluster_key key = { .id = cluster_id, .slot = slot };
+
+	return bpf_map_lookup_elem(&kmesh_clusters, &key);
+}
+
+static __always_inline struct kmesh_endpoint_value *pick_endpoint(__u32 cluster_id, __u8 slot)
+{
+	struct kmesh_cluster_value *live = lookup_cluster(cluster_id, slot);
 	struct kmesh_cluster_value cv;
 	struct kmesh_endpoint_key key;
 	__u32 ticket;
@@ -211,7 +235,7 @@ static __always_inline struct kmesh_listener_value *find_listener(struct kmesh_l
 static __always_inline struct kmesh_endpoint_value *
 steer(const __u8 *vip, __u16 port, __u8 protocol, __u32 *cluster_id)
 {
-	struct kmesh_listener_key key = { .port = port, .protocol = protocol };
+	struct kmesh_listener_key key = { .port = port, .protocol = protocol, .slot = active_slot() };
 	struct kmesh_listener_value *lv;
 
 	__builtin_memcpy(key.addr, vip, sizeof(key.addr));
@@ -219,7 +243,7 @@ steer(const __u8 *vip, __u16 port, __u8 protocol, __u32 *cluster_id)
 	if (!lv)
 		return NULL;
 	*cluster_id = pick_cluster(lv);
-	return pick_endpoint(*cluster_id);
+	return pick_endpoint(*cluster_id, key.slot);
 }
 
 static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 vip_port,

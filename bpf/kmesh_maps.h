@@ -14,8 +14,10 @@
 #include <linux/types.h>
 #include <linux/bpf.h>
 
+/* Per config: the listener and cluster maps hold two configs, one per slot (see kmesh_active_slot). */
 #define KMESH_MAX_LISTENERS 16384
 #define KMESH_MAX_CLUSTERS 16384
+#define KMESH_CONFIG_SLOTS 2
 /* Endpoint entries are double-buffered during a swap (old and new generation). */
 #define KMESH_MAX_ENDPOINTS 262144
 /* log2(KMESH_MAX_ENDPOINTS) + 1: bound of the weighted binary search. */
@@ -34,11 +36,17 @@ enum kmesh_lb_policy {
 /* cluster_value.flags */
 #define KMESH_CLUSTER_UNIFORM_WEIGHTS 0x1
 
+/*
+ * Atomic config switches: listener and cluster entries exist once per slot. The programs read the
+ * active slot (kmesh_active_slot[0]) once per connect and look up only that slot's entries; the daemon
+ * writes a change into the other slot, then flips the active slot with one update. Whenever the daemon
+ * dies, the kernel sees one whole config.
+ */
 struct kmesh_listener_key {
 	__u8 addr[16];
 	__u16 port;
 	__u8 protocol; /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 pad;
+	__u8 slot;
 };
 
 struct kmesh_listener_value {
@@ -47,6 +55,11 @@ struct kmesh_listener_value {
 	__u32 cluster_ids[KMESH_MAX_ROUTE_CLUSTERS];
 	/* cum_weights[i] = sum of the weights of clusters 0..i */
 	__u32 cum_weights[KMESH_MAX_ROUTE_CLUSTERS];
+};
+
+struct kmesh_cluster_key {
+	__u32 id;
+	__u32 slot;
 };
 
 struct kmesh_cluster_value {

@@ -4,8 +4,6 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { startDbusService } from '../api/dbus/service.js';
-import { attachXds, countXdsResponses } from '../api/xds/plugin.js';
 import { cleanupPins } from '../controller/cleanup.js';
 import { loadConfigFile } from '../controller/config/load.js';
 import { DEFAULT_CONFIG_PATH, DEFAULT_PIN_DIR, type KmeshConfig } from '../controller/config/schema.js';
@@ -14,7 +12,6 @@ import { KmeshError } from '../controller/errors.js';
 import { acquireInstanceLock, lockHolder } from '../controller/instance-lock.js';
 import { bpfObjectDir, pinPaths } from '../controller/paths.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../controller/sd-notify.js';
-import { UnitCgroupResolver } from '../controller/systemd-units.js';
 import { SYSTEMD_RUNTIME_UNITS, UnitStartHooks } from '../controller/unit-hooks.js';
 import { PROBE_OBJECT } from '../probe/probe.js';
 import { startProbe } from '../probe/wire.js';
@@ -131,13 +128,23 @@ function systemBusAvailable(): boolean {
   return Boolean(process.env.DBUS_SYSTEM_BUS_ADDRESS) || existsSync('/run/dbus/system_bus_socket');
 }
 
+/**
+ * What an idle daemon does not need is loaded only when used (docs/memory.md has the measurements): dbus-next when
+ * there is a system bus, the gRPC stack and the xDS protos when there is an [xds] section.
+ */
+const lazy = {
+  unitResolver: async () => new (await import('../controller/systemd-units.js')).UnitCgroupResolver(),
+  dbus: async () => (await import('../api/dbus/service.js')).startDbusService,
+  xds: async () => import('../api/xds/plugin.js'),
+};
+
 async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined): Promise<void> {
   // Synchronous: a log line written just before exit must not be lost.
   const logger = pino(
     { level: config.daemon.logLevel, base: { pid: process.pid } },
     pino.destination({ dest: 1, sync: true }),
   );
-  const unitResolver = systemBusAvailable() ? new UnitCgroupResolver() : null;
+  const unitResolver = systemBusAvailable() ? await lazy.unitResolver() : null;
   const unitHooks = unitResolver
     ? new UnitStartHooks(SYSTEMD_RUNTIME_UNITS, () => unitResolver.reloadSystemd(), logger)
     : null;
@@ -164,7 +171,7 @@ async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined
   }
   if (unitResolver) {
     try {
-      const dbusService = await startDbusService(daemon, logger);
+      const dbusService = await (await lazy.dbus())(daemon, logger);
       daemon.addPlugin({ name: 'dbus', stop: () => dbusService.stop() });
     } catch (err) {
       // A taken name means another instance; any other D-Bus trouble leaves the data path working.
@@ -174,7 +181,8 @@ async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined
   } else {
     logger.warn('no system bus: the D-Bus management API and unit-name registration are off');
   }
-  const xdsClient = config.xds ? attachXds(daemon, config.xds, logger) : undefined;
+  const xds = config.xds ? await lazy.xds() : undefined;
+  const xdsClient = xds && config.xds ? xds.attachXds(daemon, config.xds, logger) : undefined;
   const probePlan = planPrograms(join(bpfObjectDir(), PROBE_OBJECT), daemon.kernelFeatures);
   if (probePlan.disabled.size > 0) {
     logger.warn({ why: [...probePlan.disabled.values()] }, 'feature off: kmesh-probe (connection metrics)');
@@ -186,7 +194,7 @@ async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined
         accessLog: config.daemon.accessLog,
         ...(config.metrics ? { metricsListen: config.metrics.listen } : {}),
         programs: () => daemon.l4Programs(),
-        ...(xdsClient ? { xdsStats: countXdsResponses(xdsClient) } : {}),
+        ...(xds && xdsClient ? { xdsStats: xds.countXdsResponses(xdsClient) } : {}),
       });
     } catch (err) {
       await exitStartupFailed(err);

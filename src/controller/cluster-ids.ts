@@ -26,13 +26,17 @@ function hashOf(name: string): number {
   return hash;
 }
 
-export function assignClusterIds(names: Iterable<string>): Map<string, number> {
+/** Ids for new names, in sorted order, avoiding the ids `inUse` already has. */
+export function assignClusterIds(
+  names: Iterable<string>,
+  inUse: { has(id: number): boolean } = new Set<number>(),
+): Map<string, number> {
   const ids = new Map<string, number>();
-  const taken = new Set<number>();
+  const taken = { ids: new Set<number>(), has: (id: number) => taken.ids.has(id) || inUse.has(id) };
   for (const name of [...names].sort()) {
     let id = hashOf(name);
     while (taken.has(id)) id = (id + 1) >>> 0;
-    taken.add(id);
+    taken.ids.add(id);
     ids.set(name, id);
   }
   return ids;

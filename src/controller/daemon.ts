@@ -8,9 +8,9 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ModelChange } from '../model/change.js';
-import { mergeModels } from '../model/merge.js';
-import { emptyModel, type MeshModel, type ServiceSpec } from '../model/types.js';
-import { addressKey, validateModel } from '../model/validate.js';
+import { routesText } from '../model/route-text.js';
+import type { MeshModel, ServiceSpec } from '../model/types.js';
+import { boundKey } from '../model/validate.js';
 import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
 import { ensureBpffs } from '../runtime/bpffs.js';
 import { CgroupLinks } from '../runtime/cgroup-links.js';
@@ -28,9 +28,9 @@ import type {
   FeatureStatus,
   ServiceStatus,
 } from './control.js';
-import { desiredState } from './desired-state.js';
 import { KmeshError } from './errors.js';
 import { dumpMaps } from './map-dump.js';
+import { MeshState, replaceAll } from './mesh-state.js';
 import { bpfObjectDir, packageRoot, pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
 import { ServiceRegistry } from './services.js';
@@ -61,11 +61,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private configVersion = 0;
   /** What the last apply wrote, deleted and left alone (diff evidence for tests and logs). */
   lastApply: ApplyResult | undefined;
-  private xdsModel: MeshModel = emptyModel();
-  private liveModel: MeshModel = emptyModel();
-  private clusterNames = new Map<number, string>();
-  /** "<address key>|<port>" → listener name, for the probe's destination_service (asked per scrape). */
-  private tcpListenerNames = new Map<string, string>();
+  /** TOML + xDS by name, as the maps hold it. */
+  private readonly mesh = new MeshState();
   private xdsConnected = false;
   private xdsAddress: string | undefined;
   private lastError: string | undefined;
@@ -132,7 +129,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
 
     this.reconciler = new Reconciler(datapathMaps(this.l4), this.logger);
     this.reconciler.adopt();
-    this.applyModels(this.config.model, this.xdsModel);
+    this.applyChange('toml', replaceAll(this.mesh.source('toml'), this.config.model), true);
 
     const links = new CgroupLinks(pins.links, this.cgroups);
     this.registry = new ServiceRegistry(
@@ -176,21 +173,24 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.plugins.push(plugin);
   }
 
-  /** Called by the xDS client with its complete model; throws (→ NACK) and changes nothing when it is not acceptable. */
-  async applyXds(model: MeshModel): Promise<void> {
-    this.applyModels(this.config.model, model);
-    this.xdsModel = model;
+  private readonly dumpSections = new Map<string, () => unknown>();
+
+  /** A plugin's part of dumpConfig (e.g. the xDS client's shadowed listeners), read at dump time. */
+  addDumpSection(name: string, section: () => unknown): void {
+    this.dumpSections.set(name, section);
   }
 
-  /** The xDS client's change, resource by resource; throws (→ NACK) and changes nothing when not acceptable. */
+  /** Called by the xDS client with its complete model; throws (→ NACK) and changes nothing when it is not acceptable. */
+  async applyXds(model: MeshModel): Promise<void> {
+    this.applyChange('xds', replaceAll(this.mesh.source('xds'), model));
+  }
+
+  /**
+   * The xDS client's change, resource by resource; throws (→ NACK) and changes nothing when not acceptable.
+   * Costs what the change touches: resources the source hands over unchanged (the same object) are skipped.
+   */
   async applyXdsChange(change: ModelChange): Promise<void> {
-    const clusters = new Map(this.xdsModel.clusters.map((c) => [c.name, c]));
-    const listeners = new Map(this.xdsModel.listeners.map((l) => [l.name, l]));
-    for (const name of change.removeClusters) clusters.delete(name);
-    for (const name of change.removeListeners) listeners.delete(name);
-    for (const c of change.upsertClusters) clusters.set(c.name, c);
-    for (const l of change.upsertListeners) listeners.set(l.name, l);
-    await this.applyXds({ clusters: [...clusters.values()], listeners: [...listeners.values()] });
+    this.applyChange('xds', change);
   }
 
   setXdsConnected(connected: boolean, address?: string): void {
@@ -207,21 +207,26 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return this.l4?.allPrograms() ?? [];
   }
 
-  private applyModels(toml: MeshModel, xds: MeshModel): void {
+  /**
+   * One source's change → merged, validated, encoded and reconciled for the names it touches. `whole`: the maps
+   * may hold anything (a previous daemon's config): what the state does not have is removed from them too.
+   */
+  private applyChange(source: 'toml' | 'xds', change: ModelChange, whole = false): void {
     if (!this.reconciler) throw new Error('daemon not started');
-    const { model, shadowed } = mergeModels(toml, xds);
-    for (const note of shadowed) this.logger.warn(note);
-    const errors = validateModel(model);
-    if (errors.length > 0) throw new KmeshError('InvalidConfig', errors.join('\n'));
-    const desired = desiredState(model);
     const started = process.hrtime.bigint();
-    const result = this.reconciler.apply(desired);
+    const staged = this.mesh.stage(source, change);
+    for (const note of staged.shadowed) this.logger.warn(note);
+    if (whole) {
+      const keep = this.mesh.desiredKeys();
+      for (const [id, c] of staged.delta.clusters) if (c) keep.clusters.add(id);
+      for (const [hex, l] of staged.delta.listeners) if (l) keep.listeners.add(hex);
+      const live = this.reconciler.liveKeys();
+      for (const id of live.clusters) if (!keep.clusters.has(id)) staged.delta.clusters.set(id, null);
+      for (const hex of live.listeners) if (!keep.listeners.has(hex)) staged.delta.listeners.set(hex, null);
+    }
+    const result = this.reconciler.apply(staged.delta);
+    staged.commit();
     this.lastApply = result;
-    this.liveModel = model;
-    this.tcpListenerNames = new Map(
-      model.listeners.filter((l) => l.protocol !== 'udp').map((l) => [`${addressKey(l.address)}|${l.port}`, l.name]),
-    );
-    this.clusterNames = new Map([...desired.clusterIds].map(([name, id]) => [id, name]));
     this.configVersion++;
     this.logger.info(
       { configVersion: this.configVersion, ...result, ms: Number(process.hrtime.bigint() - started) / 1e6 },
@@ -267,16 +272,14 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   }
 
   clusterNameOf(id: number): string | undefined {
-    return this.clusterNames.get(id);
+    return this.mesh.clusterName(id);
   }
 
   /** The listener a dialled address matched, the wildcard of its family included (as the kernel does). */
   listenerOf(address: string, port: number): string | undefined {
     const wildcard = isV4Mapped(encodeAddr(address)) ? '0.0.0.0' : '::';
-    return (
-      this.tcpListenerNames.get(`${addressKey(address)}|${port}`) ??
-      this.tcpListenerNames.get(`${addressKey(wildcard)}|${port}`)
-    );
+    const at = (addr: string) => this.mesh.listenerAt(boundKey({ address: addr, port, protocol: 'tcp' }));
+    return at(address) ?? at(wildcard);
   }
 
   async registerService(spec: ServiceSpec): Promise<ServiceStatus> {
@@ -297,9 +300,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   async dumpConfig(): Promise<unknown> {
     return {
       configVersion: this.configVersion,
-      model: this.liveModel,
+      model: this.mesh.model(),
+      httpRoutes: routesText(this.mesh.model()),
       services: this.listServices(),
-      maps: this.l4 ? dumpMaps(this.maps, this.clusterNames) : null,
+      maps: this.l4 ? dumpMaps(this.maps, (id) => this.mesh.clusterName(id)) : null,
+      ...Object.fromEntries([...this.dumpSections].map(([name, section]) => [name, section()])),
     };
   }
 
@@ -308,7 +313,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.setState('reloading');
     try {
       const next = loadConfigFile(this.config.path, { cgroups: this.cgroups });
-      this.applyModels(next.model, this.xdsModel);
+      // The file is read whole; the maps are still only written where it changed.
+      this.applyChange('toml', replaceAll(this.mesh.source('toml'), next.model));
       for (const section of ['xds', 'metrics'] as const) {
         if (JSON.stringify(next[section]) !== JSON.stringify(this.config[section])) {
           this.logger.warn({ section }, `[${section}] changed: it takes effect when kmesh restarts`);

@@ -23,12 +23,13 @@ export interface DesiredCluster {
   lbPolicy: number;
   flags: number;
   totalWeight: number;
-  /** Encoded kmesh_endpoint_value, in configured order (round robin follows it). */
-  endpoints: Buffer[];
+  /** count × kmesh_endpoint_value, in configured order (round robin follows it); one buffer per cluster. */
+  endpoints: Buffer;
 }
 
 export interface DesiredListener {
   name: string;
+  /** kmesh_listener_key in slot 0 (the reconciler sets the slot it writes). */
   key: Buffer;
   /** key as hex, the identity of the listener entry in diffs. */
   keyHex: string;
@@ -50,22 +51,38 @@ function cumulative(weights: number[]): number[] {
   });
 }
 
-function desiredCluster(cluster: Cluster, id: number): DesiredCluster {
-  const weights = cluster.endpoints.map((ep) => ep.weight);
-  const cum = cumulative(weights);
+const EP_SIZE = endpointValue.size;
+const EP_ADDR = endpointValue.offsetOf('addr');
+const EP_PORT = endpointValue.offsetOf('port');
+const EP_CUM_WEIGHT = endpointValue.offsetOf('cum_weight');
+
+/** Expects a cluster that passed validation. */
+export function desiredCluster(cluster: Cluster, id: number): DesiredCluster {
+  // One buffer for the set, written in place: a cluster is one allocation, not one per endpoint.
+  const endpoints = Buffer.alloc(cluster.endpoints.length * EP_SIZE);
+  const first = cluster.endpoints[0]?.weight;
+  let sum = 0;
+  let uniform = true;
+  cluster.endpoints.forEach((ep, i) => {
+    const at = i * EP_SIZE;
+    sum += ep.weight;
+    uniform &&= ep.weight === first;
+    encodeAddr(ep.address).copy(endpoints, at + EP_ADDR);
+    endpoints.writeUInt16LE(ep.port, at + EP_PORT);
+    endpoints.writeUInt32LE(sum, at + EP_CUM_WEIGHT);
+  });
   return {
     id,
     name: cluster.name,
     lbPolicy: LB_POLICY_CODES[cluster.lbPolicy],
-    flags: weights.every((w) => w === weights[0]) ? CLUSTER_UNIFORM_WEIGHTS : 0,
-    totalWeight: cum.at(-1) ?? 0,
-    endpoints: cluster.endpoints.map((ep, i) =>
-      endpointValue.encode({ addr: encodeAddr(ep.address), port: ep.port, cum_weight: cum[i] }),
-    ),
+    flags: uniform ? CLUSTER_UNIFORM_WEIGHTS : 0,
+    totalWeight: sum,
+    endpoints,
   };
 }
 
-function desiredListener(listener: Listener, ids: Map<string, number>): DesiredListener {
+/** Expects a listener that passed validation; `idOf` gives the id of each cluster it names. */
+export function desiredListener(listener: Listener, idOf: (cluster: string) => number): DesiredListener {
   const cum = cumulative(listener.routes.map((r) => r.weight));
   const key = listenerKey.encode({
     addr: encodeAddr(listener.address),
@@ -79,42 +96,22 @@ function desiredListener(listener: Listener, ids: Map<string, number>): DesiredL
     value: listenerValue.encode({
       cluster_count: listener.routes.length,
       total_weight: cum.at(-1) ?? 0,
-      cluster_ids: listener.routes.map((r) => ids.get(r.cluster) ?? 0),
+      cluster_ids: listener.routes.map((r) => idOf(r.cluster)),
       cum_weights: cum,
     }),
   };
 }
 
-/*
- * Encodings of unchanged resources are reused: sources hand over the same Cluster object
- * while it is unchanged, so a one-endpoint change re-encodes one cluster, not ten thousand.
- */
-const encodedClusters = new WeakMap<Cluster, DesiredCluster>();
-/** A listener's encoding depends on its clusters' ids too: kept with the ids it was made for. */
-const encodedListeners = new WeakMap<Listener, { ids: number[]; entry: DesiredListener }>();
-
-/** Expects a model that passed validateModel. */
+/** A whole model at once (expects one that passed validateModel). */
 export function desiredState(model: MeshModel): DesiredState {
   const clusterIds = assignClusterIds(model.clusters.map((c) => c.name));
-  const clusters = new Map<number, DesiredCluster>();
-  for (const cluster of model.clusters) {
-    const id = clusterIds.get(cluster.name) as number;
-    let encoded = encodedClusters.get(cluster);
-    if (encoded?.id !== id) {
-      encoded = desiredCluster(cluster, id);
-      encodedClusters.set(cluster, encoded);
-    }
-    clusters.set(id, encoded);
-  }
-  const listeners = new Map<string, DesiredListener>();
-  for (const listener of model.listeners) {
-    const ids = listener.routes.map((r) => clusterIds.get(r.cluster) ?? 0);
-    let cached = encodedListeners.get(listener);
-    if (!cached || cached.ids.some((id, i) => id !== ids[i])) {
-      cached = { ids, entry: desiredListener(listener, clusterIds) };
-      encodedListeners.set(listener, cached);
-    }
-    listeners.set(cached.entry.keyHex, cached.entry);
-  }
+  const idOf = (name: string) => clusterIds.get(name) ?? 0;
+  const clusters = new Map(model.clusters.map((c) => [idOf(c.name), desiredCluster(c, idOf(c.name))]));
+  const listeners = new Map(
+    model.listeners.map((l) => {
+      const entry = desiredListener(l, idOf);
+      return [entry.keyHex, entry];
+    }),
+  );
   return { clusterIds, clusters, listeners };
 }

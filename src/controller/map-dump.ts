@@ -1,7 +1,9 @@
-/** What is in the kernel maps right now, decoded for DumpConfig and `kmeshctl dump`. */
+/** What the kernel maps steer by right now (the active slot), decoded for DumpConfig and `kmeshctl dump`. */
 import { decodeAddr } from '../runtime/maps/addr.js';
-import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
+import type { MapAccess } from '../runtime/maps/datapath-maps.js';
 import {
+  activeSlotKey,
+  activeSlotValue,
   clusterKey,
   clusterValue,
   endpointKey,
@@ -12,44 +14,56 @@ import {
 
 const PROTOCOL_NAMES: Record<number, string> = { 6: 'tcp', 17: 'udp' };
 
-export function dumpMaps(maps: DatapathMaps, clusterNames: ReadonlyMap<number, string>) {
+type DumpMaps = Record<'listeners' | 'clusters' | 'endpoints' | 'activeSlot', Pick<MapAccess, 'entries' | 'lookup'>>;
+
+/** The slot the programs read. */
+export function readActiveSlot(maps: Pick<DumpMaps, 'activeSlot'>): number {
+  const word = maps.activeSlot.lookup(activeSlotKey.encode({ index: 0 }));
+  return word ? activeSlotValue.decode(word).slot : 0;
+}
+
+export function dumpMaps(maps: DumpMaps, nameOf: (id: number) => string | undefined = () => undefined) {
+  const slot = readActiveSlot(maps);
   const endpoints = maps.endpoints
     .entries()
     .map(([k, v]) => ({ key: endpointKey.decode(k), value: endpointValue.decode(v) }));
+  const listeners = maps.listeners
+    .entries()
+    .map(([k, v]) => ({ key: listenerKey.decode(k), value: listenerValue.decode(v) }));
+  const clusters = maps.clusters
+    .entries()
+    .map(([k, v]) => ({ key: clusterKey.decode(k), value: clusterValue.decode(v) }));
   return {
-    listeners: maps.listeners.entries().map(([k, v]) => {
-      const key = listenerKey.decode(k);
-      const value = listenerValue.decode(v);
-      return {
+    activeSlot: slot,
+    listeners: listeners
+      .filter(({ key }) => key.slot === slot)
+      .map(({ key, value }) => ({
         address: decodeAddr(key.addr),
         port: key.port,
         protocol: PROTOCOL_NAMES[key.protocol] ?? String(key.protocol),
         clusters: value.cluster_ids.slice(0, value.cluster_count).map((id, i) => ({
           id,
-          name: clusterNames.get(id) ?? null,
+          name: nameOf(id) ?? null,
           cumulativeWeight: value.cum_weights[i],
         })),
-      };
-    }),
-    clusters: maps.clusters.entries().map(([k, v]) => {
-      const id = clusterKey.decode(k).id;
-      const value = clusterValue.decode(v);
-      return {
-        id,
-        name: clusterNames.get(id) ?? null,
+      })),
+    clusters: clusters
+      .filter(({ key }) => key.slot === slot)
+      .map(({ key, value }) => ({
+        id: key.id,
+        name: nameOf(key.id) ?? null,
         lbPolicy: value.lb_policy,
         generation: value.generation,
         totalWeight: value.total_weight,
         endpoints: endpoints
-          .filter((e) => e.key.cluster_id === id && e.key.generation === value.generation)
+          .filter((e) => e.key.cluster_id === key.id && e.key.generation === value.generation)
           .sort((a, b) => a.key.index - b.key.index)
           .map((e) => ({
             address: decodeAddr(e.value.addr),
             port: e.value.port,
             cumulativeWeight: e.value.cum_weight,
           })),
-      };
-    }),
+      })),
     endpointEntries: endpoints.length,
   };
 }

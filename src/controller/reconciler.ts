@@ -1,119 +1,259 @@
 /**
- * Desired state → the live maps, as a diff, make-before-break:
- *  - a cluster whose endpoint set changes gets the new set written under a fresh
- *    generation first; only then does its cluster entry (one atomic hash update)
- *    point at it. A connect reads either the old or the new set, never a mix;
- *  - listeners are written after the clusters they name;
- *  - what is no longer referenced (old generations, removed clusters) is deleted
- *    after a grace period, so a connect that read the old pointer still finds it.
- * A failure part-way restores what was live before and reports; nothing is half-applied.
+ * A config change → the live maps, as a diff, atomically:
+ *  - listener and cluster entries exist once per config slot; the programs read only the active slot.
+ *    A change is written into the inactive slot, then one update of kmesh_active_slot makes it live.
+ *    Whenever the daemon dies, the kernel sees the whole old or the whole new config;
+ *  - a cluster whose endpoint set changes gets the new set under a fresh generation first (make-before-break):
+ *    both slots point at generations that are complete;
+ *  - the slot that just went inactive keeps the previous config for a grace period (a connect that read the
+ *    old slot number finds everything it needs), then the same diff is replayed into it, and the old endpoint
+ *    generations and removed clusters' cursors are deleted.
+ * A failure before the flip undoes the new endpoint sets and leaves the previous config live; the inactive slot
+ * is only marked for re-sync. The cost of an apply follows the size of the change, never the size of the mesh.
  */
 import type { Logger } from 'pino';
 import { BPF_NOEXIST } from '../runtime/bpf-map.js';
 import { BpfError } from '../runtime/errors.js';
-import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
-import { clusterKey, clusterValue, endpointKey, rrValue } from '../runtime/maps/layouts.js';
-import type { DesiredCluster, DesiredState } from './desired-state.js';
+import type { DatapathMaps, MapAccess } from '../runtime/maps/datapath-maps.js';
+import {
+  activeSlotKey,
+  activeSlotValue,
+  CONFIG_SLOTS,
+  clusterIdKey,
+  clusterKey,
+  clusterValue,
+  endpointKey,
+  endpointValue,
+  listenerKey,
+  rrValue,
+} from '../runtime/maps/layouts.js';
+import type { DesiredCluster, DesiredListener } from './desired-state.js';
 import { KmeshError } from './errors.js';
 
+/** What one apply changes: named entries are set whole (or removed: null); all others stay. */
+export interface ConfigDelta {
+  /** By cluster id. */
+  clusters: Map<number, DesiredCluster | null>;
+  /** By DesiredListener.keyHex. */
+  listeners: Map<string, DesiredListener | null>;
+}
+
+export function emptyDelta(): ConfigDelta {
+  return { clusters: new Map(), listeners: new Map() };
+}
+
+export interface ApplyResult {
+  /** Entries written into the new config (endpoints, clusters, listeners). */
+  written: number;
+  /** Listeners and clusters removed. */
+  deleted: number;
+  /** Resources named by the change that were already live as they are. */
+  unchanged: number;
+}
+
+export type ReconcilerMaps = { [K in keyof DatapathMaps]: MapAccess };
+
 interface LiveCluster {
-  lbPolicy: number;
-  flags: number;
-  totalWeight: number;
   generation: number;
-  endpoints: Buffer[];
+  /** Endpoint values, count × kmesh_endpoint_value (shared with the DesiredCluster it came from). */
+  endpoints: Buffer;
+  /** The encoded kmesh_cluster_value. */
+  value: Buffer;
+}
+
+interface LiveListener {
+  /** kmesh_listener_key with slot 0. */
+  key: Buffer;
+  value: Buffer;
 }
 
 interface Retired {
   clusterId: number;
   generation: number;
   count: number;
-  /** Also delete the cluster entry (the cluster was removed). */
-  dropCluster: boolean;
   due: number;
 }
 
-export interface ApplyResult {
-  written: number;
-  deleted: number;
-  unchanged: number;
+const EEXIST = 17;
+const SLOT_OFFSET = listenerKey.offsetOf('slot');
+const ACTIVE_KEY = activeSlotKey.encode({ index: 0 });
+const ENDPOINT_SIZE = endpointValue.size;
+
+const endpointCount = (endpoints: Buffer) => endpoints.length / ENDPOINT_SIZE;
+
+function listenerKeyIn(key: Buffer, slot: number): Buffer {
+  const inSlot = Buffer.from(key);
+  inSlot[SLOT_OFFSET] = slot;
+  return inSlot;
 }
 
-const EEXIST = 17;
+const clusterKeyIn = (id: number, slot: number) => clusterKey.encode({ id, slot });
 
 export class Reconciler {
-  private listeners = new Map<string, Buffer>();
-  private clusters = new Map<number, LiveCluster>();
+  private active = 0;
+  private readonly listeners = new Map<string, LiveListener>();
+  private readonly clusters = new Map<number, LiveCluster>();
+  /** Keys whose entry in the inactive slot may differ from the live one: replayed after the grace period. */
+  private stale = { listeners: new Set<string>(), clusters: new Set<number>() };
   private retired: Retired[] = [];
+  /** Round-robin cursors of clusters that are gone: deleted with their last endpoint set. */
+  private readonly orphanCursors = new Set<number>();
+  private liveEndpoints = 0;
+  private retiredEndpoints = 0;
   private nextGeneration = 1;
+  /** When the inactive slot may be written (a connect may still read it until then). */
+  private replayAfter = 0;
   private gcTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly maps: DatapathMaps,
+    private readonly maps: ReconcilerMaps,
     private readonly logger: Logger,
     private readonly graceMs = 1000,
   ) {}
 
-  /** Take over what a previous daemon left in the pinned maps; drop half-written leftovers. */
+  /** The live config's slot (what the kernel reads). */
+  get activeSlot(): number {
+    return this.active;
+  }
+
+  /**
+   * Take over what a previous daemon left in the pinned maps: the active slot is the live config (whatever
+   * instant that daemon died at); the other slot is re-synced by a diff; endpoint sets no live cluster uses go.
+   */
   adopt(): void {
-    for (const [key, value] of this.maps.listeners.entries()) this.listeners.set(key.toString('hex'), value);
-    const byGeneration = new Map<string, Map<number, Buffer>>();
+    const word = this.maps.activeSlot.lookup(ACTIVE_KEY);
+    this.active = word ? activeSlotValue.decode(word).slot % CONFIG_SLOTS : 0;
+    const inactive = new Map<string, Buffer>();
+    for (const [key, value] of this.maps.listeners.entries()) {
+      const neutral = listenerKeyIn(key, 0);
+      const hex = neutral.toString('hex');
+      if (key[SLOT_OFFSET] === this.active) this.listeners.set(hex, { key: neutral, value });
+      else inactive.set(hex, value);
+    }
+    for (const hex of new Set([...this.listeners.keys(), ...inactive.keys()])) {
+      const live = this.listeners.get(hex)?.value;
+      const other = inactive.get(hex);
+      if (!live || !other || !live.equals(other)) this.stale.listeners.add(hex);
+    }
+
+    const sets = new Map<string, Map<number, Buffer>>();
     for (const [key, value] of this.maps.endpoints.entries()) {
       const k = endpointKey.decode(key);
-      const slot = `${k.cluster_id}/${k.generation}`;
-      if (!byGeneration.has(slot)) byGeneration.set(slot, new Map());
-      byGeneration.get(slot)?.set(k.index, value);
+      const set = `${k.cluster_id}/${k.generation}`;
+      if (!sets.has(set)) sets.set(set, new Map());
+      sets.get(set)?.set(k.index, value);
       this.nextGeneration = Math.max(this.nextGeneration, k.generation + 1);
     }
+    const inactiveClusters = new Map<number, Buffer>();
     for (const [key, value] of this.maps.clusters.entries()) {
-      const id = clusterKey.decode(key).id;
+      const { id, slot } = clusterKey.decode(key);
       const v = clusterValue.decode(value);
-      const set = byGeneration.get(`${id}/${v.generation}`) ?? new Map<number, Buffer>();
-      this.clusters.set(id, {
-        lbPolicy: v.lb_policy,
-        flags: v.flags,
-        totalWeight: v.total_weight,
-        generation: v.generation,
-        endpoints: Array.from({ length: v.endpoint_count }, (_, i) => set.get(i) ?? Buffer.alloc(0)),
-      });
       this.nextGeneration = Math.max(this.nextGeneration, v.generation + 1);
+      if (slot !== this.active) {
+        inactiveClusters.set(id, value);
+        continue;
+      }
+      const set = sets.get(`${id}/${v.generation}`);
+      const endpoints = Array.from({ length: v.endpoint_count }, (_, i) => set?.get(i));
+      // An incomplete set (never expected) reads as "different", so the next apply writes it anew.
+      const complete = endpoints.every((ep) => ep !== undefined);
+      this.clusters.set(id, {
+        generation: v.generation,
+        endpoints: complete ? Buffer.concat(endpoints as Buffer[]) : Buffer.alloc(0),
+        value,
+      });
+      this.liveEndpoints += v.endpoint_count;
+    }
+    for (const id of new Set([...this.clusters.keys(), ...inactiveClusters.keys()])) {
+      const live = this.clusters.get(id)?.value;
+      const other = inactiveClusters.get(id);
+      if (!live || !other || !live.equals(other)) this.stale.clusters.add(id);
+    }
+    for (const key of this.maps.roundRobin.entries().map(([k]) => clusterIdKey.decode(k).id)) {
+      if (!this.clusters.has(key)) this.orphanCursors.add(key);
     }
     let stray = 0;
-    for (const [slot, entries] of byGeneration) {
-      const [id, generation] = slot.split('/').map(Number) as [number, number];
+    for (const [set, entries] of sets) {
+      const [id, generation] = set.split('/').map(Number) as [number, number];
       if (this.clusters.get(id)?.generation === generation) continue;
       for (const index of entries.keys())
         this.maps.endpoints.delete(endpointKey.encode({ cluster_id: id, generation, index }));
       stray += entries.size;
     }
     this.logger.info(
-      { listeners: this.listeners.size, clusters: this.clusters.size, strayEndpoints: stray },
+      {
+        activeSlot: this.active,
+        listeners: this.listeners.size,
+        clusters: this.clusters.size,
+        toResync: this.stale.listeners.size + this.stale.clusters.size,
+        strayEndpoints: stray,
+      },
       'adopted pinned maps',
     );
+    this.scheduleGc();
   }
 
-  apply(desired: DesiredState): ApplyResult {
-    const changed = [...desired.clusters.values()].filter((c) => !this.sameCluster(c));
-    const removedClusters = [...this.clusters.keys()].filter((id) => !desired.clusters.has(id));
-    const changedListeners = [...desired.listeners].filter(([hex, l]) => {
-      const live = this.listeners.get(hex);
-      return live !== l.value && !live?.equals(l.value);
-    });
-    const removedListeners = [...this.listeners.keys()].filter((hex) => !desired.listeners.has(hex));
-    this.checkCapacity(desired, changed);
+  /** What the maps hold now, as keys (to compute a whole-config delta: what is live and not desired goes). */
+  liveKeys(): { clusters: Iterable<number>; listeners: Iterable<string> } {
+    return { clusters: this.clusters.keys(), listeners: this.listeners.keys() };
+  }
 
+  apply(delta: ConfigDelta): ApplyResult {
+    const changedClusters: DesiredCluster[] = [];
+    const removedClusters: number[] = [];
+    let unchanged = 0;
+    for (const [id, desired] of delta.clusters) {
+      if (desired === null) {
+        if (this.clusters.has(id)) removedClusters.push(id);
+      } else if (this.sameCluster(desired)) unchanged++;
+      else changedClusters.push(desired);
+    }
+    const changedListeners: DesiredListener[] = [];
+    const removedListeners: string[] = [];
+    for (const [hex, desired] of delta.listeners) {
+      const live = this.listeners.get(hex);
+      if (desired === null) {
+        if (live) removedListeners.push(hex);
+      } else if (live && (live.value === desired.value || live.value.equals(desired.value))) unchanged++;
+      else changedListeners.push(desired);
+    }
+    const result = {
+      written: 0,
+      deleted: removedClusters.length + removedListeners.length,
+      unchanged,
+    };
+    if (changedClusters.length + changedListeners.length + result.deleted === 0) return result;
+    this.checkCapacity(changedClusters, removedClusters, changedListeners, removedListeners);
+
+    const next = 1 - this.active;
     const undo: Array<() => void> = [];
-    let written = 0;
+    const fresh = new Map<number, LiveCluster>();
     try {
-      for (const cluster of changed) written += this.writeCluster(cluster, undo);
-      for (const [hex, listener] of changedListeners) {
-        const before = this.listeners.get(hex);
-        this.maps.listeners.update(listener.key, listener.value);
-        undo.push(() =>
-          before ? this.maps.listeners.update(listener.key, before) : this.maps.listeners.delete(listener.key),
-        );
-        written++;
+      for (const cluster of changedClusters) {
+        const entry = this.prepareCluster(cluster, undo);
+        result.written += entry.written;
+        fresh.set(cluster.id, entry.live);
       }
+      // The inactive slot: what it still lacks from the last apply plus this change (stale until overwritten).
+      for (const hex of removedListeners) this.stale.listeners.add(hex);
+      for (const id of removedClusters) this.stale.clusters.add(id);
+      for (const l of changedListeners) this.stale.listeners.add(l.keyHex);
+      for (const id of fresh.keys()) this.stale.clusters.add(id);
+      this.writeSlot(
+        next,
+        (hex) => {
+          const desired = delta.listeners.get(hex);
+          return desired === undefined ? this.listeners.get(hex) : (desired ?? undefined);
+        },
+        (id) =>
+          fresh.has(id)
+            ? fresh.get(id)?.value
+            : delta.clusters.get(id) === null
+              ? undefined
+              : this.clusters.get(id)?.value,
+      );
+      result.written += changedListeners.length + changedClusters.length;
+      this.maps.activeSlot.update(ACTIVE_KEY, activeSlotValue.encode({ slot: next }));
     } catch (err) {
       for (const step of undo.reverse()) {
         try {
@@ -122,187 +262,219 @@ export class Reconciler {
           this.logger.error({ err: undoErr }, 'rollback step failed');
         }
       }
+      this.scheduleGc();
       throw asKmeshError(err);
     }
 
-    // Commit: from here on only removals, which cannot leave a listener without its cluster.
-    for (const hex of removedListeners) this.maps.listeners.delete(Buffer.from(hex, 'hex'));
-    const now = Date.now();
-    for (const cluster of changed) {
-      const before = this.clusters.get(cluster.id);
-      if (before && before.endpoints.length > 0 && before.generation !== this.generationOf(cluster)) {
-        this.retire({
-          clusterId: cluster.id,
-          generation: before.generation,
-          count: before.endpoints.length,
-          dropCluster: false,
-          due: now,
-        });
-      }
-    }
+    // Committed: the new slot is live. The old one keeps the previous config until the grace period ends;
+    // every key this apply changed is what it lacks.
+    this.active = next;
+    this.replayAfter = Date.now() + this.graceMs;
+    this.stale.listeners = new Set([...removedListeners, ...changedListeners.map((l) => l.keyHex)]);
+    this.stale.clusters = new Set([...removedClusters, ...fresh.keys()]);
+    const due = this.replayAfter;
+    for (const hex of removedListeners) this.listeners.delete(hex);
+    for (const listener of changedListeners)
+      this.listeners.set(listener.keyHex, { key: listener.key, value: listener.value });
     for (const id of removedClusters) {
-      const before = this.clusters.get(id) as LiveCluster;
-      this.retire({
-        clusterId: id,
-        generation: before.generation,
-        count: before.endpoints.length,
-        dropCluster: true,
-        due: now,
-      });
-      this.clusters.delete(id);
+      this.retireCluster(id, due);
+      this.orphanCursors.add(id);
     }
-    for (const cluster of changed) this.clusters.set(cluster.id, this.pendingLive.get(cluster.id) as LiveCluster);
-    this.pendingLive.clear();
-    this.listeners = new Map([...desired.listeners].map(([hex, l]) => [hex, l.value]));
+    for (const [id, live] of fresh) {
+      this.orphanCursors.delete(id);
+      const before = this.clusters.get(id);
+      if (before && before.generation !== live.generation) this.retireCluster(id, due);
+      else if (before) this.liveEndpoints -= endpointCount(before.endpoints);
+      this.clusters.set(id, live);
+      this.liveEndpoints += endpointCount(live.endpoints);
+    }
     this.scheduleGc();
-    return {
-      written,
-      deleted: removedListeners.length + removedClusters.length,
-      unchanged: desired.listeners.size - changedListeners.length + desired.clusters.size - changed.length,
-    };
+    return result;
   }
 
   counts(): { listeners: number; clusters: number; endpoints: number } {
-    let endpoints = 0;
-    for (const c of this.clusters.values()) endpoints += c.endpoints.length;
-    return { listeners: this.listeners.size, clusters: this.clusters.size, endpoints };
+    return { listeners: this.listeners.size, clusters: this.clusters.size, endpoints: this.liveEndpoints };
   }
 
-  /** Delete everything retired now (shutdown): nothing waits for a timer that will not fire. */
+  /** Finish now what waits for the grace period (shutdown): nothing waits for a timer that will not fire. */
   flush(): void {
     clearTimeout(this.gcTimer);
     this.gcTimer = undefined;
     this.collect(Number.POSITIVE_INFINITY);
   }
 
-  private readonly pendingLive = new Map<number, LiveCluster>();
-
-  private generationOf(cluster: DesiredCluster): number {
-    return this.pendingLive.get(cluster.id)?.generation ?? -1;
-  }
-
   private sameCluster(c: DesiredCluster): boolean {
     const live = this.clusters.get(c.id);
-    return (
-      live !== undefined &&
-      live.lbPolicy === c.lbPolicy &&
-      live.flags === c.flags &&
-      live.totalWeight === c.totalWeight &&
-      this.sameEndpoints(live, c)
-    );
+    if (!live) return false;
+    return this.sameEndpoints(live, c) && live.value.equals(this.clusterValueOf(c, live.generation));
   }
 
   private sameEndpoints(live: LiveCluster | undefined, c: DesiredCluster): boolean {
-    if (live?.endpoints === c.endpoints) return true;
-    return (
-      live !== undefined &&
-      live.endpoints.length === c.endpoints.length &&
-      live.endpoints.every((ep, i) => ep.equals(c.endpoints[i] as Buffer))
-    );
+    return live !== undefined && (live.endpoints === c.endpoints || live.endpoints.equals(c.endpoints));
   }
 
-  /** Writes the endpoints (new generation unless only the policy changed), then flips the cluster entry. */
-  private writeCluster(cluster: DesiredCluster, undo: Array<() => void>): number {
-    const live = this.clusters.get(cluster.id);
-    const reuse = this.sameEndpoints(live, cluster);
-    const generation = reuse && live ? live.generation : this.nextGeneration++;
+  private clusterValueOf(c: DesiredCluster, generation: number): Buffer {
+    return clusterValue.encode({
+      lb_policy: c.lbPolicy,
+      generation,
+      endpoint_count: endpointCount(c.endpoints),
+      total_weight: c.totalWeight,
+      flags: c.flags,
+    });
+  }
+
+  /** Writes the endpoint set under a new generation (unless only the policy changed) and the cursor. */
+  private prepareCluster(cluster: DesiredCluster, undo: Array<() => void>): { live: LiveCluster; written: number } {
+    const before = this.clusters.get(cluster.id);
+    const reuse = this.sameEndpoints(before, cluster);
+    const generation = reuse && before ? before.generation : this.nextGeneration++;
     let written = 0;
     if (!reuse) {
-      cluster.endpoints.forEach((value, index) => {
+      for (let index = 0; index < endpointCount(cluster.endpoints); index++) {
         const key = endpointKey.encode({ cluster_id: cluster.id, generation, index });
-        this.maps.endpoints.update(key, value);
+        this.maps.endpoints.update(key, cluster.endpoints.subarray(index * ENDPOINT_SIZE, (index + 1) * ENDPOINT_SIZE));
         undo.push(() => this.maps.endpoints.delete(key));
         written++;
-      });
+      }
     }
-    const rrKey = clusterKey.encode({ id: cluster.id });
-    try {
-      this.maps.roundRobin.update(rrKey, rrValue.encode({}), BPF_NOEXIST);
-      undo.push(() => this.maps.roundRobin.delete(rrKey));
-    } catch (err) {
-      // The cursor of a cluster that already exists keeps its place in the order.
-      if (!(err instanceof BpfError && err.errno === EEXIST)) throw err;
+    // Re-added within the grace period: the cursor keeps its place in the order.
+    if (!before && !this.orphanCursors.has(cluster.id)) {
+      const rrKey = clusterIdKey.encode({ id: cluster.id });
+      try {
+        this.maps.roundRobin.update(rrKey, rrValue.encode({}), BPF_NOEXIST);
+        undo.push(() => this.maps.roundRobin.delete(rrKey));
+      } catch (err) {
+        if (!(err instanceof BpfError && err.errno === EEXIST)) throw err;
+      }
     }
-    const key = clusterKey.encode({ id: cluster.id });
-    const previous = this.maps.clusters.lookup(key);
-    this.maps.clusters.update(
-      key,
-      clusterValue.encode({
-        lb_policy: cluster.lbPolicy,
-        generation,
-        endpoint_count: cluster.endpoints.length,
-        total_weight: cluster.totalWeight,
-        flags: cluster.flags,
-      }),
-    );
-    undo.push(() => (previous ? this.maps.clusters.update(key, previous) : this.maps.clusters.delete(key)));
-    this.pendingLive.set(cluster.id, {
-      lbPolicy: cluster.lbPolicy,
-      flags: cluster.flags,
-      totalWeight: cluster.totalWeight,
-      generation,
-      endpoints: cluster.endpoints,
-    });
-    return written + 1;
+    return {
+      live: { generation, endpoints: cluster.endpoints, value: this.clusterValueOf(cluster, generation) },
+      written,
+    };
+  }
+
+  /**
+   * Writes every stale key's target into `slot` (absent: deleted), deletions first so that the slot never holds
+   * more than one config. The keys written are added to `written`; whether they stop being stale is the
+   * caller's to decide.
+   */
+  private writeSlot(
+    slot: number,
+    listenerOf: (hex: string) => LiveListener | undefined,
+    clusterOf: (id: number) => Buffer | undefined,
+    written?: { listeners: Set<string>; clusters: Set<number> },
+  ): void {
+    const byDeletionFirst = <K>(keys: Set<K>, has: (key: K) => boolean) =>
+      [...keys].sort((a, b) => Number(has(a)) - Number(has(b)));
+    for (const hex of byDeletionFirst(this.stale.listeners, (hex) => listenerOf(hex) !== undefined)) {
+      const target = listenerOf(hex);
+      const key = listenerKeyIn(target?.key ?? Buffer.from(hex, 'hex'), slot);
+      if (target) this.maps.listeners.update(key, target.value);
+      else this.maps.listeners.delete(key);
+      written?.listeners.add(hex);
+    }
+    for (const id of byDeletionFirst(this.stale.clusters, (id) => clusterOf(id) !== undefined)) {
+      const target = clusterOf(id);
+      if (target) this.maps.clusters.update(clusterKeyIn(id, slot), target);
+      else this.maps.clusters.delete(clusterKeyIn(id, slot));
+      written?.clusters.add(id);
+    }
   }
 
   /** Refuse before writing anything when the result would not fit (old generations count until collected). */
-  private checkCapacity(desired: DesiredState, changed: DesiredCluster[]): void {
-    const { listeners, clusters, endpoints } = this.maps;
-    let endpointEntries = 0;
-    for (const c of this.clusters.values()) endpointEntries += c.endpoints.length;
-    for (const r of this.retired) endpointEntries += r.count;
-    for (const c of changed) endpointEntries += c.endpoints.length;
+  private checkCapacity(
+    changedClusters: DesiredCluster[],
+    removedClusters: number[],
+    changedListeners: DesiredListener[],
+    removedListeners: string[],
+  ): void {
+    const perSlot = (map: MapAccess) => map.maxEntries / CONFIG_SLOTS;
+    const added = <T>(items: T[], has: (item: T) => boolean) => items.filter((item) => !has(item)).length;
+    const listenerCount =
+      this.listeners.size + added(changedListeners, (l) => this.listeners.has(l.keyHex)) - removedListeners.length;
+    const clusterCount =
+      this.clusters.size + added(changedClusters, (c) => this.clusters.has(c.id)) - removedClusters.length;
+    let endpointEntries = this.liveEndpoints + this.retiredEndpoints;
+    for (const c of changedClusters) endpointEntries += endpointCount(c.endpoints);
     const problems: string[] = [];
-    if (desired.listeners.size > listeners.maxEntries) {
-      problems.push(`${desired.listeners.size} listeners exceed the listener map capacity of ${listeners.maxEntries}`);
+    if (listenerCount > perSlot(this.maps.listeners)) {
+      problems.push(`${listenerCount} listeners exceed the listener map capacity of ${perSlot(this.maps.listeners)}`);
     }
-    // Removed clusters keep their entry until the grace period ends.
-    const retiredClusters = this.retired.filter((r) => r.dropCluster).map((r) => r.clusterId);
-    const clusterEntries = new Set([...this.clusters.keys(), ...desired.clusters.keys(), ...retiredClusters]).size;
-    if (clusterEntries > clusters.maxEntries) {
+    if (clusterCount > perSlot(this.maps.clusters)) {
+      problems.push(`${clusterCount} clusters exceed the cluster map capacity of ${perSlot(this.maps.clusters)}`);
+    }
+    // Cursors of removed clusters stay until the grace period ends.
+    const cursors = clusterCount + removedClusters.length + this.orphanCursors.size;
+    if (cursors > this.maps.roundRobin.maxEntries) {
       problems.push(
-        `${clusterEntries} cluster entries (live, new and being removed) exceed the cluster map capacity of ${clusters.maxEntries}`,
+        `${cursors} cluster entries (live, new and being removed) exceed the cluster map capacity of ${this.maps.roundRobin.maxEntries}`,
       );
     }
-    if (endpointEntries > endpoints.maxEntries) {
+    if (endpointEntries > this.maps.endpoints.maxEntries) {
       problems.push(
-        `${endpointEntries} endpoint entries (live + being replaced) exceed the endpoint map capacity of ${endpoints.maxEntries}`,
+        `${endpointEntries} endpoint entries (live + being replaced) exceed the endpoint map capacity of ${this.maps.endpoints.maxEntries}`,
       );
     }
     if (problems.length > 0) throw new KmeshError('CapacityExceeded', problems.join('; '));
   }
 
-  private retire(entry: Retired): void {
-    entry.due += this.graceMs;
-    this.retired.push(entry);
+  /** The cluster's live endpoint set (and its entry, when the cluster is gone) goes after the grace period. */
+  private retireCluster(id: number, due: number): void {
+    const before = this.clusters.get(id) as LiveCluster;
+    const count = endpointCount(before.endpoints);
+    if (count > 0) this.retired.push({ clusterId: id, generation: before.generation, count, due });
+    this.retiredEndpoints += count;
+    this.liveEndpoints -= count;
+    this.clusters.delete(id);
   }
 
   private scheduleGc(): void {
-    if (this.gcTimer || this.retired.length === 0) return;
+    if (this.gcTimer || (this.retired.length === 0 && this.stale.clusters.size + this.stale.listeners.size === 0))
+      return;
+    const wait = Math.max(0, Math.min(this.replayAfter, ...this.retired.map((r) => r.due)) - Date.now());
     this.gcTimer = setTimeout(() => {
       this.gcTimer = undefined;
       this.collect(Date.now());
       this.scheduleGc();
-    }, this.graceMs);
+    }, wait);
     this.gcTimer.unref();
   }
 
   private collect(now: number): void {
+    if (now >= this.replayAfter) {
+      const written = { listeners: new Set<string>(), clusters: new Set<number>() };
+      try {
+        this.writeSlot(
+          1 - this.active,
+          (hex) => this.listeners.get(hex),
+          (id) => this.clusters.get(id)?.value,
+          written,
+        );
+        for (const id of this.orphanCursors) {
+          this.maps.roundRobin.delete(clusterIdKey.encode({ id }));
+          this.orphanCursors.delete(id);
+        }
+      } catch (err) {
+        this.logger.error({ err }, 'replaying the last change into the inactive slot failed; retried later');
+        this.replayAfter = Math.min(now, Date.now()) + this.graceMs;
+      }
+      for (const hex of written.listeners) this.stale.listeners.delete(hex);
+      for (const id of written.clusters) this.stale.clusters.delete(id);
+    }
     const keep: Retired[] = [];
     for (const r of this.retired) {
       if (r.due > now) {
         keep.push(r);
         continue;
       }
-      for (let index = 0; index < r.count; index++) {
-        this.maps.endpoints.delete(endpointKey.encode({ cluster_id: r.clusterId, generation: r.generation, index }));
-      }
-      // A cluster removed and then re-added within the grace period is live again: keep it.
-      if (r.dropCluster && !this.clusters.has(r.clusterId)) {
-        const key = clusterKey.encode({ id: r.clusterId });
-        this.maps.clusters.delete(key);
-        this.maps.roundRobin.delete(key);
+      try {
+        for (let index = 0; index < r.count; index++) {
+          this.maps.endpoints.delete(endpointKey.encode({ cluster_id: r.clusterId, generation: r.generation, index }));
+        }
+        this.retiredEndpoints -= r.count;
+      } catch (err) {
+        this.logger.error({ err }, 'deleting an old endpoint set failed; retried later');
+        keep.push({ ...r, due: Math.min(now, Date.now()) + this.graceMs });
       }
     }
     this.retired = keep;

@@ -61,7 +61,10 @@ export interface HeaderMatcher {
   /** Lower case. `:method` and `:authority` are the request line's method and the Host header. */
   name: string;
   matcher: StringMatcher;
-  /** Match when the matcher does not (an inverted `present` = the header is absent). */
+  /**
+   * Match when the matcher does not (an inverted `present` = the header is absent). As in Envoy, a missing header
+   * matches no matcher but an inverted `present`.
+   */
   invert: boolean;
 }
 

@@ -4,9 +4,22 @@
  * resource name.
  */
 import { isIP } from 'node:net';
+import { L7_LIMITS } from '../l7/limits.js';
 import { encodeAddr } from '../runtime/maps/addr.js';
 import { MAX_CLUSTERS, MAX_ENDPOINTS, MAX_LISTENERS } from '../runtime/maps/layouts.js';
-import { type Cluster, LB_POLICIES, type MeshModel, PROTOCOLS, type Protocol } from './types.js';
+import {
+  type Cluster,
+  type HeaderMatcher,
+  type HttpRoute,
+  LB_POLICIES,
+  type Listener,
+  type MeshModel,
+  type PathMatcher,
+  PROTOCOLS,
+  type Protocol,
+  type VirtualHost,
+  type WeightedCluster,
+} from './types.js';
 
 export const MAX_WEIGHT = 1_000_000;
 /** The documented ranges (README, Limits): file readers and these checks state them alike. */
@@ -54,75 +67,97 @@ const inRange = (range: { min: number; max: number }, n: number) =>
 const validPort = (port: number) => inRange(PORT_RANGE, port);
 const validWeight = (weight: number) => inRange(WEIGHT_RANGE, weight);
 
-/** Endpoint sets already found valid; a source hands over the same object while a cluster is unchanged. */
-const validEndpointSets = new WeakSet<Cluster['endpoints']>();
+/** The kernel key a listener binds: two listeners with one bound key clash; TOML's shadows xDS's. */
+export function boundKey(listener: Pick<Listener, 'address' | 'port' | 'protocol'>): string {
+  return `${addressKey(listener.address)}|${listener.port}|${l4Protocol(listener.protocol)}`;
+}
+
+const addressInUse = (listener: Listener, other: string) =>
+  `${listener.address}:${listener.port}/${l4Protocol(listener.protocol)} is already used by listener "${other}"`;
+
+/** Every cluster a listener sends to: its default route's and its HTTP routes' (each name once). */
+export function listenerClusterNames(listener: Listener): string[] {
+  const names = new Set(listener.routes.map((r) => r.cluster));
+  for (const vh of listener.virtualHosts ?? [])
+    for (const r of vh.routes) for (const c of r.clusters) names.add(c.cluster);
+  return [...names];
+}
+
+/** Where a listener names its i-th cluster (`cluster` for a plain one). */
+export const routeKey = (listener: Listener, i: number) => choiceKey(listener.routes, i);
+const choiceKey = (choice: WeightedCluster[], i: number) => (choice.length > 1 ? `weighted_clusters[${i}]` : 'cluster');
+
+/** One cluster on its own; `at(key)` names the place of a problem. */
+export function clusterProblems(cluster: Cluster, at: (key: string) => string): string[] {
+  const errors: string[] = [];
+  if (!cluster.name) errors.push(`${at('name')}: is empty`);
+  if (!LB_POLICIES.includes(cluster.lbPolicy)) {
+    errors.push(`${at('lb_policy')}: must be one of ${LB_POLICIES.join(', ')}`);
+  }
+  if (cluster.endpoints.length === 0) errors.push(`${at('endpoints')}: the endpoint set is empty`);
+  cluster.endpoints.forEach((ep, j) => {
+    const where = at(`endpoints[${j}]`);
+    if (!validAddress(ep.address)) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
+    if (!validPort(ep.port)) errors.push(`${where}.port: ${outOfRange(PORT_RANGE, ep.port)}`);
+    if (!validWeight(ep.weight)) errors.push(`${where}.weight: ${outOfRange(WEIGHT_RANGE, ep.weight)}`);
+  });
+  const totalWeight = cluster.endpoints.reduce((sum, ep) => sum + ep.weight, 0);
+  // Out-of-range weights were named one by one; their sum would only repeat them.
+  if (errors.length === 0 && totalWeight > U32_MAX) {
+    errors.push(`${at('endpoints')}: the endpoint weights add up to ${totalWeight}, more than ${U32_MAX}`);
+  }
+  return errors;
+}
+
+/**
+ * One listener, its clusters as `clusterExists` knows them and, when another listener already binds its
+ * address (see boundKey), that listener's name.
+ */
+export function listenerProblems(
+  listener: Listener,
+  at: (key: string) => string,
+  clusterExists: (name: string) => boolean,
+  boundBy?: string,
+): string[] {
+  const errors: string[] = [];
+  if (!listener.name) errors.push(`${at('name')}: is empty`);
+  if (!validAddress(listener.address)) {
+    errors.push(`${at('address')}: not an IP address literal: "${listener.address}"`);
+  }
+  if (!validPort(listener.port)) errors.push(`${at('port')}: ${outOfRange(PORT_RANGE, listener.port)}`);
+  if (!PROTOCOLS.includes(listener.protocol)) {
+    errors.push(`${at('protocol')}: must be one of ${PROTOCOLS.join(', ')}`);
+  }
+  if (boundBy !== undefined) errors.push(`${at('address')}: ${addressInUse(listener, boundBy)}`);
+  const keyed = [
+    ...clusterChoiceProblems(listener.routes, clusterExists, '', MAX_ROUTE_CLUSTERS),
+    ...httpRouteProblems(listener, clusterExists),
+  ];
+  for (const p of keyed) errors.push(`${at(p.key)}: ${p.problem}`);
+  return errors;
+}
 
 export function validateModel(model: MeshModel, at: ModelLocator = byName(model)): string[] {
   const errors: string[] = [];
-  const clusterNames = new Map<string, number>();
-
+  const clusterNames = new Set<string>();
   model.clusters.forEach((cluster, i) => {
-    if (!cluster.name) errors.push(`${at.cluster(i, 'name')}: is empty`);
-    if (clusterNames.has(cluster.name)) {
-      errors.push(`${at.cluster(i, 'name')}: duplicate cluster name "${cluster.name}"`);
-    }
-    clusterNames.set(cluster.name, i);
-    if (!LB_POLICIES.includes(cluster.lbPolicy)) {
-      errors.push(`${at.cluster(i, 'lb_policy')}: must be one of ${LB_POLICIES.join(', ')}`);
-    }
-    if (cluster.endpoints.length === 0) errors.push(`${at.cluster(i, 'endpoints')}: the endpoint set is empty`);
-    if (validEndpointSets.has(cluster.endpoints)) return;
-    const before = errors.length;
-    cluster.endpoints.forEach((ep, j) => {
-      const where = at.cluster(i, `endpoints[${j}]`);
-      if (!validAddress(ep.address)) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
-      if (!validPort(ep.port)) errors.push(`${where}.port: ${outOfRange(PORT_RANGE, ep.port)}`);
-      if (!validWeight(ep.weight)) errors.push(`${where}.weight: ${outOfRange(WEIGHT_RANGE, ep.weight)}`);
-    });
-    const totalWeight = cluster.endpoints.reduce((sum, ep) => sum + ep.weight, 0);
-    if (errors.length === before && totalWeight > U32_MAX) {
-      errors.push(`${at.cluster(i, 'endpoints')}: the endpoint weights add up to ${totalWeight}, more than ${U32_MAX}`);
-    }
-    if (errors.length === before) validEndpointSets.add(cluster.endpoints);
+    const where = (key: string) => at.cluster(i, key);
+    if (clusterNames.has(cluster.name)) errors.push(`${where('name')}: duplicate cluster name "${cluster.name}"`);
+    clusterNames.add(cluster.name);
+    errors.push(...clusterProblems(cluster, where));
   });
 
   const listenerNames = new Set<string>();
   const boundAddresses = new Map<string, string>();
   model.listeners.forEach((listener, i) => {
-    if (!listener.name) errors.push(`${at.listener(i, 'name')}: is empty`);
-    if (listenerNames.has(listener.name)) {
-      errors.push(`${at.listener(i, 'name')}: duplicate listener name "${listener.name}"`);
-    }
+    const where = (key: string) => at.listener(i, key);
+    if (listenerNames.has(listener.name)) errors.push(`${where('name')}: duplicate listener name "${listener.name}"`);
     listenerNames.add(listener.name);
-    if (!validAddress(listener.address)) {
-      errors.push(`${at.listener(i, 'address')}: not an IP address literal: "${listener.address}"`);
-    }
-    if (!validPort(listener.port)) errors.push(`${at.listener(i, 'port')}: ${outOfRange(PORT_RANGE, listener.port)}`);
-    if (!PROTOCOLS.includes(listener.protocol)) {
-      errors.push(`${at.listener(i, 'protocol')}: must be one of ${PROTOCOLS.join(', ')}`);
-    }
-    const bound = `${addressKey(listener.address)}|${listener.port}|${l4Protocol(listener.protocol)}`;
-    const other = boundAddresses.get(bound);
-    if (other !== undefined) {
-      errors.push(
-        `${at.listener(i, 'address')}: ${listener.address}:${listener.port}/${l4Protocol(listener.protocol)} is already used by listener "${other}"`,
-      );
-    } else boundAddresses.set(bound, listener.name);
-
-    if (listener.routes.length === 0) errors.push(`${at.listener(i, 'weighted_clusters')}: names no cluster`);
-    if (listener.routes.length > MAX_ROUTE_CLUSTERS) {
-      errors.push(
-        `${at.listener(i, 'weighted_clusters')}: at most ${MAX_ROUTE_CLUSTERS} clusters, got ${listener.routes.length}`,
-      );
-    }
-    listener.routes.forEach((route, j) => {
-      const key = listener.routes.length > 1 ? `weighted_clusters[${j}]` : 'cluster';
-      if (!clusterNames.has(route.cluster)) errors.push(`${at.listener(i, key)}: unknown cluster "${route.cluster}"`);
-      if (!validWeight(route.weight)) {
-        errors.push(`${at.listener(i, key)}.weight: ${outOfRange(WEIGHT_RANGE, route.weight)}`);
-      }
-    });
+    const other = boundAddresses.get(boundKey(listener));
+    if (other === undefined) boundAddresses.set(boundKey(listener), listener.name);
+    errors.push(...listenerProblems(listener, where, (name) => clusterNames.has(name), other));
   });
+  errors.push(...httpModelProblems(model, at));
   return errors;
 }
 
@@ -157,4 +192,256 @@ export function capacityProblems(model: MeshModel, at: ModelLocator): string[] {
     }
   }
   return problems;
+}
+
+/** A problem at a key relative to the resource that holds it (`virtual_hosts[0].routes[2].match.path`). */
+export interface KeyedProblem {
+  key: string;
+  problem: string;
+}
+
+/** Whether a cluster exists; undefined when the source checks clusters elsewhere (xDS warming). */
+type ClusterExists = ((name: string) => boolean) | undefined;
+
+/** `cluster` or `weighted_clusters` of a listener or route: `prefix` is the key of whatever holds them. */
+function clusterChoiceProblems(
+  choice: WeightedCluster[],
+  clusterExists: ClusterExists,
+  prefix: string,
+  maxClusters: number,
+): KeyedProblem[] {
+  const problems: KeyedProblem[] = [];
+  if (choice.length === 0) problems.push({ key: `${prefix}weighted_clusters`, problem: 'names no cluster' });
+  if (choice.length > maxClusters) {
+    problems.push({
+      key: `${prefix}weighted_clusters`,
+      problem: `at most ${maxClusters} clusters, got ${choice.length}`,
+    });
+  }
+  choice.forEach((c, j) => {
+    const key = `${prefix}${choiceKey(choice, j)}`;
+    if (clusterExists && !clusterExists(c.cluster)) problems.push({ key, problem: `unknown cluster "${c.cluster}"` });
+    if (!validWeight(c.weight)) {
+      problems.push({ key: `${key}.weight`, problem: outOfRange(WEIGHT_RANGE, c.weight) });
+    }
+  });
+  return problems;
+}
+
+/** An http listener's routes on their own (the per-listener kernel limits included). */
+function httpRouteProblems(listener: Listener, clusterExists: ClusterExists): KeyedProblem[] {
+  if (listener.virtualHosts === undefined) return [];
+  if (listener.protocol !== 'http') {
+    return [{ key: 'virtual_hosts', problem: `HTTP routes need protocol "http", not "${listener.protocol}"` }];
+  }
+  return virtualHostProblems(listener.virtualHosts, clusterExists);
+}
+
+/**
+ * What HTTP routes ask of the kernel across resources: the endpoint tables of the clusters they send to, and the
+ * route maps all listeners share (fixed sizes).
+ */
+function httpModelProblems(model: MeshModel, at: ModelLocator): string[] {
+  const errors: string[] = [];
+  const endpoints = new Map(model.clusters.map((c) => [c.name, c.endpoints.length]));
+  const totals = { listeners: 0, virtualHosts: 0, domains: 0 };
+  model.listeners.forEach((listener, i) => {
+    const vhosts = listener.virtualHosts;
+    if (!vhosts) return;
+    for (const [k, vh] of vhosts.entries()) {
+      for (const [j, r] of vh.routes.entries()) {
+        for (const [n, c] of r.clusters.entries()) {
+          const count = endpoints.get(c.cluster) ?? 0;
+          if (count <= L7_LIMITS.endpointsPerCluster) continue;
+          const key = `virtual_hosts[${k}].routes[${j}].${choiceKey(r.clusters, n)}`;
+          errors.push(
+            `${at.listener(i, key)}: cluster "${c.cluster}" has ${count} endpoints; HTTP routes send to clusters of at most ${L7_LIMITS.endpointsPerCluster}`,
+          );
+        }
+      }
+    }
+    totals.listeners++;
+    totals.virtualHosts += vhosts.length;
+    totals.domains += vhosts.reduce((n, vh) => n + vh.domains.length, 0);
+    const over = (
+      [
+        ['listeners', totals.listeners, 'listeners with HTTP routes'],
+        ['virtualHosts', totals.virtualHosts, 'virtual hosts'],
+        ['domains', totals.domains, 'virtual host domains'],
+      ] as const
+    ).find(([limit, n]) => n > L7_LIMITS[limit]);
+    if (over) {
+      errors.push(
+        `${at.listener(i, 'virtual_hosts')}: more than ${L7_LIMITS[over[0]]} ${over[2]} in all (kernel map size)`,
+      );
+    }
+  });
+  return errors;
+}
+
+/** Header names (not :method, :authority) the kernel captures from a request for the routes of one listener. */
+function capturedHeaderNames(vhosts: VirtualHost[]): Set<string> {
+  const names = new Set<string>();
+  for (const vh of vhosts) {
+    for (const r of vh.routes) for (const h of r.match.headers) if (!PSEUDO_HEADERS.includes(h.name)) names.add(h.name);
+  }
+  return names;
+}
+
+/**
+ * Shape and kernel limits of a listener's virtual hosts. Without `clusterExists` the clusters are not looked up
+ * (xDS checks a route table before its clusters have warmed).
+ */
+export function virtualHostProblems(vhosts: VirtualHost[], clusterExists?: ClusterExists): KeyedProblem[] {
+  const problems: KeyedProblem[] = [];
+  if (vhosts.length === 0) problems.push({ key: 'virtual_hosts', problem: 'is empty' });
+  const names = capturedHeaderNames(vhosts);
+  if (names.size > L7_LIMITS.headerNamesPerListener) {
+    problems.push({
+      key: 'virtual_hosts',
+      problem: `the routes match on ${names.size} different header names (${[...names].join(', ')}); at most ${L7_LIMITS.headerNamesPerListener} per listener`,
+    });
+  }
+  const domainOwner = new Map<string, number>();
+  vhosts.forEach((vh, i) => {
+    const at = `virtual_hosts[${i}].`;
+    vh.domains.forEach((d, j) => {
+      const other = domainOwner.get(d);
+      if (other !== undefined) {
+        problems.push({ key: `${at}domains[${j}]`, problem: `"${d}" is already a domain of virtual_hosts[${other}]` });
+      } else domainOwner.set(d, i);
+    });
+    for (const p of vhostProblems(vh, clusterExists)) problems.push({ key: `${at}${p.key}`, problem: p.problem });
+  });
+  return problems;
+}
+
+function vhostProblems(vh: VirtualHost, clusterExists: ClusterExists): KeyedProblem[] {
+  const problems: KeyedProblem[] = [];
+  if (!vh.name) problems.push({ key: 'name', problem: 'is empty' });
+  if (vh.domains.length === 0) problems.push({ key: 'domains', problem: 'names no domain' });
+  vh.domains.forEach((d, j) => {
+    const problem = domainProblem(d);
+    if (problem) problems.push({ key: `domains[${j}]`, problem });
+  });
+  if (vh.routes.length === 0) problems.push({ key: 'routes', problem: 'is empty' });
+  if (vh.routes.length > L7_LIMITS.routesPerVirtualHost) {
+    problems.push({
+      key: 'routes',
+      problem: `at most ${L7_LIMITS.routesPerVirtualHost} routes per virtual host, got ${vh.routes.length}`,
+    });
+  }
+  vh.routes.forEach((route, j) => {
+    for (const p of routeProblems(route, clusterExists))
+      problems.push({ key: `routes[${j}].${p.key}`, problem: p.problem });
+  });
+  return problems;
+}
+
+function routeProblems(route: HttpRoute, clusterExists: ClusterExists): KeyedProblem[] {
+  const problems: KeyedProblem[] = [];
+  const push = (key: string, problem: string | undefined) => {
+    if (problem) problems.push({ key, problem });
+  };
+  if (!route.name) push('name', 'is empty');
+  const { path, method, headers } = route.match;
+  if (path) push(`match.${PATH_KEYS[path.kind]}`, pathProblem(path));
+  if (method !== undefined) push('match.method', methodProblem(method));
+  const matchers = headers.length + (method !== undefined ? 1 : 0);
+  if (matchers > L7_LIMITS.headersPerRoute) {
+    push(
+      'match.headers',
+      `at most ${L7_LIMITS.headersPerRoute} header matches per route (the method counts as one), got ${matchers}`,
+    );
+  }
+  headers.forEach((h, k) => {
+    for (const p of headerProblems(h)) push(`match.headers[${k}].${p.key}`, p.problem);
+  });
+  problems.push(...clusterChoiceProblems(route.clusters, clusterExists, '', L7_LIMITS.clustersPerRoute));
+  return problems;
+}
+
+/** The TOML key of each path matcher kind (xDS: path, prefix, path_separated_prefix). */
+export const PATH_KEYS: Record<PathMatcher['kind'], string> = {
+  exact: 'path',
+  prefix: 'path_prefix',
+  separated_prefix: 'path_separated_prefix',
+};
+
+const utf8Bytes = (s: string) => Buffer.byteLength(s, 'utf8');
+
+function tooLong(s: string): string | undefined {
+  const n = utf8Bytes(s);
+  return n > L7_LIMITS.maxStringBytes ? `longer than ${L7_LIMITS.maxStringBytes} bytes (${n})` : undefined;
+}
+
+/** Control characters can never be in a request head the kernel matches (CR/LF end it). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: that is the point
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+
+function pathProblem(path: PathMatcher): string | undefined {
+  const v = path.value;
+  if (!v.startsWith('/')) return `must start with "/", got ${JSON.stringify(v)}`;
+  if (/[?#\s]/.test(v) || CONTROL.test(v)) return `must not contain "?", "#", spaces or control characters`;
+  if (path.kind === 'separated_prefix' && v.endsWith('/')) return `must not end with "/", got ${JSON.stringify(v)}`;
+  return tooLong(v);
+}
+
+const METHOD = /^[A-Z][A-Z0-9_-]*$/;
+
+function methodProblem(method: string): string | undefined {
+  if (!METHOD.test(method)) return `not an upper-case HTTP method, got ${JSON.stringify(method)}`;
+  return tooLong(method);
+}
+
+/** Header names as the kernel compares them: lower case token characters, or the two pseudo-headers it knows. */
+const HEADER_NAME = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
+const PSEUDO_HEADERS = [':method', ':authority'];
+
+function headerProblems(h: HeaderMatcher): KeyedProblem[] {
+  const problems: KeyedProblem[] = [];
+  if (!HEADER_NAME.test(h.name) && !PSEUDO_HEADERS.includes(h.name)) {
+    problems.push({
+      key: 'name',
+      problem: `not a lower-case header name (or ${PSEUDO_HEADERS.join(', ')}), got ${JSON.stringify(h.name)}`,
+    });
+  } else {
+    const long = tooLong(h.name);
+    if (long) problems.push({ key: 'name', problem: long });
+  }
+  const m = h.matcher;
+  if (m.kind === 'present') return problems;
+  const problem =
+    m.value === '' && m.kind !== 'exact'
+      ? `is empty (a ${m.kind} of "" matches any value: use present)`
+      : CONTROL.test(m.value)
+        ? 'must not contain control characters'
+        : tooLong(m.value);
+  if (problem) problems.push({ key: m.kind, problem });
+  return problems;
+}
+
+/**
+ * `*`, `*<suffix>`, `<prefix>*` or an exact name, lower case, optionally `:port`; IPv6 literals in brackets.
+ * Returns what is wrong, or undefined.
+ */
+export function domainProblem(domain: string): string | undefined {
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d{1,5}))?$/.exec(domain);
+  const host = m?.[1];
+  if (!m || host === undefined) {
+    return isIP(domain) === 6
+      ? `an IPv6 address is written in brackets: "[${domain}]"`
+      : `not a host name with an optional :port: ${JSON.stringify(domain)}`;
+  }
+  if (m[2] !== undefined && !validPort(Number(m[2]))) return `port must be 1..65535, got ${m[2]}`;
+  if (host.startsWith('[')) {
+    if (isIP(host.slice(1, -1)) !== 6) return `not an IPv6 address in brackets: ${JSON.stringify(host)}`;
+  } else if (host !== '*') {
+    if (host !== host.toLowerCase()) return `must be lower case, got ${JSON.stringify(domain)}`;
+    const name = host.startsWith('*') ? host.slice(1) : host.endsWith('*') ? host.slice(0, -1) : host;
+    if (!/^[a-z0-9_.-]+$/.test(name)) {
+      return `a wildcard "*" stands alone, first or last; the rest is letters, digits, ".", "-", "_": ${JSON.stringify(domain)}`;
+    }
+  }
+  return tooLong(domain);
 }

@@ -10,6 +10,7 @@ import { Registry } from 'prom-client';
 import type { DaemonEvents, DaemonStatus } from '../controller/control.js';
 import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
+import { CONFIG_SLOTS } from '../runtime/maps/layouts.js';
 import { type MapStats, registerDaemonMetrics, type XdsStats } from './daemon-metrics.js';
 import { PROBE_OBJECT, PROBE_PROGRAM, Probe, probeMapsOf } from './probe.js';
 import { type MetricsServer, startMetricsServer } from './server.js';
@@ -129,8 +130,9 @@ function dataPathMapStats(host: ProbeDaemon): MapStats[] {
   const m = host.maps;
   const s = host.status();
   return [
-    { name: m.listeners.name, entries: s.listeners, capacity: m.listeners.maxEntries },
-    { name: m.clusters.name, entries: s.clusters, capacity: m.clusters.maxEntries },
+    // one config's share: the maps hold the live config and the one being switched to
+    { name: m.listeners.name, entries: s.listeners, capacity: m.listeners.maxEntries / CONFIG_SLOTS },
+    { name: m.clusters.name, entries: s.clusters, capacity: m.clusters.maxEntries / CONFIG_SLOTS },
     // live endpoints; during a swap the old generation briefly occupies entries too
     { name: m.endpoints.name, entries: s.endpoints, capacity: m.endpoints.maxEntries },
     { name: m.roundRobin.name, capacity: m.roundRobin.maxEntries },

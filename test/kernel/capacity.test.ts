@@ -11,10 +11,11 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseConfig } from '../../src/controller/config/load.js';
 import { KmeshError } from '../../src/controller/errors.js';
+import { readActiveSlot } from '../../src/controller/map-dump.js';
 import type { Listener, MeshModel } from '../../src/model/types.js';
 import type { BpfMap } from '../../src/runtime/bpf-map.js';
 import { encodeAddr } from '../../src/runtime/maps/addr.js';
-import { IPPROTO_TCP, listenerKey, MAX_ENDPOINTS, MAX_LISTENERS } from '../../src/runtime/maps/layouts.js';
+import { clusterKey, IPPROTO_TCP, listenerKey, MAX_ENDPOINTS, MAX_LISTENERS } from '../../src/runtime/maps/layouts.js';
 import { makeCgroup, type TestCgroup } from './support/cgroup.js';
 import { configWithPinDir, startTestDaemon, type TestDaemon } from './support/daemon.js';
 import { type Backends, dialFrom, tcpBackends } from './support/peers.js';
@@ -67,6 +68,18 @@ function countKeys(map: BpfMap): number {
   return n;
 }
 
+/** Entries of the config the kernel reads (listener and cluster maps hold one config per slot). */
+function countLive(map: BpfMap, daemon: TestDaemon['daemon']): number {
+  const slot = readActiveSlot(daemon.maps);
+  const slotOf =
+    map === daemon.maps.listeners
+      ? (k: Buffer) => listenerKey.decode(k).slot
+      : (k: Buffer) => clusterKey.decode(k).slot;
+  let n = 0;
+  for (const key of map.keys()) if (slotOf(key) === slot) n++;
+  return n;
+}
+
 const ms = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e6;
 
 async function assertCapacityExceeded(action: () => Promise<unknown>, pattern: RegExp): Promise<void> {
@@ -104,8 +117,8 @@ test('capacity: 100k endpoints and 10k listeners apply; over capacity is refused
     assert.equal(status.listeners, LISTENERS);
     assert.equal(status.clusters, 2);
     assert.equal(status.endpoints, ENDPOINTS + 1);
-    assert.equal(countKeys(daemon.maps.listeners), LISTENERS);
-    assert.equal(countKeys(daemon.maps.clusters), 2);
+    assert.equal(countLive(daemon.maps.listeners, daemon), LISTENERS);
+    assert.equal(countLive(daemon.maps.clusters, daemon), 2);
     assert.equal(countKeys(daemon.maps.endpoints), ENDPOINTS + 1);
     const results = await dialFrom(cgroup?.path ?? null, 'tcp', vip(0), VIP_PORT, 3);
     assert.deepEqual(
@@ -130,11 +143,16 @@ test('capacity: 100k endpoints and 10k listeners apply; over capacity is refused
     assert.equal(status.listeners, LISTENERS);
     assert.equal(status.endpoints, ENDPOINTS + 1);
     assert.equal(countKeys(daemon.maps.endpoints), ENDPOINTS + 1);
-    assert.equal(countKeys(daemon.maps.listeners), LISTENERS);
+    assert.equal(countLive(daemon.maps.listeners, daemon), LISTENERS);
     // the last listener is in the map, pointing at "big"
     assert.notEqual(
       daemon.maps.listeners.lookup(
-        listenerKey.encode({ addr: encodeAddr(vip(LISTENERS - 1)), port: VIP_PORT, protocol: IPPROTO_TCP }),
+        listenerKey.encode({
+          addr: encodeAddr(vip(LISTENERS - 1)),
+          port: VIP_PORT,
+          protocol: IPPROTO_TCP,
+          slot: readActiveSlot(daemon.maps),
+        }),
       ),
       null,
     );
@@ -162,7 +180,13 @@ test('capacity: 100k endpoints and 10k listeners apply; over capacity is refused
     assert.equal(daemon.status().configVersion, 1);
     assert.equal(
       daemon.maps.listeners.lookup(
-        listenerKey.encode({ addr: encodeAddr('127.30.100.0'), port: VIP_PORT, protocol: IPPROTO_TCP }),
+        listenerKey.encode({ addr: encodeAddr('127.30.100.0'), port: VIP_PORT, protocol: IPPROTO_TCP, slot: 0 }),
+      ),
+      null,
+    );
+    assert.equal(
+      daemon.maps.listeners.lookup(
+        listenerKey.encode({ addr: encodeAddr('127.30.100.0'), port: VIP_PORT, protocol: IPPROTO_TCP, slot: 1 }),
       ),
       null,
     );
@@ -241,7 +265,7 @@ test('capacity: 100k endpoints and 10k listeners apply; over capacity is refused
         },
       );
       assert.equal(daemon.status().clusters, 10_002);
-      assert.equal(countKeys(daemon.maps.clusters), 10_002);
+      assert.equal(countLive(daemon.maps.clusters, daemon), 10_002);
     },
   );
 
@@ -271,10 +295,11 @@ test('capacity: 100k endpoints and 10k listeners apply; over capacity is refused
       );
       assert.equal(daemon.status().clusters, 2);
       const deadline = Date.now() + 10_000;
-      while (countKeys(daemon.maps.clusters) !== 2 && Date.now() < deadline) {
+      while (countKeys(daemon.maps.clusters) !== 4 && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 250));
       }
-      assert.equal(countKeys(daemon.maps.clusters), 2, 'cluster entries after the grace period');
+      assert.equal(countLive(daemon.maps.clusters, daemon), 2, 'cluster entries after the grace period');
+      assert.equal(countKeys(daemon.maps.clusters), 4, 'both slots hold the same config after the grace period');
       assert.equal(countKeys(daemon.maps.endpoints), 140_001, 'endpoint entries after the grace period');
       assert.equal(countKeys(daemon.maps.roundRobin), 2, 'round-robin cursors after the grace period');
       const results = await dialFrom(cgroup?.path ?? null, 'tcp', vip(0), VIP_PORT, 1);

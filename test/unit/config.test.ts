@@ -9,23 +9,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { loadConfigFile, parseConfig } from '../../src/controller/config/load.js';
 import { KmeshError } from '../../src/controller/errors.js';
-
-const PATH = '/etc/kmesh/kmesh.toml';
-
-/** Lines joined with \n: line N of the file is lines[N - 1]. */
-const toml = (...lines: string[]): string => `${lines.join('\n')}\n`;
-
-/** The error lines parseConfig reports (it must throw KmeshError InvalidConfig). */
-function errorsOf(source: string): string[] {
-  try {
-    parseConfig(source, PATH);
-  } catch (err) {
-    assert.ok(err instanceof KmeshError, `expected KmeshError, got ${String(err)}`);
-    assert.equal(err.code, 'InvalidConfig');
-    return err.message.split('\n');
-  }
-  assert.fail('parseConfig accepted a bad config');
-}
+import { errorsOf, PATH, toml } from '../support/toml-config.js';
 
 /** Exactly one error, starting with `prefix` ("kmesh.toml:<line>: <path>: ") and containing `detail`. */
 function assertOneError(source: string, prefix: string, detail?: string | RegExp): void {

@@ -8,6 +8,11 @@ import { CLUSTER_UNIFORM_WEIGHTS, endpointValue, listenerKey, listenerValue } fr
 import { cluster, ep, listener } from '../support/model-builders.js';
 
 const hex = (text: string) => Buffer.from(text.replace(/\s/g, ''), 'hex');
+/** The encoded endpoint set, one buffer per endpoint. */
+const split = (endpoints: Buffer) =>
+  Array.from({ length: endpoints.length / endpointValue.size }, (_, i) =>
+    endpoints.subarray(i * endpointValue.size, (i + 1) * endpointValue.size),
+  );
 
 describe('desiredState: clusters', () => {
   const model: MeshModel = {
@@ -43,7 +48,7 @@ describe('desiredState: clusters', () => {
     assert.equal(c.totalWeight, 10);
     assert.equal(c.flags, 0);
     assert.deepEqual(
-      c.endpoints.map((buf) => endpointValue.decode(buf)),
+      split(c.endpoints).map((buf) => endpointValue.decode(buf)),
       [
         { addr: hex('00000000000000000000ffff 7f000001'), port: 9081, pad: 0, cum_weight: 1 },
         { addr: hex('00000000000000000000ffff 7f000002'), port: 9082, pad: 0, cum_weight: 4 },
@@ -51,15 +56,15 @@ describe('desiredState: clusters', () => {
       ],
     );
     // port in host (little-endian) order at offset 16: 9081 = 0x2379
-    assert.deepEqual([...(c.endpoints[0] as Buffer).subarray(16, 20)], [0x79, 0x23, 0, 0]);
-    assert.equal(c.endpoints[0]?.length, endpointValue.size);
+    assert.deepEqual([...(split(c.endpoints)[0] as Buffer).subarray(16, 20)], [0x79, 0x23, 0, 0]);
+    assert.equal(c.endpoints.length, 3 * endpointValue.size);
   });
 
   test('UNIFORM flag only when all weights are equal', () => {
     assert.equal(byName('uniform').flags, CLUSTER_UNIFORM_WEIGHTS);
     assert.equal(byName('uniform').totalWeight, 10);
     assert.deepEqual(
-      byName('uniform').endpoints.map((b) => endpointValue.decode(b).cum_weight),
+      split(byName('uniform').endpoints).map((b) => endpointValue.decode(b).cum_weight),
       [5, 10],
     );
     assert.equal(byName('one').flags, CLUSTER_UNIFORM_WEIGHTS);
@@ -75,27 +80,7 @@ describe('desiredState: clusters', () => {
     assert.equal(byName('ring').lbPolicy, 4);
   });
 
-  test('the same Cluster object gives the identical encoded endpoints; a changed one does not', () => {
-    const stable = cluster('s', [ep('127.0.0.1', 1), ep('127.0.0.2', 2)]);
-    const other = cluster('o', [ep('127.0.0.3', 3)]);
-    const first = desiredState({ clusters: [stable, other], listeners: [] });
-    const second = desiredState({ clusters: [stable, other], listeners: [] });
-    const id = fnv1a32('s');
-    assert.equal(second.clusters.get(id)?.endpoints, first.clusters.get(id)?.endpoints);
-
-    const changed = cluster('s', [ep('127.0.0.1', 1), ep('127.0.0.2', 2, 2)]);
-    const third = desiredState({ clusters: [changed, other], listeners: [] });
-    assert.notEqual(third.clusters.get(id)?.endpoints, first.clusters.get(id)?.endpoints);
-    assert.deepEqual(
-      third.clusters.get(id)?.endpoints.map((b) => endpointValue.decode(b).cum_weight),
-      [1, 3],
-    );
-    assert.equal(third.clusters.get(id)?.flags, 0);
-    // the unchanged sibling is still reused
-    assert.equal(third.clusters.get(fnv1a32('o'))?.endpoints, first.clusters.get(fnv1a32('o'))?.endpoints);
-  });
-
-  test('a cached cluster whose id moves (a new colliding name appears) is re-encoded with the new id', () => {
+  test('a colliding name moves the later name (sorted) to the next id', () => {
     // c1170850 and c693596 collide under FNV-1a; c1170850 sorts first and keeps the hash.
     const moved = cluster('c693596', [ep('127.0.0.1', 1)]);
     const alone = desiredState({ clusters: [moved], listeners: [] });
@@ -161,21 +146,21 @@ describe('desiredState: listeners', () => {
       addr: hex('00000000000000000000ffff 7f0a0003'),
       port: 9080,
       protocol: 6,
-      pad: 0,
+      slot: 0,
     });
     assert.deepEqual(listenerKey.decode(entry('plain').key), {
       addr: hex('00000000000000000000ffff 7f0a0001'),
       port: 9080,
       protocol: 6,
-      pad: 0,
+      slot: 0,
     });
     assert.deepEqual(listenerKey.decode(entry('dns').key), {
       addr: hex('00000000000000000000ffff 7f0a0001'),
       port: 9080,
       protocol: 17,
-      pad: 0,
+      slot: 0,
     });
-    // 9080 = 0x2378, little-endian at offset 16; protocol at 18
+    // 9080 = 0x2378, little-endian at offset 16; protocol at 18; slot 0 (the reconciler sets the slot it writes)
     assert.deepEqual([...entry('gray').key.subarray(16, 20)], [0x78, 0x23, 6, 0]);
     assert.equal(entry('gray').key.length, listenerKey.size);
   });
@@ -185,19 +170,19 @@ describe('desiredState: listeners', () => {
       addr: hex('fd00 0000 0000 0000 0000 0000 0000 0005'),
       port: 443,
       protocol: 6,
-      pad: 0,
+      slot: 0,
     });
     assert.deepEqual(listenerKey.decode(entry('wild').key), {
       addr: hex('00000000000000000000ffff 00000000'),
       port: 21030,
       protocol: 6,
-      pad: 0,
+      slot: 0,
     });
     assert.deepEqual(listenerKey.decode(entry('wild6').key), {
       addr: Buffer.alloc(16),
       port: 21030,
       protocol: 6,
-      pad: 0,
+      slot: 0,
     });
   });
 });

@@ -11,6 +11,10 @@ import { fileURLToPath } from 'node:url';
 import { BpfObject } from '../../src/runtime/bpf-object.js';
 import { ensureBpffs } from '../../src/runtime/bpffs.js';
 import {
+  activeSlotKey,
+  activeSlotValue,
+  CONFIG_SLOTS,
+  clusterIdKey,
   clusterKey,
   clusterValue,
   endpointKey,
@@ -133,21 +137,24 @@ describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
   };
 
   const BPF_MAP_TYPE_HASH = 1;
+  const BPF_MAP_TYPE_ARRAY = 2;
   const BPF_MAP_TYPE_LRU_HASH = 9;
   const BPF_MAP_TYPE_SK_STORAGE = 24;
   const TRACKED_SOCKETS = 65536;
   const expected = {
-    kmesh_listeners: [BPF_MAP_TYPE_HASH, MAX_LISTENERS, listenerKey, listenerValue],
-    kmesh_clusters: [BPF_MAP_TYPE_HASH, MAX_CLUSTERS, clusterKey, clusterValue],
+    // two configs, one per slot
+    kmesh_listeners: [BPF_MAP_TYPE_HASH, MAX_LISTENERS * CONFIG_SLOTS, listenerKey, listenerValue],
+    kmesh_clusters: [BPF_MAP_TYPE_HASH, MAX_CLUSTERS * CONFIG_SLOTS, clusterKey, clusterValue],
+    kmesh_active_slot: [BPF_MAP_TYPE_ARRAY, 1, activeSlotKey, activeSlotValue],
     kmesh_endpoints: [BPF_MAP_TYPE_HASH, MAX_ENDPOINTS, endpointKey, endpointValue],
-    kmesh_rr: [BPF_MAP_TYPE_HASH, MAX_CLUSTERS, clusterKey, rrValue],
+    kmesh_rr: [BPF_MAP_TYPE_HASH, MAX_CLUSTERS, clusterIdKey, rrValue],
     // socket-local storage: no capacity; the key is the map fd (an int)
     kmesh_sock_origin: [BPF_MAP_TYPE_SK_STORAGE, 0, 4, sockOrigin],
     kmesh_udp_reverse: [BPF_MAP_TYPE_LRU_HASH, TRACKED_SOCKETS, udpReverseKey, udpReverseValue],
   } as const;
   const sizeOfSide = (side: number | { size: number }) => (typeof side === 'number' ? side : side.size);
   const nameOfSide = (side: number | { cName: string }) =>
-    typeof side === 'number' || side.cName === 'cluster id' ? undefined : side.cName;
+    typeof side === 'number' || !side.cName.startsWith('kmesh_') ? undefined : side.cName;
 
   test('.maps: type, max_entries, key and value types and sizes', () => {
     const defs = mapDefs();

@@ -1,8 +1,7 @@
-/** The model as any source sees it: validateModel (by-name locator), mergeModels, cluster ids. */
+/** The model as any source sees it: validateModel (by-name locator), cluster ids. (Merging: mesh-state.test.ts.) */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { assignClusterIds, fnv1a32 } from '../../src/controller/cluster-ids.js';
-import { mergeModels } from '../../src/model/merge.js';
 import type { MeshModel } from '../../src/model/types.js';
 import { validateModel } from '../../src/model/validate.js';
 import { cluster, ep, listener } from '../support/model-builders.js';
@@ -115,90 +114,6 @@ describe('validateModel with the by-name locator (as for xDS)', () => {
     assert.match(errors[0] ?? '', /^listener "mapped" address: .* is already used by listener "v4"$/);
     assert.match(errors[1] ?? '', /^listener "v6-long" address: .* is already used by listener "v6"$/);
     assert.match(errors[2] ?? '', /^listener "v6-upper" address: .* is already used by listener "v6"$/);
-  });
-});
-
-describe('mergeModels: TOML wins', () => {
-  const toml: MeshModel = {
-    clusters: [cluster('reviews', [ep('127.0.0.1', 1)], { source: 'toml' })],
-    listeners: [listener('reviews', '127.10.0.1', 9080, [['reviews', 1]], 'tcp', 'toml')],
-  };
-
-  test('disjoint models are concatenated, TOML first', () => {
-    const xds: MeshModel = {
-      clusters: [cluster('ratings')],
-      listeners: [listener('ratings', '127.10.0.2', 9080, [['ratings', 1]])],
-    };
-    const { model, shadowed } = mergeModels(toml, xds);
-    assert.deepEqual(shadowed, []);
-    assert.deepEqual(
-      model.clusters.map((c) => `${c.source}:${c.name}`),
-      ['toml:reviews', 'xds:ratings'],
-    );
-    assert.deepEqual(
-      model.listeners.map((l) => `${l.source}:${l.name}`),
-      ['toml:reviews', 'xds:ratings'],
-    );
-  });
-
-  test('on a name clash the xDS cluster and listener are left out and reported', () => {
-    const xds: MeshModel = {
-      clusters: [cluster('reviews', [ep('127.0.0.9', 9)]), cluster('ratings')],
-      listeners: [listener('reviews', '127.10.0.9', 9080, [['ratings', 1]])],
-    };
-    const { model, shadowed } = mergeModels(toml, xds);
-    assert.deepEqual(shadowed, [
-      'xDS cluster "reviews" is shadowed by the TOML cluster of that name',
-      'xDS listener "reviews" is shadowed by the TOML listener of that name',
-    ]);
-    assert.deepEqual(
-      model.clusters.map((c) => `${c.source}:${c.name}:${c.endpoints[0]?.address}`),
-      ['toml:reviews:127.0.0.1', 'xds:ratings:127.0.0.1'],
-    );
-    assert.deepEqual(
-      model.listeners.map((l) => `${l.source}:${l.name}:${l.address}`),
-      ['toml:reviews:127.10.0.1'],
-    );
-    assert.deepEqual(validateModel(model), []);
-  });
-
-  test('an xDS listener on a TOML address:port (tcp~http) is left out; udp on it is kept', () => {
-    const xds: MeshModel = {
-      clusters: [cluster('ratings')],
-      listeners: [
-        listener('127.10.0.1_9080', '127.10.0.1', 9080, [['ratings', 1]], 'http'),
-        listener('udp', '127.10.0.1', 9080, [['ratings', 1]], 'udp'),
-      ],
-    };
-    const { model, shadowed } = mergeModels(toml, xds);
-    assert.deepEqual(shadowed, [
-      'xDS listener "127.10.0.1_9080" on 127.10.0.1:9080 is shadowed by a TOML listener on that address',
-    ]);
-    assert.deepEqual(
-      model.listeners.map((l) => l.name),
-      ['reviews', 'udp'],
-    );
-    assert.deepEqual(validateModel(model), []);
-  });
-
-  test('an xDS listener on the TOML address spelled differently is shadowed too', () => {
-    const xds: MeshModel = {
-      clusters: [cluster('ratings')],
-      listeners: [listener('mapped', '::ffff:127.10.0.1', 9080, [['ratings', 1]])],
-    };
-    const { model, shadowed } = mergeModels(toml, xds);
-    assert.equal(shadowed.length, 1, 'the xDS listener binds the same kernel key as the TOML one');
-    assert.deepEqual(
-      model.listeners.map((l) => l.name),
-      ['reviews'],
-    );
-  });
-
-  test('inputs are not modified', () => {
-    const xds: MeshModel = { clusters: [cluster('reviews')], listeners: [] };
-    const before = JSON.stringify([toml, xds]);
-    mergeModels(toml, xds);
-    assert.equal(JSON.stringify([toml, xds]), before);
   });
 });
 

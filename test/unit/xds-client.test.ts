@@ -12,9 +12,10 @@ import { parseXdsConfig } from '../../src/api/xds/config.js';
 import { LIMITS } from '../../src/api/xds/decode.js';
 import { KmeshError } from '../../src/controller/errors.js';
 import type { MeshModel } from '../../src/model/types.js';
+import { FoldedModel } from '../fixtures/model-fold.js';
+import { basic, eps, harness, live, stopHarnesses } from '../fixtures/xds-harness.js';
 import {
   cluster,
-  type EpSpec,
   httpListener,
   loadAssignment,
   routeConfig,
@@ -26,65 +27,7 @@ import {
 const log = pino({ level: 'silent' });
 const tmp = mkdtempSync(join(tmpdir(), 'kmesh-xds-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
-
-interface Harness {
-  server: XdsTestServer;
-  client: XdsClient;
-  models: MeshModel[];
-  /** When set, apply throws it. */
-  fail?: Error;
-  waitModel(pred: (m: MeshModel) => boolean, timeoutMs?: number): Promise<MeshModel>;
-}
-
-const live: Harness[] = [];
-afterEach(async () => {
-  for (const h of live.splice(0)) {
-    await h.client.stop();
-    await h.server.stop();
-  }
-});
-
-async function harness(extra: Record<string, unknown> = {}, port = 0, server = new XdsTestServer()): Promise<Harness> {
-  const p = await server.start(port);
-  const cfg = parseXdsConfig(
-    {
-      address: `127.0.0.1:${p}`,
-      node_id: 'sidecar~127.0.0.1~vm1.default~default.svc.cluster.local',
-      initial_backoff_ms: 20,
-      max_backoff_ms: 100,
-      ...extra,
-    },
-    (k) => `test: xds.${k}`,
-  );
-  const h: Harness = {
-    server,
-    models: [],
-    client: undefined as unknown as XdsClient,
-    waitModel(pred, timeoutMs = 5000) {
-      const start = Date.now();
-      return new Promise((resolve, reject) => {
-        const tick = () => {
-          const m = h.models.at(-1);
-          if (m && pred(m)) return resolve(m);
-          if (Date.now() - start > timeoutMs)
-            return reject(new Error(`model condition not met; last: ${JSON.stringify(m)?.slice(0, 500)}`));
-          setTimeout(tick, 5);
-        };
-        tick();
-      });
-    },
-  };
-  h.client = new XdsClient(
-    cfg,
-    async (m) => {
-      if (h.fail) throw h.fail;
-      h.models.push(structuredClone(m));
-    },
-    log,
-  );
-  live.push(h);
-  return h;
-}
+afterEach(stopHarnesses);
 
 function hasOpenssl(): boolean {
   try {
@@ -93,14 +36,6 @@ function hasOpenssl(): boolean {
   } catch {
     return false;
   }
-}
-
-const eps = (...ports: number[]): EpSpec[] => ports.map((p) => ({ address: '127.0.0.1', port: p }));
-
-function basic(server: XdsTestServer, endpoints = eps(9001)): void {
-  server.set(TYPE.cluster, [cluster({ name: 'outbound|80||svc' })]);
-  server.set(TYPE.endpoint, [loadAssignment('outbound|80||svc', endpoints)]);
-  server.set(TYPE.listener, [tcpListener('127.10.1.1', 80, 'outbound|80||svc')]);
 }
 
 describe('xds client', () => {
@@ -192,7 +127,10 @@ describe('xds client', () => {
     h.fail = new KmeshError('CapacityExceeded', 'endpoint map full (65536)');
     h.server.set(TYPE.endpoint, [loadAssignment('outbound|80||svc', eps(9001, 9002))]);
     const nack = await h.server.waitFor((r) => r.kind === 'nack');
-    assert.match(nack.errorDetail?.message ?? '', /rejected by the daemon: endpoint map full/);
+    assert.match(
+      nack.errorDetail?.message ?? '',
+      /rejected by the daemon \(clusters outbound\|80\|\|svc\): endpoint map full/,
+    );
     h.fail = undefined;
     h.server.set(TYPE.endpoint, [loadAssignment('outbound|80||svc', eps(9003))]);
     await h.waitModel((m) => m.clusters[0]?.endpoints[0]?.port === 9003);
@@ -312,10 +250,11 @@ describe('xds client', () => {
     const p = await server.start();
     const cfg = parseXdsConfig({ address: `127.0.0.1:${p}`, initial_backoff_ms: 20, max_backoff_ms: 100 }, (k) => k);
     const models: MeshModel[] = [];
-    const client = new XdsClient(cfg, async (m) => void models.push(m), log, {
+    const folded = new FoldedModel();
+    const client = new XdsClient(cfg, async (c) => void models.push(folded.applied(c)), log, {
       lookup: async (host) => (host === 'db.test' ? ['127.0.0.30'] : []),
     });
-    live.push({ server, client, models, waitModel: async () => models[0] as MeshModel });
+    live.push({ server, client });
     server.set(TYPE.cluster, [
       cluster({ name: 'db', type: 'STRICT_DNS', endpoints: [{ address: 'db.test', port: 5432 }] }),
     ]);
@@ -405,8 +344,9 @@ describe('xds client', () => {
     );
     assert.equal(cfg.tls, true);
     const models: MeshModel[] = [];
-    const client = new XdsClient(cfg, async (m) => void models.push(m), log);
-    live.push({ server, client, models, waitModel: async () => models[0] as MeshModel });
+    const folded = new FoldedModel();
+    const client = new XdsClient(cfg, async (c) => void models.push(folded.applied(c)), log);
+    live.push({ server, client });
     client.start();
     const ack = await server.waitAck(TYPE.listener);
     assert.equal(ack.authorization, 'Bearer tok-123');

@@ -27,6 +27,8 @@ describe('xds config', () => {
     assert.equal(c.namespace, 'default');
     assert.equal(c.initialBackoffMs, 500);
     assert.equal(c.maxBackoffMs, 30000);
+    assert.equal(c.mode, 'sotw');
+    assert.equal(parseXdsConfig({ address: 'a:1', mode: 'delta' }, where).mode, 'delta');
   });
 
   it('full table, TLS implied by ca_file', () => {
@@ -86,6 +88,7 @@ describe('xds config', () => {
       /xds\.max_backoff_ms: must be >= initial_backoff_ms/,
     );
     fails({ address: 'a:1', node_id: '' }, /xds\.node_id: must be a non-empty string/);
+    fails({ address: 'a:1', mode: 'incremental' }, /^kmesh\.toml:12: xds\.mode: must be one of: sotw, delta$/);
   });
 
   it('backoff: exponential, capped, jittered into [step/2, step]', () => {

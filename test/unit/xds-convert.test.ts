@@ -1,8 +1,9 @@
 /** Conversion of decoded xDS resources into the MeshModel: shapes istiod sends, warming, L4 vs L7 routes. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { convert, emptyState, vipsFromDomains, type XdsState } from '../../src/api/xds/convert.js';
+import { emptyState, vipsFromDomains, type XdsState } from '../../src/api/xds/convert.js';
 import { decodeCluster, decodeListener, decodeLoadAssignment, decodeRouteConfig } from '../../src/api/xds/decode.js';
+import { convert } from '../../src/api/xds/model-builder.js';
 import { TYPE, xdsTypes } from '../../src/api/xds/protos.js';
 import { XdsResourceError } from '../../src/api/xds/resources.js';
 import {
@@ -180,7 +181,7 @@ describe('xds conversion', () => {
     assert.equal(c.model.listeners.length, 0);
   });
 
-  it('finer L7 routes: catch-all programmed, others kept as unenforcedRoutes', () => {
+  it("finer L7 routes: programmed as the listener's HTTP routes, the catch-all is the connect-time default", () => {
     const routes = [
       {
         name: 'v2-header',
@@ -198,12 +199,26 @@ describe('xds conversion', () => {
     });
     const l = convert(s, new Map()).model.listeners[0];
     assert.deepEqual(l?.routes, [{ cluster: 'r1', weight: 1 }]);
-    assert.equal(l?.unenforcedRoutes?.length, 2);
-    assert.match(l?.unenforcedRoutes?.[0]?.description ?? '', /v2-header.*not enforced/);
-    assert.deepEqual((l?.unenforcedRoutes?.[0]?.detail as { match: unknown } | undefined)?.match, {
-      prefix: '/',
-      headers: [{ name: 'end-user', exactMatch: 'jason' }],
-    });
+    assert.equal(l?.unenforcedRoutes, undefined);
+    assert.deepEqual(l?.virtualHosts, [
+      {
+        name: 'vh',
+        domains: ['*'],
+        routes: [
+          {
+            name: 'v2-header',
+            match: { headers: [{ name: 'end-user', matcher: { kind: 'exact', value: 'jason' }, invert: false }] },
+            clusters: [{ cluster: 'r2', weight: 1 }],
+          },
+          {
+            name: 'api',
+            match: { headers: [], path: { kind: 'exact', value: '/api' } },
+            clusters: [{ cluster: 'r2', weight: 1 }],
+          },
+          { name: 'default', match: { headers: [] }, clusters: [{ cluster: 'r1', weight: 1 }] },
+        ],
+      },
+    ]);
   });
 
   it('L7-only vhost without a catch-all is not programmed', () => {

@@ -1,67 +1,42 @@
 /**
- * ADS client (xDS v3, state of the world) for istiod or any Envoy-compatible control plane.
+ * ADS client (xDS v3) for istiod or any Envoy-compatible control plane, state of the world or delta
+ * (`[xds] mode`, sotw.ts / delta.ts).
  *
- * One bidi StreamAggregatedResources stream carries CDS, EDS, LDS and RDS. Every response is decoded, validated,
- * staged on a copy of the state, converted to a MeshModel and handed to `apply`; only when apply succeeds is the
- * response ACKed and the staged state kept. Anything invalid (or refused by apply) is NACKed with the reason and
- * the previous version, and the maps keep the last good config. When the stream drops, nothing is withdrawn:
- * traffic follows the last applied model until a new stream delivers a new one.
+ * One bidi stream carries CDS, EDS, LDS and RDS. Responses that arrive together are one batch: each is decoded
+ * (a bad one is NACKed alone), the resources that changed are staged into the model builder, which derives only
+ * what depends on them; the resulting ModelChange goes to the daemon. Only when it is applied are the responses
+ * ACKed and the staged state kept; anything invalid or refused is NACKed with the reason, the builder rolls back
+ * and the maps keep the last good config. When the stream drops, nothing is withdrawn: traffic follows the last
+ * applied config until a new stream delivers changes.
  */
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import type pino from 'pino';
-import type { MeshModel } from '../../model/types.js';
+import type { ModelChange } from '../../model/change.js';
 import { Backoff } from './backoff.js';
 import { buildNode, type XdsConfig } from './config.js';
-import { type Conversion, convert, emptyState, type XdsState } from './convert.js';
-import {
-  type DecodedResponse,
-  decodeCluster,
-  decodeListener,
-  decodeLoadAssignment,
-  decodeResponse,
-  decodeRouteConfig,
-  ResourceCache,
-} from './decode.js';
+import { DeltaProtocol } from './delta.js';
 import { type Lookup, resolveAll, systemLookup } from './dns.js';
-import { ADS_METHOD, TYPE, xdsTypes } from './protos.js';
-import {
-  type XCluster,
-  XdsResourceError,
-  type XListener,
-  type XLoadAssignment,
-  type XRouteConfig,
-} from './resources.js';
+import { isEmptyChange, XdsModelBuilder } from './model-builder.js';
+import type { Protocol, Received } from './protocol.js';
+import { shortName } from './protocol.js';
+import { TYPE, xdsTypes } from './protos.js';
+import { XdsResourceError } from './resources.js';
+import { SotwProtocol } from './sotw.js';
 import { packageVersion } from './version.js';
 
 export type { XdsConfig } from './config.js';
 export { parseXdsConfig } from './config.js';
 
-/** Subscription order Envoy uses: clusters before their endpoints, listeners before their routes. */
-const TYPES = [TYPE.cluster, TYPE.endpoint, TYPE.listener, TYPE.route] as const;
-type XdsType = (typeof TYPES)[number];
-const SHORT: Record<XdsType, string> = {
-  [TYPE.cluster]: 'CDS',
-  [TYPE.endpoint]: 'EDS',
-  [TYPE.listener]: 'LDS',
-  [TYPE.route]: 'RDS',
-};
-
 /** Larger responses fail the stream with RESOURCE_EXHAUSTED (logged) rather than exhaust the daemon's memory. */
 export const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
-const GRPC_INVALID_ARGUMENT = 3;
 
 export interface XdsClientOptions {
   /** DNS for STRICT_DNS clusters; tests inject a fake. */
   lookup?: Lookup;
   dnsRefreshMs?: number;
-}
-
-interface Pending {
-  resp: DecodedResponse;
-  receivedAt: number;
 }
 
 type Events = {
@@ -70,11 +45,24 @@ type Events = {
   nack: [typeUrl: string, message: string];
 };
 
+/** "clusters a, b; listeners c" — what a refused change was about, for the NACK (at most 5 names of each). */
+function describeChange(c: ModelChange): string {
+  const list = (what: string, names: string[]) =>
+    names.length === 0
+      ? []
+      : [`${what} ${names.slice(0, 5).join(', ')}${names.length > 5 ? ` (+${names.length - 5} more)` : ''}`];
+  return [
+    ...list('clusters', [...c.upsertClusters.map((x) => x.name), ...c.removeClusters]),
+    ...list('listeners', [...c.upsertListeners.map((x) => x.name), ...c.removeListeners]),
+  ].join('; ');
+}
+
 export class XdsClient extends EventEmitter<Events> {
   private readonly log: pino.Logger;
   private readonly backoff: Backoff;
   private readonly lookup: Lookup;
   private readonly dnsRefreshMs: number;
+  private readonly proto: Protocol;
   private client?: grpc.Client;
   private call?: grpc.ClientDuplexStream<Uint8Array, Buffer>;
   private stopped = true;
@@ -82,37 +70,25 @@ export class XdsClient extends EventEmitter<Events> {
   private retryTimer?: NodeJS.Timeout;
   private dnsTimer?: NodeJS.Timeout;
 
-  // Committed (ACKed and applied) state.
-  private state: XdsState = emptyState();
-  private dns = new Map<string, string[]>();
-  /** False until the first apply: an empty first push must still reach the daemon once. */
-  private appliedOnce = false;
-  private readonly caches = {
-    clusters: new ResourceCache<XCluster>(),
-    listeners: new ResourceCache<XListener>(),
-    assignments: new ResourceCache<XLoadAssignment>(),
-    routes: new ResourceCache<XRouteConfig>(),
-  };
-  private readonly versions = new Map<string, string>();
-  /** Per-stream: nonce of the last response seen per type (cleared on reconnect). */
-  private nonces = new Map<string, string>();
+  /** The xDS model (decoded resources, what the daemon holds, dependencies), committed or staged. */
+  private readonly builder = new XdsModelBuilder();
   /** Current EDS/RDS subscriptions; CDS/LDS are wildcard. */
   private readonly subs = new Map<string, string[]>([
     [TYPE.endpoint, []],
     [TYPE.route, []],
   ]);
 
-  private queue: Pending[] = [];
+  private queue: Received[] = [];
   private chain: Promise<void> = Promise.resolve();
   private draining = false;
-  private counters = { pushes: 0, nacks: 0, malformed: 0 };
+  private counters = { pushes: 0, nacks: 0, malformed: 0, applies: 0 };
   private lastError?: string;
   /** Duration of the last successful response → apply done, for the bench and debug logs. */
   lastApplyMs = 0;
 
   constructor(
     private readonly config: XdsConfig,
-    private readonly apply: (model: MeshModel) => Promise<void>,
+    private readonly apply: (change: ModelChange) => Promise<void>,
     logger: pino.Logger,
     opts: XdsClientOptions = {},
   ) {
@@ -121,6 +97,7 @@ export class XdsClient extends EventEmitter<Events> {
     this.backoff = new Backoff(config.initialBackoffMs, config.maxBackoffMs);
     this.lookup = opts.lookup ?? systemLookup;
     this.dnsRefreshMs = opts.dnsRefreshMs ?? 30_000;
+    this.proto = config.mode === 'delta' ? new DeltaProtocol() : new SotwProtocol();
     xdsTypes(); // fail at start-up, not on the first response, if proto/ is missing
   }
 
@@ -128,27 +105,25 @@ export class XdsClient extends EventEmitter<Events> {
     return this.isConnected;
   }
 
-  stats(): { pushes: number; nacks: number; connected: boolean; lastError?: string } {
-    const s: { pushes: number; nacks: number; connected: boolean; lastError?: string } = {
+  stats(): { pushes: number; nacks: number; applies: number; connected: boolean; lastError?: string } {
+    const s: { pushes: number; nacks: number; applies: number; connected: boolean; lastError?: string } = {
       pushes: this.counters.pushes,
       nacks: this.counters.nacks,
+      applies: this.counters.applies,
       connected: this.isConnected,
     };
     if (this.lastError !== undefined) s.lastError = this.lastError;
     return s;
   }
 
+  /** For `kmeshctl dump`: the protocol, and the listeners another one on the same address and port shadows. */
+  dump(): { mode: string; shadowedListeners: string[] } {
+    return { mode: this.proto.mode, shadowedListeners: this.builder.shadowed() };
+  }
+
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
-    this.client = new grpc.Client(this.config.address, this.credentials(), {
-      'grpc.max_receive_message_length': MAX_RESPONSE_BYTES,
-      'grpc.max_send_message_length': 4 * 1024 * 1024,
-      // Keepalive notices a control plane that vanished without a FIN (VM network cut) within ~40 s.
-      'grpc.keepalive_time_ms': 30_000,
-      'grpc.keepalive_timeout_ms': 10_000,
-      'grpc.primary_user_agent': `kmesh/${packageVersion()}`,
-    });
     this.openStream();
     this.dnsTimer = setInterval(() => this.refreshDns(), this.dnsRefreshMs);
     this.dnsTimer.unref();
@@ -174,6 +149,23 @@ export class XdsClient extends EventEmitter<Events> {
     return grpc.credentials.createSsl(read(this.config.caFile), read(this.config.keyFile), read(this.config.certFile));
   }
 
+  /**
+   * A fresh channel for every stream attempt: a grpc-js channel that failed to connect waits out its own
+   * reconnect backoff (1 s growing to 120 s) before trying again, which would stack on ours and break
+   * max_backoff_ms. A new channel connects at once, so the delay between attempts is exactly ours.
+   */
+  private newChannel(): grpc.Client {
+    this.client?.close();
+    return new grpc.Client(this.config.address, this.credentials(), {
+      'grpc.max_receive_message_length': MAX_RESPONSE_BYTES,
+      'grpc.max_send_message_length': 4 * 1024 * 1024,
+      // Keepalive notices a control plane that vanished without a FIN (VM network cut) within ~40 s.
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.primary_user_agent': `kmesh/${packageVersion()}`,
+    });
+  }
+
   private metadata(): grpc.Metadata {
     const md = new grpc.Metadata();
     if (this.config.tokenFile) {
@@ -193,7 +185,7 @@ export class XdsClient extends EventEmitter<Events> {
   private setConnected(v: boolean): void {
     if (this.isConnected === v) return;
     this.isConnected = v;
-    if (v) this.log.info({ address: this.config.address }, 'xds stream up');
+    if (v) this.log.info({ address: this.config.address, mode: this.proto.mode }, 'xds stream up');
     else
       this.log.warn(
         { address: this.config.address, lastError: this.lastError },
@@ -203,11 +195,18 @@ export class XdsClient extends EventEmitter<Events> {
   }
 
   private openStream(): void {
-    if (this.stopped || !this.client) return;
-    this.nonces = new Map();
+    if (this.stopped) return;
     this.queue = [];
-    const call = this.client.makeBidiStreamRequest<Uint8Array, Buffer>(
-      ADS_METHOD,
+    let client: grpc.Client;
+    try {
+      client = this.newChannel();
+    } catch (e) {
+      this.retry(`cannot create the channel: ${(e as Error).message}`);
+      return;
+    }
+    this.client = client;
+    const call = client.makeBidiStreamRequest<Uint8Array, Buffer>(
+      this.proto.method,
       (req) => Buffer.from(req),
       (buf) => buf, // decoded by us, so a malformed message is logged instead of killing the stream
       this.metadata(),
@@ -215,6 +214,7 @@ export class XdsClient extends EventEmitter<Events> {
     this.call = call;
     const mine = () => this.call === call;
     call.on('metadata', () => mine() && this.setConnected(true));
+    this.watchReady(client, mine);
     call.on('data', (buf: Buffer) => {
       if (!mine()) return;
       this.setConnected(true);
@@ -226,57 +226,61 @@ export class XdsClient extends EventEmitter<Events> {
       this.call = undefined;
       this.lastError = why;
       this.setConnected(false);
-      if (this.stopped) return;
-      const delay = this.backoff.next();
-      this.log.warn({ reason: why, retryInMs: delay }, 'xds stream closed');
-      this.retryTimer = setTimeout(() => this.openStream(), delay);
+      this.retry(why);
     };
     call.on('error', (e: grpc.ServiceError) => {
       const hint =
-        e.code === grpc.status.RESOURCE_EXHAUSTED ? ` (responses are limited to ${MAX_RESPONSE_BYTES} bytes)` : '';
+        e.code === grpc.status.RESOURCE_EXHAUSTED
+          ? ` (responses are limited to ${MAX_RESPONSE_BYTES} bytes)`
+          : e.code === grpc.status.UNIMPLEMENTED && this.proto.mode === 'delta'
+            ? ' (the server does not speak delta xDS: set [xds] mode = "sotw")'
+            : '';
       down(`${grpc.status[e.code] ?? e.code}: ${e.details || e.message}${hint}`);
     });
     call.on('end', () => down('stream ended by the server'));
-    // Re-subscribe with the last ACKed versions so a server that kept its state need not resend everything.
     const node = buildNode(this.config, packageVersion());
-    let first = true;
-    for (const t of TYPES) {
-      const names = this.subs.get(t);
-      if (names !== undefined && names.length === 0) continue; // nothing to ask for yet (EDS/RDS come after CDS/LDS)
-      this.send({
-        typeUrl: t,
-        versionInfo: this.versions.get(t) ?? '',
-        resourceNames: names ?? [],
-        ...(first ? { node } : {}),
-      });
-      first = false;
-    }
+    for (const req of this.proto.open(node, this.subs)) call.write(req);
   }
 
-  private send(req: Record<string, unknown>): void {
-    const call = this.call;
-    if (!call) return;
-    const t = xdsTypes();
-    call.write(t.DiscoveryRequest.encode(t.DiscoveryRequest.fromObject(req)).finish());
+  /**
+   * Up as soon as the channel is: a server that has nothing to send after a re-subscribe (all versions current)
+   * sends no headers either, and the stream must not look down for that.
+   */
+  private watchReady(client: grpc.Client, mine: () => boolean): void {
+    const channel = client.getChannel();
+    const watch = () => {
+      if (!mine()) return;
+      const state = channel.getConnectivityState(true);
+      if (state === grpc.connectivityState.READY) this.setConnected(true);
+      else if (state !== grpc.connectivityState.SHUTDOWN)
+        channel.watchConnectivityState(state, Date.now() + 3_600_000, watch);
+    };
+    watch();
+  }
+
+  private retry(why: string): void {
+    if (this.stopped) return;
+    const delay = this.backoff.next();
+    this.log.warn({ reason: why, retryInMs: delay }, 'xds stream closed');
+    this.retryTimer = setTimeout(() => this.openStream(), delay);
+  }
+
+  private send(req: Uint8Array): void {
+    this.call?.write(req);
   }
 
   private receive(buf: Buffer): void {
-    const receivedAt = performance.now();
-    let resp: DecodedResponse;
+    let r: Received;
     try {
-      resp = decodeResponse(buf);
+      r = this.proto.decode(buf, performance.now());
     } catch (e) {
       // No type URL or nonce to NACK against: log loudly and wait for the next response.
       this.counters.malformed++;
-      this.lastError = `malformed DiscoveryResponse (${buf.length} bytes): ${(e as Error).message}`;
+      this.lastError = `malformed response (${buf.length} bytes): ${(e as Error).message}`;
       this.log.error({ err: this.lastError }, 'xds: dropped malformed response');
       return;
     }
-    this.nonces.set(resp.typeUrl, resp.nonce);
-    // Flood control: a newer response of a type supersedes a queued one (SotW: only the latest nonce matters).
-    const i = this.queue.findIndex((p) => p.resp.typeUrl === resp.typeUrl);
-    if (i >= 0) this.queue.splice(i, 1);
-    this.queue.push({ resp, receivedAt });
+    this.proto.enqueue(this.queue, r);
     if (!this.draining) {
       this.draining = true;
       // setImmediate lets frames already read off the socket join this batch (CDS+EDS+LDS arrive together).
@@ -300,180 +304,134 @@ export class XdsClient extends EventEmitter<Events> {
     }
   }
 
-  private nack(resp: DecodedResponse, message: string): void {
+  private names(typeUrl: string): string[] {
+    return this.subs.get(typeUrl) ?? [];
+  }
+
+  private nack(r: Received, message: string): void {
     this.counters.nacks++;
-    this.lastError = `${SHORT[resp.typeUrl as XdsType] ?? resp.typeUrl} NACK: ${message}`;
-    this.log.warn({ typeUrl: resp.typeUrl, version: resp.versionInfo, nonce: resp.nonce, err: message }, 'xds: NACK');
-    this.send({
-      typeUrl: resp.typeUrl,
-      versionInfo: this.versions.get(resp.typeUrl) ?? '',
-      responseNonce: resp.nonce,
-      resourceNames: this.subs.get(resp.typeUrl) ?? [],
-      errorDetail: { code: GRPC_INVALID_ARGUMENT, message },
-    });
-    this.emit('nack', resp.typeUrl, message);
+    this.lastError = `${shortName(r.typeUrl)} NACK: ${message}`;
+    this.log.warn({ typeUrl: r.typeUrl, version: r.version, nonce: r.nonce, err: message }, 'xds: NACK');
+    this.send(this.proto.nack(r, message, this.names(r.typeUrl)));
+    this.emit('nack', r.typeUrl, message);
   }
 
-  private ack(resp: DecodedResponse): void {
-    this.versions.set(resp.typeUrl, resp.versionInfo);
-    this.send({
-      typeUrl: resp.typeUrl,
-      versionInfo: resp.versionInfo,
-      responseNonce: resp.nonce,
-      resourceNames: this.subs.get(resp.typeUrl) ?? [],
-    });
-  }
-
-  /** Stages each response on a copy of the state; one conversion and one apply for the whole batch. */
-  private async processBatch(batch: Pending[]): Promise<void> {
-    const staged: XdsState = { ...this.state };
-    const accepted: Pending[] = [];
-    const caches: Array<() => void> = [];
-    let changed = false;
-    for (const p of batch) {
-      const { resp } = p;
+  /** Stages every response of the batch; one build and one apply for all of them. */
+  private async processBatch(batch: Received[]): Promise<void> {
+    const accepted: Received[] = [];
+    const note = (msg: string) => this.log.debug({ note: msg }, 'xds');
+    for (const r of batch) {
       try {
-        switch (resp.typeUrl) {
-          case TYPE.cluster: {
-            const { resources, cache } = this.caches.clusters.decode(resp, decodeCluster);
-            changed ||= !sameEntries(staged.clusters, resources);
-            staged.clusters = resources;
-            caches.push(() => this.caches.clusters.commit(cache, this.state.clusters, false));
-            break;
-          }
-          case TYPE.listener: {
-            const { resources, cache } = this.caches.listeners.decode(resp, decodeListener);
-            changed ||= !sameEntries(staged.listeners, resources);
-            staged.listeners = resources;
-            caches.push(() => this.caches.listeners.commit(cache, this.state.listeners, false));
-            break;
-          }
-          case TYPE.endpoint: {
-            // SotW EDS/RDS: a response carries the resources it names; others keep their last value.
-            const { resources, cache } = this.caches.assignments.decode(resp, decodeLoadAssignment);
-            changed ||= [...resources].some(([n, r]) => staged.assignments.get(n) !== r);
-            staged.assignments = new Map([...staged.assignments, ...resources]);
-            caches.push(() => this.caches.assignments.commit(cache, this.state.assignments, true));
-            break;
-          }
-          case TYPE.route: {
-            const { resources, cache } = this.caches.routes.decode(resp, decodeRouteConfig);
-            changed ||= [...resources].some(([n, r]) => staged.routes.get(n) !== r);
-            staged.routes = new Map([...staged.routes, ...resources]);
-            caches.push(() => this.caches.routes.commit(cache, this.state.routes, true));
-            break;
-          }
-          default:
-            throw new XdsResourceError(`unknown or unsubscribed type URL "${resp.typeUrl}"`);
-        }
-        accepted.push(p);
+        this.proto.stage(r, this.builder, note);
+        accepted.push(r);
       } catch (e) {
         // Anything thrown while reading a control plane's bytes is that response's fault: NACK, never crash.
-        this.nack(resp, e instanceof XdsResourceError ? e.message : `cannot decode: ${(e as Error).message}`);
+        this.nack(r, e instanceof XdsResourceError ? e.message : `cannot decode: ${(e as Error).message}`);
       }
     }
     if (accepted.length === 0) return;
-    // Every resource byte-identical to what is applied (a periodic resend, a re-subscribe): just ACK.
-    if (!changed && this.appliedOnce) {
-      this.accepted(accepted, performance.now());
-      return;
-    }
+    const refuse = (msg: string) => {
+      this.builder.rollback();
+      this.proto.abort();
+      for (const r of accepted) this.nack(r, msg);
+    };
 
-    let conv: Conversion;
-    let dns = this.dns;
+    let result: ReturnType<XdsModelBuilder['build']>;
     try {
-      conv = convert(staged, dns);
-      if (conv.dnsHosts.some((h) => !dns.has(h))) {
-        dns = (
-          await resolveAll(conv.dnsHosts, dns, this.lookup, (h, err) =>
-            this.log.warn({ host: h, err: err.message }, 'xds: DNS lookup failed'),
-          )
-        ).table;
-        conv = convert(staged, dns);
+      const hosts = this.builder.dnsHosts();
+      if (hosts.some((h) => !this.builder.dnsTable.has(h))) {
+        const { table } = await resolveAll(hosts, this.builder.dnsTable, this.lookup, (h, err) =>
+          this.log.warn({ host: h, err: err.message }, 'xds: DNS lookup failed'),
+        );
+        this.builder.setDns(table);
       }
+      result = this.builder.build();
     } catch (e) {
-      const msg = e instanceof XdsResourceError ? e.message : `cannot convert: ${(e as Error).message}`;
-      for (const p of accepted) this.nack(p.resp, msg);
+      refuse(e instanceof XdsResourceError ? e.message : `cannot convert: ${(e as Error).message}`);
       return;
     }
-    if (this.stopped) return;
-
-    try {
-      await this.apply(conv.model);
-    } catch (e) {
-      const msg = `rejected by the daemon: ${(e as Error).message}`;
-      for (const p of accepted) this.nack(p.resp, msg);
+    if (this.stopped) {
+      this.builder.rollback();
+      this.proto.abort();
       return;
     }
-    this.appliedOnce = true;
+    // Byte-identical resends, versions already held: nothing for the daemon, just ACK.
+    if (!isEmptyChange(result.change)) {
+      try {
+        await this.apply(result.change);
+        this.counters.applies++;
+      } catch (e) {
+        refuse(`rejected by the daemon (${describeChange(result.change)}): ${(e as Error).message}`);
+        return;
+      }
+    }
     const now = performance.now();
-    this.state = staged;
-    for (const commit of caches) commit();
-    this.dns = dns;
-    this.lastApplyMs = now - Math.min(...accepted.map((p) => p.receivedAt));
-    for (const note of conv.notes) this.log.debug({ note }, 'xds conversion');
-    if (conv.warming.length > 0)
-      this.log.debug({ warming: conv.warming.slice(0, 20), count: conv.warming.length }, 'xds: listeners warming');
+    this.builder.commit();
+    this.proto.commit();
+    this.proto.forget(TYPE.endpoint, result.pruned.assignments);
+    this.proto.forget(TYPE.route, result.pruned.routes);
+    this.lastApplyMs = now - Math.min(...accepted.map((r) => r.receivedAt));
+    for (const note of result.notes) this.log.debug({ note }, 'xds conversion');
+    for (const msg of result.shadowed) this.log.warn({ shadowed: msg }, 'xds: listener shadowed by another');
+    if (result.warming.length > 0)
+      this.log.debug({ warming: result.warming.slice(0, 20), count: result.warming.length }, 'xds: listeners warming');
     this.accepted(accepted, now);
-    this.resubscribe(TYPE.endpoint, conv.edsNames);
-    this.resubscribe(TYPE.route, conv.rdsNames);
+    if (result.subscriptionsChanged) {
+      this.resubscribe(TYPE.endpoint, this.builder.edsNames());
+      this.resubscribe(TYPE.route, this.builder.rdsNames());
+    }
   }
 
   /** ACKs what was applied (or found unchanged), logs it and tells listeners. */
-  private accepted(list: Pending[], now: number): void {
-    for (const p of list) {
-      this.ack(p.resp);
+  private accepted(list: Received[], now: number): void {
+    for (const r of list) {
+      this.send(this.proto.ack(r, this.names(r.typeUrl)));
       this.counters.pushes++;
       this.log.info(
         {
-          type: SHORT[p.resp.typeUrl as XdsType],
-          version: p.resp.versionInfo,
-          resources: p.resp.resources.length,
-          ms: Number((now - p.receivedAt).toFixed(2)),
+          type: shortName(r.typeUrl),
+          version: r.version,
+          resources: r.count,
+          ms: Number((now - r.receivedAt).toFixed(2)),
           // Epoch ms with sub-ms precision, so a benchmark can time a push that spans several responses.
-          arrivedAt: Number((performance.timeOrigin + p.receivedAt).toFixed(3)),
+          arrivedAt: Number((performance.timeOrigin + r.receivedAt).toFixed(3)),
           doneAt: Number((performance.timeOrigin + now).toFixed(3)),
         },
         'xds: applied',
       );
-      this.emit('push', p.resp.typeUrl, p.resp.versionInfo);
+      this.emit('push', r.typeUrl, r.version);
     }
   }
 
-  /** Updates EDS/RDS subscriptions when the clusters/listeners referencing them changed; prunes dropped ones. */
-  private resubscribe(type: typeof TYPE.endpoint | typeof TYPE.route, names: string[]): void {
-    const cur = this.subs.get(type) ?? [];
+  /** Follows the EDS/RDS names the clusters/listeners refer to. */
+  private resubscribe(typeUrl: string, names: string[]): void {
+    const cur = this.names(typeUrl);
     if (cur.length === names.length && cur.every((n, i) => n === names[i])) return;
-    this.subs.set(type, names);
-    const keep = new Set(names);
-    const map = type === TYPE.endpoint ? this.state.assignments : this.state.routes;
-    for (const k of [...map.keys()]) if (!keep.has(k)) map.delete(k);
-    this.send({
-      typeUrl: type,
-      versionInfo: this.versions.get(type) ?? '',
-      responseNonce: this.nonces.get(type) ?? '',
-      resourceNames: names,
-    });
+    this.subs.set(typeUrl, names);
+    this.send(this.proto.resubscribe(typeUrl, cur, names));
   }
 
   private refreshDns(): void {
-    if (this.stopped || this.dns.size === 0) return;
+    if (this.stopped || this.builder.dnsHosts().length === 0) return;
     this.chain = this.chain
       .then(async () => {
-        const hosts = [...this.dns.keys()];
-        const { table, changed } = await resolveAll(hosts, this.dns, this.lookup, (h, err) =>
-          this.log.warn({ host: h, err: err.message }, 'xds: DNS refresh failed'),
+        const { table, changed } = await resolveAll(
+          this.builder.dnsHosts(),
+          this.builder.dnsTable,
+          this.lookup,
+          (h, err) => this.log.warn({ host: h, err: err.message }, 'xds: DNS refresh failed'),
         );
         if (!changed || this.stopped) return;
-        await this.apply(convert(this.state, table).model);
-        this.dns = table;
+        this.builder.setDns(table);
+        try {
+          const { change } = this.builder.build();
+          if (!isEmptyChange(change)) await this.apply(change);
+          this.builder.commit();
+        } catch (e) {
+          this.builder.rollback();
+          throw e;
+        }
       })
       .catch((e) => this.log.warn({ err: (e as Error).message }, 'xds: DNS refresh not applied'));
   }
-}
-
-function sameEntries<T>(a: Map<string, T>, b: Map<string, T>): boolean {
-  if (a.size !== b.size) return false;
-  for (const [k, v] of b) if (a.get(k) !== v) return false;
-  return true;
 }

@@ -25,7 +25,12 @@ export interface XdsConfig {
   tokenFile?: string;
   initialBackoffMs: number;
   maxBackoffMs: number;
+  /** Wire protocol: state of the world (default: every ADS server speaks it) or delta (incremental). */
+  mode: XdsMode;
 }
+
+export const XDS_MODES = ['sotw', 'delta'] as const;
+export type XdsMode = (typeof XDS_MODES)[number];
 
 const KEYS = new Set([
   'address',
@@ -41,6 +46,7 @@ const KEYS = new Set([
   'tls',
   'initial_backoff_ms',
   'max_backoff_ms',
+  'mode',
 ]);
 
 function fail(where: (key: string) => string, key: string, msg: string): never {
@@ -155,6 +161,9 @@ export function parseXdsConfig(table: Record<string, unknown>, where: (key: stri
   const maxBackoffMs = int(table, 'max_backoff_ms', where, 30_000, 10, 3_600_000);
   if (maxBackoffMs < initialBackoffMs) fail(where, 'max_backoff_ms', 'must be >= initial_backoff_ms');
 
+  const mode = str(table, 'mode', where) ?? 'sotw';
+  if (!(XDS_MODES as readonly string[]).includes(mode)) fail(where, 'mode', `must be one of: ${XDS_MODES.join(', ')}`);
+
   const cfg: XdsConfig = {
     address,
     nodeId,
@@ -165,6 +174,7 @@ export function parseXdsConfig(table: Record<string, unknown>, where: (key: stri
     tls,
     initialBackoffMs,
     maxBackoffMs,
+    mode: mode as XdsMode,
   };
   if (caFile) cfg.caFile = caFile;
   if (certFile) cfg.certFile = certFile;

@@ -1,9 +1,10 @@
 /**
- * Decoded xDS state → MeshModel (source 'xds'). Pure: the client owns the state and DNS results and calls this on
- * every change, so the same inputs always give the same model (tests rely on it).
+ * Decoded xDS resources → model pieces, one resource at a time. Pure: the same inputs always give the same
+ * output (tests rely on it). The incremental bookkeeping — which resource depends on which, warming, address
+ * clashes — lives in model-builder.ts, which calls these for the resources that changed.
  */
 import { isIP } from 'node:net';
-import type { Cluster, Endpoint, Listener, MeshModel, UnenforcedRoute, WeightedCluster } from '../../model/types.js';
+import type { Cluster, Endpoint, Listener, UnenforcedRoute, VirtualHost, WeightedCluster } from '../../model/types.js';
 import {
   type XCluster,
   XdsResourceError,
@@ -28,20 +29,22 @@ export function emptyState(): XdsState {
   return { clusters: new Map(), assignments: new Map(), listeners: new Map(), routes: new Map() };
 }
 
-export interface Conversion {
-  model: MeshModel;
-  /** Subscriptions the state implies: EDS names of EDS clusters, RDS names referenced by listeners. */
-  edsNames: string[];
-  rdsNames: string[];
-  /** Hostnames of STRICT_DNS/LOGICAL_DNS endpoints the caller must resolve. */
-  dnsHosts: string[];
-  /** Listener names held back because a cluster has no endpoints (or is unknown / unsupported). */
-  warming: string[];
-  notes: string[];
+/** The EDS resource an EDS cluster takes its endpoints from. */
+export function edsNameOf(c: XCluster): string | undefined {
+  return c.kind === 'eds' ? (c.edsName ?? c.name) : undefined;
 }
 
-function clusterEndpoints(c: XCluster, state: XdsState, dns: Map<string, string[]>): Endpoint[] {
-  if (c.kind === 'eds') return state.assignments.get(c.edsName ?? c.name)?.endpoints ?? [];
+/** Hostnames of a STRICT_DNS/LOGICAL_DNS cluster the daemon must resolve. */
+export function dnsHostsOf(c: XCluster): string[] {
+  return c.kind === 'dns' ? [...new Set(c.endpoints.filter((e) => !isIP(e.host)).map((e) => e.host))] : [];
+}
+
+function clusterEndpoints(
+  c: XCluster,
+  assignment: XLoadAssignment | undefined,
+  dns: Map<string, string[]>,
+): Endpoint[] {
+  if (c.kind === 'eds') return assignment?.endpoints ?? [];
   const out: Endpoint[] = [];
   for (const { host, ...rest } of c.endpoints) {
     if (isIP(host)) out.push({ address: host, ...rest });
@@ -51,25 +54,25 @@ function clusterEndpoints(c: XCluster, state: XdsState, dns: Map<string, string[
 }
 
 /**
- * The same Cluster object for an unchanged cluster (same decoded resource, same assignment, same DNS table):
- * a one-endpoint change then hands the daemon 999 identical objects it can recognise without comparing.
+ * The model cluster, or a note on why there is none: 'unsupported' kinds are never programmed, and the data path
+ * has no "no healthy upstream" state, so a cluster is programmed only with endpoints (the daemon rejects empty
+ * ones) and its listeners wait for it — Envoy's warming, applied throughout.
  */
-const clusterMemo = new WeakMap<
-  XCluster,
-  { assignment?: XLoadAssignment; dns?: Map<string, string[]>; model: Cluster }
->();
-
-function modelCluster(c: XCluster, state: XdsState, dns: Map<string, string[]>): Cluster {
-  const assignment = c.kind === 'eds' ? state.assignments.get(c.edsName ?? c.name) : undefined;
-  const memo = clusterMemo.get(c);
-  if (memo && memo.assignment === assignment && (c.kind !== 'dns' || memo.dns === dns)) return memo.model;
-  const mc: Cluster = { name: c.name, lbPolicy: c.lbPolicy, endpoints: clusterEndpoints(c, state, dns), source: 'xds' };
+export function modelCluster(
+  c: XCluster,
+  assignment: XLoadAssignment | undefined,
+  dns: Map<string, string[]>,
+): Cluster | string {
+  if (c.kind === 'unsupported') return `cluster ${c.name}: not programmed (${c.reason})`;
+  const mc: Cluster = {
+    name: c.name,
+    lbPolicy: c.lbPolicy,
+    endpoints: clusterEndpoints(c, assignment, dns),
+    source: 'xds',
+  };
+  if (mc.endpoints.length === 0) return `cluster ${c.name}: no endpoints yet`;
   if (c.circuitBreakers !== undefined) mc.circuitBreakers = c.circuitBreakers;
   if (c.outlierDetection !== undefined) mc.outlierDetection = c.outlierDetection;
-  const entry: { assignment?: XLoadAssignment; dns?: Map<string, string[]>; model: Cluster } = { model: mc };
-  if (assignment) entry.assignment = assignment;
-  if (c.kind === 'dns') entry.dns = dns;
-  clusterMemo.set(c, entry);
   return mc;
 }
 
@@ -86,13 +89,29 @@ export function vipsFromDomains(domains: string[], port: number): string[] {
   return [...new Set(out)].filter((a) => a !== '0.0.0.0' && a !== '::');
 }
 
-interface Candidate {
+export interface Candidate {
   name: string;
   address: string;
   port: number;
   protocol: Listener['protocol'];
   routes: WeightedCluster[];
   unenforced: UnenforcedRoute[];
+  /** HTTP routes of the virtual host this address selects; the same object on every push while unchanged. */
+  http?: VirtualHost;
+}
+
+/** The candidate fields a virtual host gives. */
+function fromVhost(vh: XVirtualHost & { l4: WeightedCluster[] }): Pick<Candidate, 'routes' | 'unenforced' | 'http'> {
+  return vh.http
+    ? { routes: vh.l4, unenforced: vh.unenforced, http: vh.http }
+    : { routes: vh.l4, unenforced: vh.unenforced };
+}
+
+/** RDS names a listener's HTTP filter chains refer to (the RDS subscription follows them). */
+export function rdsNamesOf(l: XListener): string[] {
+  const out = new Set<string>();
+  if (!l.skipped) for (const e of l.entries) if (e.target.kind === 'rds') out.add(e.target.name);
+  return [...out];
 }
 
 function vhostFor(rc: XRouteConfig, address: string, port: number): XVirtualHost | undefined {
@@ -100,8 +119,17 @@ function vhostFor(rc: XRouteConfig, address: string, port: number): XVirtualHost
   return exact ?? rc.vhosts.find((v) => v.domains.includes('*')) ?? (rc.vhosts.length === 1 ? rc.vhosts[0] : undefined);
 }
 
-function candidates(l: XListener, state: XdsState, rdsNames: Set<string>, notes: string[]): Candidate[] {
+/**
+ * The (address, port) listeners one xDS listener yields, in its own order; routes are looked up by name.
+ * Throws XdsResourceError for what the data path cannot hold, naming the listener.
+ */
+export function candidates(
+  l: XListener,
+  routeOf: (name: string) => XRouteConfig | undefined,
+  notes: string[],
+): Candidate[] {
   const out: Candidate[] = [];
+  if (l.skipped) return out;
   const multi = l.entries.length > 1 || l.entries.some((e) => e.addresses.length > 1);
   for (const e of l.entries) {
     const nameFor = (addr: string) => (multi ? `${l.name}~${addr}:${e.port}` : l.name);
@@ -121,8 +149,7 @@ function candidates(l: XListener, state: XdsState, rdsNames: Set<string>, notes:
     }
     let rc: XRouteConfig | undefined;
     if (e.target.kind === 'rds') {
-      rdsNames.add(e.target.name);
-      rc = state.routes.get(e.target.name);
+      rc = routeOf(e.target.name);
       if (!rc) continue; // RDS not received yet: nothing to derive; warms when it arrives
     } else rc = e.target.config;
     if (e.addresses.length > 0) {
@@ -134,8 +161,7 @@ function candidates(l: XListener, state: XdsState, rdsNames: Set<string>, notes:
             address: a,
             port: e.port,
             protocol: e.protocol,
-            routes: vh.l4,
-            unenforced: vh.unenforced,
+            ...fromVhost({ ...vh, l4: vh.l4 }),
           });
         else notes.push(`listener ${l.name}: no virtual host routes ${a}:${e.port} to one destination`);
       }
@@ -153,84 +179,34 @@ function candidates(l: XListener, state: XdsState, rdsNames: Set<string>, notes:
       }
       for (const a of vips) {
         const name = isIP(a) === 6 ? `[${a}]_${e.port}` : `${a}_${e.port}`;
-        out.push({ name, address: a, port: e.port, protocol: e.protocol, routes: vh.l4, unenforced: vh.unenforced });
+        out.push({ name, address: a, port: e.port, protocol: e.protocol, ...fromVhost({ ...vh, l4: vh.l4 }) });
       }
     }
   }
   return out;
 }
 
-export function convert(state: XdsState, dns: Map<string, string[]>): Conversion {
-  const notes: string[] = [];
-  const clusters: Cluster[] = [];
-  const byName = new Map<string, Cluster>();
-  const edsNames = new Set<string>();
-  const dnsHosts = new Set<string>();
-  for (const c of state.clusters.values()) {
-    if (c.kind === 'unsupported') {
-      notes.push(`cluster ${c.name}: not programmed (${c.reason})`);
-      continue;
-    }
-    if (c.kind === 'eds') edsNames.add(c.edsName ?? c.name);
-    if (c.kind === 'dns') for (const e of c.endpoints) if (!isIP(e.host)) dnsHosts.add(e.host);
-    const mc = modelCluster(c, state, dns);
-    // The data path has no "no healthy upstream" state: a cluster is programmed only with endpoints
-    // (the daemon rejects empty ones), and its listeners wait for it — Envoy's warming, applied throughout.
-    if (mc.endpoints.length === 0) {
-      notes.push(`cluster ${c.name}: no endpoints yet`);
-      continue;
-    }
-    clusters.push(mc);
-    byName.set(c.name, mc);
+/** The model listener of a candidate; the weighted-cluster limit is checked here so the NACK names it. */
+export function modelListener(c: Candidate): Listener {
+  if (c.routes.length > MAX_WEIGHTED_CLUSTERS) {
+    throw new XdsResourceError(
+      `listener ${c.name}: ${c.routes.length} weighted clusters (limit ${MAX_WEIGHTED_CLUSTERS})`,
+    );
   }
-
-  const rdsNames = new Set<string>();
-  const listeners: Listener[] = [];
-  const seenAddr = new Map<string, string>();
-  const seenName = new Set<string>();
-  const warming: string[] = [];
-  // Listeners in name order so that clash resolution (first wins) does not depend on push order.
-  const ordered = [...state.listeners.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  for (const l of ordered) {
-    if (l.skipped) continue;
-    for (const c of candidates(l, state, rdsNames, notes)) {
-      if (c.routes.length > MAX_WEIGHTED_CLUSTERS) {
-        throw new XdsResourceError(
-          `listener ${c.name}: ${c.routes.length} weighted clusters (limit ${MAX_WEIGHTED_CLUSTERS})`,
-        );
-      }
-      // Warming: programmed only once every cluster it routes to has endpoints.
-      if (c.routes.some((r) => !byName.has(r.cluster))) {
-        warming.push(c.name);
-        continue;
-      }
-      // TCP and HTTP share the kernel's TCP hook, so they clash on one address and port.
-      const key = `${c.address}|${c.port}|${c.protocol === 'udp' ? 'udp' : 'tcp'}`;
-      const other = seenAddr.get(key);
-      if (other !== undefined || seenName.has(c.name)) {
-        notes.push(`listener ${c.name}: ${c.address}:${c.port} already programmed by ${other ?? c.name}; skipped`);
-        continue;
-      }
-      seenAddr.set(key, c.name);
-      seenName.add(c.name);
-      const ml: Listener = {
-        name: c.name,
-        address: c.address,
-        port: c.port,
-        protocol: c.protocol,
-        routes: c.routes,
-        source: 'xds',
-      };
-      if (c.unenforced.length > 0) ml.unenforcedRoutes = c.unenforced;
-      listeners.push(ml);
-    }
-  }
-  return {
-    model: { listeners, clusters },
-    edsNames: [...edsNames].sort(),
-    rdsNames: [...rdsNames].sort(),
-    dnsHosts: [...dnsHosts].sort(),
-    warming,
-    notes,
+  const ml: Listener = {
+    name: c.name,
+    address: c.address,
+    port: c.port,
+    protocol: c.protocol,
+    routes: c.routes,
+    source: 'xds',
   };
+  if (c.unenforced.length > 0) ml.unenforcedRoutes = c.unenforced;
+  if (c.http && c.protocol === 'http') ml.virtualHosts = [c.http];
+  return ml;
+}
+
+/** TCP and HTTP share the kernel's TCP hook, so they clash on one address and port. */
+export function clashKey(c: Candidate): string {
+  return `${c.address}|${c.port}|${c.protocol === 'udp' ? 'udp' : 'tcp'}`;
 }

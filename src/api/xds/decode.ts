@@ -4,7 +4,8 @@
  */
 import { isIP } from 'node:net';
 import type protobuf from 'protobufjs';
-import type { Endpoint, LbPolicy, Protocol, UnenforcedRoute, WeightedCluster } from '../../model/types.js';
+import type { Endpoint, HttpRoute, LbPolicy, Protocol, WeightedCluster } from '../../model/types.js';
+import { virtualHostProblems } from '../../model/validate.js';
 import { TYPE, toPlain, xdsTypes } from './protos.js';
 import {
   type RawEndpoint,
@@ -17,6 +18,7 @@ import {
   type XTarget,
   type XVirtualHost,
 } from './resources.js';
+import { actionReason, routeMatch, unenforcedFeatures } from './routes.js';
 
 /** Limits against a control plane that sends garbage or floods: beyond them the response is NACKed. */
 export const LIMITS = { resourcesPerResponse: 200_000, endpointsPerAssignment: 100_000, nameLength: 1024 };
@@ -60,6 +62,38 @@ export function decodeResponse(buf: Uint8Array): DecodedResponse {
   };
 }
 
+export interface DeltaResource {
+  name: string;
+  version: string;
+  /** Absent when the server sent a name without a body (NACKed). */
+  resource?: { typeUrl: string; value: Uint8Array };
+}
+
+export interface DecodedDeltaResponse {
+  systemVersionInfo: string;
+  typeUrl: string;
+  nonce: string;
+  resources: DeltaResource[];
+  removed: string[];
+}
+
+/** Decodes a DeltaDiscoveryResponse envelope (strict reader, as decodeResponse). Throws on malformed protobuf. */
+export function decodeDeltaResponse(buf: Uint8Array): DecodedDeltaResponse {
+  const view = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  const msg: M = xdsTypes().DeltaDiscoveryResponse.decode(view);
+  return {
+    systemVersionInfo: msg.systemVersionInfo ?? '',
+    typeUrl: msg.typeUrl ?? '',
+    nonce: msg.nonce ?? '',
+    resources: (msg.resources ?? []).map((r: M) => {
+      const out: DeltaResource = { name: r.name ?? '', version: r.version ?? '' };
+      if (r.resource) out.resource = { typeUrl: r.resource.typeUrl ?? '', value: r.resource.value ?? new Uint8Array() };
+      return out;
+    }),
+    removed: [...(msg.removedResources ?? [])],
+  };
+}
+
 function decodeAs(type: protobuf.Type, value: Uint8Array, what: string): M {
   try {
     // Plain view for the strict reader (see decodeResponse); a no-op for the views decodeResponse hands out.
@@ -72,7 +106,7 @@ function decodeAs(type: protobuf.Type, value: Uint8Array, what: string): M {
 }
 
 /** Unwraps envoy.service.discovery.v3.Resource and checks the type URL matches the response's. */
-function unwrap(any: { typeUrl: string; value: Uint8Array }, typeUrl: string, index: number): Uint8Array {
+export function unwrap(any: { typeUrl: string; value: Uint8Array }, typeUrl: string, index: number): Uint8Array {
   if (any.typeUrl === TYPE.resource) {
     const r: M = decodeAs(xdsTypes().Resource, any.value, `resource #${index}`);
     if (!r.resource) throw new XdsResourceError(`resource #${index}: Resource wrapper without a resource`);
@@ -82,6 +116,23 @@ function unwrap(any: { typeUrl: string; value: Uint8Array }, typeUrl: string, in
     throw new XdsResourceError(`resource #${index}: type ${any.typeUrl || '(none)'} in a ${typeUrl} response`);
   }
   return any.value;
+}
+
+const enums = new Map<string, protobuf.Enum>();
+
+/**
+ * An enum field's value, checked against the proto's enum. protobufjs keeps a number it does not know as is;
+ * the data path must not guess what a newer control plane meant by it (e.g. a new lb_policy as round robin).
+ */
+function known(enumName: string, value: number | null | undefined, what: string, field: string): number {
+  let e = enums.get(enumName);
+  if (!e) {
+    e = xdsTypes().root.lookupEnum(enumName);
+    enums.set(enumName, e);
+  }
+  const v = value ?? 0;
+  if (e.valuesById[v] === undefined) throw new XdsResourceError(`${what}: unknown ${field} value ${v}`);
+  return v;
 }
 
 function checkName(name: unknown, kind: string, index: number): string {
@@ -153,7 +204,8 @@ function loadAssignmentEndpoints(cla: M, what: string, requireIp: boolean): RawE
     const loca = locality(loc.locality);
     const priority: number = loc.priority ?? 0;
     for (const lbe of loc.lbEndpoints ?? []) {
-      if (lbe.healthStatus === HEALTH_UNHEALTHY || lbe.healthStatus === HEALTH_DRAINING) continue;
+      const health = known('envoy.config.core.v3.HealthStatus', lbe.healthStatus, what, 'health_status');
+      if (health === HEALTH_UNHEALTHY || health === HEALTH_DRAINING) continue;
       const sa = lbe.endpoint?.address?.socketAddress;
       if (!sa) {
         throw new XdsResourceError(`${what}: endpoint without socket_address (named/pipe endpoints are not supported)`);
@@ -183,7 +235,7 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
   const c: M = decodeAs(t.Cluster, bytes, `cluster #${index}`);
   const name = checkName(c.name, 'cluster', index);
   const what = `cluster ${name}`;
-  const lb = LB[c.lbPolicy ?? 0];
+  const lb = LB[known('envoy.config.cluster.v3.Cluster.LbPolicy', c.lbPolicy, what, 'lb_policy')];
   const out: XCluster = { name, kind: 'unsupported', lbPolicy: lb ?? 'round_robin', endpoints: [] };
   if (c.circuitBreakers)
     out.circuitBreakers = toPlain(t.root.lookupType('envoy.config.cluster.v3.CircuitBreakers'), c.circuitBreakers);
@@ -193,7 +245,7 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
     out.reason = `custom cluster type ${c.clusterType.name || '(unnamed)'}`;
     return out;
   }
-  switch (c.type ?? 0) {
+  switch (known('envoy.config.cluster.v3.Cluster.DiscoveryType', c.type, what, 'type')) {
     case 0: // STATIC
       out.kind = 'static';
       out.endpoints = loadAssignmentEndpoints(c.loadAssignment, what, true);
@@ -210,8 +262,6 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
     case 4:
       out.reason = 'ORIGINAL_DST (passthrough) has no endpoints to steer to';
       break;
-    default:
-      out.reason = `discovery type ${c.type}`;
   }
   return out;
 }
@@ -293,10 +343,17 @@ export function decodeListener(bytes: Uint8Array, index: number): XListener {
   const what = `listener ${name}`;
   const sa = l.address?.socketAddress;
   if (!sa) return { name, entries: [], skipped: 'no socket address' };
-  if (l.trafficDirection === TRAFFIC_INBOUND) return { name, entries: [], skipped: 'inbound listener' };
+  if (known('envoy.config.core.v3.TrafficDirection', l.trafficDirection, what, 'traffic_direction') === TRAFFIC_INBOUND)
+    return { name, entries: [], skipped: 'inbound listener' };
   const addr: string = sa.address ?? '';
   if (isIP(addr) === 0) throw new XdsResourceError(`${what}: address "${addr}" is not an IP literal`);
   const port = checkPort(sa.portValue, what);
+  const socketProtocol = known(
+    'envoy.config.core.v3.SocketAddress.Protocol',
+    sa.protocol,
+    what,
+    'socket_address.protocol',
+  );
   const wildcard = addr === '0.0.0.0' || addr === '::';
   const entries: XListenerEntry[] = [];
   const chains = [...(l.filterChains ?? [])];
@@ -307,23 +364,10 @@ export function decodeListener(bytes: Uint8Array, index: number): XListener {
     const m = chain.filterChainMatch;
     const cport = m?.destinationPort ? checkPort(m.destinationPort.value, `${what}: destination_port`) : port;
     const addresses = wildcard ? hostPrefixes(m) : [addr];
-    const protocol: Protocol = sa.protocol === SOCKET_UDP ? 'udp' : t.protocol;
+    const protocol: Protocol = socketProtocol === SOCKET_UDP ? 'udp' : t.protocol;
     entries.push({ addresses, port: cport, protocol, target: t.target });
   });
   return { name, entries };
-}
-
-function isCatchAll(match: M): boolean {
-  if (!match) return true;
-  const prefixAll =
-    (match.prefix === '' || match.prefix === '/') && !match.path && !match.safeRegex && !match.pathSeparatedPrefix;
-  return (
-    prefixAll &&
-    (match.headers ?? []).length === 0 &&
-    (match.queryParameters ?? []).length === 0 &&
-    !match.runtimeFraction &&
-    !match.grpc
-  );
 }
 
 function routeClusters(action: M, what: string): WeightedCluster[] | undefined {
@@ -339,38 +383,76 @@ function routeClusters(action: M, what: string): WeightedCluster[] | undefined {
   return undefined; // cluster_header: chosen per request, nothing to program at connect time
 }
 
-function sameTargets(a: WeightedCluster[], b: WeightedCluster[]): boolean {
-  return a.length === b.length && a.every((x, i) => x.cluster === b[i]?.cluster && x.weight === b[i]?.weight);
+function sameTargets(a: WeightedCluster[] | undefined, b: WeightedCluster[] | undefined): boolean {
+  return (
+    a !== undefined &&
+    b !== undefined &&
+    a.length === b.length &&
+    a.every((x, i) => x.cluster === b[i]?.cluster && x.weight === b[i]?.weight)
+  );
 }
 
-function virtualHost(vh: M, what: string): XVirtualHost {
+/**
+ * A virtual host: one L4 destination when every route leads to the same place; otherwise its routes for the kernel
+ * (`http`, checked against the kernel limits: an over-limit table is NACKed) and the catch-all as the L4 default.
+ * Whatever the kernel does not do is listed in `unenforced`.
+ */
+function virtualHost(vh: M, index: number, what: string): XVirtualHost {
   const t = xdsTypes();
-  const name: string = vh.name ?? '';
+  const name: string = vh.name || `virtual_hosts[${index}]`;
   const vwhat = `${what} vhost ${name}`;
   const routes: M[] = vh.routes ?? [];
   const targets = routes.map((r: M, i: number) => routeClusters(r.route, `${vwhat} route ${r.name || i}`));
-  const plain = (r: M) => toPlain(t.root.lookupType('envoy.config.route.v3.Route'), r);
   const out: XVirtualHost = { name, domains: [...(vh.domains ?? [])], unenforced: [] };
-  const first = targets[0];
-  if (first && targets.every((x) => x && sameTargets(x, first))) {
-    out.l4 = first; // every route goes to the same place: the vhost is exactly one L4 destination
+  const vhostFeatures = unenforcedFeatures(vh);
+  if (vhostFeatures.length > 0) {
+    const { routes: _, ...detail } = toPlain(t.root.lookupType('envoy.config.route.v3.VirtualHost'), vh);
+    out.unenforced.push({ description: `${vwhat}: not enforced: ${vhostFeatures.join(', ')}`, detail });
+  }
+  const note = (r: M, i: number, text: string) =>
+    out.unenforced.push({
+      description: `${vwhat} route ${r.name || i}: ${text}`,
+      detail: toPlain(t.root.lookupType('envoy.config.route.v3.Route'), r),
+    });
+  const noteFeatures = (r: M, i: number, prefix: string) => {
+    const features = unenforcedFeatures(r, r.route);
+    if (features.length > 0) note(r, i, `${prefix}not enforced: ${features.join(', ')}`);
+  };
+
+  if (targets.every((x) => sameTargets(x, targets[0]))) {
+    out.l4 = targets[0]; // every route goes to the same place: the vhost is exactly one L4 destination
+    routes.forEach((r, i) => {
+      noteFeatures(r, i, '');
+    });
     return out;
   }
-  const catchAll = routes.findIndex((r: M, i: number) => targets[i] && isCatchAll(r.match));
-  if (catchAll >= 0) out.l4 = targets[catchAll];
+  const http: HttpRoute[] = [];
   routes.forEach((r: M, i: number) => {
-    if (i === catchAll) return;
-    const u: UnenforcedRoute = {
-      description: `${what} vhost ${name} route ${r.name || i}: L7 match not enforced at connect time`,
-      detail: plain(r),
-    };
-    out.unenforced.push(u);
+    const clusters = targets[i];
+    const match = clusters ? routeMatch(r.match) : actionReason(r);
+    if (typeof match === 'string' || !clusters) {
+      note(r, i, `not programmed (${match})`);
+      return;
+    }
+    http.push({ name: r.name || `routes[${i}]`, match, clusters });
+    noteFeatures(r, i, 'programmed; ');
+    const catchAll = !match.path && match.method === undefined && match.headers.length === 0;
+    if (catchAll && !out.l4) out.l4 = clusters;
   });
+  if (http.every((r) => sameTargets(r.clusters, out.l4))) return out; // what is programmable is one destination
+  out.http = { name, domains: ['*'], routes: http };
+  const problems = virtualHostProblems([out.http]).map((p) => {
+    const key = p.key
+      .replace(/^virtual_hosts(\[0\]\.)?/, '')
+      .replace(/^routes\[(\d+)\]\./, (_, k) => `route ${http[Number(k)]?.name}: `);
+    return key ? `${key}: ${p.problem}` : p.problem;
+  });
+  if (problems.length > 0) throw new XdsResourceError(`${vwhat}: ${problems.join('; ')}`);
   return out;
 }
 
 function routeConfigFrom(rc: M, what: string): XRouteConfig {
-  return { name: rc.name ?? '', vhosts: (rc.virtualHosts ?? []).map((vh: M) => virtualHost(vh, what)) };
+  return { name: rc.name ?? '', vhosts: (rc.virtualHosts ?? []).map((vh: M, i: number) => virtualHost(vh, i, what)) };
 }
 
 export function decodeRouteConfig(bytes: Uint8Array, index: number): XRouteConfig {
@@ -378,3 +460,11 @@ export function decodeRouteConfig(bytes: Uint8Array, index: number): XRouteConfi
   const name = checkName(rc.name, 'route configuration', index);
   return routeConfigFrom(rc, `route configuration ${name}`);
 }
+
+/** The resource decoder of each subscribed type URL (shared by the SotW and delta protocols). */
+export const DECODERS = {
+  [TYPE.cluster]: decodeCluster,
+  [TYPE.endpoint]: decodeLoadAssignment,
+  [TYPE.listener]: decodeListener,
+  [TYPE.route]: decodeRouteConfig,
+} as const;

@@ -1,18 +1,20 @@
 /**
  * Wiring between the daemon and the xDS client, kept here so the daemon needs two lines:
  *   if (config.xds) attachXds(daemon, parseXdsConfig(config.xds.table, config.xds.where), logger);
- * The daemon side is structural (applyXds / setXdsConnected / addPlugin), so this module does not import it.
+ * The daemon side is structural (applyXdsChange / setXdsConnected / addPlugin), so this module does not import it.
  */
 import type pino from 'pino';
-import type { MeshModel } from '../../model/types.js';
+import type { ModelChange } from '../../model/change.js';
 import { XdsClient, type XdsClientOptions } from './client.js';
 import type { XdsConfig } from './config.js';
 
 export interface XdsHost {
-  /** Throws (→ NACK) and changes nothing when the model is not acceptable. */
-  applyXds(model: MeshModel): Promise<void>;
+  /** Applies the resources that changed; throws (→ NACK) and changes nothing when the change is not acceptable. */
+  applyXdsChange(change: ModelChange): Promise<void>;
   setXdsConnected(connected: boolean, address?: string): void;
   addPlugin(plugin: { name: string; stop(): Promise<void> | void }): void;
+  /** A section of `kmeshctl dump` (JSON), read when dumped. */
+  addDumpSection(name: string, section: () => unknown): void;
 }
 
 export function attachXds(
@@ -21,10 +23,11 @@ export function attachXds(
   logger: pino.Logger,
   opts: XdsClientOptions = {},
 ): XdsClient {
-  const client = new XdsClient(config, (model) => host.applyXds(model), logger, opts);
+  const client = new XdsClient(config, (change) => host.applyXdsChange(change), logger, opts);
   host.setXdsConnected(false, config.address);
   client.on('connected', (c) => host.setXdsConnected(c, config.address));
   host.addPlugin({ name: 'xds', stop: () => client.stop() });
+  host.addDumpSection('xds', () => ({ ...client.dump(), ...client.stats() }));
   client.start();
   return client;
 }

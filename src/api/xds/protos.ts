@@ -20,6 +20,7 @@ export const TYPE = {
 } as const;
 
 export const ADS_METHOD = '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources';
+export const DELTA_ADS_METHOD = '/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources';
 
 const FILES = [
   'envoy/service/discovery/v3/ads.proto',
@@ -47,6 +48,8 @@ export interface XdsTypes {
   root: protobuf.Root;
   DiscoveryRequest: protobuf.Type;
   DiscoveryResponse: protobuf.Type;
+  DeltaDiscoveryRequest: protobuf.Type;
+  DeltaDiscoveryResponse: protobuf.Type;
   Any: protobuf.Type;
   Resource: protobuf.Type;
   Cluster: protobuf.Type;
@@ -74,6 +77,8 @@ export function xdsTypes(): XdsTypes {
     root,
     DiscoveryRequest: t('envoy.service.discovery.v3.DiscoveryRequest'),
     DiscoveryResponse: t('envoy.service.discovery.v3.DiscoveryResponse'),
+    DeltaDiscoveryRequest: t('envoy.service.discovery.v3.DeltaDiscoveryRequest'),
+    DeltaDiscoveryResponse: t('envoy.service.discovery.v3.DeltaDiscoveryResponse'),
     Any: t('google.protobuf.Any'),
     Resource: t('envoy.service.discovery.v3.Resource'),
     Cluster: t('envoy.config.cluster.v3.Cluster'),

@@ -3,7 +3,7 @@
  * safely raises XdsResourceError, which the client turns into a NACK of the whole response (SotW has no partial
  * acceptance), keeping the previous version.
  */
-import type { Endpoint, LbPolicy, Protocol, UnenforcedRoute, WeightedCluster } from '../../model/types.js';
+import type { Endpoint, LbPolicy, Protocol, UnenforcedRoute, VirtualHost, WeightedCluster } from '../../model/types.js';
 
 export class XdsResourceError extends Error {
   override name = 'XdsResourceError';
@@ -55,8 +55,13 @@ export interface XListener {
 export interface XVirtualHost {
   name: string;
   domains: string[];
-  /** Set when one cluster (or one weighted split) serves the whole virtual host, so connect-time steering is exact. */
+  /**
+   * Where connections go at connect time: the one destination of the whole virtual host, or its catch-all route
+   * when it has L7 routes (then the default for connections that are not HTTP/1.x).
+   */
   l4?: WeightedCluster[];
+  /** The routes the kernel matches per connection's first request (domains `*`: the VIP already chose the host). */
+  http?: VirtualHost;
   unenforced: UnenforcedRoute[];
 }
 

@@ -11,13 +11,13 @@ import {
   type MeshModel,
   PROTOCOLS,
   type ServiceSpec,
-  type WeightedCluster,
 } from '../../model/types.js';
 import { capacityProblems, PORT_RANGE, validateModel, WEIGHT_RANGE } from '../../model/validate.js';
 import { isPinDir } from '../../runtime/bpffs.js';
 import { type Cgroup2View, guardCgroupPath } from '../../runtime/cgroup2.js';
 import { KmeshError } from '../errors.js';
 import { KeyLocator } from './locator.js';
+import { choiceKey, type NestedWhere, readClusterChoice, readListenerRoutes } from './routes.js';
 import { DEFAULT_PIN_DIR, type KmeshConfig, LOG_LEVELS } from './schema.js';
 import { TableReader } from './table-reader.js';
 
@@ -115,8 +115,13 @@ export function parseConfig(source: string, path: string, options: ConfigCheckOp
     return { value, clean: errors.length === before };
   };
   const clusters = clusterReaders.map((r) => readWhole(r, readCluster));
-  const listeners = listenerReaders.map((r) => readWhole(r, readListener));
-  const model: MeshModel = { clusters: clusters.map((c) => c.value), listeners: listeners.map((l) => l.value) };
+  const listeners = listenerReaders.map((r, i) =>
+    readWhole(r, (t) => readListener(t, (path, key) => locator.whereNested([['listeners', i], ...path], key))),
+  );
+  const model: MeshModel = {
+    clusters: clusters.map((c) => c.value),
+    listeners: listeners.map((l) => l.value.listener),
+  };
 
   // Semantic checks on every entry whose fields were readable; an entry with a field error would only
   // repeat it in other words (a missing port read as 0, say), so what it says is dropped.
@@ -125,8 +130,8 @@ export function parseConfig(source: string, path: string, options: ConfigCheckOp
     cluster: (i: number, key?: string) =>
       clusters[i]?.clean ? (clusterReaders[i] as TableReader).where(key) : UNREADABLE,
     listener: (i: number, key?: string) => {
-      const reader = listenerReaders[i] as TableReader;
-      return listeners[i]?.clean ? reader.where(listenerRouteKey(reader, key)) : UNREADABLE;
+      const l = listeners[i];
+      return l?.clean ? l.value.where(key) : UNREADABLE;
     },
   };
   const semantic = [...validateModel(model, at), ...capacityProblems(model, at)];
@@ -141,14 +146,6 @@ export function parseConfig(source: string, path: string, options: ConfigCheckOp
     services,
     model,
   };
-}
-
-/** The model says cluster or weighted_clusters by route count; the file says it by what was written. */
-function listenerRouteKey(reader: TableReader, key: string | undefined): string | undefined {
-  if (key === undefined) return key;
-  return reader.has('weighted_clusters')
-    ? key.replace(/^cluster(?=$|\.)/, 'weighted_clusters[0]')
-    : key.replace(/^weighted_clusters(\[\d+\])?/, 'cluster');
 }
 
 function readXds(table: unknown, locator: KeyLocator, root: TableReader, errors: string[]): XdsConfig | undefined {
@@ -218,24 +215,20 @@ function missing(t: TableReader, key: string): never[] {
   return [];
 }
 
-function readListener(t: TableReader): Listener {
-  const cluster = t.optionalString('cluster');
-  const weighted = t.tables(
-    'weighted_clusters',
-    (w): WeightedCluster => ({
-      cluster: w.string('cluster') ?? '',
-      weight: w.modelInteger('weight', WEIGHT_RANGE) ?? 0,
-    }),
-  );
-  if ((cluster === undefined) === (weighted === undefined)) {
-    t.fail(undefined, 'needs exactly one of cluster = "name" or weighted_clusters = [...]');
-  }
-  return {
+/** The listener and where a model key of it stands in the file. */
+function readListener(t: TableReader, nested: NestedWhere): { listener: Listener; where: (key?: string) => string } {
+  const listener: Listener = {
     name: t.string('name') ?? '',
     address: t.string('address') ?? '',
     port: t.modelInteger('port', PORT_RANGE) ?? 0,
     protocol: t.oneOf('protocol', PROTOCOLS, 'tcp') ?? 'tcp',
-    routes: cluster !== undefined ? [{ cluster, weight: 1 }] : (weighted ?? []),
+    routes: readClusterChoice(t),
     source: 'toml',
+  };
+  const routes = readListenerRoutes(t, nested);
+  if (routes.virtualHosts) listener.virtualHosts = routes.virtualHosts;
+  return {
+    listener,
+    where: (key) => (key !== undefined && routes.where(key)) || t.where(key === undefined ? key : choiceKey(t, key)),
   };
 }

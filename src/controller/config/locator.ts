@@ -22,13 +22,65 @@ export class KeyLocator {
     return `${this.file}:${this.lineOf(table, index, key)}: ${path}`;
   }
 
+  /**
+   * A key inside nested arrays of tables: [["listeners", 1], ["routes", 2]] is the third `[[listeners.routes]]`
+   * after the second `[[listeners]]`. Tables written inline (`routes = [ {...} ]`) stand on their key's line.
+   */
+  whereNested(path: Array<[name: string, index: number]>, key?: string): string {
+    const shown = [...path.map(([name, index]) => `${name}[${index}]`), ...(key ? [key] : [])].join('.');
+    return `${this.file}:${this.nestedLine(path, key)}: ${shown}`;
+  }
+
+  private nestedLine(path: Array<[string, number]>, key?: string): number {
+    let table = '';
+    let header = -1;
+    let end = this.lines.length;
+    for (const [name, index] of path) {
+      table = table ? `${table}.${name}` : name;
+      const start = this.nthHeader(table, index, header + 1, end);
+      if (start < 0) return Math.max(this.keyLineAfter(header + 1, name), header + 1, 1);
+      header = start;
+      end = this.tableEnd(table, start + 1, end);
+    }
+    const line = key ? this.keyLine(table, header, end, key) : 0;
+    return line > 0 ? line : header + 1;
+  }
+
+  /** 1-based line of `key =` in the table whose header is at `header`, or of its first `[[table.key]]`, or 0. */
+  private keyLine(table: string, header: number, end: number, key: string): number {
+    const head = key.split(/[.[]/)[0] ?? key;
+    const line = this.keyLineAfter(header + 1, head);
+    if (line > 0) return line;
+    return this.nthHeader(`${table}.${head}`, 0, header + 1, end) + 1;
+  }
+
+  /** Line index of the index-th `[[table]]` in [from, to), or -1. */
+  private nthHeader(table: string, index: number, from: number, to: number): number {
+    let seen = 0;
+    for (let i = from; i < to; i++) {
+      if (headerName(this.lines[i] ?? '') !== `[[${table}]]`) continue;
+      if (seen === index) return i;
+      seen++;
+    }
+    return -1;
+  }
+
+  /** Where the table whose header precedes `from` ends: the next header that is not one of its sub-tables. */
+  private tableEnd(table: string, from: number, to: number): number {
+    for (let i = from; i < to; i++) {
+      const name = headerName(this.lines[i] ?? '');
+      if (name !== undefined && !name.replace(/^\[+/, '').startsWith(`${table}.`)) return i;
+    }
+    return to;
+  }
+
   private lineOf(table: string | null, index: number | null, key?: string): number {
     if (table === null) return this.topLevelLine(key);
     const start = this.headerLine(table, index);
     if (start < 0) return 1;
     if (key) {
       // "endpoints[2].port" stands on the line of "endpoints".
-      const line = this.keyLineAfter(start + 1, key.split(/[.[]/)[0] ?? key);
+      const line = this.keyLine(table, start, this.tableEnd(table, start + 1, this.lines.length), key);
       if (line > 0) return line;
     }
     return start + 1;
@@ -69,6 +121,12 @@ export class KeyLocator {
     }
     return -1;
   }
+}
+
+/** `[[a.b]]` / `[a]` as written without spaces, or undefined for a line that is not a header. */
+function headerName(line: string): string | undefined {
+  const m = /^\s*(\[\[?)\s*([^\]]*?)\s*(\]\]?)/.exec(line);
+  return m ? `${m[1]}${(m[2] ?? '').replace(/\s*\.\s*/g, '.')}${m[3]}` : undefined;
 }
 
 function escapeRegExp(text: string): string {

@@ -107,8 +107,30 @@ export class TableReader {
     return v;
   }
 
-  /** An array of inline tables, each read by `each`. */
-  tables<T>(key: string, each: (item: TableReader, index: number) => T | undefined): T[] | undefined {
+  /** An inline table read by `reader`, or undefined when the key is absent. */
+  subTable<T>(key: string, read: (reader: TableReader) => T): T | undefined {
+    const v = this.raw(key);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Date) {
+      this.fail(key, `must be a table, got ${show(v)}`);
+      return undefined;
+    }
+    const reader = new TableReader(
+      v as Record<string, unknown>,
+      (k) => this.where(k ? `${key}.${k}` : key),
+      this.errors,
+    );
+    const out = read(reader);
+    reader.rejectUnknown();
+    return out;
+  }
+
+  /** An array of tables, each read by `each`; `itemWhere` locates items written as [[a.b]] blocks. */
+  tables<T>(
+    key: string,
+    each: (item: TableReader, index: number) => T | undefined,
+    itemWhere?: (index: number) => Where,
+  ): T[] | undefined {
     const v = this.raw(key);
     if (v === undefined) return undefined;
     if (!Array.isArray(v) || v.some((item) => typeof item !== 'object' || item === null || Array.isArray(item))) {
@@ -118,7 +140,7 @@ export class TableReader {
     return v.flatMap((item, index) => {
       const reader = new TableReader(
         item as Record<string, unknown>,
-        (k) => `${this.where(key)}[${index}]${k ? `.${k}` : ''}`,
+        itemWhere?.(index) ?? ((k) => `${this.where(key)}[${index}]${k ? `.${k}` : ''}`),
         this.errors,
       );
       const out = each(reader, index);

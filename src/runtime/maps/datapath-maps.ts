@@ -1,12 +1,17 @@
 import type { BpfMap } from '../bpf-map.js';
 import type { BpfObject } from '../bpf-object.js';
 
+/** What writing and reading a map takes (an in-memory stand-in in unit tests). */
+export type MapAccess = Pick<BpfMap, 'name' | 'maxEntries' | 'update' | 'lookup' | 'delete' | 'entries'>;
+
 /** The maps the daemon writes for the L4 programs, by role. */
 export interface DatapathMaps {
   listeners: BpfMap;
   clusters: BpfMap;
   endpoints: BpfMap;
   roundRobin: BpfMap;
+  /** Which slot of listeners/clusters is the live config. */
+  activeSlot: BpfMap;
 }
 
 export function datapathMaps(obj: BpfObject): DatapathMaps {
@@ -15,5 +20,6 @@ export function datapathMaps(obj: BpfObject): DatapathMaps {
     clusters: obj.map('kmesh_clusters'),
     endpoints: obj.map('kmesh_endpoints'),
     roundRobin: obj.map('kmesh_rr'),
+    activeSlot: obj.map('kmesh_active_slot'),
   };
 }

@@ -2,8 +2,10 @@
 import { array, bytes, StructCodec, u8, u16, u32, u64 } from './struct-codec.js';
 
 export const MAX_ROUTE_CLUSTERS = 16;
+/** Per config; the listener and cluster maps hold CONFIG_SLOTS configs (kmesh_active_slot picks the live one). */
 export const MAX_LISTENERS = 16384;
 export const MAX_CLUSTERS = 16384;
+export const CONFIG_SLOTS = 2;
 export const MAX_ENDPOINTS = 262144;
 
 export const LB_POLICY_CODES = {
@@ -23,7 +25,7 @@ export const listenerKey = new StructCodec('kmesh_listener_key', {
   addr: bytes(16),
   port: u16,
   protocol: u8,
-  pad: u8,
+  slot: u8,
 });
 
 export const listenerValue = new StructCodec('kmesh_listener_value', {
@@ -33,7 +35,14 @@ export const listenerValue = new StructCodec('kmesh_listener_value', {
   cum_weights: array(u32, MAX_ROUTE_CLUSTERS),
 });
 
-export const clusterKey = new StructCodec('cluster id', { id: u32 });
+/** kmesh_rr's key: the cluster id alone (the cursor is shared by both slots). */
+export const clusterIdKey = new StructCodec('cluster id', { id: u32 });
+
+export const clusterKey = new StructCodec('kmesh_cluster_key', { id: u32, slot: u32 });
+
+/** kmesh_active_slot: key 0 → the live slot. */
+export const activeSlotKey = new StructCodec('array index', { index: u32 });
+export const activeSlotValue = new StructCodec('slot', { slot: u32 });
 
 export const clusterValue = new StructCodec('kmesh_cluster_value', {
   lb_policy: u32,
@@ -84,6 +93,7 @@ export const udpReverseValue = new StructCodec('kmesh_udp_reverse_value', {
 export const SHARED_LAYOUTS = [
   listenerKey,
   listenerValue,
+  clusterKey,
   clusterValue,
   endpointKey,
   endpointValue,
