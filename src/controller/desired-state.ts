@@ -3,9 +3,9 @@
  * tables (cumulative weights, cluster splits) are unit-tested directly.
  */
 
+import { encodeAddr, writeAddr } from '../model/address.js';
 import type { Cluster, Listener, MeshModel } from '../model/types.js';
 import { l4Protocol } from '../model/validate.js';
-import { encodeAddr } from '../runtime/maps/addr.js';
 import {
   CLUSTER_UNIFORM_WEIGHTS,
   endpointValue,
@@ -67,7 +67,7 @@ export function desiredCluster(cluster: Cluster, id: number): DesiredCluster {
     const at = i * EP_SIZE;
     sum += ep.weight;
     uniform &&= ep.weight === first;
-    encodeAddr(ep.address).copy(endpoints, at + EP_ADDR);
+    writeAddr(endpoints, at + EP_ADDR, ep.address);
     endpoints.writeUInt16LE(ep.port, at + EP_PORT);
     endpoints.writeUInt32LE(sum, at + EP_CUM_WEIGHT);
   });

@@ -12,6 +12,7 @@
  * is only marked for re-sync. The cost of an apply follows the size of the change, never the size of the mesh.
  */
 import type { Logger } from 'pino';
+import { KmeshError } from '../contracts/errors.js';
 import { BPF_NOEXIST } from '../runtime/bpf-map.js';
 import { BpfError } from '../runtime/errors.js';
 import type { DatapathMaps, MapAccess } from '../runtime/maps/datapath-maps.js';
@@ -28,7 +29,6 @@ import {
   rrValue,
 } from '../runtime/maps/layouts.js';
 import type { DesiredCluster, DesiredListener } from './desired-state.js';
-import { KmeshError } from './errors.js';
 
 /** What one apply changes: named entries are set whole (or removed: null); all others stay. */
 export interface ConfigDelta {
@@ -89,6 +89,19 @@ function listenerKeyIn(key: Buffer, slot: number): Buffer {
 
 const clusterKeyIn = (id: number, slot: number) => clusterKey.encode({ id, slot });
 
+/** Work between two turns of the event loop: a large apply never blocks timers, scrapes or D-Bus for long. */
+const SLICE_MS = 10;
+
+class Slicer {
+  private since = performance.now();
+
+  async next(): Promise<void> {
+    if (performance.now() - this.since < SLICE_MS) return;
+    await new Promise((resolve) => setImmediate(resolve));
+    this.since = performance.now();
+  }
+}
+
 export class Reconciler {
   private active = 0;
   private readonly listeners = new Map<string, LiveListener>();
@@ -104,6 +117,8 @@ export class Reconciler {
   /** When the inactive slot may be written (a connect may still read it until then). */
   private replayAfter = 0;
   private gcTimer: NodeJS.Timeout | undefined;
+  /** Applies and the grace-period work run one at a time (both write the inactive slot). */
+  private turn: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly maps: ReconcilerMaps,
@@ -198,7 +213,18 @@ export class Reconciler {
     return { clusters: this.clusters.keys(), listeners: this.listeners.keys() };
   }
 
-  apply(delta: ConfigDelta): ApplyResult {
+  /** Applies `delta` (see the file comment); resolves once the kernel reads the new config, rejects leaving the old. */
+  apply(delta: ConfigDelta): Promise<ApplyResult> {
+    return this.exclusive(() => this.applyNow(delta));
+  }
+
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const done = this.turn.then(work);
+    this.turn = done.catch(() => {});
+    return done;
+  }
+
+  private async applyNow(delta: ConfigDelta): Promise<ApplyResult> {
     const changedClusters: DesiredCluster[] = [];
     const removedClusters: number[] = [];
     let unchanged = 0;
@@ -228,9 +254,10 @@ export class Reconciler {
     const next = 1 - this.active;
     const undo: Array<() => void> = [];
     const fresh = new Map<number, LiveCluster>();
+    const slice = new Slicer();
     try {
       for (const cluster of changedClusters) {
-        const entry = this.prepareCluster(cluster, undo);
+        const entry = await this.prepareCluster(cluster, undo, slice);
         result.written += entry.written;
         fresh.set(cluster.id, entry.live);
       }
@@ -239,7 +266,8 @@ export class Reconciler {
       for (const id of removedClusters) this.stale.clusters.add(id);
       for (const l of changedListeners) this.stale.listeners.add(l.keyHex);
       for (const id of fresh.keys()) this.stale.clusters.add(id);
-      this.writeSlot(
+      await this.writeSlot(
+        slice,
         next,
         (hex) => {
           const desired = delta.listeners.get(hex);
@@ -297,10 +325,10 @@ export class Reconciler {
   }
 
   /** Finish now what waits for the grace period (shutdown): nothing waits for a timer that will not fire. */
-  flush(): void {
+  flush(): Promise<void> {
     clearTimeout(this.gcTimer);
     this.gcTimer = undefined;
-    this.collect(Number.POSITIVE_INFINITY);
+    return this.exclusive(() => this.collect(Number.POSITIVE_INFINITY));
   }
 
   private sameCluster(c: DesiredCluster): boolean {
@@ -324,13 +352,18 @@ export class Reconciler {
   }
 
   /** Writes the endpoint set under a new generation (unless only the policy changed) and the cursor. */
-  private prepareCluster(cluster: DesiredCluster, undo: Array<() => void>): { live: LiveCluster; written: number } {
+  private async prepareCluster(
+    cluster: DesiredCluster,
+    undo: Array<() => void>,
+    slice: Slicer,
+  ): Promise<{ live: LiveCluster; written: number }> {
     const before = this.clusters.get(cluster.id);
     const reuse = this.sameEndpoints(before, cluster);
     const generation = reuse && before ? before.generation : this.nextGeneration++;
     let written = 0;
     if (!reuse) {
       for (let index = 0; index < endpointCount(cluster.endpoints); index++) {
+        if (index % 256 === 0) await slice.next();
         const key = endpointKey.encode({ cluster_id: cluster.id, generation, index });
         this.maps.endpoints.update(key, cluster.endpoints.subarray(index * ENDPOINT_SIZE, (index + 1) * ENDPOINT_SIZE));
         undo.push(() => this.maps.endpoints.delete(key));
@@ -358,15 +391,17 @@ export class Reconciler {
    * more than one config. The keys written are added to `written`; whether they stop being stale is the
    * caller's to decide.
    */
-  private writeSlot(
+  private async writeSlot(
+    slice: Slicer,
     slot: number,
     listenerOf: (hex: string) => LiveListener | undefined,
     clusterOf: (id: number) => Buffer | undefined,
     written?: { listeners: Set<string>; clusters: Set<number> },
-  ): void {
+  ): Promise<void> {
     const byDeletionFirst = <K>(keys: Set<K>, has: (key: K) => boolean) =>
       [...keys].sort((a, b) => Number(has(a)) - Number(has(b)));
     for (const hex of byDeletionFirst(this.stale.listeners, (hex) => listenerOf(hex) !== undefined)) {
+      await slice.next();
       const target = listenerOf(hex);
       const key = listenerKeyIn(target?.key ?? Buffer.from(hex, 'hex'), slot);
       if (target) this.maps.listeners.update(key, target.value);
@@ -374,6 +409,7 @@ export class Reconciler {
       written?.listeners.add(hex);
     }
     for (const id of byDeletionFirst(this.stale.clusters, (id) => clusterOf(id) !== undefined)) {
+      await slice.next();
       const target = clusterOf(id);
       if (target) this.maps.clusters.update(clusterKeyIn(id, slot), target);
       else this.maps.clusters.delete(clusterKeyIn(id, slot));
@@ -434,17 +470,18 @@ export class Reconciler {
     const wait = Math.max(0, Math.min(this.replayAfter, ...this.retired.map((r) => r.due)) - Date.now());
     this.gcTimer = setTimeout(() => {
       this.gcTimer = undefined;
-      this.collect(Date.now());
-      this.scheduleGc();
+      this.exclusive(() => this.collect(Date.now())).finally(() => this.scheduleGc());
     }, wait);
     this.gcTimer.unref();
   }
 
-  private collect(now: number): void {
+  private async collect(now: number): Promise<void> {
+    const slice = new Slicer();
     if (now >= this.replayAfter) {
       const written = { listeners: new Set<string>(), clusters: new Set<number>() };
       try {
-        this.writeSlot(
+        await this.writeSlot(
+          slice,
           1 - this.active,
           (hex) => this.listeners.get(hex),
           (id) => this.clusters.get(id)?.value,
@@ -469,6 +506,7 @@ export class Reconciler {
       }
       try {
         for (let index = 0; index < r.count; index++) {
+          if (index % 256 === 0) await slice.next();
           this.maps.endpoints.delete(endpointKey.encode({ cluster_id: r.clusterId, generation: r.generation, index }));
         }
         this.retiredEndpoints -= r.count;

@@ -4,9 +4,9 @@
  * resource name.
  */
 import { isIP } from 'node:net';
+import { MAX_CLUSTERS, MAX_ENDPOINTS, MAX_LISTENERS, MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
 import { L7_LIMITS } from '../l7/limits.js';
-import { encodeAddr } from '../runtime/maps/addr.js';
-import { MAX_CLUSTERS, MAX_ENDPOINTS, MAX_LISTENERS } from '../runtime/maps/layouts.js';
+import { encodeAddr } from './address.js';
 import {
   type Cluster,
   type HeaderMatcher,
@@ -27,7 +27,8 @@ export const PORT_RANGE = { min: 1, max: 65535 } as const;
 export const WEIGHT_RANGE = { min: 1, max: MAX_WEIGHT } as const;
 export const outOfRange = (range: { min: number; max: number }, got: unknown): string =>
   `must be an integer ${range.min}..${range.max}, got ${got}`;
-export const MAX_ROUTE_CLUSTERS = 16;
+/** Clusters one listener can route to: the kernel's array length (bpf/kmesh_maps.h). */
+export { MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
 
 export interface ModelLocator {
   listener(index: number, key?: string): string;

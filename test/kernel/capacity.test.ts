@@ -9,12 +9,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { KmeshError } from '../../src/contracts/errors.js';
 import { parseConfig } from '../../src/controller/config/load.js';
-import { KmeshError } from '../../src/controller/errors.js';
 import { readActiveSlot } from '../../src/controller/map-dump.js';
+import { encodeAddr } from '../../src/model/address.js';
 import type { Listener, MeshModel } from '../../src/model/types.js';
 import type { BpfMap } from '../../src/runtime/bpf-map.js';
-import { encodeAddr } from '../../src/runtime/maps/addr.js';
 import { clusterKey, IPPROTO_TCP, listenerKey, MAX_ENDPOINTS, MAX_LISTENERS } from '../../src/runtime/maps/layouts.js';
 import { makeCgroup, type TestCgroup } from './support/cgroup.js';
 import { configWithPinDir, startTestDaemon, type TestDaemon } from './support/daemon.js';
@@ -295,7 +295,11 @@ test('capacity: 100k endpoints and 10k listeners apply; over capacity is refused
       );
       assert.equal(daemon.status().clusters, 2);
       const deadline = Date.now() + 10_000;
-      while (countKeys(daemon.maps.clusters) !== 4 && Date.now() < deadline) {
+      const settled = () =>
+        countKeys(daemon.maps.clusters) === 4 &&
+        countKeys(daemon.maps.endpoints) === 140_001 &&
+        countKeys(daemon.maps.roundRobin) === 2;
+      while (!settled() && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 250));
       }
       assert.equal(countLive(daemon.maps.clusters, daemon), 2, 'cluster entries after the grace period');

@@ -8,9 +8,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { test } from 'node:test';
 import pino from 'pino';
+import { startParts } from '../../src/bin/compose.js';
 import { cleanupPins } from '../../src/controller/cleanup.js';
 import { parseConfig } from '../../src/controller/config/load.js';
-import { Daemon } from '../../src/controller/daemon.js';
+import type { Daemon } from '../../src/controller/daemon.js';
 import { makeCgroup } from './support/cgroup.js';
 import { testPinDir } from './support/daemon.js';
 import { dialFrom, tcpBackends } from './support/peers.js';
@@ -40,12 +41,13 @@ test(`a registered cgroup re-created ${CYCLES} times is re-attached by inotify w
   t.after(() => backends.close());
   const pinDir = testPinDir('churn');
   const toml = `[daemon]\nlog_level = "warn"\npin_dir = "${pinDir}"\nrescan_interval_ms = 60000\n[[services]]\ncgroup = "${cg.path}"\n[[clusters]]\nname = "c"\nendpoints = [ { address = "127.0.0.1", port = 31011 } ]\n[[listeners]]\nname = "c"\naddress = "127.41.1.1"\nport = 31010\ncluster = "c"\n`;
-  const daemon = new Daemon(parseConfig(toml, '/tmp/kmesh-churn.toml'), { logger: pino({ level: 'warn' }) });
+  const config = parseConfig(toml, '/tmp/kmesh-churn.toml');
+  const parts = await startParts({ config, logger: pino({ level: 'warn' }), pinDir });
+  const { daemon } = parts;
   t.after(async () => {
-    await daemon.stop();
+    await parts.stop();
     cleanupPins(pinDir);
   });
-  await daemon.start();
   assert.equal(daemon.listServices()[0]?.attached, true);
 
   const latencies: number[] = [];

@@ -8,10 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import pino from 'pino';
+import { startParts } from '../../src/bin/compose.js';
+import { KmeshError } from '../../src/contracts/errors.js';
 import { cleanupPins } from '../../src/controller/cleanup.js';
 import { parseConfig } from '../../src/controller/config/load.js';
-import { Daemon } from '../../src/controller/daemon.js';
-import { KmeshError } from '../../src/controller/errors.js';
 import { UNIT_HOOK_FILE, UnitStartHooks, unitHookDropIn } from '../../src/controller/unit-hooks.js';
 import type { UnitCgroupResolver } from '../../src/controller/unit-resolver.js';
 import { cgroup2View } from '../../src/runtime/cgroup2.js';
@@ -64,16 +64,13 @@ test('a registered service unit gets a start hook; AttachUnit (the hook) attache
   const logger = pino({ level: 'silent' });
   const hooks = new UnitStartHooks(hookDir, async () => void reloads++, logger);
   const pinDir = testPinDir('hooked');
-  const daemon = new Daemon(parseConfig(configWithPinDir('', pinDir), '/tmp/kmesh-hooked.toml'), {
-    logger,
-    unitResolver: units,
-    unitHooks: hooks,
-  });
+  const config = parseConfig(configWithPinDir('', pinDir), '/tmp/kmesh-hooked.toml');
+  const parts = await startParts({ config, logger, pinDir, unitResolver: units, unitHooks: hooks });
+  const { daemon } = parts;
   t.after(async () => {
-    await daemon.stop();
+    await parts.stop();
     cleanupPins(pinDir);
   });
-  await daemon.start();
 
   const registered = await daemon.registerService({ unit: 'web.service' });
   assert.equal(registered.attached, false);

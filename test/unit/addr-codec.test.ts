@@ -1,7 +1,7 @@
 /** The 16-byte address form of every map, and the struct codec the layouts are written in. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { decodeAddr, encodeAddr, isV4Mapped, isWildcard } from '../../src/runtime/maps/addr.js';
+import { decodeAddr, encodeAddr, isV4Mapped, isWildcard, writeAddr } from '../../src/model/address.js';
 import { array, bytes, StructCodec, u8, u16, u32, u64 } from '../../src/runtime/maps/struct-codec.js';
 
 const hex = (text: string) => text.replace(/\s/g, '');
@@ -37,6 +37,22 @@ describe('encodeAddr / decodeAddr', () => {
       assert.equal(encodeAddr(decoded).toString('hex'), hex(encoded));
     });
   }
+
+  test('writeAddr fills 16 bytes at an offset, whatever was there', () => {
+    const buf = Buffer.alloc(40, 0xaa);
+    writeAddr(buf, 4, '10.1.2.3');
+    assert.equal(buf.subarray(4, 20).toString('hex'), hex('0000 0000 0000 0000 0000 ffff 0a01 0203'));
+    writeAddr(buf, 20, 'fd00::1');
+    assert.equal(buf.subarray(20, 36).toString('hex'), hex('fd00 0000 0000 0000 0000 0000 0000 0001'));
+    assert.equal(buf[3], 0xaa);
+    assert.equal(buf[36], 0xaa);
+  });
+
+  test('not addresses: refused, dotted quads included', () => {
+    for (const bad of ['1.2.3', '1.2.3.4.5', '256.1.1.1', '01.2.3.4', '1..2.3', '1.2.3.4 ', '', 'x']) {
+      assert.throws(() => encodeAddr(bad), /not an IP address/, bad);
+    }
+  });
 
   test('isV4Mapped', () => {
     assert.equal(isV4Mapped(encodeAddr('127.0.0.1')), true);

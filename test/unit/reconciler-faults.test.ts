@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import pino from 'pino';
+import { KmeshError } from '../../src/contracts/errors.js';
 import { desiredState } from '../../src/controller/desired-state.js';
-import { KmeshError } from '../../src/controller/errors.js';
 import { type ConfigDelta, Reconciler } from '../../src/controller/reconciler.js';
 import type { MeshModel } from '../../src/model/types.js';
 import {
@@ -132,48 +132,48 @@ function assertSettled(maps: Maps, model: MeshModel): void {
 }
 
 /** A reconciler that applied OLD and let the grace period pass. */
-function withOld(faults: WriteFaults): { maps: Maps; reconciler: Reconciler } {
+async function withOld(faults: WriteFaults): Promise<{ maps: Maps; reconciler: Reconciler }> {
   const maps = memoryMaps(faults);
   const reconciler = new Reconciler(maps, logger);
   reconciler.adopt();
-  reconciler.apply(wholeDelta(OLD, reconciler.liveKeys()));
-  reconciler.flush();
+  await reconciler.apply(wholeDelta(OLD, reconciler.liveKeys()));
+  await reconciler.flush();
   assertSettled(maps, OLD);
   return { maps, reconciler };
 }
 
 /** Writes of one OLD → NEW apply plus the replay after it, without faults. */
-function writesOfTheSwitch(): number {
+async function writesOfTheSwitch(): Promise<number> {
   const faults = new WriteFaults();
-  const { reconciler } = withOld(faults);
+  const { reconciler } = await withOld(faults);
   const before = faults.writes;
-  reconciler.apply(wholeDelta(NEW, reconciler.liveKeys()));
-  reconciler.flush();
+  await reconciler.apply(wholeDelta(NEW, reconciler.liveKeys()));
+  await reconciler.flush();
   return faults.writes - before;
 }
 
-describe('reconciler: a write failing at any point', () => {
-  const total = writesOfTheSwitch();
+const total = await writesOfTheSwitch();
 
+describe('reconciler: a write failing at any point', () => {
   test(`the switch makes ${total} writes (endpoints, both slots, the slot word, cleanup)`, () => {
     assert.ok(total > 20, String(total));
   });
 
   for (let n = 1; n <= total; n++) {
-    test(`write ${n} fails: the old config stays live (or the new one is whole), and the next apply converges`, () => {
+    test(`write ${n} fails: the old config stays live (or the new one is whole), and the next apply converges`, async () => {
       const faults = new WriteFaults();
-      const { maps, reconciler } = withOld(faults);
+      const { maps, reconciler } = await withOld(faults);
       faults.failAt = faults.writes + n;
       let threw = false;
       try {
-        reconciler.apply(wholeDelta(NEW, reconciler.liveKeys()));
+        await reconciler.apply(wholeDelta(NEW, reconciler.liveKeys()));
       } catch (err) {
         threw = true;
         assert.ok(err instanceof KmeshError, String(err));
         assert.match(err.message, /the previous config stays live/);
       }
       assert.deepEqual(liveView(maps), threw ? OLD_VIEW : NEW_VIEW);
-      reconciler.flush(); // the replay into the other slot may be what fails
+      await reconciler.flush(); // the replay into the other slot may be what fails
       assert.deepEqual(liveView(maps), threw ? OLD_VIEW : NEW_VIEW);
       if (threw) {
         // rolled back: nothing of the new config is left (its endpoint sets were deleted)
@@ -183,19 +183,18 @@ describe('reconciler: a write failing at any point', () => {
         );
         assert.equal(maps.endpoints.entriesByKey.size, old, 'no stray endpoint entries after the rollback');
       }
-      reconciler.apply(wholeDelta(NEW, reconciler.liveKeys()));
-      reconciler.flush();
+      await reconciler.apply(wholeDelta(NEW, reconciler.liveKeys()));
+      await reconciler.flush();
       assertSettled(maps, NEW);
     });
   }
 });
 
 describe('reconciler: the daemon dies at any write', () => {
-  const total = writesOfTheSwitch();
   for (let n = 1; n <= total; n++) {
-    test(`dead at write ${n}: the kernel reads the old or the new config; a restart converges`, () => {
+    test(`dead at write ${n}: the kernel reads the old or the new config; a restart converges`, async () => {
       const faults = new WriteFaults();
-      const { maps, reconciler } = withOld(faults);
+      const { maps, reconciler } = await withOld(faults);
       // From the n-th write on, nothing reaches the maps (no rollback either: the process is gone).
       const start = faults.writes;
       const real = faults.write.bind(faults);
@@ -204,8 +203,8 @@ describe('reconciler: the daemon dies at any write', () => {
         real(operation);
       };
       try {
-        reconciler.apply(wholeDelta(NEW, reconciler.liveKeys()));
-        reconciler.flush();
+        await reconciler.apply(wholeDelta(NEW, reconciler.liveKeys()));
+        await reconciler.flush();
       } catch {
         // the process died here
       }
@@ -217,8 +216,8 @@ describe('reconciler: the daemon dies at any write', () => {
       faults.write = real;
       const restarted = new Reconciler(maps, logger);
       restarted.adopt();
-      restarted.apply(wholeDelta(NEW, restarted.liveKeys()));
-      restarted.flush();
+      await restarted.apply(wholeDelta(NEW, restarted.liveKeys()));
+      await restarted.flush();
       assertSettled(maps, NEW);
     });
   }
