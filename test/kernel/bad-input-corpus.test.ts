@@ -50,7 +50,7 @@ const BAD_TOML: Array<[string, string, RegExp]> = [
   ['pin_dir with ..', '[daemon]\npin_dir = "/sys/fs/bpf/../tmp"', /daemon\.pin_dir: must be a directory below/],
   ['unknown daemon key', '[daemon]\nfrobnicate = 1', /daemon\.frobnicate: unknown key/],
   ['metrics listen without port', '[metrics]\nlisten = "localhost"', /metrics\.listen: must be host:port/],
-  ['metrics port out of range', '[metrics]\nlisten = "127.0.0.1:99999"', /metrics\.listen: must be host:port/],
+  ['metrics port out of range', '[metrics]\nlisten = "127.0.0.1:99999"', /metrics\.listen: port 99999 out of range/],
   ['xds without address', '[xds]\nnode_id = "n"', /xds\.address: is required/],
   ['xds address without port', '[xds]\naddress = "istiod"', /xds\.address: must be host:port/],
   ['service with unit and cgroup', '[[services]]\nunit = "a.service"\ncgroup = "/x"', /needs exactly one of/],
