@@ -97,10 +97,11 @@ export function clusterProblems(cluster: Cluster, at: (key: string) => string): 
   }
   if (cluster.endpoints.length === 0) errors.push(`${at('endpoints')}: the endpoint set is empty`);
   cluster.endpoints.forEach((ep, j) => {
-    const where = at(`endpoints[${j}]`);
-    if (!validAddress(ep.address)) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
-    if (!validPort(ep.port)) errors.push(`${where}.port: ${outOfRange(PORT_RANGE, ep.port)}`);
-    if (!validWeight(ep.weight)) errors.push(`${where}.weight: ${outOfRange(WEIGHT_RANGE, ep.weight)}`);
+    // Located only on a problem: finding a key's line scans the file.
+    const where = (key: string) => at(`endpoints[${j}].${key}`);
+    if (!validAddress(ep.address)) errors.push(`${where('address')}: not an IP address literal: "${ep.address}"`);
+    if (!validPort(ep.port)) errors.push(`${where('port')}: ${outOfRange(PORT_RANGE, ep.port)}`);
+    if (!validWeight(ep.weight)) errors.push(`${where('weight')}: ${outOfRange(WEIGHT_RANGE, ep.weight)}`);
   });
   const totalWeight = cluster.endpoints.reduce((sum, ep) => sum + ep.weight, 0);
   // Out-of-range weights were named one by one; their sum would only repeat them.
