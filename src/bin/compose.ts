@@ -15,6 +15,7 @@ import type { FeatureStatus } from '../contracts/control.js';
 import type { KmeshConfig } from '../controller/config/schema.js';
 import { Daemon } from '../controller/daemon.js';
 import { bpfObjectDir, pinPaths } from '../controller/paths.js';
+import type { UnitStartHooks } from '../controller/unit-hooks.js';
 import type { UnitCgroupResolver } from '../controller/unit-resolver.js';
 import { Datapath } from '../datapath/datapath.js';
 import { registerL7Metrics } from '../l7/metrics.js';
@@ -37,6 +38,8 @@ export interface PartsOptions {
   unitResolver?: UnitCgroupResolver | null;
   /** L7 routing settings (default: on, with default pools); false: off. */
   l7?: L7Settings | false;
+  /** The start-hook drop-ins of registered units (systemd hosts). */
+  unitHooks?: UnitStartHooks | null;
   /** Serve the D-Bus management API (needs a bus); a taken name rejects, other trouble is logged. */
   dbus?: DbusServiceOptions | false;
 }
@@ -100,6 +103,7 @@ export async function startParts(o: PartsOptions): Promise<Parts> {
       pinDir: o.pinDir,
       unitResolver: o.unitResolver ?? null,
       ...(o.l7 !== undefined ? { l7: o.l7 } : {}),
+      unitHooks: o.unitHooks ?? null,
     });
     stops.push({ name: 'daemon', stop: () => daemon.stop() });
     await daemon.start();

@@ -3,12 +3,14 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
+import { KmeshError } from '../contracts/errors.js';
 import { VERSION } from '../contracts/package.js';
 import { cleanupPins } from '../controller/cleanup.js';
 import { loadConfigFile } from '../controller/config/load.js';
 import { DEFAULT_CONFIG_PATH, DEFAULT_PIN_DIR, type KmeshConfig } from '../controller/config/schema.js';
-import { acquireInstanceLock } from '../controller/instance-lock.js';
+import { acquireInstanceLock, lockHolder } from '../controller/instance-lock.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../controller/sd-notify.js';
+import { SYSTEMD_RUNTIME_UNITS, UnitStartHooks } from '../controller/unit-hooks.js';
 import { cgroup2View } from '../runtime/cgroup2.js';
 import { type Parts, startParts } from './compose.js';
 
@@ -16,7 +18,8 @@ const USAGE = `Usage: kmesh-daemon [options]
 
   --config FILE     configuration (default ${DEFAULT_CONFIG_PATH})
   --check           validate the configuration and exit; touches nothing in the kernel
-  --cleanup         detach every program and unpin every map this daemon owns, then exit
+  --cleanup         detach every program and unpin every map Kmesh pinned in the pin directory, then exit;
+                    refused while a daemon runs on it, or when the config cannot be read and no --pin-dir is given
   --pin-dir DIR     bpffs directory for maps and links (default: [daemon] pin_dir, ${DEFAULT_PIN_DIR})
   --version         print the version
   --help            this text
@@ -55,21 +58,7 @@ async function main(): Promise<void> {
   const configPath = args.config ?? DEFAULT_CONFIG_PATH;
 
   if (args.cleanup) {
-    let pinDir = args['pin-dir'];
-    if (!pinDir) {
-      try {
-        pinDir = loadConfigFile(configPath).daemon.pinDir;
-      } catch {
-        pinDir = DEFAULT_PIN_DIR;
-      }
-    }
-    let removed: boolean;
-    try {
-      ({ removed } = cleanupPins(pinDir));
-    } catch (err) {
-      fail((err as Error).message);
-    }
-    process.stdout.write(removed ? `removed everything under ${pinDir}\n` : `nothing pinned at ${pinDir}\n`);
+    cleanup(configPath, args['pin-dir']);
     return;
   }
 
@@ -92,6 +81,44 @@ async function main(): Promise<void> {
   await runDaemon(config, args['pin-dir']);
 }
 
+/**
+ * --cleanup removes only what Kmesh pinned, only where the configuration (or --pin-dir) says, and only
+ * while no daemon manages it: a guessed directory or a live daemon's pins are never removed.
+ */
+function cleanup(configPath: string, pinDirOption: string | undefined): void {
+  let pinDir = pinDirOption;
+  if (!pinDir) {
+    try {
+      pinDir = loadConfigFile(configPath).daemon.pinDir;
+    } catch (err) {
+      fail(
+        `--cleanup: ${(err as Error).message}\nnothing removed: the pin directory is not known; fix the file or name it with --pin-dir DIR (the default is ${DEFAULT_PIN_DIR})`,
+      );
+    }
+  }
+  let release: () => void;
+  try {
+    release = acquireInstanceLock(pinDir);
+  } catch (err) {
+    if (!(err instanceof KmeshError) || err.code !== 'AlreadyExists') fail((err as Error).message);
+    const pid = lockHolder(pinDir);
+    fail(
+      `--cleanup: a kmesh-daemon (pid ${pid}) is running on ${pinDir}; nothing removed. Stop it first (systemctl stop kmesh, or kill ${pid}), then run --cleanup again`,
+    );
+  }
+  try {
+    const { removed, foreign } = cleanupPins(pinDir);
+    process.stdout.write(removed > 0 ? `removed ${removed} pins under ${pinDir}\n` : `nothing pinned at ${pinDir}\n`);
+    if (foreign.length > 0) {
+      process.stdout.write(`left what Kmesh did not pin there: ${foreign.join(', ')}\n`);
+    }
+  } catch (err) {
+    fail((err as Error).message);
+  } finally {
+    release();
+  }
+}
+
 /** The system bus is there (systemd hosts): unit names can be resolved and D-Bus served. */
 function systemBusAvailable(): boolean {
   return Boolean(process.env.DBUS_SYSTEM_BUS_ADDRESS) || existsSync('/run/dbus/system_bus_socket');
@@ -110,13 +137,16 @@ async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined
   );
   const busAvailable = systemBusAvailable();
   const unitResolver = busAvailable ? await lazy.unitResolver() : null;
+  const unitHooks = unitResolver
+    ? new UnitStartHooks(SYSTEMD_RUNTIME_UNITS, () => unitResolver.reloadSystemd(), logger)
+    : null;
   if (!busAvailable) logger.warn('no system bus: the D-Bus management API and unit-name registration are off');
   const pinDir = pinDirOverride ?? config.daemon.pinDir;
   let releaseLock: () => void = () => {};
   let parts: Parts;
   try {
     releaseLock = acquireInstanceLock(pinDir);
-    parts = await startParts({ config, logger, pinDir, unitResolver, dbus: busAvailable ? {} : false });
+    parts = await startParts({ config, logger, pinDir, unitResolver, unitHooks, dbus: busAvailable ? {} : false });
   } catch (err) {
     logger.fatal({ err: (err as Error).message }, 'start-up failed');
     await unitResolver?.close();

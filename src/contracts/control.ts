@@ -79,6 +79,8 @@ export interface DaemonControl extends EventEmitter<DaemonEvents> {
   unregisterService(name: string): Promise<void>;
   /** Each endpoint of a cluster; throws KmeshError('NotFound') for an unknown cluster. */
   endpointStatus(cluster: string): EndpointStatus[];
+  /** A registered unit's start hook: attach to its current cgroup now; resolves once attached. */
+  attachUnit(unit: string): Promise<ServiceStatus>;
   /** JSON-ready: the live model and what is in the maps. */
   dumpConfig(): Promise<unknown>;
   /** Re-read the TOML; throws KmeshError('InvalidConfig') and changes nothing on a bad file. */

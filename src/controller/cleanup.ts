@@ -1,14 +1,61 @@
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { isPinDir } from '../runtime/bpffs.js';
+import { isLinkDirName } from '../runtime/cgroup-links.js';
 import { pinPaths } from './paths.js';
 
-/** Detach everything (links first, so no program runs against half-removed maps), then unpin maps. */
-export function cleanupPins(pinDir: string): { removed: boolean } {
+export interface CleanupResult {
+  /** Pins (maps and links) removed. */
+  removed: number;
+  /** Entries found in the pin directory that Kmesh did not make: left where they are. */
+  foreign: string[];
+}
+
+/**
+ * Detach everything Kmesh attached (links first, so no program runs against half-removed maps), then
+ * unpin its maps. Only Kmesh's own layout is removed — links/cg-<cgroup id>/<program> and maps/<map>;
+ * anything else someone put there is left and reported, and the directories holding it stay.
+ */
+export function cleanupPins(pinDir: string): CleanupResult {
   if (!isPinDir(pinDir)) throw new Error(`refusing to clean up ${pinDir}: not a plain directory below /sys/fs/bpf/`);
-  if (!existsSync(pinDir)) return { removed: false };
+  const result: CleanupResult = { removed: 0, foreign: [] };
+  if (!existsSync(pinDir)) return result;
   const pins = pinPaths(pinDir);
-  rmSync(pins.links, { recursive: true, force: true });
-  rmSync(pins.maps, { recursive: true, force: true });
-  rmSync(pinDir, { recursive: true, force: true });
-  return { removed: true };
+  for (const name of entries(pins.links)) {
+    const dir = join(pins.links, name);
+    if (isLinkDirName(name) && statSync(dir).isDirectory()) removePinsIn(dir, result);
+    else result.foreign.push(dir);
+  }
+  removePinsIn(pins.maps, result);
+  const own = new Set(Object.values(pins));
+  for (const name of entries(pinDir)) {
+    if (!own.has(join(pinDir, name))) result.foreign.push(join(pinDir, name));
+  }
+  for (const dir of [...own, pinDir]) removeIfEmpty(dir);
+  return result;
+}
+
+const entries = (dir: string): string[] => (existsSync(dir) ? readdirSync(dir) : []);
+
+/** Pinned objects are files in bpffs; a directory among them is not Kmesh's. */
+function removePinsIn(dir: string, result: CleanupResult): void {
+  for (const name of entries(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) {
+      result.foreign.push(path);
+      continue;
+    }
+    unlinkSync(path);
+    result.removed++;
+  }
+  removeIfEmpty(dir);
+}
+
+function removeIfEmpty(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTEMPTY') throw err;
+  }
 }

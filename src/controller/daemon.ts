@@ -37,6 +37,7 @@ import { bpfObjectDir, pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
 import { type ClusterCounters, Resilience } from './resilience.js';
 import { ServiceRegistry } from './services.js';
+import type { UnitStartHooks } from './unit-hooks.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
 /** What the daemon needs of the loaded data path. */
@@ -47,6 +48,8 @@ export interface DaemonDatapath {
   programs(): BpfProgram[];
   /** Programs and families on/off with the reason, for status. */
   status(): Record<string, FeatureStatus>;
+  /** Pins again the maps whose pins disappeared; their names. */
+  restoreMapPins(): string[];
 }
 
 /** The xDS client, as status shows it (the client owns its connection state). */
@@ -62,6 +65,8 @@ export interface DaemonOptions {
   unitResolver?: UnitCgroupResolver | null;
   /** L7 routing (http listeners with virtual hosts); false: off. */
   l7?: L7Settings | false;
+  /** Drop-ins that make systemd ask for the attach before a registered unit's main process starts. */
+  unitHooks?: UnitStartHooks | null;
 }
 
 export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl {
@@ -132,12 +137,23 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       this.cgroups,
       this.options.unitResolver ?? null,
       this.logger,
+      this.options.unitHooks ?? null,
     );
     this.registry.on('changed', (name, change) => this.emit('service-changed', name, change));
     await this.registerConfigured(this.config.services);
     this.registry.pruneStale();
-    this.registry.startWatching(this.config.daemon.rescanIntervalMs);
+    this.registry.startWatching(this.config.daemon.rescanIntervalMs, () => this.restorePins());
     this.setState('running');
+  }
+
+  /** Maps whose pins were removed under the daemon (rm, a stray cleanup) are pinned again. */
+  private restorePins(): void {
+    try {
+      const maps = this.options.datapath.restoreMapPins();
+      if (maps.length > 0) this.logger.warn({ maps }, 'pinned maps disappeared: pinned again');
+    } catch (err) {
+      this.logger.error({ err: (err as Error).message }, 'pinning maps again failed');
+    }
   }
 
   private readonly dumpSections = new Map<string, () => unknown>();
@@ -297,6 +313,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   async registerService(spec: ServiceSpec): Promise<ServiceStatus> {
     if (!this.registry) throw new KmeshError('Failed', 'daemon not started');
     return this.registry.register(spec, 'runtime');
+  }
+
+  async attachUnit(unit: string): Promise<ServiceStatus> {
+    if (!this.registry) throw new KmeshError('Failed', 'daemon not started');
+    return this.registry.attachUnit(unit);
   }
 
   async unregisterService(name: string): Promise<void> {

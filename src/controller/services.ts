@@ -12,6 +12,8 @@ import type { ServiceSpec } from '../model/types.js';
 import type { BpfProgram } from '../runtime/bpf-object.js';
 import type { CgroupLinks } from '../runtime/cgroup-links.js';
 import { type Cgroup2View, cgroupId, guardCgroupPath } from '../runtime/cgroup2.js';
+import { watchPathParent } from './dir-watch.js';
+import type { UnitStartHooks } from './unit-hooks.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
 interface Registration {
@@ -42,6 +44,7 @@ export class ServiceRegistry extends EventEmitter<{
     private readonly cgroups: Cgroup2View,
     private readonly units: UnitCgroupResolver | null,
     private readonly logger: Logger,
+    private readonly hooks: UnitStartHooks | null = null,
   ) {
     super();
   }
@@ -67,9 +70,12 @@ export class ServiceRegistry extends EventEmitter<{
           entry.resolveError = (err as Error).message;
         }
         entry.unwatch = this.units.watch(unit, () => void this.refreshUnit(entry));
+        this.hooks?.install(unit);
       }
     } else {
       entry.wantedPath = this.guard(spec.cgroup as string);
+      // Re-created (a restarted service) → attached within milliseconds; the rescan stays the fallback.
+      entry.unwatch = watchPathParent(entry.wantedPath, () => this.sync(entry));
     }
     this.entries.set(name, entry);
     this.emit('changed', name, 'registered');
@@ -81,6 +87,7 @@ export class ServiceRegistry extends EventEmitter<{
     const entry = this.entries.get(name);
     if (!entry) throw new KmeshError('NotFound', `service ${name} is not registered`);
     entry.unwatch?.();
+    if (entry.spec.unit !== undefined) this.hooks?.remove(entry.spec.unit);
     this.detach(entry, 'unregistered');
     this.entries.delete(name);
     this.emit('changed', name, 'unregistered');
@@ -103,6 +110,22 @@ export class ServiceRegistry extends EventEmitter<{
       }
     }
     if (problems.length > 0) throw new KmeshError('InvalidArgument', problems.join('; '));
+  }
+
+  /**
+   * The unit's start hook (ExecStartPre=, running inside the unit's new cgroup): attach now, answer when
+   * done, so the main process starts steered.
+   */
+  async attachUnit(unit: string): Promise<ServiceStatus> {
+    const entry = this.entries.get(unit);
+    if (!entry || entry.spec.unit === undefined) {
+      throw new KmeshError('NotFound', `unit ${unit} is not registered`);
+    }
+    await this.refreshUnit(entry);
+    if (entry.attachedId === undefined) {
+      throw new KmeshError('Failed', `unit ${unit} not attached: ${entry.detail ?? 'unknown reason'}`);
+    }
+    return this.status(entry);
   }
 
   list(): ServiceStatus[] {
@@ -128,8 +151,10 @@ export class ServiceRegistry extends EventEmitter<{
     }
   }
 
-  startWatching(intervalMs: number): void {
+  /** Every interval: `beforePass` (the daemon's own pins), then every registration is brought back in line. */
+  startWatching(intervalMs: number, beforePass: () => void = () => {}): void {
     this.timer = setInterval(() => {
+      beforePass();
       for (const entry of this.entries.values()) this.sync(entry);
     }, intervalMs);
   }
@@ -175,7 +200,12 @@ export class ServiceRegistry extends EventEmitter<{
     } catch {
       return; // removed between the checks; the next pass sees it
     }
-    if (id === entry.attachedId) return;
+    if (id === entry.attachedId) {
+      if (this.linksIntact(id)) return;
+      // Unpinned under us (rm, a stray cleanup): the kernel detached them; attach again below.
+      this.logger.warn({ service: entry.name, cgroupId: String(id) }, 'pinned links disappeared: attaching again');
+      entry.attachedId = undefined;
+    }
     if (entry.attachedId !== undefined) this.detach(entry, 'cgroup re-created');
     try {
       entry.attachedId = this.links.attach(path, this.programs());
@@ -187,6 +217,11 @@ export class ServiceRegistry extends EventEmitter<{
       entry.detail = `attach failed: ${(err as Error).message}`;
       this.logger.error({ service: entry.name, cgroup: path, err }, 'attach failed');
     }
+  }
+
+  private linksIntact(id: bigint): boolean {
+    const pinned = new Set(this.links.programsOf(id));
+    return this.programs().every((p) => pinned.has(p.name));
   }
 
   private detach(entry: Registration, why: string): void {

@@ -146,6 +146,11 @@ export class UnitCgroupResolver implements UnitCgroupResolverContract {
     }
   }
 
+  /** systemd's daemon-reload: it reads new or removed drop-ins (the start hooks). */
+  async reloadSystemd(): Promise<void> {
+    await callMethod(this.bus, { destination: SYSTEMD, path: SYSTEMD_PATH, iface: MANAGER, member: 'Reload' });
+  }
+
   private async loadUnit(unit: string): Promise<string> {
     if (this.broken) {
       throw new KmeshError(

@@ -116,6 +116,11 @@ export class Datapath<M extends Manifest = typeof MANIFEST> {
     return [...this.loaded.values()].flatMap((l) => l.obj.allPrograms());
   }
 
+  /** Pins again every map whose pin was removed under the running daemon; returns their names. */
+  restoreMapPins(): string[] {
+    return [...this.loaded.values()].flatMap((l) => l.obj.restoreMapPins());
+  }
+
   families(): readonly FamilyState[] {
     return this.states;
   }

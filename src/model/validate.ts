@@ -4,7 +4,7 @@
  * resource name.
  */
 import { isIP } from 'node:net';
-import { MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
+import { MAX_CLUSTERS, MAX_ENDPOINTS, MAX_LISTENERS, MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
 import { encodeAddr } from './address.js';
 import { L7_LIMITS } from './l7-limits.js';
 import {
@@ -23,6 +23,11 @@ import {
 import { resilienceProblems } from './validate-resilience.js';
 
 export const MAX_WEIGHT = 1_000_000;
+/** The documented ranges (README, Limits): file readers and these checks state them alike. */
+export const PORT_RANGE = { min: 1, max: 65535 } as const;
+export const WEIGHT_RANGE = { min: 1, max: MAX_WEIGHT } as const;
+export const outOfRange = (range: { min: number; max: number }, got: unknown): string =>
+  `must be an integer ${range.min}..${range.max}, got ${got}`;
 /** Clusters one listener can route to: the kernel's array length (bpf/kmesh_maps.h). */
 export { MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
 
@@ -59,8 +64,10 @@ const MAX_REMEMBERED = 100_000;
 const validAddress = (address: string) => isIP(address) !== 0 && !address.includes('%');
 const U32_MAX = 0xffffffff;
 
-const validPort = (port: number) => Number.isInteger(port) && port >= 1 && port <= 65535;
-const validWeight = (weight: number) => Number.isInteger(weight) && weight >= 1 && weight <= MAX_WEIGHT;
+const inRange = (range: { min: number; max: number }, n: number) =>
+  Number.isInteger(n) && n >= range.min && n <= range.max;
+const validPort = (port: number) => inRange(PORT_RANGE, port);
+const validWeight = (weight: number) => inRange(WEIGHT_RANGE, weight);
 
 /** The kernel key a listener binds: two listeners with one bound key clash; TOML's shadows xDS's. */
 export function boundKey(listener: Pick<Listener, 'address' | 'port' | 'protocol'>): string {
@@ -94,12 +101,12 @@ export function clusterProblems(cluster: Cluster, at: (key: string) => string): 
     // Located only on a problem: finding a key's line scans the file.
     const where = (key: string) => at(`endpoints[${j}].${key}`);
     if (!validAddress(ep.address)) errors.push(`${where('address')}: not an IP address literal: "${ep.address}"`);
-    if (!validPort(ep.port)) errors.push(`${where('port')}: must be 1..65535, got ${ep.port}`);
-    if (!validWeight(ep.weight))
-      errors.push(`${where('weight')}: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
+    if (!validPort(ep.port)) errors.push(`${where('port')}: ${outOfRange(PORT_RANGE, ep.port)}`);
+    if (!validWeight(ep.weight)) errors.push(`${where('weight')}: ${outOfRange(WEIGHT_RANGE, ep.weight)}`);
   });
   const totalWeight = cluster.endpoints.reduce((sum, ep) => sum + ep.weight, 0);
-  if (totalWeight > U32_MAX) {
+  // Out-of-range weights were named one by one; their sum would only repeat them.
+  if (errors.length === 0 && totalWeight > U32_MAX) {
     errors.push(`${at('endpoints')}: the endpoint weights add up to ${totalWeight}, more than ${U32_MAX}`);
   }
   errors.push(...resilienceProblems(cluster, at));
@@ -121,7 +128,7 @@ export function listenerProblems(
   if (!validAddress(listener.address)) {
     errors.push(`${at('address')}: not an IP address literal: "${listener.address}"`);
   }
-  if (!validPort(listener.port)) errors.push(`${at('port')}: must be 1..65535, got ${listener.port}`);
+  if (!validPort(listener.port)) errors.push(`${at('port')}: ${outOfRange(PORT_RANGE, listener.port)}`);
   if (!PROTOCOLS.includes(listener.protocol)) {
     errors.push(`${at('protocol')}: must be one of ${PROTOCOLS.join(', ')}`);
   }
@@ -158,6 +165,39 @@ export function validateModel(model: MeshModel, at: ModelLocator = byName(model)
   return errors;
 }
 
+const count = (n: number) => n.toLocaleString('en-US');
+
+/**
+ * What can never fit the maps, whatever is live: named at the first entry beyond the capacity. A file
+ * is judged by it before anything is applied (--check says the same); the reconciler checks every apply
+ * against what is live (an endpoint set being replaced counts twice, xDS adds its own).
+ */
+export function capacityProblems(model: MeshModel, at: ModelLocator): string[] {
+  const problems: string[] = [];
+  if (model.listeners.length > MAX_LISTENERS) {
+    problems.push(
+      `${at.listener(MAX_LISTENERS)}: ${count(model.listeners.length)} listeners exceed the listener map capacity of ${count(MAX_LISTENERS)}`,
+    );
+  }
+  if (model.clusters.length > MAX_CLUSTERS) {
+    problems.push(
+      `${at.cluster(MAX_CLUSTERS)}: ${count(model.clusters.length)} clusters exceed the cluster map capacity of ${count(MAX_CLUSTERS)}`,
+    );
+  }
+  let endpoints = 0;
+  for (const [i, cluster] of model.clusters.entries()) {
+    endpoints += cluster.endpoints.length;
+    if (endpoints > MAX_ENDPOINTS) {
+      const total = model.clusters.reduce((n, c) => n + c.endpoints.length, 0);
+      problems.push(
+        `${at.cluster(i, 'endpoints')}: ${count(total)} endpoints exceed the endpoint map capacity of ${count(MAX_ENDPOINTS)} (from here on)`,
+      );
+      break;
+    }
+  }
+  return problems;
+}
+
 /** A problem at a key relative to the resource that holds it (`virtual_hosts[0].routes[2].match.path`). */
 export interface KeyedProblem {
   key: string;
@@ -186,7 +226,7 @@ function clusterChoiceProblems(
     const key = `${prefix}${choiceKey(choice, j)}`;
     if (clusterExists && !clusterExists(c.cluster)) problems.push({ key, problem: `unknown cluster "${c.cluster}"` });
     if (!validWeight(c.weight)) {
-      problems.push({ key: `${key}.weight`, problem: `must be an integer 1..${MAX_WEIGHT}, got ${c.weight}` });
+      problems.push({ key: `${key}.weight`, problem: outOfRange(WEIGHT_RANGE, c.weight) });
     }
   });
   return problems;

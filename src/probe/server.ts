@@ -16,37 +16,86 @@ export function parseListen(listen: string): HostPort {
 export interface MetricsServer {
   /** The bound address (port resolved when 0 was asked for). */
   address: { host: string; port: number };
+  /** How many times the registry was read (scrapes arriving together share one read). */
+  readonly collections: number;
   close(): Promise<void>;
 }
+
+/**
+ * /metrics is a public surface: whoever can reach it must not be able to exhaust the daemon's fds or
+ * memory, nor make it read the kernel maps once per request.
+ */
+export const METRICS_LIMITS = {
+  /** Open connections; more are closed as soon as they are accepted. */
+  maxConnections: 256,
+  /** A request's headers must arrive within this (slowloris). */
+  headersTimeoutMs: 5_000,
+  /** The whole request, likewise. */
+  requestTimeoutMs: 10_000,
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveTimeoutMs: 5_000,
+  /** How often the timeouts above are enforced. */
+  checkIntervalMs: 1_000,
+} as const;
+
+export type MetricsLimits = { [K in keyof typeof METRICS_LIMITS]: number };
 
 /**
  * Starts serving; rejects with a KmeshError naming the address when it cannot bind
  * (EADDRINUSE, EACCES, EADDRNOTAVAIL) so the daemon fails its start-up clearly.
  */
-export async function startMetricsServer(listen: string, registry: Registry, logger: Logger): Promise<MetricsServer> {
+export async function startMetricsServer(
+  listen: string,
+  registry: Registry,
+  logger: Logger,
+  limits: MetricsLimits = METRICS_LIMITS,
+): Promise<MetricsServer> {
   const { host, port } = parseListen(listen);
-  const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (path !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
-      return;
+  // Scrapes that arrive while a read is under way get its result: one read of the kernel maps, and one
+  // encoded body that every response sends (not a copy per connection).
+  let inFlight: Promise<Buffer> | undefined;
+  let collections = 0;
+  const collect = (): Promise<Buffer> => {
+    if (!inFlight) {
+      collections++;
+      inFlight = registry
+        .metrics()
+        .then((text) => Buffer.from(text))
+        .finally(() => {
+          inFlight = undefined;
+        });
     }
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET, HEAD' }).end();
-      return;
-    }
-    registry.metrics().then(
-      (text) => {
-        res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : text);
-      },
-      (err: unknown) => {
-        logger.error({ err }, 'metrics: collecting failed');
-        res.writeHead(500, { 'content-type': 'text/plain' }).end('collecting metrics failed\n');
-      },
-    );
-  });
-  // Scrapers keep connections alive; don't let them hold close() up for long.
-  server.keepAliveTimeout = 5000;
+    return inFlight;
+  };
+  const server: Server = createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      connectionsCheckingInterval: limits.checkIntervalMs,
+    },
+    (req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (path !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
+        return;
+      }
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD' }).end();
+        return;
+      }
+      collect().then(
+        (body) => {
+          res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : body);
+        },
+        (err: unknown) => {
+          logger.error({ err }, 'metrics: collecting failed');
+          res.writeHead(500, { 'content-type': 'text/plain' }).end('collecting metrics failed\n');
+        },
+      );
+    },
+  );
+  server.maxConnections = limits.maxConnections;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       const why =
@@ -71,6 +120,9 @@ export async function startMetricsServer(listen: string, registry: Registry, log
   logger.info({ listen: `${address.host}:${address.port}` }, 'metrics: serving GET /metrics');
   return {
     address,
+    get collections() {
+      return collections;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -1,5 +1,5 @@
-import { closeSync, existsSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { BpfMap, MAP_INFO } from './bpf-map.js';
 import { ENOENT } from './errno.js';
 import { BpfError, check } from './errors.js';
@@ -64,6 +64,8 @@ function pinMismatch(map: Handle, path: string): string | null {
 export class BpfObject {
   private readonly maps = new Map<string, BpfMap>();
   private readonly programs = new Map<string, BpfProgram>();
+  /** Map name → where it is pinned. */
+  private readonly pinPaths = new Map<string, string>();
   private loaded = false;
   private readonly skipped = new Set<string>();
 
@@ -88,6 +90,7 @@ export class BpfObject {
         options.onStalePin?.(name, stale);
       }
       check(`pin path for ${name}`, libbpf.mapSetPinPath(map, pinPath));
+      obj.pinPaths.set(name, pinPath);
     }
     return obj;
   }
@@ -159,6 +162,22 @@ export class BpfObject {
 
   allPrograms(): BpfProgram[] {
     return [...this.programs.values()];
+  }
+
+  /**
+   * Pins again the maps whose pin was removed under a running daemon (rm, a stray cleanup): the next
+   * daemon then adopts the live maps instead of starting empty. Returns the names re-pinned.
+   */
+  restoreMapPins(): string[] {
+    const restored: string[] = [];
+    for (const [name, path] of this.pinPaths) {
+      const map = this.maps.get(name);
+      if (!map || existsSync(path)) continue;
+      mkdirSync(dirname(path), { recursive: true });
+      check(`pin ${name} at ${path}`, libbpf.objPin(map.fd, path));
+      restored.push(name);
+    }
+    return restored;
   }
 
   /** Closes the fds; pinned maps and links stay in the kernel. */

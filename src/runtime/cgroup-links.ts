@@ -7,6 +7,10 @@ import { libbpf } from './libbpf.js';
 
 const DIR_PREFIX = 'cg-';
 
+/** A directory CgroupLinks makes: cg-<cgroup id>. */
+export const isLinkDirName = (name: string): boolean =>
+  name.startsWith(DIR_PREFIX) && /^\d+$/.test(name.slice(DIR_PREFIX.length));
+
 /**
  * Programs attached to cgroups through bpf_link, each link pinned at
  * <linksDir>/cg-<cgroup id>/<program>. A pinned link outlives the daemon, so a
@@ -49,7 +53,7 @@ export class CgroupLinks {
   attachedIds(): bigint[] {
     if (!existsSync(this.linksDir)) return [];
     return readdirSync(this.linksDir)
-      .filter((name) => name.startsWith(DIR_PREFIX))
+      .filter(isLinkDirName)
       .map((name) => BigInt(name.slice(DIR_PREFIX.length)));
   }
 

@@ -25,6 +25,10 @@ const VIP_PORT = 9080;
 const BACKENDS = [18081, 18082];
 const CLIENT = 'kmesh-e2e-client.service';
 const CLIENT_LOG = '/var/log/kmesh-e2e/client.log';
+/** A oneshot whose very first action is a connect to the VIP (bash starts in about a millisecond). */
+const FIRST = 'kmesh-e2e-first.service';
+const FIRST_LOG = '/var/log/kmesh-e2e/first.log';
+const RESTARTS = 20;
 
 function skipReason(): string | null {
   if (process.platform !== 'linux') return 'needs Linux';
@@ -93,6 +97,14 @@ Description=kmesh e2e client dialing the VIP
 [Service]
 LogsDirectory=kmesh-e2e
 ExecStart=/usr/bin/node /opt/kmesh-e2e/client.mjs ${VIP} ${VIP_PORT} ${CLIENT_LOG}
+`,
+  // $$ is a literal $ for systemd; an unsteered connect to the VIP is refused (nothing listens there).
+  [FIRST]: `[Unit]
+Description=kmesh e2e: connect to the VIP first thing
+[Service]
+Type=oneshot
+LogsDirectory=kmesh-e2e
+ExecStart=/bin/bash -c 'if exec 3<>/dev/tcp/${VIP}/${VIP_PORT}; then read -r line <&3; echo "$$line"; else echo unsteered; fi >> ${FIRST_LOG}'
 `,
 };
 const CONFIG = `[daemon]
@@ -230,6 +242,34 @@ describe('host integration in a booted systemd (nspawn)', { skip: reason ?? fals
     assertSteered(await collect(Date.now(), 20), 'after client restart');
     const services = JSON.parse(await c.sh('kmeshctl services --json'));
     assert.equal(services[0]?.attached, true, JSON.stringify(services));
+  });
+
+  test(`a unit connecting to the VIP first thing: steered on each of ${RESTARTS} restarts (start hook)`, async (t) => {
+    const dropIn = `/run/systemd/system/${FIRST}.d/50-kmesh-attach.conf`;
+    await c.sh(`kmeshctl register ${FIRST}`);
+    const hookLoaded = async () =>
+      (await c.sh(`systemctl show -p DropInPaths --value ${FIRST}`)).includes('50-kmesh-attach.conf');
+    for (let i = 0; i < 50 && !(await hookLoaded()); i++) await sleep(100);
+    assert.ok(await hookLoaded(), `systemd did not load ${dropIn}`);
+    const firstConnects = async (): Promise<string[]> => {
+      await c.sh(`rm -f ${FIRST_LOG}`);
+      for (let i = 0; i < RESTARTS; i++) await c.sh(`systemctl restart ${FIRST}`);
+      return readFileSync(join(c.root, FIRST_LOG), 'utf8').split('\n').filter(Boolean);
+    };
+
+    // Control: without the hook only systemd's signals trigger the attach, racing the process.
+    await c.sh(`mv ${dropIn} /root/hook.conf && systemctl daemon-reload`);
+    const unhooked = await firstConnects();
+    await c.sh(`mv /root/hook.conf ${dropIn} && systemctl daemon-reload`);
+    const hooked = await firstConnects();
+    const unsteered = (r: string[]) => r.filter((x) => !/^backend:\d+$/.test(x)).length;
+    t.diagnostic(
+      `unsteered first connects over ${RESTARTS} restarts: ${unsteered(unhooked)} without the hook, ${unsteered(hooked)} with it`,
+    );
+    assert.equal(hooked.length, RESTARTS, hooked.join(' '));
+    assert.equal(unsteered(hooked), 0, `with the start hook: ${hooked.join(' ')}`);
+    await c.sh(`kmeshctl unregister ${FIRST}`);
+    await c.sh(`test ! -e ${dropIn}`);
   });
 
   test('unprivileged callers can read but not register', async () => {

@@ -3,19 +3,15 @@
  * half-written endpoint set, and pinned programs must outlive the daemon.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { cleanupPins } from '../../src/controller/cleanup.js';
-import { DAEMON_NODE_FLAGS } from '../../src/controller/node-flags.js';
 import { makeCgroup } from './support/cgroup.js';
 import { configWithPinDir, startTestDaemon, testPinDir } from './support/daemon.js';
+import { spawnDaemon } from './support/daemon-process.js';
 import { count, dialFrom, echoBackend, holdFrom, tcpBackends } from './support/peers.js';
-
-const DAEMON = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'bin', 'kmesh-daemon.js');
 
 const endpointSet = (ports: number[]) => ports.map((p) => `{ address = "127.0.0.1", port = ${p} }`).join(', ');
 
@@ -67,29 +63,6 @@ test('a reload loop swapping endpoint sets under continuous connects has zero fa
   assert.ok(tally.size >= 3, `traffic should have seen several endpoint sets: ${JSON.stringify([...tally])}`);
 });
 
-function runDaemon(configPath: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON, '--config', configPath], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout?.on('data', (chunk) => {
-      out += chunk;
-      if (out.includes('kmesh-daemon ready')) resolve(child);
-    });
-    child.on('exit', (code) => reject(new Error(`daemon exited ${code} before ready: ${out}`)));
-  });
-}
-
-function stopDaemon(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null) return resolve();
-    child.removeAllListeners('exit');
-    child.on('exit', () => resolve());
-    child.kill('SIGTERM');
-  });
-}
-
 test('restart with pins: an established connection and new connects keep working while the daemon is down and after it returns', async (t) => {
   const cg = makeCgroup('restart');
   t.after(() => cg.remove());
@@ -112,13 +85,13 @@ test('restart with pins: an established connection and new connects keep working
     ),
   );
 
-  const first = await runDaemon(configPath);
-  t.after(() => stopDaemon(first));
+  const first = await spawnDaemon(configPath);
+  t.after(() => first.stop());
   const held = await holdFrom(cg.path, '127.10.1.2', 9080);
   t.after(() => held.close());
   assert.equal(await held.roundTrip('one'), 'e:one');
 
-  await stopDaemon(first);
+  await first.stop();
   assert.equal(await held.roundTrip('two'), 'e:two', 'established connection survives the daemon stopping');
   const whileDown = await dialFrom(cg.path, 'tcp', '127.10.1.4', 9080, 3);
   assert.deepEqual(
@@ -127,8 +100,8 @@ test('restart with pins: an established connection and new connects keep working
     `new connects while the daemon is down: ${JSON.stringify(whileDown)}`,
   );
 
-  const second = await runDaemon(configPath);
-  t.after(() => stopDaemon(second));
+  const second = await spawnDaemon(configPath);
+  t.after(() => second.stop());
   assert.equal(await held.roundTrip('three'), 'e:three', 'established connection survives the restart');
   const afterRestart = await dialFrom(cg.path, 'tcp', '127.10.1.4', 9080, 3);
   assert.deepEqual(

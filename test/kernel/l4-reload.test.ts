@@ -67,7 +67,7 @@ test('reloads write only what changed; a bad file is refused and the live config
   await assert.rejects(mesh.daemon.reload(), (err: unknown) => {
     assert.ok(err instanceof KmeshError);
     assert.equal(err.code, 'InvalidConfig');
-    assert.match(err.message, /kmesh\.toml:\d+: listeners\[2\]\.port: must be 1\.\.65535, got 70000/);
+    assert.match(err.message, /kmesh\.toml:\d+: listeners\[2\]\.port: must be an integer 1\.\.65535, got 70000/);
     assert.match(err.message, /kmesh\.toml:\d+: listeners\[2\]\.cluster: unknown cluster "nope"/);
     return true;
   });

@@ -171,6 +171,12 @@ export class FakeControl extends EventEmitter<DaemonEvents> implements DaemonCon
     this.emit('service-changed', name, 'registered');
     return s;
   }
+  async attachUnit(unit: string): Promise<ServiceStatus> {
+    this.calls.push(`attach:${unit}`);
+    const s = this.services.find((x) => x.unit === unit);
+    if (!s) throw new KmeshError('NotFound', `unit ${unit} is not registered`);
+    return s;
+  }
   async unregisterService(name: string): Promise<void> {
     this.calls.push(`unregister:${name}`);
     const i = this.services.findIndex((s) => s.name === name);

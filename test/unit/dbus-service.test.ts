@@ -135,6 +135,9 @@ describe('D-Bus service with the shipped policy', { skip: dbusSkipReason() ?? fa
     assert.equal(e4.name, 'org.openeuler.Kmesh1.Error.InvalidArgument');
     const e5 = await rejection(call('UnregisterService', 's', ['nothing.service']));
     assert.equal(e5.name, 'org.openeuler.Kmesh1.Error.NotFound');
+    const e6 = await rejection(call('AttachUnit', 's', ['nothing.service']));
+    assert.equal(e6.name, 'org.openeuler.Kmesh1.Error.NotFound');
+    assert.match(e6.text, /unit nothing\.service is not registered/);
   });
 
   test('wrong argument types are refused with InvalidArgs', async () => {
@@ -204,6 +207,7 @@ describe('D-Bus service with the shipped policy', { skip: dbusSkipReason() ?? fa
     for (const [member, sig, arg] of [
       ['RegisterService', 's', 'evil.service'],
       ['UnregisterService', 's', 'orders.service'],
+      ['AttachUnit', 's', 'orders.service'],
       ['Reload', '', ''],
       ['SetLogLevel', 's', 'trace'],
     ] as const) {

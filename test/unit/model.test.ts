@@ -53,10 +53,10 @@ describe('validateModel with the by-name locator (as for xDS)', () => {
     };
     assert.deepEqual(validateModel(model), [
       'cluster "a" endpoints[0].address: not an IP address literal: "127.0.0.300"',
-      'cluster "a" endpoints[0].port: must be 1..65535, got 0',
+      'cluster "a" endpoints[0].port: must be an integer 1..65535, got 0',
       'cluster "a" endpoints[0].weight: must be an integer 1..1000000, got 0',
       'cluster "a" endpoints[1].address: not an IP address literal: "example.com"',
-      'cluster "a" endpoints[1].port: must be 1..65535, got 70000',
+      'cluster "a" endpoints[1].port: must be an integer 1..65535, got 70000',
       'cluster "a" endpoints[1].weight: must be an integer 1..1000000, got 1000001',
       'cluster "a" endpoints[2].weight: must be an integer 1..1000000, got -1',
       'cluster "a" name: duplicate cluster name "a"',
@@ -66,7 +66,7 @@ describe('validateModel with the by-name locator (as for xDS)', () => {
       'listener "l1" name: duplicate listener name "l1"',
       'listener "l3" address: 127.10.0.1:80/tcp is already used by listener "l1"',
       'listener "l4" address: not an IP address literal: "example.com"',
-      'listener "l4" port: must be 1..65535, got 0',
+      'listener "l4" port: must be an integer 1..65535, got 0',
       'listener "l4" cluster: unknown cluster "nope"',
       'listener "l5" weighted_clusters: names no cluster',
       'listener "l6" weighted_clusters[0].weight: must be an integer 1..1000000, got 0',
@@ -81,7 +81,7 @@ describe('validateModel with the by-name locator (as for xDS)', () => {
     assert.deepEqual(validateModel({ clusters: [good], listeners: [] }), []);
     const bad = cluster('a', [ep('127.0.0.1', 0)]);
     assert.deepEqual(validateModel({ clusters: [bad], listeners: [] }), [
-      'cluster "a" endpoints[0].port: must be 1..65535, got 0',
+      'cluster "a" endpoints[0].port: must be an integer 1..65535, got 0',
     ]);
     // the same invalid object is reported every time (only valid sets are remembered)
     assert.equal(validateModel({ clusters: [bad], listeners: [] }).length, 1);

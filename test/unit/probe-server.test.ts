@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { createServer } from 'node:net';
+import { get } from 'node:http';
+import { connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import pino from 'pino';
 import { Registry } from 'prom-client';
@@ -11,7 +12,7 @@ import { KmeshError } from '../../src/contracts/errors.js';
 import { ConnectionMetrics } from '../../src/probe/connection-metrics.js';
 import { registerDaemonMetrics } from '../../src/probe/daemon-metrics.js';
 import { NO_COUNTS } from '../../src/probe/kernel-state.js';
-import { parseListen, startMetricsServer } from '../../src/probe/server.js';
+import { METRICS_LIMITS, parseListen, startMetricsServer } from '../../src/probe/server.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -119,4 +120,113 @@ test('promtool check metrics passes on the output', { skip: !havePromtool && 'pr
   // promtool exits non-zero on format errors and on lint problems
   const out = execFileSync('promtool', ['check', 'metrics'], { input: text }).toString();
   assert.equal(out.trim(), '');
+});
+
+/** Opens `n` connections that send half a request line and then nothing (slowloris). */
+async function slowSockets(port: number, n: number): Promise<{ open: () => number; destroy: () => void }> {
+  const sockets: Socket[] = [];
+  const open = new Set<Socket>();
+  await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<void>((resolve) => {
+          const s = connect(port, '127.0.0.1', () => {
+            open.add(s);
+            s.write('GET /metrics HTTP/1.1\r\nHost: x\r\n');
+            resolve();
+          });
+          s.on('error', () => {});
+          s.resume(); // read the server's 408 and its close
+          s.on('close', () => {
+            open.delete(s);
+            resolve();
+          });
+          sockets.push(s);
+        }),
+    ),
+  );
+  return {
+    open: () => open.size,
+    destroy: () => {
+      for (const s of sockets) s.destroy();
+    },
+  };
+}
+
+const scrape = (port: number): Promise<{ status: number; body: string }> =>
+  new Promise((resolve, reject) => {
+    get({ host: '127.0.0.1', port, path: '/metrics', agent: false }, (res) => {
+      let body = '';
+      res.on('data', (c) => {
+        body += c;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    }).on('error', reject);
+  });
+
+const settle = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test('the documented limits: 256 connections, 5 s for headers, 10 s per request', () => {
+  assert.deepEqual(
+    { ...METRICS_LIMITS },
+    {
+      maxConnections: 256,
+      headersTimeoutMs: 5_000,
+      requestTimeoutMs: 10_000,
+      keepAliveTimeoutMs: 5_000,
+      checkIntervalMs: 1_000,
+    },
+  );
+});
+
+test('1,100 slow sockets: at most the cap stay open, the header timeout closes them, scrapes work after', async () => {
+  const { registry } = await fixture();
+  const limits = { ...METRICS_LIMITS, maxConnections: 64, headersTimeoutMs: 1500, checkIntervalMs: 100 };
+  const server = await startMetricsServer('127.0.0.1:0', registry, silent, limits);
+  const flood = await slowSockets(server.address.port, 1100);
+  try {
+    await settle(500);
+    assert.ok(flood.open() <= 64, `${flood.open()} slow connections held open (cap 64)`);
+    const started = Date.now();
+    while (flood.open() > 0 && Date.now() - started < 5000) await settle(50);
+    assert.equal(flood.open(), 0, 'the header timeout closes what the cap let in');
+    const after = await scrape(server.address.port);
+    assert.equal(after.status, 200);
+  } finally {
+    flood.destroy();
+    await server.close();
+  }
+});
+
+test('200 concurrent scrapes are answered from one read of the registry', async () => {
+  const { registry } = await fixture();
+  let release: () => void = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let reads = 0;
+  const slow = {
+    contentType: registry.contentType,
+    metrics: async () => {
+      reads++;
+      await gate;
+      return registry.metrics();
+    },
+  } as unknown as Registry;
+  const server = await startMetricsServer('127.0.0.1:0', slow, silent);
+  try {
+    const scrapes = Promise.all(Array.from({ length: 200 }, () => scrape(server.address.port)));
+    await settle(500); // every request is in, waiting on the one read
+    release();
+    const answers = await scrapes;
+    assert.equal(reads, 1);
+    assert.equal(server.collections, 1);
+    assert.ok(answers.every((a) => a.status === 200 && a.body === answers[0]?.body && a.body.length > 0));
+    // The next scrape reads again: coalescing never serves an old text.
+    await scrape(server.address.port);
+    assert.equal(reads, 2);
+  } finally {
+    await server.close();
+  }
 });

@@ -96,6 +96,12 @@ const METHODS: Record<string, MethodDef> = {
     mutating: true,
     run: async (c, a) => [encodeService(await c.registerService(parseServiceArg(stringArg(a, 'unit or cgroup'))))],
   },
+  AttachUnit: {
+    in: 's',
+    out: SERVICE_SIGNATURE,
+    mutating: true,
+    run: async (c, a) => [encodeService(await c.attachUnit(stringArg(a, 'unit')))],
+  },
   UnregisterService: {
     in: 's',
     out: '',

@@ -19,12 +19,12 @@ import {
   type ServiceSpec,
 } from '../../model/types.js';
 import { isUnitName, UNIT_NAME_RULE } from '../../model/unit-name.js';
-import { validateModel } from '../../model/validate.js';
-import { OUTLIER_DEFAULTS, parseLocality } from '../../model/validate-resilience.js';
+import { capacityProblems, PORT_RANGE, validateModel, WEIGHT_RANGE } from '../../model/validate.js';
+import { OUTLIER_DEFAULTS, parseLocality, RESILIENCE_LIMITS } from '../../model/validate-resilience.js';
 import { isPinDir } from '../../runtime/bpffs.js';
 import { type Cgroup2View, guardCgroupPath } from '../../runtime/cgroup2.js';
 import { KeyLocator } from './locator.js';
-import { choiceKey, type NestedWhere, readClusterChoice, readListenerRoutes, U32_MAX } from './routes.js';
+import { choiceKey, type NestedWhere, readClusterChoice, readListenerRoutes } from './routes.js';
 import { DEFAULT_PIN_DIR, type KmeshConfig, LOG_LEVELS } from './schema.js';
 import { TableReader } from './table-reader.js';
 
@@ -131,13 +131,15 @@ export function parseConfig(source: string, path: string, options: ConfigCheckOp
   // Semantic checks on every entry whose fields were readable; an entry with a field error would only
   // repeat it in other words (a missing port read as 0, say), so what it says is dropped.
   const UNREADABLE = '\0';
-  const semantic = validateModel(model, {
-    cluster: (i, key) => (clusters[i]?.clean ? (clusterReaders[i] as TableReader).where(key) : UNREADABLE),
-    listener: (i, key) => {
+  const at = {
+    cluster: (i: number, key?: string) =>
+      clusters[i]?.clean ? (clusterReaders[i] as TableReader).where(key) : UNREADABLE,
+    listener: (i: number, key?: string) => {
       const l = listeners[i];
       return l?.clean ? l.value.where(key) : UNREADABLE;
     },
-  });
+  };
+  const semantic = [...validateModel(model, at), ...capacityProblems(model, at)];
   errors.push(...semantic.filter((message) => !message.startsWith(UNREADABLE)));
   if (errors.length > 0) throw new KmeshError('InvalidConfig', errors.join('\n'));
 
@@ -194,6 +196,9 @@ function checkDuplicateServices(services: Array<ServiceSpec | undefined>, reader
   });
 }
 
+/** A [min, max] pair of the model's limits as the reader states a range. */
+const limit = ([min, max]: readonly [number, number]) => ({ min, max });
+
 function readLocality(t: TableReader, key: string): Locality | undefined {
   const text = t.optionalString(key);
   if (text === undefined) return undefined;
@@ -205,10 +210,10 @@ function readLocality(t: TableReader, key: string): Locality | undefined {
 function readEndpoint(t: TableReader): Endpoint {
   const ep: Endpoint = {
     address: t.string('address') ?? '',
-    port: t.integer('port', -U32_MAX, U32_MAX) ?? 0,
-    weight: t.integer('weight', -U32_MAX, U32_MAX, 1) ?? 1,
+    port: t.modelInteger('port', PORT_RANGE) ?? 0,
+    weight: t.modelInteger('weight', WEIGHT_RANGE, 1) ?? 1,
   };
-  const priority = t.has('priority') ? t.integer('priority', -U32_MAX, U32_MAX) : undefined;
+  const priority = t.has('priority') ? t.modelInteger('priority', limit(RESILIENCE_LIMITS.priority)) : undefined;
   if (priority !== undefined) ep.priority = priority;
   const locality = readLocality(t, 'locality');
   if (locality) ep.locality = locality;
@@ -217,15 +222,21 @@ function readEndpoint(t: TableReader): Endpoint {
 
 /** Times and counts are read as any integer; validateModel says what range they need. */
 function readOutlierDetection(t: TableReader): OutlierDetection {
-  const int = (key: string, fallback: number) => t.integer(key, -U32_MAX, U32_MAX, fallback) ?? fallback;
-  const baseEjectionTimeMs = int('base_ejection_time_ms', OUTLIER_DEFAULTS.baseEjectionTimeMs);
+  const L = RESILIENCE_LIMITS;
+  const int = (key: string, range: readonly [number, number], fallback: number) =>
+    t.modelInteger(key, limit(range), fallback) ?? fallback;
+  const baseEjectionTimeMs = int('base_ejection_time_ms', L.ejectionTimeMs, OUTLIER_DEFAULTS.baseEjectionTimeMs);
   return {
-    consecutiveFailures: int('consecutive_failures', OUTLIER_DEFAULTS.consecutiveFailures),
+    consecutiveFailures: int('consecutive_failures', L.consecutiveFailures, OUTLIER_DEFAULTS.consecutiveFailures),
     baseEjectionTimeMs,
     // Envoy's default cap, or the base time when that is longer
-    maxEjectionTimeMs: int('max_ejection_time_ms', Math.max(OUTLIER_DEFAULTS.maxEjectionTimeMs, baseEjectionTimeMs)),
-    maxEjectionPercent: int('max_ejection_percent', OUTLIER_DEFAULTS.maxEjectionPercent),
-    intervalMs: int('interval_ms', OUTLIER_DEFAULTS.intervalMs),
+    maxEjectionTimeMs: int(
+      'max_ejection_time_ms',
+      L.ejectionTimeMs,
+      Math.max(OUTLIER_DEFAULTS.maxEjectionTimeMs, baseEjectionTimeMs),
+    ),
+    maxEjectionPercent: int('max_ejection_percent', L.maxEjectionPercent, OUTLIER_DEFAULTS.maxEjectionPercent),
+    intervalMs: int('interval_ms', L.intervalMs, OUTLIER_DEFAULTS.intervalMs),
   };
 }
 
@@ -242,14 +253,14 @@ function readCluster(t: TableReader): Cluster {
     ['max_connections', 'maxConnections'],
     ['connect_timeout_ms', 'connectTimeoutMs'],
   ] as const) {
-    const v = t.has(key) ? t.integer(key, -U32_MAX, U32_MAX) : undefined;
+    const v = t.has(key) ? t.modelInteger(key, limit(RESILIENCE_LIMITS[field])) : undefined;
     if (v !== undefined) cluster[field] = v;
   }
   const hashKey = t.has('hash_key') ? t.oneOf('hash_key', HASH_KEYS) : undefined;
   if (hashKey) cluster.hashKey = hashKey;
   const weights = t.tables('locality_weights', (w): LocalityWeight | undefined => {
     const locality = readLocality(w, 'locality') ?? (w.has('locality') ? undefined : missingLocality(w));
-    const weight = w.integer('weight', -U32_MAX, U32_MAX) ?? 0;
+    const weight = w.modelInteger('weight', WEIGHT_RANGE) ?? 0;
     return locality ? { locality, weight } : undefined;
   });
   if (weights) cluster.localityWeights = weights;
@@ -271,7 +282,7 @@ function readListener(t: TableReader, nested: NestedWhere): { listener: Listener
   const listener: Listener = {
     name: t.string('name') ?? '',
     address: t.string('address') ?? '',
-    port: t.integer('port', -U32_MAX, U32_MAX) ?? 0,
+    port: t.modelInteger('port', PORT_RANGE) ?? 0,
     protocol: t.oneOf('protocol', PROTOCOLS, 'tcp') ?? 'tcp',
     routes: readClusterChoice(t),
     source: 'toml',

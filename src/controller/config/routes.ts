@@ -11,7 +11,7 @@ import type {
   VirtualHost,
   WeightedCluster,
 } from '../../model/types.js';
-import { PATH_KEYS } from '../../model/validate.js';
+import { PATH_KEYS, WEIGHT_RANGE } from '../../model/validate.js';
 import { show, type TableReader } from './table-reader.js';
 
 /** Locates a key inside nested arrays of tables of one listener: [["virtual_hosts", 0], ["routes", 2]]. */
@@ -31,7 +31,7 @@ export function readClusterChoice(t: TableReader): WeightedCluster[] {
     'weighted_clusters',
     (w): WeightedCluster => ({
       cluster: w.string('cluster') ?? '',
-      weight: w.integer('weight', -U32_MAX, U32_MAX) ?? 0,
+      weight: w.modelInteger('weight', WEIGHT_RANGE) ?? 0,
     }),
   );
   if ((cluster === undefined) === (weighted === undefined)) {
@@ -39,8 +39,6 @@ export function readClusterChoice(t: TableReader): WeightedCluster[] {
   }
   return cluster !== undefined ? [{ cluster, weight: 1 }] : (weighted ?? []);
 }
-/** Integers are read in this range and checked by the model's rules. */
-export const U32_MAX = 0xffffffff;
 
 /** The model names a one-cluster choice `cluster`, a split `weighted_clusters[i]`; the file says what was written. */
 export function choiceKey(t: TableReader, key: string): string {

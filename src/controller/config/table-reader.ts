@@ -3,6 +3,7 @@
  * instead of stopping at the first, and flags keys nobody asked for.
  */
 import { isIP } from 'node:net';
+import { outOfRange } from '../../model/validate.js';
 
 export type Where = (key?: string) => string;
 
@@ -56,14 +57,33 @@ export class TableReader {
   }
 
   integer(key: string, min: number, max: number, fallback?: number): number | undefined {
+    return this.readInteger(key, { min, max }, { min, max }, fallback);
+  }
+
+  /**
+   * Any integer; the range is the model's to check (so that one message serves TOML and xDS), and
+   * is only stated here when the value is not an integer at all.
+   */
+  modelInteger(key: string, range: { min: number; max: number }, fallback?: number): number | undefined {
+    return this.readInteger(key, { min: Number.MIN_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER }, range, fallback);
+  }
+
+  private readInteger(
+    key: string,
+    accepted: { min: number; max: number },
+    stated: { min: number; max: number },
+    fallback?: number,
+  ): number | undefined {
     const v = this.raw(key);
     if (v === undefined) {
       if (fallback === undefined) this.fail(key, 'is required');
       return fallback;
     }
     const n = typeof v === 'bigint' ? Number(v) : v;
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
-      this.fail(key, `must be an integer from ${min} to ${max}, got ${show(v)}`);
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < accepted.min || n > accepted.max) {
+      const quoted =
+        typeof v === 'string' && /^\s*-?\d+\s*$/.test(v) ? ' (a string: write the number without quotes)' : '';
+      this.fail(key, `${outOfRange(stated, show(v))}${quoted}`);
       return fallback;
     }
     return n;
