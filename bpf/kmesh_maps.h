@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The one definition of every key/value layout shared by the kernel programs and
- * the TypeScript runtime (src/runtime/maps/layouts.ts is checked against the BTF
- * of the compiled objects by test/unit/layouts-btf.test.ts).
+ * The one definition of every key/value layout, enum and limit shared by the kernel
+ * programs and the TypeScript runtime: scripts/gen-layouts.mjs generates the TypeScript
+ * side from the BTF of the compiled objects (every struct kmesh_*, every enum kmesh_*
+ * reachable from BTF). Constants are enums, not #defines, so that BTF carries them.
  *
  * Conventions: addresses are 16 bytes in network byte order, IPv4 as ::ffff:a.b.c.d;
  * ports are host byte order; every struct is padded explicitly so that no implicit
@@ -15,15 +16,17 @@
 #include <linux/bpf.h>
 
 /* Per config: the listener and cluster maps hold two configs, one per slot (see kmesh_active_slot). */
-#define KMESH_MAX_LISTENERS 16384
-#define KMESH_MAX_CLUSTERS 16384
-#define KMESH_CONFIG_SLOTS 2
-/* Endpoint entries are double-buffered during a swap (old and new generation). */
-#define KMESH_MAX_ENDPOINTS 262144
-/* log2(KMESH_MAX_ENDPOINTS) + 1: bound of the weighted binary search. */
-#define KMESH_ENDPOINT_SEARCH_STEPS 19
-#define KMESH_MAX_ROUTE_CLUSTERS 16
-#define KMESH_MAX_TRACKED_SOCKETS 65536
+enum kmesh_limits {
+	KMESH_MAX_LISTENERS = 16384,
+	KMESH_MAX_CLUSTERS = 16384,
+	KMESH_CONFIG_SLOTS = 2,
+	/* Endpoint entries are double-buffered during a swap (old and new generation). */
+	KMESH_MAX_ENDPOINTS = 262144,
+	/* log2(KMESH_MAX_ENDPOINTS) + 1: bound of the weighted binary search. */
+	KMESH_ENDPOINT_SEARCH_STEPS = 19,
+	KMESH_MAX_ROUTE_CLUSTERS = 16,
+	KMESH_MAX_TRACKED_SOCKETS = 65536,
+};
 
 enum kmesh_lb_policy {
 	KMESH_LB_ROUND_ROBIN = 0,
@@ -34,7 +37,9 @@ enum kmesh_lb_policy {
 };
 
 /* cluster_value.flags */
-#define KMESH_CLUSTER_UNIFORM_WEIGHTS 0x1
+enum kmesh_cluster_flags {
+	KMESH_CLUSTER_UNIFORM_WEIGHTS = 0x1,
+};
 
 /*
  * Atomic config switches: listener and cluster entries exist once per slot. The programs read the
@@ -113,5 +118,18 @@ struct kmesh_udp_reverse_value {
 	__u16 vip_port;
 	__u16 pad;
 };
+
+/*
+ * Puts the enums into BTF (a type reaches BTF only when something typed uses it). The
+ * section is never loaded: libbpf skips .debug_* sections, and nothing reads the
+ * variable. Add a member for every new enum.
+ */
+#define KMESH_BTF_EXPORT __attribute__((section(".debug_kmesh_exports"), used))
+struct kmesh_maps_exports {
+	enum kmesh_limits limits;
+	enum kmesh_lb_policy lb_policy;
+	enum kmesh_cluster_flags cluster_flags;
+};
+struct kmesh_maps_exports kmesh_maps_exports KMESH_BTF_EXPORT;
 
 #endif /* KMESH_MAPS_H */

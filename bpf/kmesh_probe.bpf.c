@@ -287,14 +287,8 @@ static __always_inline void count_finish(const struct bpf_sock_ops *skops, __u64
 	__sync_fetch_and_add(&c->srtt_us_sum, b->srtt_us);
 }
 
-/*
- * Not inlined on purpose: as a BPF subprogram it puts struct kmesh_probe_event into
- * the object's BTF (through its parameter), where test/unit/probe-btf.test.ts checks
- * the TypeScript codec against it. One call per record costs nothing. `origin` may be
- * NULL (not steered). (BPF calls take at most five arguments: the caller sets
- * cgroup_id and duration_ns.)
- */
-static __noinline void fill(struct kmesh_probe_event *ev, struct bpf_sock_ops *skops, __u8 type,
+/* `origin` may be NULL (not steered); the caller sets cgroup_id and duration_ns. */
+static __always_inline void fill(struct kmesh_probe_event *ev, struct bpf_sock_ops *skops, __u8 type,
 			    const struct kmesh_sock_origin *origin, const struct conn_totals *b)
 {
 	ev->cookie = bpf_get_socket_cookie(skops);

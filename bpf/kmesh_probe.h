@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * kmesh-probe: the layouts shared by bpf/kmesh_probe.bpf.c and src/probe/.
- * The TypeScript codec (src/probe/event-codec.ts) is checked against the BTF of the
- * compiled object by test/unit/probe-btf.test.ts; change both together.
+ * kmesh-probe: the layouts and constants shared by bpf/kmesh_probe.bpf.c and src/probe/.
+ * The TypeScript side is generated from the compiled object's BTF (see kmesh_maps.h).
  *
  * Conventions follow bpf/kmesh_maps.h: addresses are 16 bytes in network byte order
  * (IPv4 as ::ffff:a.b.c.d), ports in host byte order, no implicit padding.
@@ -12,24 +11,27 @@
 
 #include "kmesh_maps.h"
 
-/* Ring buffer size in bytes (power of two, multiple of the page size). Only the access
- * log uses it: one record of sizeof(struct kmesh_probe_event) + 8 bytes of ring header
- * (120 bytes) per finished connection, so 1 MiB holds ~8700 connections, ~580 ms of
- * 15k connections/s while the daemon is not scheduled. */
-#define KMESH_PROBE_RINGBUF_BYTES (1024 * 1024)
-
-/* Distinct connection keys counted in the kernel (kmesh_probe_conns); connections of
- * further keys are counted in kmesh_probe_conns_overflow. */
-#define KMESH_PROBE_MAX_CONN_KEYS 16384
+enum kmesh_probe_limits {
+	/* Ring buffer size in bytes (power of two, multiple of the page size). Only the access
+	 * log uses it: one record of sizeof(struct kmesh_probe_event) + 8 bytes of ring header
+	 * (120 bytes) per finished connection, so 1 MiB holds ~8700 connections, ~580 ms of
+	 * 15k connections/s while the daemon is not scheduled. */
+	KMESH_PROBE_RINGBUF_BYTES = 1024 * 1024,
+	/* Distinct connection keys counted in the kernel (kmesh_probe_conns); connections of
+	 * further keys are counted in kmesh_probe_conns_overflow. */
+	KMESH_PROBE_MAX_CONN_KEYS = 16384,
+};
 
 enum kmesh_probe_event_type {
 	KMESH_PROBE_EV_CLOSE = 2,  /* established connection reached TCP_CLOSE */
 	KMESH_PROBE_EV_FAILED = 3, /* SYN_SENT -> TCP_CLOSE without establishing */
 };
 
-/* kmesh_probe_event.flags */
-#define KMESH_PROBE_F_STEERED 0x1 /* origin is valid: the L4 data path steered this socket */
-#define KMESH_PROBE_F_IPV6 0x2    /* remote is a real IPv6 address (else ::ffff:v4) */
+/* kmesh_probe_event.flags, kmesh_probe_conn_key.flags */
+enum kmesh_probe_conn_flags {
+	KMESH_PROBE_F_STEERED = 0x1, /* origin is valid: the L4 data path steered this socket */
+	KMESH_PROBE_F_IPV6 = 0x2,    /* remote is a real IPv6 address (else ::ffff:v4) */
+};
 
 /*
  * Key of kmesh_probe_conns: everything that decides a connection's metric labels.
@@ -86,9 +88,11 @@ struct kmesh_probe_sock {
 	__u32 pad;
 };
 
-#define KMESH_PROBE_SOCK_STEERED 0x1
-#define KMESH_PROBE_SOCK_ESTABLISHED 0x2
-#define KMESH_PROBE_SOCK_CLOSED 0x4 /* close/failed already reported */
+enum kmesh_probe_sock_flags {
+	KMESH_PROBE_SOCK_STEERED = 0x1,
+	KMESH_PROBE_SOCK_ESTABLISHED = 0x2,
+	KMESH_PROBE_SOCK_CLOSED = 0x4, /* close/failed already reported */
+};
 
 /* Value of the per-cgroup storage, written by user space for each attachment (the key
  * carries the cgroup id): lets the program name the registered cgroup without
@@ -100,7 +104,21 @@ struct kmesh_probe_cgroup {
 	__u32 pad;
 };
 
-/* Queue an access-log record per finished connection, with its duration (per-socket storage). */
-#define KMESH_PROBE_CG_ACCESS_LOG 0x1
+enum kmesh_probe_cgroup_flags {
+	/* Queue an access-log record per finished connection, with its duration (per-socket storage). */
+	KMESH_PROBE_CG_ACCESS_LOG = 0x1,
+};
+
+/* See kmesh_maps_exports. */
+struct kmesh_probe_exports {
+	enum kmesh_probe_limits limits;
+	enum kmesh_probe_event_type event_type;
+	enum kmesh_probe_conn_flags conn_flags;
+	enum kmesh_probe_sock_flags sock_flags;
+	enum kmesh_probe_cgroup_flags cgroup_flags;
+	/* the ring buffer has no value type: this brings the record's layout into BTF */
+	struct kmesh_probe_event event;
+};
+struct kmesh_probe_exports kmesh_probe_exports KMESH_BTF_EXPORT;
 
 #endif /* KMESH_PROBE_H */

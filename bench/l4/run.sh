@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # bench/l4/run.sh — L4 data-path benchmark (issue 2, point 10). Results and method: docs/benchmarks.md.
 #
-# One run on loopback, HTTP/1.1, fixed concurrency, keep-alive and new-connection-per-request, three paths:
+# One run on loopback, HTTP/1.1, fixed concurrency, keep-alive and new-connection-per-request, four paths:
 #   a  direct:  wrk → nginx 127.0.0.1:BASE
-#   b  kmesh:   wrk in a registered cgroup → VIP 127.10.0.5:9080, steered by Kmesh's connect hook to the same nginx
+#   r  bare redirect: wrk in a cgroup of its own → VIP, rewritten by a one-rule connect4 program
+#      (bench/l4/bare-redirect.bpf.c) to the same nginx: the physical limit of any connect-time mesh
+#   b  kmesh:   wrk in a registered cgroup → VIP, steered by Kmesh's connect hook to the same nginx
 #   c  sidecar: wrk → haproxy A (client side) 127.0.0.1:BASE+1 → haproxy B (server side) 127.0.0.1:BASE+2 → nginx
-# Prints req/s and p50/p99 per path and mode, ratios b/a and c/b, a table and JSON; checks the floors
-# b/a ≥ 0.97 (keep-alive) and ≥ 0.93 (new connection).
+# Prints req/s and p50/p99 per path and mode, ratios b/a, b/r and c/b, a table and JSON; checks the floors
+# b/a ≥ 0.97 (keep-alive), and for new connections b/a ≥ 0.95 and b within 0.03 of r (b/a ≥ r/a − 0.03).
 #
 # Needs root (cgroup, BPF). Usage: sudo bash bench/l4/run.sh [options]   (or: sudo npm run bench:l4 -- [options])
 set -euo pipefail
@@ -15,7 +17,7 @@ set -euo pipefail
 usage() {
   cat <<EOF
 usage: $0 [options]
-  --paths LIST        which paths to run, comma separated subset of a,b,c (default a,b,c)
+  --paths LIST        which paths to run, comma separated subset of a,r,b,c (default a,r,b,c)
   --modes LIST        keepalive (HTTP keep-alive) and/or close (a new connection per request); default both
   --connections N     wrk connections, fixed for every case (default 64)
   --duration S        seconds per measured run (default 2)
@@ -27,7 +29,8 @@ usage: $0 [options]
   --no-install        do not apt-get install missing Debian packages
   --no-build          do not run 'npm run build' (use the existing dist/)
   --no-prog-stats     skip the extra path-b run with BPF run-time statistics (connect4 ns per connect)
-Environment: BENCH_PORT_BASE (default 18080; ports BASE..BASE+10 on 127.0.0.1 are used).
+Environment: BENCH_PORT_BASE (default 18080; ports BASE..BASE+10 on 127.0.0.1 are used),
+  BENCH_VIP (default 127.10.0.5; port 9080).
 CPU placement (2 cores): wrk and haproxy A on CPU 0 (the client side), nginx and haproxy B on CPU 1 (the server side).
 EOF
 }
@@ -35,7 +38,7 @@ EOF
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BENCH_DIR="$ROOT/bench/l4"
 
-PATHS="a,b,c"
+PATHS="a,r,b,c"
 MODES="keepalive,close"
 CONNS=64
 DURATION=2
@@ -67,7 +70,7 @@ while (($#)); do
 done
 IFS=', ' read -r -a PATH_LIST <<<"$PATHS"
 for p in "${PATH_LIST[@]}"; do
-  [[ $p == a || $p == b || $p == c ]] || { echo "--paths: unknown path '$p' (use a,b,c)" >&2; exit 64; }
+  [[ $p == a || $p == r || $p == b || $p == c ]] || { echo "--paths: unknown path '$p' (use a,r,b,c)" >&2; exit 64; }
 done
 IFS=', ' read -r -a MODE_LIST <<<"$MODES"
 for m in "${MODE_LIST[@]}"; do
@@ -82,7 +85,7 @@ P_HA_B=$((PORT_BASE + 2))       # haproxy B, server-side proxy
 P_NGX_STATUS=$((PORT_BASE + 8)) # nginx stub_status (accepted-connection counter)
 P_HA_STATS=$((PORT_BASE + 9))   # haproxy A stats (client-side session counter)
 P_METRICS=$((PORT_BASE + 10))   # kmesh-daemon metrics listener (kept off the default 15020)
-VIP=127.10.0.5
+VIP=${BENCH_VIP:-127.10.0.5}
 VIP_PORT=9080
 CPU_CLIENT=0
 CPU_SERVER=1
@@ -102,7 +105,7 @@ install_deps() {
   command -v nginx >/dev/null || need+=(nginx-light)
   command -v curl >/dev/null || need+=(curl)
   command -v taskset >/dev/null || need+=(util-linux)
-  if want b; then # the project's build and the daemon (see README): BPF toolchain and libbpf
+  if want b || want r; then # the project's build and the daemon (see README): BPF toolchain and libbpf
     command -v clang >/dev/null || need+=(clang)
     command -v llvm-strip >/dev/null || need+=(llvm)
     command -v bpftool >/dev/null || need+=(bpftool)
@@ -140,6 +143,8 @@ DAEMON_PID=""
 STATS_PID=""      # the BPF-stats holder, only around the connect4 cost run
 CG=""
 PIN_DIR=""
+CG_BARE=""   # path r: its own cgroup and its one pinned program
+BARE_PIN=""
 
 cleanup() {
   local rc=$? pid
@@ -156,12 +161,17 @@ cleanup() {
     [[ -d $PIN_DIR ]] && rmdir "$PIN_DIR" 2>/dev/null
     [[ -e $PIN_DIR ]] && log "warning: $PIN_DIR still exists"
   fi
-  if [[ -n $CG && -d $CG ]]; then
-    # only processes this script put there (wrk, curl) can be in it; stop them by pid so the cgroup can go
-    for pid in $(cat "$CG/cgroup.procs"); do kill -TERM "$pid" 2>/dev/null; done
-    for _ in $(seq 50); do [[ -n $(cat "$CG/cgroup.procs") ]] || break; sleep 0.1; done
-    rmdir "$CG" 2>/dev/null || log "warning: could not remove cgroup $CG (processes left: $(tr '\n' ' ' <"$CG/cgroup.procs"))"
+  if [[ -n $BARE_PIN ]]; then
+    bpftool cgroup detach "$CG_BARE" connect4 pinned "$BARE_PIN" 2>/dev/null
+    rm -f "$BARE_PIN"
   fi
+  for cg in "$CG_BARE" "$CG"; do
+    [[ -n $cg && -d $cg ]] || continue
+    # only processes this script put there (wrk, curl) can be in it; stop them by pid so the cgroup can go
+    for pid in $(cat "$cg/cgroup.procs"); do kill -TERM "$pid" 2>/dev/null; done
+    for _ in $(seq 50); do [[ -n $(cat "$cg/cgroup.procs") ]] || break; sleep 0.1; done
+    rmdir "$cg" 2>/dev/null || log "warning: could not remove cgroup $cg (processes left: $(tr '\n' ' ' <"$cg/cgroup.procs"))"
+  done
   for pid in "${BG_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${BG_PIDS[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -192,6 +202,7 @@ start_bg() { # name cpu cmd... — runs pinned, output to $WORK/name.log
   BG_PIDS+=("$!")
 }
 in_cgroup() { sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$@"; }
+in_bare_cgroup() { sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG_BARE" "$@"; }
 
 for port in "$P_BACKEND" "$P_HA_A" "$P_HA_B" "$P_NGX_STATUS" "$P_HA_STATS" "$P_METRICS"; do
   port_free "$port" || die "127.0.0.1:$port is in use (set BENCH_PORT_BASE)"
@@ -263,10 +274,36 @@ if want c; then
   wait_http "http://127.0.0.1:$P_HA_A/hello" || die "haproxy path did not come up; $(cat "$WORK"/haproxy-*.log)"
 fi
 
+CG_ROOT=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+if want b || want r; then
+  [[ -n $CG_ROOT ]] || die "no cgroup2 mount found in /proc/self/mounts"
+  # An unregistered process must not reach anything at the VIP (else paths r and b would not measure a redirect).
+  if curl -s -o /dev/null --max-time 2 "http://$VIP:$VIP_PORT/hello"; then
+    die "something answers at $VIP:$VIP_PORT without a redirect; pick another VIP (BENCH_VIP)"
+  fi
+fi
+
+# --- bare redirect path: own cgroup, one-rule connect4 program, VIP → nginx --------------------------------------
+if want r; then
+  command -v bpftool >/dev/null || die "bpftool not found (path r loads its program with it)"
+  ip_hex=$(printf '0x%02x%02x%02x%02x' ${VIP//./ })
+  clang -O2 -g -Wall -Werror -target bpf -mcpu=v2 -I"/usr/include/$(uname -m)-linux-gnu" \
+    -DVIP="$ip_hex" -DVIP_PORT="$VIP_PORT" -DBACKEND_PORT="$P_BACKEND" \
+    -c "$BENCH_DIR/bare-redirect.bpf.c" -o "$WORK/bare-redirect.bpf.o" || die "cannot build bare-redirect.bpf.c"
+  mkdir "$CG_ROOT/kmesh-bench-l4-bare-$$" || die "cannot create cgroup $CG_ROOT/kmesh-bench-l4-bare-$$"
+  CG_BARE="$CG_ROOT/kmesh-bench-l4-bare-$$"
+  mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+  [[ ! -e /sys/fs/bpf/kmesh-bench-l4-bare-$$ ]] || die "/sys/fs/bpf/kmesh-bench-l4-bare-$$ exists already (not ours)"
+  bpftool prog load "$WORK/bare-redirect.bpf.o" "/sys/fs/bpf/kmesh-bench-l4-bare-$$" ||
+    die "cannot load bare-redirect.bpf.o"
+  BARE_PIN="/sys/fs/bpf/kmesh-bench-l4-bare-$$"
+  bpftool cgroup attach "$CG_BARE" connect4 pinned "$BARE_PIN" || die "cannot attach the bare redirect to $CG_BARE"
+  in_bare_cgroup curl -fsS -o /dev/null --max-time 2 "http://$VIP:$VIP_PORT/hello" ||
+    die "the bare redirect does not reach nginx"
+fi
+
 # --- kmesh path: own cgroup, daemon registering it, VIP → nginx --------------------------------------------------
 if want b; then
-  CG_ROOT=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
-  [[ -n $CG_ROOT ]] || die "no cgroup2 mount found in /proc/self/mounts"
   # CG and PIN_DIR are set only once they are known to be ours: cleanup removes exactly those.
   mkdir "$CG_ROOT/kmesh-bench-l4-$$" || die "cannot create cgroup $CG_ROOT/kmesh-bench-l4-$$"
   CG="$CG_ROOT/kmesh-bench-l4-$$"
@@ -295,10 +332,6 @@ port = $VIP_PORT
 protocol = "tcp"
 cluster = "bench-backend"
 EOF
-  # An unregistered process must not reach anything at the VIP (else path b would not measure the redirect).
-  if curl -s -o /dev/null --max-time 2 "http://$VIP:$VIP_PORT/hello"; then
-    die "something answers at $VIP:$VIP_PORT without Kmesh; pick another VIP"
-  fi
   node "$DAEMON_JS" --check --config "$WORK/kmesh.toml" >"$WORK/daemon-check.log" 2>&1 ||
     die "kmesh-daemon --check rejected the bench config: $(cat "$WORK/daemon-check.log")"
   log "starting kmesh-daemon (cgroup $CG, pins $PIN_DIR)"
@@ -338,7 +371,7 @@ haproxy_a_sessions() { # total sessions (= accepted client connections) of hapro
 url_of() {
   case $1 in
     a) echo "http://127.0.0.1:$P_BACKEND/hello" ;;
-    b) echo "http://$VIP:$VIP_PORT/hello" ;;
+    b | r) echo "http://$VIP:$VIP_PORT/hello" ;;
     c) echo "http://127.0.0.1:$P_HA_A/hello" ;;
   esac
 }
@@ -347,7 +380,11 @@ run_wrk() { # path mode seconds → prints wrk's output (with the WRK_RESULT lin
   [[ $mode == close ]] && hdr=(-H 'Connection: close')
   local cmd=(taskset -c "$CPU_CLIENT" wrk -t1 -c"$CONNS" -d"${secs}s" --timeout 5s --latency
     -s "$BENCH_DIR/wrk-report.lua" "${hdr[@]}" "$(url_of "$path")")
-  if [[ $path == b ]]; then in_cgroup "${cmd[@]}"; else "${cmd[@]}"; fi
+  case $path in
+    b) in_cgroup "${cmd[@]}" ;;
+    r) in_bare_cgroup "${cmd[@]}" ;;
+    *) "${cmd[@]}" ;;
+  esac
 }
 
 # The machine may be shared. Other work on the 2 cores skews the comparison (a path with more processes, like c,
@@ -420,39 +457,47 @@ for mode in "${MODE_LIST[@]}"; do
     for path in "${order[@]}"; do measure_run "$path" "$mode" "$rep"; done
   done
 done
-# What Kmesh's programs cost per connection: one extra new-connection run of path b with BPF run-time statistics
-# on (off during the measured runs: they add a few ns to every program run). Every program attached to the bench
-# cgroup is counted (connect4, and e.g. the probe's sockops); "connects" is the connect4 run count.
+# What the programs cost per connection: one extra new-connection run of path b (and of path r, the bare redirect)
+# with BPF run-time statistics on (off during the measured runs: they add a few ns to every program run). Every
+# program attached to the path's cgroup is counted (connect4, and e.g. the probe's sockops); "connects" is the
+# connect4 run count.
+prog_run() { # id → "run_time_ns run_cnt"
+  bpftool prog show id "$1" | awk 'NR == 1 { t = 0; c = 0
+    for (i = 1; i < NF; i++) { if ($i == "run_time_ns") t = $(i + 1); if ($i == "run_cnt") c = $(i + 1) }
+    print t, c }'
+}
+bpf_cost() { # path cgroup → JSON (or null) on stdout
+  local path=$1 cg=$2 p id attach name t c dt dc connects=0 total_ns=0 entries=() progs=()
+  declare -A T0 C0
+  mapfile -t progs < <(bpftool cgroup show "$cg" | awk 'NR > 1 { print $1, $2, $NF }') # id attach-type name
+  for p in "${progs[@]}"; do read -r id _ _ <<<"$p"; read -r "T0[$id]" "C0[$id]" < <(prog_run "$id"); done
+  run_wrk "$path" close "$DURATION" >/dev/null
+  for p in "${progs[@]}"; do
+    read -r id attach name <<<"$p"
+    read -r t c < <(prog_run "$id")
+    dt=$((t - T0[$id])) dc=$((c - C0[$id]))
+    ((dc > 0)) || continue
+    [[ $attach == cgroup_inet4_connect ]] && connects=$dc
+    total_ns=$((total_ns + dt))
+    entries+=("{\"name\":\"$name\",\"attach\":\"$attach\",\"runs\":$dc,\"ns_per_run\":$((dt / dc))}")
+  done
+  if ((connects > 0)); then
+    echo "{ \"connects\": $connects, \"ns_per_connect\": $((total_ns / connects)), \"programs\": [$(IFS=,; echo "${entries[*]}")] }"
+    log "path $path BPF programs: $((total_ns / connects)) ns per connection in total (over $connects connects, BPF stats on)"
+  else
+    echo null
+  fi
+}
 BPF_COST='null'
-if want b && ((PROG_STATS)) && command -v bpftool >/dev/null; then
-  prog_run() { # id → "run_time_ns run_cnt"
-    bpftool prog show id "$1" | awk 'NR == 1 { t = 0; c = 0
-      for (i = 1; i < NF; i++) { if ($i == "run_time_ns") t = $(i + 1); if ($i == "run_cnt") c = $(i + 1) }
-      print t, c }'
-  }
-  mapfile -t progs < <(bpftool cgroup show "$CG" | awk 'NR > 1 { print $1, $2, $NF }') # id attach-type name
+BARE_COST='null'
+if (want b || want r) && ((PROG_STATS)) && command -v bpftool >/dev/null; then
   : >"$WORK/bpf-stats.log"
   node "$ROOT/dist/bench/l4/hold-bpf-stats.js" >"$WORK/bpf-stats.log" 2>&1 &
   STATS_PID=$!
   for ((i = 0; i < 50; i++)); do grep -q 'stats on' "$WORK/bpf-stats.log" && break; sleep 0.1; done
   if grep -q 'stats on' "$WORK/bpf-stats.log"; then
-    declare -A T0 C0
-    for p in "${progs[@]}"; do read -r id _ _ <<<"$p"; read -r "T0[$id]" "C0[$id]" < <(prog_run "$id"); done
-    run_wrk b close "$DURATION" >/dev/null
-    connects=0 total_ns=0 entries=()
-    for p in "${progs[@]}"; do
-      read -r id attach name <<<"$p"
-      read -r t c < <(prog_run "$id")
-      dt=$((t - T0[$id])) dc=$((c - C0[$id]))
-      ((dc > 0)) || continue
-      [[ $attach == cgroup_inet4_connect ]] && connects=$dc
-      total_ns=$((total_ns + dt))
-      entries+=("{\"name\":\"$name\",\"attach\":\"$attach\",\"runs\":$dc,\"ns_per_run\":$((dt / dc))}")
-    done
-    if ((connects > 0)); then
-      BPF_COST="{ \"connects\": $connects, \"ns_per_connect\": $((total_ns / connects)), \"programs\": [$(IFS=,; echo "${entries[*]}")] }"
-      log "kmesh BPF programs: $((total_ns / connects)) ns per connection in total (over $connects connects, BPF stats on)"
-    fi
+    if want b; then BPF_COST=$(bpf_cost b "$CG"); fi
+    if want r; then BARE_COST=$(bpf_cost r "$CG_BARE"); fi
   else
     log "warning: could not enable BPF stats: $(cat "$WORK/bpf-stats.log")"
   fi
@@ -475,7 +520,8 @@ cat >"$WORK/meta.json" <<EOF
   "setup": { "connections": $CONNS, "wrk_threads": 1, "duration_s": $DURATION, "reps": $REPS, "warmup_s": $WARMUP,
     "cpu_client": $CPU_CLIENT, "cpu_server": $CPU_SERVER, "vip": "$VIP:$VIP_PORT", "backend": "127.0.0.1:$P_BACKEND",
     "daemon_cpu_ticks_during_bench": $DAEMON_CPU_TICKS },
-  "kmesh_bpf": $BPF_COST
+  "kmesh_bpf": $BPF_COST,
+  "bare_bpf": $BARE_COST
 }
 EOF
 report_args=(--results "$RESULTS" --meta "$WORK/meta.json")

@@ -179,7 +179,7 @@ async function main(): Promise<void> {
     const counted = await counterTotal(rig.registry, 'kmesh_tcp_connections_opened_total');
     const madeProbed = Math.round(on.reduce((sum, r) => sum + r.rate * seconds, 0));
     const records = await counterTotal(rig.registry, 'kmesh_probe_access_records_total');
-    const progFd = rig.obj.program('kmesh_probe_sockops').fd;
+    const progFd = rig.program.fd;
     statsFd = enableBpfStats();
     const before = progStats(progFd);
     const statsRun = await measure(rig.cgroups.attached, bin);

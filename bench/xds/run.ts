@@ -34,18 +34,7 @@ import { fnv1a32 } from '../../src/controller/cluster-ids.js';
 import { readActiveSlot } from '../../src/controller/map-dump.js';
 import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/controller/node-flags.js';
 import { BpfMap } from '../../src/runtime/bpf-map.js';
-import { check } from '../../src/runtime/errors.js';
-import { libbpf } from '../../src/runtime/libbpf.js';
-import {
-  activeSlotKey,
-  activeSlotValue,
-  clusterKey,
-  clusterValue,
-  endpointKey,
-  endpointValue,
-  listenerKey,
-  listenerValue,
-} from '../../src/runtime/maps/layouts.js';
+import { clusterKey, clusterValue, endpointKey, endpointValue, listenerKey } from '../../src/runtime/maps/layouts.js';
 import {
   cluster,
   type EpSpec,
@@ -119,15 +108,12 @@ function loopDelayMaxMs(): Promise<number> {
 
 /** The pinned maps as the programs read them (active slot). */
 function pinnedView(pinDir: string) {
-  const open = (map: string, k: number, v: number) => {
-    const path = join(pinDir, 'maps', map);
-    return new BpfMap(map, check(`open ${path}`, libbpf.objGet(path)), k, v, 0, true);
-  };
+  const open = (map: string) => BpfMap.openPinned(join(pinDir, 'maps', map));
   const maps = {
-    listeners: open('kmesh_listeners', listenerKey.size, listenerValue.size),
-    clusters: open('kmesh_clusters', clusterKey.size, clusterValue.size),
-    endpoints: open('kmesh_endpoints', endpointKey.size, endpointValue.size),
-    activeSlot: open('kmesh_active_slot', activeSlotKey.size, activeSlotValue.size),
+    listeners: open('kmesh_listeners'),
+    clusters: open('kmesh_clusters'),
+    endpoints: open('kmesh_endpoints'),
+    activeSlot: open('kmesh_active_slot'),
   };
   const slot = readActiveSlot(maps);
   const close = () => {

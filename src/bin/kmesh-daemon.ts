@@ -1,20 +1,16 @@
 #!/usr/bin/env node
 /** kmesh-daemon: the host service. `--help` for usage. */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
+import { VERSION } from '../contracts/package.js';
 import { cleanupPins } from '../controller/cleanup.js';
 import { loadConfigFile } from '../controller/config/load.js';
 import { DEFAULT_CONFIG_PATH, DEFAULT_PIN_DIR, type KmeshConfig } from '../controller/config/schema.js';
-import { Daemon, VERSION } from '../controller/daemon.js';
 import { acquireInstanceLock } from '../controller/instance-lock.js';
-import { bpfObjectDir, pinPaths } from '../controller/paths.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../controller/sd-notify.js';
-import { PROBE_OBJECT } from '../probe/probe.js';
-import { startProbe } from '../probe/wire.js';
 import { cgroup2View } from '../runtime/cgroup2.js';
-import { planPrograms } from '../runtime/features.js';
+import { type Parts, startParts } from './compose.js';
 
 const USAGE = `Usage: kmesh-daemon [options]
 
@@ -101,14 +97,9 @@ function systemBusAvailable(): boolean {
   return Boolean(process.env.DBUS_SYSTEM_BUS_ADDRESS) || existsSync('/run/dbus/system_bus_socket');
 }
 
-/**
- * What an idle daemon does not need is loaded only when used (docs/memory.md has the measurements): dbus-next when
- * there is a system bus, the gRPC stack and the xDS protos when there is an [xds] section.
- */
+/** dbus-next is imported only with a system bus (docs/memory.md); the rest of the lazy parts load in compose.ts. */
 const lazy = {
   unitResolver: async () => new (await import('../controller/systemd-units.js')).UnitCgroupResolver(),
-  dbus: async () => (await import('../api/dbus/service.js')).startDbusService,
-  xds: async () => import('../api/xds/plugin.js'),
 };
 
 async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined): Promise<void> {
@@ -117,54 +108,22 @@ async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined
     { level: config.daemon.logLevel, base: { pid: process.pid } },
     pino.destination({ dest: 1, sync: true }),
   );
-  const unitResolver = systemBusAvailable() ? await lazy.unitResolver() : null;
-  const daemon = new Daemon(config, { logger, unitResolver, ...(pinDirOverride ? { pinDir: pinDirOverride } : {}) });
+  const busAvailable = systemBusAvailable();
+  const unitResolver = busAvailable ? await lazy.unitResolver() : null;
+  if (!busAvailable) logger.warn('no system bus: the D-Bus management API and unit-name registration are off');
+  const pinDir = pinDirOverride ?? config.daemon.pinDir;
   let releaseLock: () => void = () => {};
-  const exitStartupFailed = async (err: unknown): Promise<never> => {
+  let parts: Parts;
+  try {
+    releaseLock = acquireInstanceLock(pinDir);
+    parts = await startParts({ config, logger, pinDir, unitResolver, dbus: busAvailable ? {} : false });
+  } catch (err) {
     logger.fatal({ err: (err as Error).message }, 'start-up failed');
-    await daemon.stop().catch(() => {});
     await unitResolver?.close();
     releaseLock();
     process.exit(1);
-  };
-
-  try {
-    releaseLock = acquireInstanceLock(daemon.pinDir);
-    await daemon.start();
-  } catch (err) {
-    await exitStartupFailed(err);
   }
-  if (unitResolver) {
-    try {
-      const dbusService = await (await lazy.dbus())(daemon, logger);
-      daemon.addPlugin({ name: 'dbus', stop: () => dbusService.stop() });
-    } catch (err) {
-      // A taken name means another instance; any other D-Bus trouble leaves the data path working.
-      if ((err as { code?: string }).code === 'AlreadyExists') await exitStartupFailed(err);
-      logger.error({ err: (err as Error).message }, 'D-Bus management API unavailable');
-    }
-  } else {
-    logger.warn('no system bus: the D-Bus management API and unit-name registration are off');
-  }
-  const xds = config.xds ? await lazy.xds() : undefined;
-  const xdsClient = xds && config.xds ? xds.attachXds(daemon, config.xds, logger) : undefined;
-  const probePlan = planPrograms(join(bpfObjectDir(), PROBE_OBJECT), daemon.kernelFeatures);
-  if (probePlan.disabled.size > 0) {
-    logger.warn({ why: [...probePlan.disabled.values()] }, 'feature off: kmesh-probe (connection metrics)');
-  } else {
-    try {
-      await startProbe(daemon, {
-        pinMapsDir: pinPaths(daemon.pinDir).maps,
-        bpfObjectDir: bpfObjectDir(),
-        accessLog: config.daemon.accessLog,
-        ...(config.metrics ? { metricsListen: config.metrics.listen } : {}),
-        programs: () => daemon.l4Programs(),
-        ...(xds && xdsClient ? { xdsStats: xds.countXdsResponses(xdsClient) } : {}),
-      });
-    } catch (err) {
-      await exitStartupFailed(err);
-    }
-  }
+  const { daemon } = parts;
 
   const summary = (s = daemon.status()) =>
     `${s.state}: config v${s.configVersion}, ${s.services} services, ${s.listeners} listeners, ${s.clusters} clusters`;
@@ -174,7 +133,7 @@ async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined
   daemon.on('service-changed', () => notifyStatus(summary()));
   const status = daemon.status();
   logger.info(
-    { pinDir: daemon.pinDir, listeners: status.listeners, clusters: status.clusters, services: status.services },
+    { pinDir, listeners: status.listeners, clusters: status.clusters, services: status.services },
     'kmesh-daemon ready',
   );
 
@@ -192,7 +151,7 @@ async function runDaemon(config: KmeshConfig, pinDirOverride: string | undefined
     logger.info({ signal }, 'stopping; pinned programs keep steering traffic');
     notifyStopping();
     stopWatchdog();
-    daemon
+    parts
       .stop()
       .catch((err) => logger.error({ err }, 'stop'))
       .finally(async () => {

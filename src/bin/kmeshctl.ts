@@ -5,7 +5,7 @@
  *
  * Exit codes: 0 ok, 1 the daemon answered with an error, 2 usage error, 3 daemon (or the bus) not reachable.
  */
-import { readFileSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import dbus from 'dbus-next';
@@ -18,7 +18,8 @@ import {
   MANAGER_IFACE,
   OBJECT_PATH,
 } from '../api/dbus/names.js';
-import type { DaemonStatus, ServiceStatus } from '../controller/control.js';
+import type { DaemonStatus, ServiceStatus } from '../contracts/control.js';
+import { VERSION } from '../contracts/package.js';
 
 export const EXIT = { ok: 0, daemonError: 1, usage: 2, notRunning: 3 } as const;
 
@@ -142,17 +143,6 @@ export function formatServices(list: ServiceStatus[]): string {
   );
 }
 
-function clientVersion(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-      version?: string;
-    };
-    return pkg.version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
-
 /** The bus answered that nobody owns org.openeuler.Kmesh1. */
 function isNotRunning(err: unknown): boolean {
   const name = dbusErrorName(err);
@@ -214,8 +204,7 @@ async function execute(bus: dbus.MessageBus, inv: Invocation, io: Io): Promise<v
     }
     case 'version': {
       const daemon = String(await getProperty(bus, BUS_NAME, OBJECT_PATH, MANAGER_IFACE, 'Version'));
-      const client = clientVersion();
-      print(`kmeshctl ${client}\nkmesh-daemon ${daemon}`, { kmeshctl: client, daemon });
+      print(`kmeshctl ${VERSION}\nkmesh-daemon ${daemon}`, { kmeshctl: VERSION, daemon });
       return;
     }
   }

@@ -1,25 +1,11 @@
 /**
- * kmesh-controller: owns the lifecycle. Load (or adopt) the programs and maps, keep
- * the maps equal to TOML + xDS, keep registered cgroups attached, and answer the
- * management surfaces through DaemonControl.
+ * kmesh-controller: keeps the data path's maps equal to TOML + xDS, keeps registered
+ * cgroups attached, and answers the management surfaces through DaemonControl. It is
+ * handed a loaded data path (src/datapath/, composed in src/bin/compose.ts) and
+ * publishes what it applied through a read-only AppliedConfig.
  */
 import { EventEmitter } from 'node:events';
-import { mkdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { ModelChange } from '../model/change.js';
-import { routesText } from '../model/route-text.js';
-import type { MeshModel, ServiceSpec } from '../model/types.js';
-import { boundKey } from '../model/validate.js';
-import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object.js';
-import { ensureBpffs } from '../runtime/bpffs.js';
-import { CgroupLinks } from '../runtime/cgroup-links.js';
-import { type Cgroup2View, cgroup2View } from '../runtime/cgroup2.js';
-import { planPrograms, probeFeatures } from '../runtime/features.js';
-import { encodeAddr, isV4Mapped } from '../runtime/maps/addr.js';
-import { type DatapathMaps, datapathMaps } from '../runtime/maps/datapath-maps.js';
-import { loadConfigFile } from './config/load.js';
-import type { KmeshConfig } from './config/schema.js';
 import type {
   DaemonControl,
   DaemonEvents,
@@ -27,30 +13,47 @@ import type {
   DaemonStatus,
   FeatureStatus,
   ServiceStatus,
-} from './control.js';
-import { KmeshError } from './errors.js';
+} from '../contracts/control.js';
+import { KmeshError } from '../contracts/errors.js';
+import { VERSION } from '../contracts/package.js';
+import type { ModelChange } from '../model/change.js';
+import { routesText } from '../model/route-text.js';
+import type { MeshModel, ServiceSpec } from '../model/types.js';
+import type { BpfProgram } from '../runtime/bpf-object.js';
+import { CgroupLinks } from '../runtime/cgroup-links.js';
+import { type Cgroup2View, cgroup2View } from '../runtime/cgroup2.js';
+import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
+import { type AppliedConfig, appliedView } from './applied.js';
+import { loadConfigFile } from './config/load.js';
+import type { KmeshConfig } from './config/schema.js';
 import { dumpMaps } from './map-dump.js';
 import { MeshState, replaceAll } from './mesh-state.js';
-import { bpfObjectDir, packageRoot, pinPaths } from './paths.js';
+import { pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
 import { ServiceRegistry } from './services.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
-const L4_OBJECT = 'kmesh_l4.bpf.o';
+/** What the daemon needs of the loaded data path. */
+export interface DaemonDatapath {
+  /** The maps the reconciler writes. */
+  maps(family: 'l4'): DatapathMaps;
+  /** Every loaded program: attached to each registered cgroup. */
+  programs(): BpfProgram[];
+  /** Programs and families on/off with the reason, for status. */
+  status(): Record<string, FeatureStatus>;
+}
 
-export const VERSION: string = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version;
+/** The xDS client, as status shows it (the client owns its connection state). */
+export interface XdsConnection {
+  readonly connected: boolean;
+}
 
 export interface DaemonOptions {
   logger: Logger;
-  /** Overrides [daemon] pin_dir. */
-  pinDir?: string;
+  datapath: DaemonDatapath;
+  /** The bpffs directory: links are pinned under it (maps were pinned by the data path). */
+  pinDir: string;
   unitResolver?: UnitCgroupResolver | null;
-}
-
-/** A part that runs beside the data path (xDS client, probe, D-Bus): started after the maps are live. */
-export interface DaemonPlugin {
-  name: string;
-  stop(): Promise<void> | void;
 }
 
 export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl {
@@ -60,27 +63,20 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   lastApply: ApplyResult | undefined;
   /** TOML + xDS by name, as the maps hold it. */
   private readonly mesh = new MeshState();
-  private xdsConnected = false;
-  private xdsAddress: string | undefined;
+  private xds: { connection: XdsConnection; address: string } | undefined;
   private lastError: string | undefined;
   private readonly startedAt = new Date().toISOString();
-  private readonly features: Record<string, FeatureStatus> = {};
-  private readonly plugins: DaemonPlugin[] = [];
-  private l4: BpfObject | undefined;
-  private extraPrograms: BpfProgram[] = [];
   private reconciler: Reconciler | undefined;
   private registry: ServiceRegistry | undefined;
   private cgroupView: Cgroup2View | undefined;
-  readonly pinDir: string;
-  /** Probed once: the L4 and probe objects are planned against the same answers. */
-  readonly kernelFeatures = probeFeatures();
+  /** What the maps hold, for the probe's names and the dumps (read-only; applies are synchronous). */
+  readonly applied: AppliedConfig = appliedView(this.mesh, () => this.configVersion);
 
   constructor(
     private config: KmeshConfig,
     private readonly options: DaemonOptions,
   ) {
     super();
-    this.pinDir = options.pinDir ?? config.daemon.pinDir;
   }
 
   get logger(): Logger {
@@ -88,8 +84,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   }
 
   get maps(): DatapathMaps {
-    if (!this.l4) throw new Error('daemon not started');
-    return datapathMaps(this.l4);
+    return this.options.datapath.maps('l4');
   }
 
   /** Read when first needed: a daemon that is never started needs no cgroup v2. */
@@ -102,35 +97,17 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     return this.config;
   }
 
+  /** Adopts what the maps hold, applies the TOML, attaches the registered services. */
   async start(): Promise<void> {
-    ensureBpffs(this.pinDir);
-    const pins = pinPaths(this.pinDir);
-    const objectPath = join(bpfObjectDir(), L4_OBJECT);
-    const plan = planPrograms(objectPath, this.kernelFeatures);
-    if (plan.fatal.length > 0) {
-      throw new KmeshError('KernelUnsupported', `this kernel cannot run the Kmesh data path: ${plan.fatal.join('; ')}`);
-    }
-    for (const [program, reason] of plan.disabled) {
-      this.features[program] = { enabled: false, reason };
-      this.logger.warn({ program, reason }, 'feature off: the kernel lacks what this program needs');
-    }
-    mkdirSync(pins.maps, { recursive: true });
-    this.l4 = BpfObject.open(objectPath, {
-      pinMapsDir: pins.maps,
-      skipPrograms: new Set(plan.disabled.keys()),
-      onStalePin: warnStalePins(this.logger),
-    });
-    this.l4.load();
-    for (const prog of this.l4.allPrograms()) this.features[prog.name] = { enabled: true };
-
-    this.reconciler = new Reconciler(datapathMaps(this.l4), this.logger);
+    this.reconciler = new Reconciler(this.maps, this.logger);
     this.reconciler.adopt();
     await this.applyChange('toml', replaceAll(this.mesh.source('toml'), this.config.model), true);
 
-    const links = new CgroupLinks(pins.links, this.cgroups);
+    const links = new CgroupLinks(pinPaths(this.options.pinDir).links, this.cgroups);
+    const { datapath } = this.options;
     this.registry = new ServiceRegistry(
       links,
-      () => this.programs(),
+      () => datapath.programs(),
       this.cgroups,
       this.options.unitResolver ?? null,
       this.logger,
@@ -140,16 +117,6 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.registry.pruneStale();
     this.registry.startWatching(this.config.daemon.rescanIntervalMs);
     this.setState('running');
-  }
-
-  /** Attach programs of another object (the probe) to every registered cgroup too. */
-  addPrograms(programs: BpfProgram[]): void {
-    this.extraPrograms.push(...programs);
-    this.registry?.resyncAll();
-  }
-
-  addPlugin(plugin: DaemonPlugin): void {
-    this.plugins.push(plugin);
   }
 
   private readonly dumpSections = new Map<string, () => unknown>();
@@ -172,18 +139,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     await this.applyChange('xds', change);
   }
 
-  setXdsConnected(connected: boolean, address?: string): void {
-    this.xdsConnected = connected;
-    if (address !== undefined) this.xdsAddress = address;
-  }
-
-  private programs(): BpfProgram[] {
-    return [...this.l4Programs(), ...this.extraPrograms];
-  }
-
-  /** The data-path programs (for run-count metrics). */
-  l4Programs(): BpfProgram[] {
-    return this.l4?.allPrograms() ?? [];
+  /** Status shows this xDS client's connection from now on. */
+  observeXds(connection: XdsConnection, address: string): void {
+    this.xds = { connection, address };
   }
 
   /** Applies run one after the other (each stages against what the one before committed). */
@@ -243,11 +201,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       state: this.state,
       configVersion: this.configVersion,
       configPath: this.config.path,
-      xdsConnected: this.xdsConnected,
-      ...(this.xdsAddress !== undefined ? { xdsAddress: this.xdsAddress } : {}),
+      xdsConnected: this.xds?.connection.connected ?? false,
+      ...(this.xds ? { xdsAddress: this.xds.address } : {}),
       services: this.registry?.list().length ?? 0,
       ...counts,
-      features: { ...this.features },
+      features: this.options.datapath.status(),
       startedAt: this.startedAt,
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
     };
@@ -260,17 +218,6 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   /** source_workload for the probe. */
   workloadOfCgroup(id: bigint): string | undefined {
     return this.registry?.nameOfCgroup(id);
-  }
-
-  clusterNameOf(id: number): string | undefined {
-    return this.mesh.clusterName(id);
-  }
-
-  /** The listener a dialled address matched, the wildcard of its family included (as the kernel does). */
-  listenerOf(address: string, port: number): string | undefined {
-    const wildcard = isV4Mapped(encodeAddr(address)) ? '0.0.0.0' : '::';
-    const at = (addr: string) => this.mesh.listenerAt(boundKey({ address: addr, port, protocol: 'tcp' }));
-    return at(address) ?? at(wildcard);
   }
 
   async registerService(spec: ServiceSpec): Promise<ServiceStatus> {
@@ -289,7 +236,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       model: this.mesh.model(),
       httpRoutes: routesText(this.mesh.model()),
       services: this.listServices(),
-      maps: this.l4 ? dumpMaps(this.maps, (id) => this.mesh.clusterName(id)) : null,
+      maps: dumpMaps(this.maps, (id) => this.mesh.clusterName(id)),
       ...Object.fromEntries([...this.dumpSections].map(([name, section]) => [name, section()])),
     };
   }
@@ -344,20 +291,12 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     for (const listener of this.accessLogListeners) listener(enabled);
   }
 
-  /** Stop managing; pinned programs and maps keep steering traffic. */
+  /** Stop managing; pinned programs and maps keep steering traffic (the data path's owner closes it). */
   async stop(): Promise<void> {
     this.setState('stopping');
-    for (const plugin of this.plugins.reverse()) {
-      try {
-        await plugin.stop();
-      } catch (err) {
-        this.logger.error({ err, plugin: plugin.name }, 'stopping plugin');
-      }
-    }
     await this.registry?.close();
     await this.applying;
     await this.reconciler?.flush();
-    this.l4?.close();
   }
 
   private setState(state: DaemonState): void {

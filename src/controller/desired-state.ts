@@ -3,9 +3,9 @@
  * tables (cumulative weights, cluster splits) are unit-tested directly.
  */
 
+import { encodeAddr, writeAddr } from '../model/address.js';
 import type { Cluster, Listener, MeshModel } from '../model/types.js';
 import { l4Protocol } from '../model/validate.js';
-import { encodeAddr, writeAddr } from '../runtime/maps/addr.js';
 import {
   CLUSTER_UNIFORM_WEIGHTS,
   endpointValue,

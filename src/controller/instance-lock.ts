@@ -4,7 +4,7 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { KmeshError } from './errors.js';
+import { KmeshError } from '../contracts/errors.js';
 
 const LOCK_DIR = process.env.KMESH_RUN_DIR ?? '/run/kmesh';
 

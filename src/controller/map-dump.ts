@@ -1,5 +1,5 @@
 /** What the kernel maps steer by right now (the active slot), decoded for DumpConfig and `kmeshctl dump`. */
-import { decodeAddr } from '../runtime/maps/addr.js';
+import { decodeAddr } from '../model/address.js';
 import type { MapAccess } from '../runtime/maps/datapath-maps.js';
 import {
   activeSlotKey,

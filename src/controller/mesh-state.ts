@@ -8,12 +8,13 @@
  * maps took the delta (commit), so a refused change leaves everything as it was. The objects sources hand over
  * are kept as they are, never copied.
  */
+
+import { KmeshError } from '../contracts/errors.js';
 import type { ModelChange } from '../model/change.js';
 import type { Cluster, Listener, MeshModel, ResourceSource } from '../model/types.js';
 import { boundKey, clusterProblems, listenerClusterNames, listenerProblems, routeKey } from '../model/validate.js';
 import { assignClusterIds } from './cluster-ids.js';
 import { type DesiredCluster, type DesiredListener, desiredCluster, desiredListener } from './desired-state.js';
-import { KmeshError } from './errors.js';
 import { type ConfigDelta, emptyDelta } from './reconciler.js';
 
 interface SourceSet {

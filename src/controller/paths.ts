@@ -1,8 +1,5 @@
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-/** The package root: two levels above dist/src/controller (also in an installed package). */
-export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+import { join } from 'node:path';
+import { packageRoot } from '../contracts/package.js';
 
 /** Compiled BPF objects; KMESH_BPF_DIR overrides for packaged layouts. */
 export function bpfObjectDir(): string {

@@ -12,6 +12,7 @@
  * is only marked for re-sync. The cost of an apply follows the size of the change, never the size of the mesh.
  */
 import type { Logger } from 'pino';
+import { KmeshError } from '../contracts/errors.js';
 import { BPF_NOEXIST } from '../runtime/bpf-map.js';
 import { BpfError } from '../runtime/errors.js';
 import type { DatapathMaps, MapAccess } from '../runtime/maps/datapath-maps.js';
@@ -28,7 +29,6 @@ import {
   rrValue,
 } from '../runtime/maps/layouts.js';
 import type { DesiredCluster, DesiredListener } from './desired-state.js';
-import { KmeshError } from './errors.js';
 
 /** What one apply changes: named entries are set whole (or removed: null); all others stay. */
 export interface ConfigDelta {

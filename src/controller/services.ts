@@ -6,12 +6,12 @@
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
+import type { ServiceStatus } from '../contracts/control.js';
+import { KmeshError } from '../contracts/errors.js';
 import type { ServiceSpec } from '../model/types.js';
 import type { BpfProgram } from '../runtime/bpf-object.js';
 import type { CgroupLinks } from '../runtime/cgroup-links.js';
 import { type Cgroup2View, cgroupId, guardCgroupPath } from '../runtime/cgroup2.js';
-import type { ServiceStatus } from './control.js';
-import { KmeshError } from './errors.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
 interface Registration {

@@ -9,7 +9,8 @@
  */
 import dbus from 'dbus-next';
 import { callBus, callMethod, dbusErrorName, dbusErrorText, getProperty } from '../api/dbus/call.js';
-import { KmeshError } from './errors.js';
+import { KmeshError } from '../contracts/errors.js';
+import { isUnitName, UNIT_NAME_RULE, type UnitType, unitType } from '../model/unit-name.js';
 import type { UnitCgroupResolver as UnitCgroupResolverContract } from './unit-resolver.js';
 
 const SYSTEMD = 'org.freedesktop.systemd1';
@@ -18,8 +19,8 @@ const MANAGER = 'org.freedesktop.systemd1.Manager';
 const UNIT = 'org.freedesktop.systemd1.Unit';
 const PROPERTIES = 'org.freedesktop.DBus.Properties';
 
-/** Unit types that own a cgroup, by suffix → the interface that carries ControlGroup. */
-const CGROUP_INTERFACES: Record<string, string> = {
+/** The interface that carries ControlGroup, by unit type. */
+const CGROUP_INTERFACES: Record<UnitType, string> = {
   service: 'org.freedesktop.systemd1.Service',
   scope: 'org.freedesktop.systemd1.Scope',
   slice: 'org.freedesktop.systemd1.Slice',
@@ -27,9 +28,6 @@ const CGROUP_INTERFACES: Record<string, string> = {
   mount: 'org.freedesktop.systemd1.Mount',
   swap: 'org.freedesktop.systemd1.Swap',
 };
-
-/** A name systemd would accept: `name.type`, no path separators, bounded (unit_name_is_valid, simplified). */
-const UNIT_NAME = /^[A-Za-z0-9:_.\\@-]{1,250}\.(service|scope|slice|socket|mount|swap)$/;
 
 /** systemd's bus_path_escape: keep [A-Za-z0-9], everything else becomes _xx (lower-case hex). */
 export function unitObjectPath(unit: string): string {
@@ -42,12 +40,7 @@ export function unitObjectPath(unit: string): string {
 }
 
 export function validateUnitName(unit: string): void {
-  if (!UNIT_NAME.test(unit)) {
-    throw new KmeshError(
-      'InvalidArgument',
-      `"${unit}" is not a unit name Kmesh can follow (expected e.g. "orders.service"; types: ${Object.keys(CGROUP_INTERFACES).join(', ')})`,
-    );
-  }
+  if (!isUnitName(unit)) throw new KmeshError('InvalidArgument', `"${unit}" is ${UNIT_NAME_RULE}`);
 }
 
 const ACTIVE_STATES = new Set(['active', 'activating', 'reloading', 'deactivating', 'refreshing']);
@@ -104,8 +97,7 @@ export class UnitCgroupResolver implements UnitCgroupResolverContract {
     if (loadState !== 'loaded') return null;
     const activeState = String(await this.unitProperty(path, UNIT, 'ActiveState', unit));
     if (!ACTIVE_STATES.has(activeState)) return null;
-    const suffix = unit.slice(unit.lastIndexOf('.') + 1);
-    const cgroup = String(await this.unitProperty(path, CGROUP_INTERFACES[suffix] as string, 'ControlGroup', unit));
+    const cgroup = String(await this.unitProperty(path, CGROUP_INTERFACES[unitType(unit)], 'ControlGroup', unit));
     return cgroup.length > 0 ? cgroup : null;
   }
 

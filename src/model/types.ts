@@ -124,7 +124,3 @@ export interface ServiceSpec {
   unit?: string;
   cgroup?: string;
 }
-
-export function emptyModel(): MeshModel {
-  return { listeners: [], clusters: [] };
-}

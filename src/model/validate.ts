@@ -4,8 +4,9 @@
  * resource name.
  */
 import { isIP } from 'node:net';
+import { MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
 import { L7_LIMITS } from '../l7/limits.js';
-import { encodeAddr } from '../runtime/maps/addr.js';
+import { encodeAddr } from './address.js';
 import {
   type Cluster,
   type HeaderMatcher,
@@ -21,7 +22,8 @@ import {
 } from './types.js';
 
 export const MAX_WEIGHT = 1_000_000;
-export const MAX_ROUTE_CLUSTERS = 16;
+/** Clusters one listener can route to: the kernel's array length (bpf/kmesh_maps.h). */
+export { MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
 
 export interface ModelLocator {
   listener(index: number, key?: string): string;
@@ -88,10 +90,12 @@ export function clusterProblems(cluster: Cluster, at: (key: string) => string): 
   }
   if (cluster.endpoints.length === 0) errors.push(`${at('endpoints')}: the endpoint set is empty`);
   cluster.endpoints.forEach((ep, j) => {
-    const where = at(`endpoints[${j}]`);
-    if (!validAddress(ep.address)) errors.push(`${where}.address: not an IP address literal: "${ep.address}"`);
-    if (!validPort(ep.port)) errors.push(`${where}.port: must be 1..65535, got ${ep.port}`);
-    if (!validWeight(ep.weight)) errors.push(`${where}.weight: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
+    // Located only on a problem: finding a key's line scans the file.
+    const where = (key: string) => at(`endpoints[${j}].${key}`);
+    if (!validAddress(ep.address)) errors.push(`${where('address')}: not an IP address literal: "${ep.address}"`);
+    if (!validPort(ep.port)) errors.push(`${where('port')}: must be 1..65535, got ${ep.port}`);
+    if (!validWeight(ep.weight))
+      errors.push(`${where('weight')}: must be an integer 1..${MAX_WEIGHT}, got ${ep.weight}`);
   });
   const totalWeight = cluster.endpoints.reduce((sum, ep) => sum + ep.weight, 0);
   if (totalWeight > U32_MAX) {

@@ -3,7 +3,8 @@
  * scrape during a reload sees the last applied state, never a half-applied one.
  */
 import { Counter, collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
-import type { DaemonControl } from '../controller/control.js';
+import { CONFIG_SLOTS } from '../abi/kernel.js';
+import type { DaemonControl, DaemonStatus } from '../contracts/control.js';
 import { progStats } from './prog-stats.js';
 
 export interface XdsStats {
@@ -145,4 +146,19 @@ export function registerDaemonMetrics(registry: Registry, src: DaemonMetricsSour
     'Time spent in each BPF program (0 unless BPF run statistics are enabled).',
     (s) => Number(s.runTimeNs) / 1e9,
   );
+}
+
+/** Fill of the L4 maps: capacities from the maps, entries where the daemon knows them without walking a map. */
+export function l4MapStats(
+  maps: Record<'listeners' | 'clusters' | 'endpoints' | 'roundRobin', { name: string; maxEntries: number }>,
+  status: Pick<DaemonStatus, 'listeners' | 'clusters' | 'endpoints'>,
+): MapStats[] {
+  return [
+    // one config's share: the maps hold the live config and the one being switched to
+    { name: maps.listeners.name, entries: status.listeners, capacity: maps.listeners.maxEntries / CONFIG_SLOTS },
+    { name: maps.clusters.name, entries: status.clusters, capacity: maps.clusters.maxEntries / CONFIG_SLOTS },
+    // live endpoints; during a swap the old generation briefly occupies entries too
+    { name: maps.endpoints.name, entries: status.endpoints, capacity: maps.endpoints.maxEntries },
+    { name: maps.roundRobin.name, capacity: maps.roundRobin.maxEntries },
+  ];
 }

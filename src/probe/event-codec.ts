@@ -1,63 +1,12 @@
-/**
- * The TypeScript side of bpf/kmesh_probe.h; test/unit/probe-btf.test.ts checks the
- * layout against the BTF of build/bpf/kmesh_probe.bpf.o.
- */
-import { decodeAddr } from '../runtime/maps/addr.js';
-import { sockOrigin } from '../runtime/maps/layouts.js';
-import { bytes, StructCodec, u8, u16, u32, u64 } from '../runtime/maps/struct-codec.js';
+/** The probe's records and keys decoded (codecs generated from bpf/kmesh_probe.h, see runtime/maps/layouts.ts). */
+import { PROBE_EV_CLOSE, PROBE_EV_FAILED, PROBE_F_STEERED } from '../abi/kernel.js';
+import { decodeAddr } from '../model/address.js';
+import { bpfCgroupStorageKey, probeConnKey, probeEvent, sockOrigin } from '../runtime/maps/layouts.js';
 
-export const EV_CLOSE = 2;
-export const EV_FAILED = 3;
-export const F_STEERED = 0x1;
-
-/** Key of kmesh_probe_conns: what decides a connection's labels (kernel-counted). */
-export const probeConnKey = new StructCodec('kmesh_probe_conn_key', {
-  cgroup_id: u64,
-  origin: bytes(sockOrigin.size),
-  remote: bytes(16),
-  remote_port: u16,
-  flags: u8,
-  pad: bytes(5),
-});
-
-/** Value of kmesh_probe_conns (per CPU) and kmesh_probe_conns_overflow. */
-export const probeConnCounts = new StructCodec('kmesh_probe_conn_counts', {
-  opened: u64,
-  closed: u64,
-  failed: u64,
-  bytes_sent: u64,
-  bytes_received: u64,
-  retransmits: u64,
-  srtt_us_sum: u64,
-});
-
-export const probeEvent = new StructCodec('kmesh_probe_event', {
-  cookie: u64,
-  cgroup_id: u64,
-  duration_ns: u64,
-  bytes_sent: u64,
-  bytes_received: u64,
-  origin: bytes(sockOrigin.size),
-  remote: bytes(16),
-  remote_port: u16,
-  local_port: u16,
-  srtt_us: u32,
-  total_retrans: u32,
-  type: u8,
-  flags: u8,
-  pad: u16,
-});
-
-/** Value of kmesh_probe_cgroup (per-cgroup storage). */
-export const probeCgroup = new StructCodec('kmesh_probe_cgroup', { cgroup_id: u64, flags: u32, pad: u32 });
-/** kmesh_probe_cgroup.flags: queue access-log records (and time connections). */
-export const CG_ACCESS_LOG = 0x1;
-
+export { PROBE_CG_ACCESS_LOG as CG_ACCESS_LOG } from '../abi/kernel.js';
+export { probeCgroup, probeConnCounts, probeConnKey, probeEvent } from '../runtime/maps/layouts.js';
 /** struct bpf_cgroup_storage_key from linux/bpf.h: the key of kmesh_probe_cgroup. */
-export const cgroupStorageKey = new StructCodec('bpf_cgroup_storage_key', {
-  cgroup_inode_id: u64,
-  attach_type: u32,
-});
+export const cgroupStorageKey = bpfCgroupStorageKey;
 
 export type EventKind = 'close' | 'failed';
 
@@ -83,7 +32,7 @@ export interface ConnEvent extends ConnTarget {
   retransmits: number;
 }
 
-const KINDS: Record<number, EventKind> = { [EV_CLOSE]: 'close', [EV_FAILED]: 'failed' };
+const KINDS: Record<number, EventKind> = { [PROBE_EV_CLOSE]: 'close', [PROBE_EV_FAILED]: 'failed' };
 
 const EV = {
   cookie: probeEvent.offsetOf('cookie'),
@@ -111,7 +60,7 @@ const ORIGIN = {
 
 /** The steering decision of a struct kmesh_sock_origin at `buf[at ..]`, read in place. */
 function steeredAt(flags: number, buf: Buffer, at: number): ConnTarget['steered'] {
-  if (!(flags & F_STEERED)) return undefined;
+  if (!(flags & PROBE_F_STEERED)) return undefined;
   return {
     vip: decodeAddr(buf.subarray(at + ORIGIN.vip, at + ORIGIN.vip + 16)),
     vipPort: buf.readUInt16LE(at + ORIGIN.vipPort),

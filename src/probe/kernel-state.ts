@@ -1,29 +1,22 @@
-/** Small readers/writers of the probe's own maps, by fd (no dependency on the loader). */
+/** Small readers/writers of the probe's own maps (per-CPU values summed over CPUs). */
 import type { BpfMap } from '../runtime/bpf-map.js';
-import { check } from '../runtime/errors.js';
-import { libbpf } from '../runtime/libbpf.js';
 import { cgroupStorageKey, probeCgroup, probeConnCounts } from './event-codec.js';
-import { probeLib } from './ffi.js';
 
-let possibleCpus = 0;
+type PerCpuMap = Pick<BpfMap, 'name' | 'lookup' | 'valueStride' | 'valueBytes'>;
 
-/** Per-CPU map values are one 8-byte-aligned slot per possible CPU. */
-export function numPossibleCpus(): number {
-  if (possibleCpus === 0) {
-    const n = probeLib.numPossibleCpus();
-    if (n <= 0) throw new Error(`libbpf_num_possible_cpus: ${n}`);
-    possibleCpus = n;
-  }
-  return possibleCpus;
+const ZERO_KEY = Buffer.alloc(4);
+
+function lookupSlot(map: PerCpuMap): Buffer {
+  const value = map.lookup(ZERO_KEY);
+  if (!value) throw new Error(`${map.name}: no entry 0`);
+  return value;
 }
 
 /** Sum over CPUs of the u64 at index 0 of a per-CPU array (kmesh_probe_drops). */
-export function readPerCpuCounter(map: Pick<BpfMap, 'fd' | 'name'>): bigint {
-  const cpus = numPossibleCpus();
-  const value = Buffer.alloc(8 * cpus);
-  check(`lookup ${map.name}`, libbpf.mapLookupElem(map.fd, Buffer.alloc(4), value));
+export function readPerCpuCounter(map: PerCpuMap): bigint {
+  const value = lookupSlot(map);
   let sum = 0n;
-  for (let i = 0; i < cpus; i++) sum += value.readBigUInt64LE(i * 8);
+  for (let at = 0; at < map.valueBytes; at += map.valueStride) sum += value.readBigUInt64LE(at);
   return sum;
 }
 
@@ -50,71 +43,36 @@ const COUNT_FIELDS = {
   srttUsSum: 'srtt_us_sum',
 } as const satisfies Record<keyof ConnCounts, string>;
 export const COUNT_NAMES = Object.keys(COUNT_FIELDS) as Array<keyof ConnCounts>;
-const COUNT_OFFSETS = Object.values(COUNT_FIELDS).map((member) => {
-  const f = probeConnCounts.fields.find((x) => x.name === member);
-  if (!f) throw new Error(`kmesh_probe_conn_counts has no ${member}`);
-  return f.offset;
-});
+const COUNT_OFFSETS = Object.values(COUNT_FIELDS).map((member) => probeConnCounts.offsetOf(member));
 
 export const NO_COUNTS: Readonly<ConnCounts> = Object.freeze(
   Object.fromEntries(COUNT_NAMES.map((name) => [name, 0])) as unknown as ConnCounts,
 );
 
-/** Bytes per CPU of a per-CPU value: the kernel rounds each copy up to 8. */
-const COUNTS_STRIDE = Math.ceil(probeConnCounts.size / 8) * 8;
-
-/** Sums the per-CPU copies of one value at `at`. */
-function sumCounts(values: Buffer, at: number, cpus: number): ConnCounts {
+/** Sums the per-CPU copies of one value. */
+function sumCounts(value: Buffer, stride: number): ConnCounts {
   const sum: ConnCounts = { ...NO_COUNTS };
-  for (let cpu = 0; cpu < cpus; cpu++) {
-    const base = at + cpu * COUNTS_STRIDE;
+  for (let base = 0; base + stride <= value.length; base += stride) {
     COUNT_NAMES.forEach((name, i) => {
       const off = base + (COUNT_OFFSETS[i] ?? 0);
-      sum[name] += values.readUInt32LE(off) + values.readUInt32LE(off + 4) * 2 ** 32;
+      sum[name] += value.readUInt32LE(off) + value.readUInt32LE(off + 4) * 2 ** 32;
     });
   }
   return sum;
 }
 
 /** The overflow slot (kmesh_probe_conns_overflow, one per-CPU entry). */
-export function readOverflowCounts(map: Pick<BpfMap, 'fd' | 'name'>): ConnCounts {
-  const cpus = numPossibleCpus();
-  const value = Buffer.alloc(COUNTS_STRIDE * cpus);
-  check(`lookup ${map.name}`, libbpf.mapLookupElem(map.fd, Buffer.alloc(4), value));
-  return sumCounts(value, 0, cpus);
+export function readOverflowCounts(map: PerCpuMap): ConnCounts {
+  return sumCounts(lookupSlot(map), map.valueStride);
 }
 
-const ENOENT = 2;
-/** Entries per batch; a batch must hold a whole hash bucket, far smaller than this. */
-const BATCH = 1024;
-
-/**
- * Every entry of a per-CPU hash of kmesh_probe_conn_counts (kmesh_probe_conns), summed
- * over CPUs, read with BPF_MAP_LOOKUP_BATCH: a few syscalls for the whole map where a
- * key-by-key walk takes two per entry.
- */
+/** Every entry of a per-CPU hash of kmesh_probe_conn_counts (kmesh_probe_conns), summed over CPUs. */
 export function readConnCounts(
-  map: Pick<BpfMap, 'fd' | 'name' | 'keySize'>,
+  map: Pick<BpfMap, 'forEachBatched' | 'valueStride'>,
 ): Array<{ key: Buffer; counts: ConnCounts }> {
-  const cpus = numPossibleCpus();
-  const keys = Buffer.alloc(BATCH * map.keySize);
-  const values = Buffer.alloc(BATCH * COUNTS_STRIDE * cpus);
-  // the batch token is the kernel's bucket cursor (a u32); 8 bytes leave room
-  let inBatch: Buffer | null = null;
   const out: Array<{ key: Buffer; counts: ConnCounts }> = [];
-  for (;;) {
-    const outBatch = Buffer.alloc(8);
-    const count = [BATCH];
-    const rc = probeLib.mapLookupBatch(map.fd, inBatch, outBatch, keys, values, count, null);
-    if (rc < 0 && rc !== -ENOENT) check(`batch lookup ${map.name}`, rc);
-    const n = count[0] ?? 0;
-    for (let i = 0; i < n; i++) {
-      const key = Buffer.from(keys.subarray(i * map.keySize, (i + 1) * map.keySize));
-      out.push({ key, counts: sumCounts(values, i * COUNTS_STRIDE * cpus, cpus) });
-    }
-    if (rc === -ENOENT) return out;
-    inBatch = outBatch;
-  }
+  map.forEachBatched((key, value) => out.push({ key: Buffer.from(key), counts: sumCounts(value, map.valueStride) }));
+  return out;
 }
 
 /**

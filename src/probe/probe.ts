@@ -2,11 +2,11 @@
  * kmesh-probe in user space: the kernel's connection counters → Prometheus counters,
  * and ring-buffer records → access log.
  *
- * Lifecycle (the daemon's side): load build/bpf/kmesh_probe.bpf.o with the other
- * objects (same pin directory, so kmesh_sock_origin is shared with the L4 path),
- * construct a Probe with the loaded maps (probeMapsOf), start() it, attach
- * `kmesh_probe_sockops` to every registered cgroup next to the L4 programs and call
- * syncCgroups() after each attach; stop() on shutdown.
+ * Lifecycle: the data path (src/datapath/) loads kmesh_probe.bpf.o with the other
+ * objects (same pin directory, so kmesh_sock_origin is shared with the L4 path) and
+ * the daemon attaches its program to every registered cgroup with the others; a Probe
+ * is built on the family's maps, start()ed, told after each attach (syncCgroups) and
+ * stop()ped on shutdown (src/probe/wire.ts).
  */
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -18,38 +18,19 @@ import { readConnCounts, readOverflowCounts, readPerCpuCounter, syncCgroupIds } 
 import { labelsOf, type ProbeLookups } from './labels.js';
 import { RingBufferConsumer } from './ringbuf.js';
 
-export const PROBE_OBJECT = 'kmesh_probe.bpf.o';
-export const PROBE_PROGRAM = 'kmesh_probe_sockops';
-export const PROBE_MAPS = {
-  events: 'kmesh_probe_events',
-  drops: 'kmesh_probe_drops',
-  cgroups: 'kmesh_probe_cgroup',
-  conns: 'kmesh_probe_conns',
-  connsOverflow: 'kmesh_probe_conns_overflow',
-} as const;
-
 /** How often keys of cgroups that are gone are looked for when nobody scrapes. */
 const MAINTENANCE_MS = 60_000;
 
 type MapLike = Pick<BpfMap, 'fd' | 'name' | 'keys' | 'lookup' | 'update'>;
 
+type PerCpu = Pick<BpfMap, 'name' | 'lookup' | 'valueStride' | 'valueBytes'>;
+
 export interface ProbeMaps {
   events: Pick<BpfMap, 'fd' | 'name' | 'maxEntries'>;
-  drops: Pick<BpfMap, 'fd' | 'name'>;
+  drops: PerCpu;
   cgroups: MapLike;
-  conns: Pick<BpfMap, 'fd' | 'name' | 'keySize' | 'maxEntries' | 'delete'>;
-  connsOverflow: Pick<BpfMap, 'fd' | 'name'>;
-}
-
-/** The probe's maps of a loaded kmesh_probe.bpf.o. */
-export function probeMapsOf(obj: { map(name: string): BpfMap }): ProbeMaps {
-  return {
-    events: obj.map(PROBE_MAPS.events),
-    drops: obj.map(PROBE_MAPS.drops),
-    cgroups: obj.map(PROBE_MAPS.cgroups),
-    conns: obj.map(PROBE_MAPS.conns),
-    connsOverflow: obj.map(PROBE_MAPS.connsOverflow),
-  };
+  conns: Pick<BpfMap, 'name' | 'maxEntries' | 'delete' | 'forEachBatched' | 'valueStride'>;
+  connsOverflow: PerCpu;
 }
 
 export interface ProbeOptions {

@@ -5,8 +5,8 @@
  * BPF_ENABLE_STATS (enableBpfStats below). Both cost a few ns per program run.
  */
 
+import { BpfError } from '../runtime/errors.js';
 import { libbpf } from '../runtime/libbpf.js';
-import { probeLib } from './ffi.js';
 
 /** Offsets in struct bpf_prog_info (linux/bpf.h, stable UAPI); test/unit/probe-btf.test.ts checks them against vmlinux BTF. */
 export const PROG_INFO = { size: 232, id: 4, runTimeNs: 192, runCnt: 200 } as const;
@@ -21,7 +21,7 @@ export function progStats(progFd: number): ProgStats {
   const info = Buffer.alloc(PROG_INFO.size);
   const len = [PROG_INFO.size];
   const rc = libbpf.objGetInfoByFd(progFd, info, len);
-  if (rc < 0) throw new Error(`bpf_obj_get_info_by_fd(${progFd}): errno ${-rc}`);
+  if (rc < 0) throw new BpfError(`bpf_obj_get_info_by_fd(${progFd})`, -rc);
   return {
     id: info.readUInt32LE(PROG_INFO.id),
     runCount: info.readBigUInt64LE(PROG_INFO.runCnt),
@@ -33,7 +33,7 @@ const BPF_STATS_RUN_TIME = 0;
 
 /** Turns run statistics on until the returned fd is closed (fs.closeSync). */
 export function enableBpfStats(): number {
-  const fd = probeLib.enableStats(BPF_STATS_RUN_TIME);
-  if (fd < 0) throw new Error(`BPF_ENABLE_STATS: errno ${-fd}`);
+  const fd = libbpf.enableStats(BPF_STATS_RUN_TIME);
+  if (fd < 0) throw new BpfError('BPF_ENABLE_STATS', -fd);
   return fd;
 }

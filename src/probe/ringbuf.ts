@@ -15,7 +15,7 @@
  * event-loop turn; a backlog continues on setImmediate so I/O and scrapes interleave.
  * The record handed to `onRecord` is a view into the ring: it must not be kept.
  */
-import { libc, mapView } from './ffi.js';
+import { libc, mapView } from '../runtime/libbpf.js';
 
 const BUSY = 0x80000000;
 const DISCARD = 0x40000000;

@@ -2,17 +2,15 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { KmeshError } from '../controller/errors.js';
+import { KmeshError } from '../contracts/errors.js';
+import { type HostPort, hostPortProblem, parseHostPort } from '../model/address.js';
 
-/** "host:port", "[v6]:port" or ":port" (all addresses). */
-export function parseListen(listen: string): { host: string; port: number } {
-  const m = listen.match(/^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/);
-  const port = m ? Number(m[3]) : Number.NaN;
-  if (!m || port > 65535) {
-    throw new KmeshError('InvalidConfig', `[metrics] listen: expected "host:port" or "[ipv6]:port", got "${listen}"`);
-  }
-  const host = m[1] ?? m[2] ?? '';
-  return { host: host === '' ? '::' : host, port };
+/** "host:port", "[v6]:port" or ":port" (all addresses), as the TOML check reads it. */
+export function parseListen(listen: string): HostPort {
+  const problem = hostPortProblem(listen, 'listen');
+  const parsed = parseHostPort(listen);
+  if (problem || !parsed) throw new KmeshError('InvalidConfig', `[metrics] listen: ${problem}, got "${listen}"`);
+  return { host: parsed.host === '' ? '::' : parsed.host, port: parsed.port };
 }
 
 export interface MetricsServer {

@@ -1,6 +1,7 @@
 import { closeSync, existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfMap } from './bpf-map.js';
+import { BpfMap, MAP_INFO } from './bpf-map.js';
+import { ENOENT } from './errno.js';
 import { BpfError, check } from './errors.js';
 import { errnoNow, type Handle, libbpf } from './libbpf.js';
 
@@ -17,8 +18,6 @@ export interface OpenOptions {
    * object (or a restarted daemon) shares the live maps instead of creating new ones.
    */
   pinMapsDir: string;
-  /** Programs to leave out of the load (features the kernel lacks). */
-  skipPrograms?: ReadonlySet<string>;
   /**
    * A map pinned by an earlier build whose definition differs from this object's (type,
    * key or value size, capacity, flags) cannot be reused, and libbpf would fail the load
@@ -32,9 +31,6 @@ export function warnStalePins(logger: { warn(obj: object, msg: string): void }):
   return (map, why) =>
     logger.warn({ map, why }, 'a pinned map from an earlier build does not fit this one: replaced by a new, empty map');
 }
-
-/** Offsets in struct bpf_map_info (linux/bpf.h, stable UAPI); test/unit/layouts-btf.test.ts checks them. */
-export const MAP_INFO = { size: 80, type: 0, keySize: 8, valueSize: 12, maxEntries: 16, mapFlags: 20 } as const;
 
 /** What of `map`'s definition the map pinned at `path` does not match (libbpf's reuse test); null if it can be reused. */
 function pinMismatch(map: Handle, path: string): string | null {
@@ -69,18 +65,18 @@ export class BpfObject {
   private readonly maps = new Map<string, BpfMap>();
   private readonly programs = new Map<string, BpfProgram>();
   private loaded = false;
+  private readonly skipped = new Set<string>();
 
   private constructor(
     readonly path: string,
     private handle: Handle | null,
-    private readonly skipPrograms: ReadonlySet<string>,
   ) {}
 
   static open(path: string, options: OpenOptions): BpfObject {
-    if (!existsSync(path)) throw new BpfError(`open ${path}`, 2);
+    if (!existsSync(path)) throw new BpfError(`open ${path}`, ENOENT);
     const handle = libbpf.objectOpenFile(path, null);
     if (!handle) throw new BpfError(`open ${path}`, errnoNow());
-    const obj = new BpfObject(path, handle, options.skipPrograms ?? new Set());
+    const obj = new BpfObject(path, handle);
     for (const map of obj.mapHandles()) {
       if (libbpf.mapIsInternal(map)) continue;
       const name = libbpf.mapName(map);
@@ -93,10 +89,30 @@ export class BpfObject {
       }
       check(`pin path for ${name}`, libbpf.mapSetPinPath(map, pinPath));
     }
-    for (const prog of obj.programHandles()) {
-      if (obj.skipPrograms.has(libbpf.programName(prog))) libbpf.programSetAutoload(prog, false);
-    }
     return obj;
+  }
+
+  /** Program name → SEC() name (before or after the load). */
+  sections(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const prog of this.programHandles()) out[libbpf.programName(prog)] = libbpf.programSectionName(prog);
+    return out;
+  }
+
+  /** enum bpf_map_type of every map the object defines (its own, not libbpf's internal ones). */
+  mapTypes(): number[] {
+    return [...this.mapHandles()].filter((m) => !libbpf.mapIsInternal(m)).map((m) => libbpf.mapType(m));
+  }
+
+  /** Leaves programs out of the load (features the kernel lacks); call before load(). */
+  skipPrograms(names: Iterable<string>): void {
+    const wanted = new Set(names);
+    for (const prog of this.programHandles()) {
+      const name = libbpf.programName(prog);
+      if (!wanted.has(name)) continue;
+      check(`skip ${name}`, libbpf.programSetAutoload(prog, false));
+      this.skipped.add(name);
+    }
   }
 
   /** Runs the verifier on every program; libbpf prints the verifier log to stderr on failure. */
@@ -108,18 +124,19 @@ export class BpfObject {
       const name = libbpf.mapName(map);
       this.maps.set(
         name,
-        new BpfMap(
+        new BpfMap({
           name,
-          libbpf.mapFd(map),
-          libbpf.mapKeySize(map),
-          libbpf.mapValueSize(map),
-          libbpf.mapMaxEntries(map),
-        ),
+          fd: libbpf.mapFd(map),
+          type: libbpf.mapType(map),
+          keySize: libbpf.mapKeySize(map),
+          valueSize: libbpf.mapValueSize(map),
+          maxEntries: libbpf.mapMaxEntries(map),
+        }),
       );
     }
     for (const prog of this.programHandles()) {
       const name = libbpf.programName(prog);
-      if (this.skipPrograms.has(name)) continue;
+      if (this.skipped.has(name)) continue;
       this.programs.set(name, { name, fd: libbpf.programFd(prog), attachType: libbpf.programExpectedAttachType(prog) });
     }
   }

@@ -1,6 +1,4 @@
-import { constants } from 'node:os';
-
-const names = new Map<number, string>(Object.entries(constants.errno).map(([name, num]) => [num, name]));
+import { errnoName } from './errno.js';
 
 /** A failed libbpf/kernel call, with the errno name the operator can look up. */
 export class BpfError extends Error {
@@ -8,7 +6,7 @@ export class BpfError extends Error {
     readonly operation: string,
     readonly errno: number,
   ) {
-    super(`${operation}: ${names.get(errno) ?? `errno ${errno}`}`);
+    super(`${operation}: ${errnoName(errno)}`);
     this.name = 'BpfError';
   }
 }

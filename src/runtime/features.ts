@@ -3,64 +3,20 @@
  * types, map types and helpers the running kernel has, probed (never guessed from the
  * version string) through libbpf's probes and tiny test programs. Nothing is attached.
  *
- * `probeFeatures()` answers by feature name; `disabledProgramsFor()` turns that into
- * the programs to leave out of a load (BpfObject OpenOptions.skipPrograms / the
- * daemon's disabledPrograms), each with the reason to log.
+ * `detectFeatures()` answers by feature name; `planObject()` turns that into
+ * the programs to leave out of an object's load, and whether the object can be used at
+ * all, each with the reason to log (src/datapath/ acts on it).
  *
  * Versions in `since` are upstream's; the measured matrix is in docs/compat.md.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { constants } from 'node:os';
-import koffi from 'koffi';
-import { libbpf } from './libbpf.js';
-
-export interface FeatureStatus {
-  enabled: boolean;
-  reason?: string;
-}
-
-const lib = koffi.load('libbpf.so.1');
-
-const ProgLoadOpts = koffi.struct('kmesh_bpf_prog_load_opts', {
-  sz: 'size_t',
-  attempts: 'int',
-  expected_attach_type: 'int',
-  prog_btf_fd: 'uint32_t',
-  prog_flags: 'uint32_t',
-  prog_ifindex: 'uint32_t',
-  kern_version: 'uint32_t',
-  attach_btf_id: 'uint32_t',
-  attach_prog_fd: 'uint32_t',
-  attach_btf_obj_fd: 'uint32_t',
-  fd_array: 'void *',
-  func_info: 'void *',
-  func_info_cnt: 'uint32_t',
-  func_info_rec_size: 'uint32_t',
-  line_info: 'void *',
-  line_info_cnt: 'uint32_t',
-  line_info_rec_size: 'uint32_t',
-  log_level: 'uint32_t',
-  log_size: 'uint32_t',
-  log_buf: 'void *',
-});
-
-const progLoad = lib.func(
-  'int bpf_prog_load(int prog_type, const char *name, const char *license, const void *insns, size_t insn_cnt, kmesh_bpf_prog_load_opts *opts)',
-) as (type: number, name: string, license: string, insns: Buffer, cnt: number, opts: unknown) => number;
-const btfLoad = lib.func('int bpf_btf_load(const void *data, size_t size, void *opts)') as (
-  data: Buffer,
-  size: number,
-  opts: null,
-) => number;
-const libc = koffi.load('libc.so.6');
-const closeFd = libc.func('int close(int fd)') as (fd: number) => number;
+import type { FeatureStatus } from '../contracts/control.js';
+import { EBADF, EPERM, errnoName } from './errno.js';
+import { libbpf, libc, loadProgram } from './libbpf.js';
 
 // uapi enum values (include/uapi/linux/bpf.h); stable ABI.
-const PROG = { SOCKET_FILTER: 1, SOCK_OPS: 13, SK_SKB: 14, SK_MSG: 16, CGROUP_SOCK_ADDR: 18 } as const;
+const PROG = { SOCK_OPS: 13, SK_MSG: 16, CGROUP_SOCK_ADDR: 18 } as const;
 const ATTACH = {
-  CGROUP_SOCK_OPS: 3,
-  SK_SKB_STREAM_VERDICT: 5,
-  SK_MSG_VERDICT: 7,
   INET4_CONNECT: 10,
   INET6_CONNECT: 11,
   UDP4_SENDMSG: 14,
@@ -70,19 +26,15 @@ const ATTACH = {
   INET4_GETPEERNAME: 29,
   INET6_GETPEERNAME: 30,
 } as const;
-const MAP = { HASH: 1, LRU_HASH: 9, SOCKHASH: 18, CGROUP_STORAGE: 19, SK_STORAGE: 24, RINGBUF: 27 } as const;
+const MAP = { LRU_HASH: 9, SOCKHASH: 18, CGROUP_STORAGE: 19, SK_STORAGE: 24, RINGBUF: 27 } as const;
+/** Helpers a supported kernel may lack (or lack for the program type), by bpf_func_id. */
 const HELPER = {
   get_socket_cookie: 46,
   get_current_cgroup_id: 80,
   spin_lock: 93,
   sk_storage_get: 107,
-  get_netns_cookie: 122,
-  ringbuf_output: 130,
   ringbuf_reserve: 131,
 } as const;
-
-const EBADF = 9;
-const EPERM = 1;
 
 /** One BPF instruction: code, dst/src registers, offset, immediate. */
 function insn(code: number, dst: number, src: number, off: number, imm: number): Buffer {
@@ -119,33 +71,15 @@ const RETURN_1 = [insn(MOV64_IMM, 0, 0, 0, 1), insn(EXIT, 0, 0, 0, 0)];
 
 /** Loads a tiny program; the verdict and the verifier's last line on refusal. */
 function tryLoad(progType: number, attachType: number, insns: Buffer[]): { ok: boolean; errno: number; log: string } {
-  const code = Buffer.concat(insns);
   const logBuf = Buffer.alloc(64 * 1024);
-  const opts = {
-    sz: koffi.sizeof(ProgLoadOpts),
-    attempts: 0,
+  const fd = loadProgram(progType, 'kmesh_feature', insns, {
     expected_attach_type: attachType,
-    prog_btf_fd: 0,
-    prog_flags: 0,
-    prog_ifindex: 0,
-    kern_version: 0,
-    attach_btf_id: 0,
-    attach_prog_fd: 0,
-    attach_btf_obj_fd: 0,
-    fd_array: null,
-    func_info: null,
-    func_info_cnt: 0,
-    func_info_rec_size: 0,
-    line_info: null,
-    line_info_cnt: 0,
-    line_info_rec_size: 0,
     log_level: 1,
     log_size: logBuf.length,
     log_buf: logBuf,
-  };
-  const fd = progLoad(progType, 'kmesh_probe', 'GPL', code, insns.length, opts);
+  });
   if (fd >= 0) {
-    closeFd(fd);
+    libc.close(fd);
     return { ok: true, errno: 0, log: '' };
   }
   const end = logBuf.indexOf(0);
@@ -157,10 +91,6 @@ function tryLoad(progType: number, attachType: number, insns: Buffer[]): { ok: b
     .filter((l) => l.length > 0 && !l.startsWith('processed '));
   return { ok: false, errno: -fd, log: log.slice(-2).join(' | ') };
 }
-
-const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([name, num]) => [num, name]));
-ERRNO_NAMES.set(524, 'ENOTSUPP');
-const errnoName = (e: number): string => ERRNO_NAMES.get(e) ?? `errno ${e}`;
 
 interface Probe {
   /** Upstream kernel that introduced it. */
@@ -185,7 +115,14 @@ const mapType = (type: number, since: string, what: string): Probe => ({
   what,
   run: () => fromLibbpfProbe(libbpf.probeMapType(type, null), since, what),
 });
-const helper = (type: number, id: number, since: string, what: string): Probe => ({
+/** What a helper feature asks of the kernel: checked against the objects by test/unit/feature-needs.test.ts. */
+export interface HelperProbe extends Probe {
+  progType: number;
+  helperId: number;
+}
+const helper = (type: number, id: number, since: string, what: string): HelperProbe => ({
+  progType: type,
+  helperId: id,
   since,
   what,
   run: () => fromLibbpfProbe(libbpf.probeHelper(type, id, null), since, what),
@@ -210,9 +147,9 @@ const PROBES: Record<string, Probe> = {
     since: '5.1',
     what: 'BTF (typed maps: bpf_spin_lock needs it)',
     run: () => {
-      const fd = btfLoad(TINY_BTF, TINY_BTF.length, null);
+      const fd = libbpf.btfLoad(TINY_BTF, TINY_BTF.length, null);
       if (fd >= 0) {
-        closeFd(fd);
+        libc.close(fd);
         return { enabled: true };
       }
       return { enabled: false, reason: `kernel refuses BTF (BPF_BTF_LOAD): ${errnoName(-fd)}` };
@@ -220,7 +157,7 @@ const PROBES: Record<string, Probe> = {
   },
   vmlinux_btf: {
     since: '5.4',
-    what: 'kernel BTF (/sys/kernel/btf/vmlinux, needed only for CO-RE)',
+    what: 'kernel BTF (/sys/kernel/btf/vmlinux: CO-RE reads of kernel structs need it)',
     run: () =>
       existsSync('/sys/kernel/btf/vmlinux')
         ? { enabled: true }
@@ -276,12 +213,6 @@ const PROBES: Record<string, Probe> = {
     '4.18',
     'bpf_get_current_cgroup_id in cgroup/connect*',
   ),
-  helper_netns_cookie_sock_addr: helper(
-    PROG.CGROUP_SOCK_ADDR,
-    HELPER.get_netns_cookie,
-    '5.7',
-    'bpf_get_netns_cookie in cgroup/connect*',
-  ),
   helper_sk_storage_sock_addr: helper(
     PROG.CGROUP_SOCK_ADDR,
     HELPER.sk_storage_get,
@@ -306,10 +237,12 @@ const PROBES: Record<string, Probe> = {
       if (rc === -EBADF) return { enabled: true };
       return {
         enabled: false,
-        reason: `kernel lacks BPF_LINK_CREATE for cgroups (upstream 5.7): ${errnoName(-rc)}; programs would need bpf_prog_attach and are not pinned across restarts`,
+        reason: `kernel lacks BPF_LINK_CREATE for cgroups (upstream 5.7): ${errnoName(-rc)}; programs are attached and pinned only as links`,
       };
     },
   },
+  // Needed by no program (the build uses -mcpu=v2 because of it): probed so the kernel
+  // matrix shows the probes tell kernels apart (off on 5.10, on from 5.12).
   atomic_fetch: {
     since: '5.12',
     what: 'BPF atomic fetch instructions (__sync_fetch_and_add with a used result, -mcpu=v3)',
@@ -349,7 +282,7 @@ export const FEATURE_NAMES: readonly string[] = Object.keys(PROBES);
  * KMESH_DISABLE_FEATURES=a,b (feature names) turns features off without probing:
  * an operator's escape hatch, and how the kernel tests act out an older kernel.
  */
-export function probeFeatures(env: NodeJS.ProcessEnv = process.env): Record<string, FeatureStatus> {
+export function detectFeatures(env: NodeJS.ProcessEnv = process.env): Record<string, FeatureStatus> {
   const forcedOff = new Set(
     (env.KMESH_DISABLE_FEATURES ?? '')
       .split(',')
@@ -371,34 +304,72 @@ export function probeFeatures(env: NodeJS.ProcessEnv = process.env): Record<stri
   return out;
 }
 
-const SOCK_ADDR_BASE = ['prog_cgroup_sock_addr', 'btf', 'map_lru_hash', 'helper_socket_cookie_sock_addr'];
+/** Helper features by name, for the check against what the objects call. */
+export const HELPER_PROBES: Readonly<Record<string, HelperProbe>> = Object.fromEntries(
+  Object.entries(PROBES).filter((e): e is [string, HelperProbe] => 'helperId' in e[1]),
+);
 
-/** What the kernel must have for a program, by its SEC() name. */
+const SOCK_ADDR_BASE = ['prog_cgroup_sock_addr', 'helper_socket_cookie_sock_addr'];
+const CONNECT = ['helper_cgroup_id_sock_addr', 'helper_spin_lock_sock_addr', 'helper_sk_storage_sock_addr'];
+
+/**
+ * What a program needs of the kernel beyond its object's maps, by its SEC() name: the
+ * program type, the attach type, the helpers a supported kernel may lack for it.
+ * test/unit/feature-needs.test.ts holds the helper lists equal to what each program calls.
+ */
 export const SECTION_REQUIREMENTS: Record<string, readonly string[]> = {
-  'cgroup/connect4': [...SOCK_ADDR_BASE, 'attach_connect4', 'helper_cgroup_id_sock_addr', 'helper_spin_lock_sock_addr'],
-  'cgroup/connect6': [...SOCK_ADDR_BASE, 'attach_connect6', 'helper_cgroup_id_sock_addr', 'helper_spin_lock_sock_addr'],
-  'cgroup/sendmsg4': [...SOCK_ADDR_BASE, 'attach_sendmsg4', 'helper_spin_lock_sock_addr'],
-  'cgroup/sendmsg6': [...SOCK_ADDR_BASE, 'attach_sendmsg6', 'helper_spin_lock_sock_addr'],
+  'cgroup/connect4': [...SOCK_ADDR_BASE, 'attach_connect4', ...CONNECT],
+  'cgroup/connect6': [...SOCK_ADDR_BASE, 'attach_connect6', ...CONNECT],
+  'cgroup/sendmsg4': [...SOCK_ADDR_BASE, 'attach_sendmsg4', 'helper_cgroup_id_sock_addr', 'helper_spin_lock_sock_addr'],
+  'cgroup/sendmsg6': [...SOCK_ADDR_BASE, 'attach_sendmsg6', 'helper_cgroup_id_sock_addr', 'helper_spin_lock_sock_addr'],
   'cgroup/recvmsg4': [...SOCK_ADDR_BASE, 'attach_recvmsg4'],
   'cgroup/recvmsg6': [...SOCK_ADDR_BASE, 'attach_recvmsg6'],
-  'cgroup/getpeername4': [...SOCK_ADDR_BASE, 'attach_getpeername4'],
-  'cgroup/getpeername6': [...SOCK_ADDR_BASE, 'attach_getpeername6'],
+  'cgroup/getpeername4': ['prog_cgroup_sock_addr', 'attach_getpeername4', 'helper_sk_storage_sock_addr'],
+  'cgroup/getpeername6': ['prog_cgroup_sock_addr', 'attach_getpeername6', 'helper_sk_storage_sock_addr'],
+  // vmlinux_btf: the probe reads tcp_sock fields with CO-RE
   sockops: [
     'prog_sock_ops',
-    'btf',
-    'map_ringbuf',
-    'map_sk_storage',
-    'map_cgroup_storage',
+    'vmlinux_btf',
     'helper_sk_storage_sock_ops',
     'helper_ringbuf_sock_ops',
     'helper_socket_cookie_sock_ops',
   ],
 };
 
+/** Map types a supported kernel may lack → the feature that says it has them. */
+const MAP_TYPE_FEATURES: Record<number, string> = {
+  [MAP.LRU_HASH]: 'map_lru_hash',
+  [MAP.SOCKHASH]: 'map_sockhash',
+  [MAP.CGROUP_STORAGE]: 'map_cgroup_storage',
+  [MAP.SK_STORAGE]: 'map_sk_storage',
+  [MAP.RINGBUF]: 'map_ringbuf',
+};
+
+/** Every object defines its maps with BTF; the daemon pins maps and attaches through links. */
+const OBJECT_BASE = ['btf'];
 /** Without these the daemon has nothing to offer: it refuses to start. */
-export const BASE_REQUIREMENTS: readonly string[] = ['cgroup2', 'bpffs'];
+const BASE_REQUIREMENTS: readonly string[] = ['cgroup2', 'bpffs', 'link_cgroup'];
 /** Sections whose program the data path cannot do without. */
-export const CORE_SECTIONS: readonly string[] = ['cgroup/connect4'];
+const CORE_SECTIONS: readonly string[] = ['cgroup/connect4'];
+
+/** An object as the plan sees it: opened, not loaded. */
+export interface ObjectShape {
+  /** Program name → SEC() name. */
+  sections(): Record<string, string>;
+  /** enum bpf_map_type of every map the object defines. */
+  mapTypes(): number[];
+}
+
+const missingOf = (needs: readonly string[], features: Record<string, FeatureStatus>): string[] =>
+  needs
+    .filter((need) => features[need]?.enabled === false)
+    .map((m) => `${m} (${features[m]?.reason ?? 'not available'})`);
+
+/** Features an object needs whatever programs it loads: BTF, and the types of its maps. */
+export function objectRequirements(mapTypes: readonly number[]): string[] {
+  const maps = new Set(mapTypes.flatMap((t) => MAP_TYPE_FEATURES[t] ?? []));
+  return [...OBJECT_BASE, ...[...maps].sort()];
+}
 
 /**
  * Programs to leave out of a load, name → reason, given their sections
@@ -407,67 +378,45 @@ export const CORE_SECTIONS: readonly string[] = ['cgroup/connect4'];
  */
 export function disabledProgramsFor(
   sections: Record<string, string>,
-  features: Record<string, FeatureStatus> = probeFeatures(),
+  features: Record<string, FeatureStatus>,
 ): Map<string, string> {
   const off = new Map<string, string>();
   for (const [prog, section] of Object.entries(sections)) {
-    const missing = (SECTION_REQUIREMENTS[section] ?? []).filter((need) => features[need]?.enabled === false);
-    if (missing.length > 0) {
-      off.set(
-        prog,
-        `${section} needs ${missing.map((m) => `${m} (${features[m]?.reason ?? 'not available'})`).join(', ')}`,
-      );
-    }
+    const missing = missingOf(SECTION_REQUIREMENTS[section] ?? [], features);
+    if (missing.length > 0) off.set(prog, `${section} needs ${missing.join(', ')}`);
   }
   return off;
 }
 
-/** Program name → SEC() name of every program in a BPF object file (opened, not loaded). */
-export function programSections(objectPath: string): Record<string, string> {
-  const obj = libbpf.objectOpenFile(objectPath, null);
-  if (!obj) throw new Error(`cannot open ${objectPath}: errno ${koffi.errno()}`);
-  const out: Record<string, string> = {};
-  try {
-    for (let p = libbpf.objectNextProgram(obj, null); p; p = libbpf.objectNextProgram(obj, p)) {
-      out[libbpf.programName(p)] = programSectionName(p);
-    }
-  } finally {
-    libbpf.objectClose(obj);
-  }
-  return out;
-}
-const programSectionName = lib.func('const char *bpf_program__section_name(bpf_program *prog)') as (
-  prog: object,
-) => string;
-
-export interface ProgramPlan {
-  /** Every probed feature (for status/D-Bus). */
-  features: Record<string, FeatureStatus>;
-  /** Programs to skip, name → why; the rest of the data path keeps working. */
+export interface ObjectPlan {
+  /** Programs to skip, name → why; the rest of the object keeps working. */
   disabled: Map<string, string>;
-  /** Non-empty: the kernel cannot run the data path at all; exit non-zero with these. */
-  fatal: string[];
+  /**
+   * Non-empty: the object cannot be used on this kernel (a base or object-level need
+   * is missing, or a core program cannot load). A required object makes this fatal;
+   * an optional one is switched off with these reasons.
+   */
+  unusable: string[];
 }
 
 /**
- * The start-up decision for one object: which programs to load, which to leave
- * out (and why), and whether to refuse to start. A core program (connect4) or a
- * base requirement (cgroup2, bpffs) that the kernel lacks is fatal: never half-attached.
+ * The start-up decision for one object: which programs to load, which to leave out
+ * (and why), and whether it can be used at all. Never half-attached: a core program
+ * (connect4) the kernel lacks makes the object unusable.
  */
-export function planPrograms(
-  objectPath: string,
-  features: Record<string, FeatureStatus> = probeFeatures(),
-): ProgramPlan {
-  const sections = programSections(objectPath);
+export function planObject(obj: ObjectShape, features: Record<string, FeatureStatus>): ObjectPlan {
+  const sections = obj.sections();
   const disabled = disabledProgramsFor(sections, features);
-  const fatal: string[] = [];
-  for (const need of BASE_REQUIREMENTS) {
-    const f = features[need];
-    if (f && !f.enabled) fatal.push(`${need}: ${f.reason ?? 'not available'}`);
-  }
+  const unusable = [
+    ...missingOf(BASE_REQUIREMENTS, features),
+    ...missingOf(objectRequirements(obj.mapTypes()), features),
+  ];
   for (const [prog, section] of Object.entries(sections)) {
     const why = disabled.get(prog);
-    if (why && CORE_SECTIONS.includes(section)) fatal.push(`program ${prog}: ${why}`);
+    if (why && CORE_SECTIONS.includes(section)) unusable.push(`program ${prog}: ${why}`);
   }
-  return { features, disabled, fatal };
+  if (unusable.length === 0 && disabled.size === Object.keys(sections).length) {
+    unusable.push(`no program can load: ${[...disabled.values()].join('; ')}`);
+  }
+  return { disabled, unusable };
 }

@@ -1,14 +1,48 @@
 /**
- * The system libbpf (libbpf.so.1), bound with koffi. Everything kernel-facing in user
- * space goes through here; libbpf 1.x returns negative errno codes directly.
+ * The system libbpf (libbpf.so.1) and the few libc calls next to it, bound with koffi
+ * once for the whole process. Everything kernel-facing in user space goes through
+ * here; libbpf 1.x returns negative errno codes directly.
  */
 import koffi from 'koffi';
 
 const lib = koffi.load('libbpf.so.1');
+const c = koffi.load('libc.so.6');
 
-export const BpfObjectPtr = koffi.pointer('bpf_object', koffi.opaque());
-export const BpfProgramPtr = koffi.pointer('bpf_program', koffi.opaque());
-export const BpfMapPtr = koffi.pointer('bpf_map', koffi.opaque());
+const ProgLoadOpts = koffi.struct('kmesh_bpf_prog_load_opts', {
+  sz: 'size_t',
+  attempts: 'int',
+  expected_attach_type: 'int',
+  prog_btf_fd: 'uint32_t',
+  prog_flags: 'uint32_t',
+  prog_ifindex: 'uint32_t',
+  kern_version: 'uint32_t',
+  attach_btf_id: 'uint32_t',
+  attach_prog_fd: 'uint32_t',
+  attach_btf_obj_fd: 'uint32_t',
+  fd_array: 'void *',
+  func_info: 'void *',
+  func_info_cnt: 'uint32_t',
+  func_info_rec_size: 'uint32_t',
+  line_info: 'void *',
+  line_info_cnt: 'uint32_t',
+  line_info_rec_size: 'uint32_t',
+  log_level: 'uint32_t',
+  log_size: 'uint32_t',
+  log_buf: 'void *',
+});
+
+/** struct bpf_prog_load_opts as koffi takes it (only what the feature checks set). */
+export interface ProgLoadOptions {
+  expected_attach_type: number;
+  log_level: number;
+  log_size: number;
+  log_buf: Buffer;
+}
+
+// the opaque pointer types the signatures below name
+koffi.pointer('bpf_object', koffi.opaque());
+koffi.pointer('bpf_program', koffi.opaque());
+koffi.pointer('bpf_map', koffi.opaque());
 
 /** An opaque libbpf pointer as koffi hands it out. */
 export type Handle = object;
@@ -35,6 +69,7 @@ export const libbpf = {
   programExpectedAttachType: lib.func('int bpf_program__expected_attach_type(bpf_program *prog)') as (
     prog: Handle,
   ) => number,
+  programSectionName: lib.func('const char *bpf_program__section_name(bpf_program *prog)') as (prog: Handle) => string,
   programSetAutoload: lib.func('int bpf_program__set_autoload(bpf_program *prog, bool autoload)') as (
     prog: Handle,
     autoload: boolean,
@@ -103,6 +138,79 @@ export const libbpf = {
     helperId: number,
     opts: null,
   ) => number,
+  numPossibleCpus: lib.func('int libbpf_num_possible_cpus(void)') as () => number,
+  /** BPF_MAP_LOOKUP_BATCH; -ENOENT (with `count` entries filled) after the last batch. */
+  mapLookupBatch: lib.func(
+    'int bpf_map_lookup_batch(int fd, void *in_batch, _Out_ void *out_batch, _Out_ void *keys, _Out_ void *values, _Inout_ uint32_t *count, void *opts)',
+  ) as (
+    fd: number,
+    inBatch: Buffer | null,
+    outBatch: Buffer,
+    keys: Buffer,
+    values: Buffer,
+    count: number[],
+    opts: null,
+  ) => number,
+  /** BPF_ENABLE_STATS: run_cnt/run_time_ns are collected while the returned fd is open. */
+  enableStats: lib.func('int bpf_enable_stats(int type)') as (type: number) => number,
+  btfLoad: lib.func('int bpf_btf_load(const void *data, size_t size, void *opts)') as (
+    data: Buffer,
+    size: number,
+    opts: null,
+  ) => number,
 };
 
+const progLoad = lib.func(
+  'int bpf_prog_load(int prog_type, const char *name, const char *license, const void *insns, size_t insn_cnt, kmesh_bpf_prog_load_opts *opts)',
+) as (type: number, name: string, license: string, insns: Buffer, cnt: number, opts: unknown) => number;
+
+/** bpf_prog_load with the given options (the rest zero); the fd or -errno. */
+export function loadProgram(progType: number, name: string, insns: Buffer[], opts: ProgLoadOptions): number {
+  const full = {
+    sz: koffi.sizeof(ProgLoadOpts),
+    attempts: 0,
+    prog_btf_fd: 0,
+    prog_flags: 0,
+    prog_ifindex: 0,
+    kern_version: 0,
+    attach_btf_id: 0,
+    attach_prog_fd: 0,
+    attach_btf_obj_fd: 0,
+    fd_array: null,
+    func_info: null,
+    func_info_cnt: 0,
+    func_info_rec_size: 0,
+    line_info: null,
+    line_info_cnt: 0,
+    line_info_rec_size: 0,
+    ...opts,
+  };
+  return progLoad(progType, name, 'GPL', Buffer.concat(insns), insns.length, full);
+}
+
 export const errnoNow = (): number => koffi.errno();
+
+const MAP_SHARED = 1;
+const MAP_FAILED = 0xffffffffffffffffn;
+const mmap = c.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)') as (
+  addr: null,
+  length: number,
+  prot: number,
+  flags: number,
+  fd: number,
+  offset: number,
+) => unknown;
+
+export const libc = {
+  close: c.func('int close(int fd)') as (fd: number) => number,
+  getpagesize: c.func('int getpagesize(void)') as () => number,
+  /** MAP_SHARED mapping of an fd; null on failure. */
+  mmapShared(length: number, prot: number, fd: number, offset: number): unknown {
+    const ptr = mmap(null, length, prot, MAP_SHARED, fd, offset);
+    return ptr === null || koffi.address(ptr) === MAP_FAILED ? null : ptr;
+  },
+  munmap: c.func('int munmap(void *addr, size_t length)') as (addr: unknown, length: number) => number,
+};
+
+/** An ArrayBuffer over mapped memory, no copy; invalid after munmap. */
+export const mapView = (ptr: unknown, len: number): ArrayBuffer => koffi.view(ptr, len);

@@ -19,8 +19,6 @@ import { desiredState } from '../../src/controller/desired-state.js';
 import { dumpMaps } from '../../src/controller/map-dump.js';
 import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/controller/node-flags.js';
 import { BpfMap } from '../../src/runtime/bpf-map.js';
-import { check } from '../../src/runtime/errors.js';
-import { libbpf } from '../../src/runtime/libbpf.js';
 import {
   activeSlotKey,
   activeSlotValue,
@@ -75,18 +73,14 @@ function expected(source: string): string {
   });
 }
 
-function openPinned(path: string, keySize: number, valueSize: number): BpfMap {
-  return new BpfMap(path, check(`open ${path}`, libbpf.objGet(path)), keySize, valueSize, 0, true);
-}
-
 /** What the kernel reads now, decoded from the pinned maps. */
 function live(pinDir: string): string {
   const dir = join(pinDir, 'maps');
   const maps = {
-    listeners: openPinned(join(dir, 'kmesh_listeners'), listenerKey.size, listenerValue.size),
-    clusters: openPinned(join(dir, 'kmesh_clusters'), clusterKey.size, clusterValue.size),
-    endpoints: openPinned(join(dir, 'kmesh_endpoints'), endpointKey.size, endpointValue.size),
-    activeSlot: openPinned(join(dir, 'kmesh_active_slot'), activeSlotKey.size, activeSlotValue.size),
+    listeners: BpfMap.openPinned(join(dir, 'kmesh_listeners')),
+    clusters: BpfMap.openPinned(join(dir, 'kmesh_clusters')),
+    endpoints: BpfMap.openPinned(join(dir, 'kmesh_endpoints')),
+    activeSlot: BpfMap.openPinned(join(dir, 'kmesh_active_slot')),
   };
   try {
     const slot = activeSlotValue.decode(maps.activeSlot.lookup(activeSlotKey.encode({ index: 0 })) as Buffer).slot;

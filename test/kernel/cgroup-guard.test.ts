@@ -12,9 +12,9 @@ import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
+import { type Parts, startParts } from '../../src/bin/compose.js';
 import { cleanupPins } from '../../src/controller/cleanup.js';
 import { parseConfig } from '../../src/controller/config/load.js';
-import { Daemon } from '../../src/controller/daemon.js';
 import type { UnitCgroupResolver } from '../../src/controller/unit-resolver.js';
 import { CgroupLinks } from '../../src/runtime/cgroup-links.js';
 import { cgroup2View, cgroupId } from '../../src/runtime/cgroup2.js';
@@ -49,12 +49,18 @@ test('on the host: every spelling of the root is refused at registration, reload
     watch: () => () => {},
     close: () => {},
   };
-  const daemon = new Daemon(parseConfig(good, path), { logger: pino({ level: 'silent' }), unitResolver: units });
+  let parts: Parts | undefined;
   t.after(async () => {
-    await daemon.stop();
+    await parts?.stop();
     cleanupPins(pinDir);
   });
-  await daemon.start();
+  parts = await startParts({
+    config: parseConfig(good, path),
+    logger: pino({ level: 'silent' }),
+    pinDir,
+    unitResolver: units,
+  });
+  const { daemon } = parts;
   const before = attachedProgramIds(m);
 
   for (const spelling of ['/', '//', m, `${m}/`, `${m}//`, `${m}/.`, `${m}/x/..`, `${m}/x/../`, '/x/../']) {

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { KmeshError } from '../../src/controller/errors.js';
+import { KmeshError } from '../../src/contracts/errors.js';
 import { makeCgroup } from './support/cgroup.js';
 import { configWithPinDir, startTestDaemon } from './support/daemon.js';
 import { dialFrom, tcpBackends } from './support/peers.js';

@@ -202,7 +202,7 @@ test('a registration nested inside another: each connection is counted once, for
   const links = new CgroupLinks(join(rig.pinDir, 'links-inner'), cgroup2View());
   let innerId: bigint | undefined;
   try {
-    innerId = links.attach(inner, [rig.obj.program('kmesh_probe_sockops')]);
+    innerId = links.attach(inner, [rig.program]);
     rig.probe.syncCgroups();
     for (const accessLog of [false, true]) {
       rig.probe.setAccessLog(accessLog);

@@ -1,16 +1,23 @@
 /**
- * The probe wired into a real Daemon (L4 data path + probe on one pin directory):
- * connections to a VIP are steered by the L4 program, and the probe's metrics name
- * the listener, the cluster and the chosen endpoint from kmesh_sock_origin.
+ * The probe wired into a real daemon as kmesh-daemon composes it (L4 data path + probe
+ * on one pin directory, metrics server): connections to a VIP are steered by the L4
+ * program, and the probe's metrics name the listener, the cluster and the chosen
+ * endpoint from kmesh_sock_origin. A kernel without what the probe needs keeps the
+ * daemon and /metrics.
  */
 import assert from 'node:assert/strict';
 import { type AddressInfo, createServer, type Server } from 'node:net';
 import { after, before, test } from 'node:test';
-import { bpfObjectDir, pinPaths } from '../../src/controller/paths.js';
-import { type ProbeHandle, startProbe } from '../../src/probe/wire.js';
+import pino from 'pino';
+import { startParts } from '../../src/bin/compose.js';
+import { cleanupPins } from '../../src/controller/cleanup.js';
+import { parseConfig } from '../../src/controller/config/load.js';
+import type { MetricsServer } from '../../src/probe/server.js';
+import type { ProbeHandle } from '../../src/probe/wire.js';
+import { detectFeatures } from '../../src/runtime/features.js';
 import { inCgroupScript, runChild, waitFor } from './probe-harness.js';
 import { makeCgroup, type TestCgroup } from './support/cgroup.js';
-import { startTestDaemon, type TestDaemon } from './support/daemon.js';
+import { configWithPinDir, startTestDaemon, type TestDaemon, testPinDir } from './support/daemon.js';
 
 const VIP = '127.77.0.5';
 const N = 6;
@@ -18,6 +25,7 @@ const N = 6;
 let cg: TestCgroup;
 let td: TestDaemon | undefined;
 let handle: ProbeHandle | undefined;
+let server: MetricsServer | undefined;
 let backend: Server;
 let port: number;
 
@@ -33,6 +41,9 @@ before(async () => {
   td = await startTestDaemon(
     'probe',
     `
+[metrics]
+listen = "127.0.0.1:0"
+
 [[services]]
 cgroup = "${cg.path}"
 
@@ -47,12 +58,8 @@ port = 9080
 cluster = "reviews-v1"
 `,
   );
-  handle = await startProbe(td.daemon, {
-    pinMapsDir: pinPaths(td.pinDir).maps,
-    bpfObjectDir: bpfObjectDir(),
-    accessLog: false,
-    metricsListen: '127.0.0.1:0',
-  });
+  handle = td.parts.probe;
+  server = td.parts.metrics;
 });
 
 after(async () => {
@@ -72,8 +79,8 @@ for (let i = 0; i < ${N}; i++) await new Promise((resolve, reject) => {
 });`;
   const res = await runChild(inCgroupScript(cg.path, body));
   assert.equal(res.code, 0, res.stderr);
-  assert.ok(handle?.server);
-  const url = `http://127.0.0.1:${handle.server.address.port}/metrics`;
+  assert.ok(server);
+  const url = `http://127.0.0.1:${server.address.port}/metrics`;
   const source = td?.daemon.listServices()[0]?.name ?? '';
   const labels = `reporter="source",source_workload="${source}",destination_service="reviews",destination_address="127.0.0.1:${port}",destination_cluster="reviews-v1"`;
   let text = '';
@@ -101,8 +108,8 @@ test('the access log follows the daemon switch', () => {
 });
 
 test('scrapes while the config is re-applied keep answering, and see each version', async () => {
-  assert.ok(td && handle?.server);
-  const url = `http://127.0.0.1:${handle.server.address.port}/metrics`;
+  assert.ok(td && server);
+  const url = `http://127.0.0.1:${server.address.port}/metrics`;
   const model = (port2: number) => ({
     clusters: [
       {
@@ -136,4 +143,36 @@ test('scrapes while the config is re-applied keep answering, and see each versio
   const text = await (await fetch(url)).text();
   assert.match(text, new RegExp(`^kmesh_config_version ${before + 20}$`, 'm'));
   assert.match(text, new RegExp(`^kmesh_config_applies_total ${before + 20}$`, 'm'));
+});
+
+test('a kernel without the ring buffer: the probe family is off with the reason, the daemon and /metrics run on', async () => {
+  const pinDir = testPinDir('noprobe');
+  const features = {
+    ...detectFeatures({}),
+    map_ringbuf: { enabled: false, reason: 'kernel lacks BPF_MAP_TYPE_RINGBUF' },
+  };
+  const config = parseConfig(configWithPinDir('[metrics]\nlisten = "127.0.0.1:0"\n', pinDir), '/tmp/kmesh-test.toml');
+  const warnings: string[] = [];
+  const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+  const parts = await startParts({ config, logger, pinDir, features });
+  try {
+    assert.equal(parts.probe, undefined);
+    assert.equal(parts.datapath.enabled('probe'), false);
+    const off = parts.daemon.status().features.probe;
+    assert.equal(off?.enabled, false);
+    assert.match(off?.reason ?? '', /map_ringbuf \(kernel lacks BPF_MAP_TYPE_RINGBUF\)/);
+    assert.ok(
+      warnings.some((l) => l.includes('feature off: kmesh-probe') && l.includes('map_ringbuf')),
+      warnings.join(''),
+    );
+    assert.equal(parts.daemon.status().state, 'running');
+    assert.ok(parts.metrics);
+    const text = await (await fetch(`http://127.0.0.1:${parts.metrics.address.port}/metrics`)).text();
+    assert.match(text, /^kmesh_config_version 1$/m);
+    assert.match(text, /^kmesh_map_capacity\{map="kmesh_listeners"\} 16384$/m);
+    assert.doesNotMatch(text, /kmesh_probe_conns/);
+  } finally {
+    await parts.stop();
+    cleanupPins(pinDir);
+  }
 });

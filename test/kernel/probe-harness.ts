@@ -10,17 +10,21 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { Probe, type ProbeOptions, probeMapsOf } from '../../src/probe/probe.js';
-import { BpfObject } from '../../src/runtime/bpf-object.js';
+import { Datapath, type FamilyMaps } from '../../src/datapath/datapath.js';
+import { MANIFEST } from '../../src/datapath/manifest.js';
+import { Probe, type ProbeOptions } from '../../src/probe/probe.js';
+import type { BpfProgram } from '../../src/runtime/bpf-object.js';
 import { ensureBpffs } from '../../src/runtime/bpffs.js';
 import { CgroupLinks } from '../../src/runtime/cgroup-links.js';
 import { cgroup2View, cgroupId } from '../../src/runtime/cgroup2.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
-export const PROBE_OBJ = join(REPO, 'build/bpf/kmesh_probe.bpf.o');
+const PROBE_ONLY = { probe: MANIFEST.probe };
 
 export interface ProbeRig {
-  obj: BpfObject;
+  /** The probe's family alone, loaded through the data path. */
+  maps: FamilyMaps<typeof PROBE_ONLY, 'probe'>;
+  program: BpfProgram;
   probe: Probe;
   registry: Registry;
   /** Cgroups created by the rig; `attached` ones run the probe program. */
@@ -55,15 +59,22 @@ export function makeProbeRig(tag: string, extra: Partial<ProbeOptions> = {}): Pr
     cleanups.push(() => {
       for (const dir of [cgroups.attached, cgroups.plain, base]) if (existsSync(dir)) rmdirSync(dir);
     });
-    const obj = BpfObject.open(PROBE_OBJ, { pinMapsDir: join(pinDir, 'maps') });
-    cleanups.push(() => obj.close());
-    obj.load();
+    const datapath = Datapath.open({
+      objectDir: join(REPO, 'build/bpf'),
+      pinMapsDir: join(pinDir, 'maps'),
+      logger: pino({ level: 'warn' }),
+      manifest: PROBE_ONLY,
+    });
+    cleanups.push(() => datapath.close());
+    const maps = datapath.maps('probe');
+    const [program] = datapath.programsOf('probe');
+    if (!program) throw new Error('kmesh_probe.bpf.o has no program');
     const links = new CgroupLinks(join(pinDir, 'links'), view);
-    const attachedId = links.attach(cgroups.attached, [obj.program('kmesh_probe_sockops')]);
+    const attachedId = links.attach(cgroups.attached, [program]);
     cleanups.push(() => links.detach(attachedId));
     const registry = new Registry();
     const probe = new Probe({
-      maps: probeMapsOf(obj),
+      maps,
       lookups: {
         workloadOfCgroup: (id) => (id === attachedId ? 'probe-test.service' : undefined),
         listenerOf: () => undefined,
@@ -77,7 +88,7 @@ export function makeProbeRig(tag: string, extra: Partial<ProbeOptions> = {}): Pr
     });
     probe.start();
     cleanups.push(() => probe.stop());
-    return { obj, probe, registry, cgroups, attachedId, pinDir, close };
+    return { maps, program, probe, registry, cgroups, attachedId, pinDir, close };
   } catch (err) {
     close();
     throw err;

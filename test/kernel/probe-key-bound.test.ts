@@ -42,7 +42,7 @@ if (refused !== peers) throw new Error('refused ' + refused + ' of ' + peers);`;
   assert.equal(await counterTotal(rig.registry, 'kmesh_tcp_connections_opened_total'), 0);
   const keys = await rig.registry.getSingleMetric('kmesh_probe_connection_keys')?.get();
   assert.equal(keys?.values[0]?.value, MAX_KEYS, 'the kernel map is full, not larger');
-  assert.equal(readOverflowCounts(rig.obj.map('kmesh_probe_conns_overflow')).failed, PEERS - MAX_KEYS);
+  assert.equal(readOverflowCounts(rig.maps.connsOverflow).failed, PEERS - MAX_KEYS);
   const failed = await rig.registry.getSingleMetric('kmesh_tcp_connections_failed_total')?.get();
   const other = failed?.values.find((v) => v.labels.destination_address === 'other');
   // 100 label sets admitted; the rest of the keys and the kernel's overflow slot go to "other"

@@ -40,8 +40,8 @@ before(async () => {
   });
   registerDaemonMetrics(rig.registry, {
     control: control as never,
-    maps: () => rig.obj.allMaps().map((m) => ({ name: m.name, entries: 0, capacity: m.maxEntries })),
-    programs: () => rig.obj.allPrograms().map((p) => ({ name: p.name, fd: p.fd })),
+    maps: () => Object.values(rig.maps).map((m) => ({ name: m.name, entries: 0, capacity: m.maxEntries })),
+    programs: () => [{ name: rig.program.name, fd: rig.program.fd }],
   });
   metrics = await startMetricsServer('127.0.0.1:0', rig.registry, pino({ level: 'silent' }));
   promDir = mkdtempSync(join(tmpdir(), 'kmesh-prom-'));

@@ -1,7 +1,7 @@
 /** Registration by configuration: a unit that cannot be resolved does not stop the rest. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { KmeshError } from '../../src/controller/errors.js';
+import { KmeshError } from '../../src/contracts/errors.js';
 import { makeCgroup } from './support/cgroup.js';
 import { startTestDaemon } from './support/daemon.js';
 

@@ -7,11 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import pino from 'pino';
 import type { XdsClient } from '../../src/api/xds/client.js';
-import { parseXdsConfig } from '../../src/api/xds/config.js';
-import { attachXds } from '../../src/api/xds/plugin.js';
-import type { dumpMaps } from '../../src/controller/map-dump.js';
 import {
   cluster,
   type EpSpec,
@@ -23,37 +19,24 @@ import {
   tcpListener,
   XdsTestServer,
 } from '../fixtures/xds-server.js';
-import { makeCgroup, type TestCgroup } from './support/cgroup.js';
-import { startTestDaemon, type TestDaemon } from './support/daemon.js';
-import { type Backends, count, dialFrom, tcpBackends } from './support/peers.js';
-
-type Maps = ReturnType<typeof dumpMaps>;
+import type { TestCgroup } from './support/cgroup.js';
+import type { TestDaemon } from './support/daemon.js';
+import { type Backends, count, dialFrom } from './support/peers.js';
+import {
+  listenerAt,
+  type Maps,
+  mapsOf,
+  replies as repliesFrom,
+  startXdsMesh,
+  stopXdsMesh,
+  until,
+} from './support/xds-mesh.js';
 
 const A = 'outbound|9080||svc-a.default.svc.cluster.local';
 const B = 'outbound|9081||svc-b.default.svc.cluster.local';
 const VIP_A = '127.10.20.1';
 const VIP_B = '127.10.20.2';
 const ep = (port: number, weight?: number): EpSpec => ({ address: '127.0.0.1', port, ...(weight ? { weight } : {}) });
-
-async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined> | T | undefined,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const start = Date.now();
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() - start > timeoutMs)
-      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('xDS → daemon → kernel (real)', () => {
   let cg: TestCgroup;
@@ -63,47 +46,27 @@ describe('xDS → daemon → kernel (real)', () => {
   let backends: Backends | undefined;
   let port = 0;
 
-  const maps = async (): Promise<Maps> => ((await mesh.daemon.dumpConfig()) as { maps: Maps }).maps;
+  const maps = () => mapsOf(mesh);
   // What the data path reads. Removed clusters and superseded endpoint generations are swept after the
   // reconciler's grace period (their names are already gone), so those are left out of comparisons.
   const live = async () => {
     const m = await maps();
     return { listeners: m.listeners, clusters: m.clusters.filter((c) => c.name !== null) };
   };
-  const listenerAt = (m: Maps, addr: string, p: number) => m.listeners.find((l) => l.address === addr && l.port === p);
   const endpointsOf = (m: Maps, name: string) =>
     m.clusters.find((c) => c.name === name)?.endpoints.map((e) => `${e.port}/${e.cumulativeWeight}`);
-  const replies = async (vip: string, p: number, n: number) =>
-    (await dialFrom(cg.path, 'tcp', vip, p, n)).map((r) => r.reply ?? r.error);
+  const replies = (vip: string, p: number, n: number) => repliesFrom(cg, vip, p, n);
 
   before(async () => {
-    cg = makeCgroup('xds');
-    backends = await tcpBackends([
+    ({ cg, mesh, server, client, port, backends } = await startXdsMesh('xds', [
       { name: 'a', host: '127.0.0.1', port: 22001 },
       { name: 'b', host: '127.0.0.1', port: 22002 },
       { name: 'c', host: '127.0.0.1', port: 22003 },
       { name: 'd', host: '127.0.0.1', port: 22004 },
-    ]);
-    server = new XdsTestServer('v');
-    port = await server.start();
-    mesh = await startTestDaemon('xds', `[[services]]\ncgroup = "${cg.path}"\n`);
-    const cfg = parseXdsConfig(
-      { address: `127.0.0.1:${port}`, initial_backoff_ms: 50, max_backoff_ms: 300 },
-      (k) => `test: xds.${k}`,
-    );
-    client = attachXds(mesh.daemon, cfg, pino({ level: 'warn' }));
+    ]));
   });
 
-  after(async () => {
-    try {
-      await client?.stop();
-    } finally {
-      await server?.stop();
-      await mesh?.destroy();
-      await backends?.close();
-      cg?.remove();
-    }
-  });
+  after(() => stopXdsMesh({ cg, mesh, server, client, ...(backends ? { backends } : {}) }));
 
   test('initial push: CDS + EDS + LDS reach the maps; connections to the VIP reach the endpoints', async () => {
     server.set(TYPE.cluster, [cluster({ name: A })]);

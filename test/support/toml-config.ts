@@ -1,7 +1,7 @@
 /** Helpers for tests of kmesh.toml parsing. */
 import assert from 'node:assert/strict';
+import { KmeshError } from '../../src/contracts/errors.js';
 import { parseConfig } from '../../src/controller/config/load.js';
-import { KmeshError } from '../../src/controller/errors.js';
 
 export const PATH = '/etc/kmesh/kmesh.toml';
 

@@ -1,7 +1,7 @@
 /** The 16-byte address form of every map, and the struct codec the layouts are written in. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { decodeAddr, encodeAddr, isV4Mapped, isWildcard, writeAddr } from '../../src/runtime/maps/addr.js';
+import { decodeAddr, encodeAddr, isV4Mapped, isWildcard, writeAddr } from '../../src/model/address.js';
 import { array, bytes, StructCodec, u8, u16, u32, u64 } from '../../src/runtime/maps/struct-codec.js';
 
 const hex = (text: string) => text.replace(/\s/g, '');

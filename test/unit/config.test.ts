@@ -7,8 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { KmeshError } from '../../src/contracts/errors.js';
 import { loadConfigFile, parseConfig } from '../../src/controller/config/load.js';
-import { KmeshError } from '../../src/controller/errors.js';
 import { errorsOf, PATH, toml } from '../support/toml-config.js';
 
 /** Exactly one error, starting with `prefix` ("kmesh.toml:<line>: <path>: ") and containing `detail`. */
@@ -555,7 +555,7 @@ describe('parseConfig: each bad case names file, line and key', () => {
     });
   }
 
-  for (const listen of ['15020', 'localhost', '0.0.0.0:', ':15020', '0.0.0.0:15020/metrics']) {
+  for (const listen of ['15020', 'localhost', '0.0.0.0:', '0.0.0.0:15020/metrics']) {
     test(`metrics.listen "${listen}" is not host:port`, () => {
       assertOneError(
         toml('[daemon]', 'log_level = "info"', '[metrics]', `listen = "${listen}"`),

@@ -15,8 +15,8 @@ import type {
   DaemonState,
   DaemonStatus,
   ServiceStatus,
-} from '../../src/controller/control.js';
-import { KmeshError } from '../../src/controller/errors.js';
+} from '../../src/contracts/control.js';
+import { KmeshError } from '../../src/contracts/errors.js';
 import type { ServiceSpec } from '../../src/model/types.js';
 
 /** The repository root: the nearest directory above the compiled test holding packaging/ (any outDir works). */

@@ -6,7 +6,7 @@ import dbus from 'dbus-next';
 import { callMethod, dbusErrorName, dbusErrorText, getProperty } from '../../src/api/dbus/call.js';
 import { BUS_NAME, MANAGER_IFACE, OBJECT_PATH } from '../../src/api/dbus/names.js';
 import { type DbusService, startDbusService } from '../../src/api/dbus/service.js';
-import { KmeshError } from '../../src/controller/errors.js';
+import { KmeshError } from '../../src/contracts/errors.js';
 import {
   dbusSkipReason,
   FakeControl,

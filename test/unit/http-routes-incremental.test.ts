@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { decodeCluster, decodeListener, decodeLoadAssignment, decodeRouteConfig } from '../../src/api/xds/decode.js';
 import { XdsModelBuilder } from '../../src/api/xds/model-builder.js';
-import { KmeshError } from '../../src/controller/errors.js';
+import { KmeshError } from '../../src/contracts/errors.js';
 import { MeshState } from '../../src/controller/mesh-state.js';
 import { emptyChange, type ModelChange } from '../../src/model/change.js';
 import type { Listener } from '../../src/model/types.js';

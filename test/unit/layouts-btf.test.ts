@@ -1,60 +1,59 @@
 /**
- * Layout drift check: every codec in SHARED_LAYOUTS against the struct of the same name
- * in the BTF of build/bpf/kmesh_l4.bpf.o, and the map definitions (.maps) against the
- * codec sizes and capacities. A field changed in bpf/kmesh_maps.h without the TypeScript
- * side fails here.
+ * The generated side of the kernel ABI (scripts/gen-layouts.mjs → src/runtime/maps/codecs.ts
+ * and src/abi/kernel.ts) against the BTF of every compiled object, read by an independent
+ * path (bpftool's JSON through test/support/btf.ts): every kmesh_* struct has a codec with
+ * the compiler's offsets, every map of every object is listed with its type, capacity and
+ * key/value types, and the limits the TypeScript side checks are the ones the C uses.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { BPF_MAPS } from '../../src/abi/kernel.js';
 import { BpfObject } from '../../src/runtime/bpf-object.js';
 import { ensureBpffs } from '../../src/runtime/bpffs.js';
-import {
-  activeSlotKey,
-  activeSlotValue,
-  CONFIG_SLOTS,
-  clusterIdKey,
-  clusterKey,
-  clusterValue,
-  endpointKey,
-  endpointValue,
-  listenerKey,
-  listenerValue,
-  MAX_CLUSTERS,
-  MAX_ENDPOINTS,
-  MAX_LISTENERS,
-  MAX_ROUTE_CLUSTERS,
-  rrValue,
-  SHARED_LAYOUTS,
-  sockOrigin,
-  udpReverseKey,
-  udpReverseValue,
-} from '../../src/runtime/maps/layouts.js';
+import { GENERATED_LAYOUTS, MAX_ROUTE_CLUSTERS, rrValue } from '../../src/runtime/maps/layouts.js';
 import { array, bytes, StructCodec, u16, u32 } from '../../src/runtime/maps/struct-codec.js';
-import { assertLayout, type BtfType, hasBpftool, loadBtf, resolve, sizeOf, struct, type } from '../support/btf.js';
+import { assertLayout, type Btf, hasBpftool, loadBtf, resolve, sizeOf, struct, type } from '../support/btf.js';
 
-const OBJ = fileURLToPath(new URL('../../../build/bpf/kmesh_l4.bpf.o', import.meta.url));
+const OBJ_DIR = fileURLToPath(new URL('../../../build/bpf/', import.meta.url));
+const OBJECTS = existsSync(OBJ_DIR) ? readdirSync(OBJ_DIR).filter((f) => f.endsWith('.bpf.o')) : [];
+const L4 = join(OBJ_DIR, 'kmesh_l4.bpf.o');
 
 const skip = !hasBpftool()
   ? 'bpftool is not installed (scripts/deps.sh installs it)'
-  : !existsSync(OBJ)
-    ? `${OBJ} is not built (make -C bpf)`
+  : OBJECTS.length === 0
+    ? `nothing built in ${OBJ_DIR} (make -C bpf)`
     : false;
 
-describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
-  const btf = skip ? new Map<number, BtfType>() : loadBtf(OBJ);
+describe('generated layouts against the BTF of every object', { skip }, () => {
+  const btfs = new Map<string, Btf>(skip ? [] : OBJECTS.map((f) => [f, loadBtf(join(OBJ_DIR, f))]));
+  const btf = btfs.get('kmesh_l4.bpf.o') ?? new Map();
 
-  test('the list covers every kmesh_* struct in the object', () => {
-    const inBtf = [...btf.values()]
-      .filter((t) => t.kind === 'STRUCT' && t.name?.startsWith('kmesh_'))
-      .map((t) => t.name)
-      .sort();
-    assert.deepEqual(SHARED_LAYOUTS.map((c) => c.cName).sort(), inBtf);
+  test('every kmesh_* struct of every object has a generated codec, and only those (plus named map keys)', () => {
+    const inBtf = new Set<string>();
+    for (const b of btfs.values()) {
+      for (const t of b.values()) {
+        if (t.kind === 'STRUCT' && t.name?.startsWith('kmesh_') && !t.name.endsWith('_exports')) inBtf.add(t.name);
+      }
+    }
+    const generated = GENERATED_LAYOUTS.map((c) => c.cName);
+    for (const name of inBtf) assert.ok(generated.includes(name), `no codec for struct ${name}`);
+    assert.deepEqual(
+      generated.filter((n) => !inBtf.has(n)),
+      ['bpf_cgroup_storage_key'],
+    );
   });
 
-  for (const codec of SHARED_LAYOUTS) {
-    test(codec.cName, () => assertLayout(btf, codec as unknown as StructCodec<never>));
+  for (const codec of GENERATED_LAYOUTS) {
+    test(codec.cName, () => {
+      const b = [...btfs.values()].find((x) =>
+        [...x.values()].some((t) => t.kind === 'STRUCT' && t.name === codec.cName),
+      );
+      assert.ok(b, `${codec.cName} in no object`);
+      assertLayout(b, codec as unknown as StructCodec<never>);
+    });
   }
 
   test('the check fails on a drifted codec', () => {
@@ -87,6 +86,21 @@ describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
     );
   });
 
+  test('kmesh_rr_value.lock is a struct bpf_spin_lock of 4 bytes', () => {
+    const member = struct(btf, 'kmesh_rr_value').members?.find((m) => m.name === 'lock');
+    assert.ok(member);
+    const lock = resolve(btf, member.type_id);
+    assert.equal(lock.kind, 'STRUCT');
+    assert.equal(lock.name, 'bpf_spin_lock');
+    assert.deepEqual(
+      rrValue.fields.map((f) => [f.name, f.offset, f.size]),
+      [
+        ['lock', 0, 4],
+        ['next', 4, 4],
+      ],
+    );
+  });
+
   test('MAX_ROUTE_CLUSTERS is the length of the listener value arrays', () => {
     for (const name of ['cluster_ids', 'cum_weights']) {
       const member = struct(btf, 'kmesh_listener_value').members?.find((m) => m.name === name);
@@ -106,7 +120,7 @@ describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
     keyName: string | undefined;
     valueName: string | undefined;
   }
-  const mapDefs = (): Map<string, MapDef> => {
+  const mapDefs = (btf: Btf): Map<string, MapDef> => {
     const section = [...btf.values()].find((t) => t.kind === 'DATASEC' && t.name === '.maps');
     assert.ok(section, 'no .maps section');
     const defs = new Map<string, MapDef>();
@@ -121,58 +135,40 @@ describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
         assert.equal(ptr.kind, 'PTR');
         return resolve(btf, ptr.type_id ?? 0);
       };
-      const key = member('key');
-      const value = member('value');
+      // a ring buffer declares neither key nor value
+      const key = has('key') ? member('key') : undefined;
+      const value = has('value') ? member('value') : undefined;
       defs.set(variable.name ?? '', {
         type: member('type').nr_elems ?? -1,
         // socket-local storage declares none: it has one value per socket
         maxEntries: has('max_entries') ? (member('max_entries').nr_elems ?? -1) : 0,
-        keySize: sizeOf(btf, key.id),
-        valueSize: sizeOf(btf, value.id),
-        keyName: key.kind === 'STRUCT' ? key.name : undefined,
-        valueName: value.kind === 'STRUCT' ? value.name : undefined,
+        keySize: key ? sizeOf(btf, key.id) : 0,
+        valueSize: value ? sizeOf(btf, value.id) : 0,
+        keyName: key?.kind === 'STRUCT' ? key.name : undefined,
+        valueName: value?.kind === 'STRUCT' ? value.name : undefined,
       });
     }
     return defs;
   };
 
-  const BPF_MAP_TYPE_HASH = 1;
-  const BPF_MAP_TYPE_ARRAY = 2;
-  const BPF_MAP_TYPE_LRU_HASH = 9;
-  const BPF_MAP_TYPE_SK_STORAGE = 24;
-  const TRACKED_SOCKETS = 65536;
-  const expected = {
-    // two configs, one per slot
-    kmesh_listeners: [BPF_MAP_TYPE_HASH, MAX_LISTENERS * CONFIG_SLOTS, listenerKey, listenerValue],
-    kmesh_clusters: [BPF_MAP_TYPE_HASH, MAX_CLUSTERS * CONFIG_SLOTS, clusterKey, clusterValue],
-    kmesh_active_slot: [BPF_MAP_TYPE_ARRAY, 1, activeSlotKey, activeSlotValue],
-    kmesh_endpoints: [BPF_MAP_TYPE_HASH, MAX_ENDPOINTS, endpointKey, endpointValue],
-    kmesh_rr: [BPF_MAP_TYPE_HASH, MAX_CLUSTERS, clusterIdKey, rrValue],
-    // socket-local storage: no capacity; the key is the map fd (an int)
-    kmesh_sock_origin: [BPF_MAP_TYPE_SK_STORAGE, 0, 4, sockOrigin],
-    kmesh_udp_reverse: [BPF_MAP_TYPE_LRU_HASH, TRACKED_SOCKETS, udpReverseKey, udpReverseValue],
-  } as const;
-  const sizeOfSide = (side: number | { size: number }) => (typeof side === 'number' ? side : side.size);
-  const nameOfSide = (side: number | { cName: string }) =>
-    typeof side === 'number' || !side.cName.startsWith('kmesh_') ? undefined : side.cName;
-
-  test('.maps: type, max_entries, key and value types and sizes', () => {
-    const defs = mapDefs();
-    assert.deepEqual([...defs.keys()].sort(), Object.keys(expected).sort());
-    for (const [name, [mapType, maxEntries, key, value]] of Object.entries(expected)) {
-      assert.deepEqual(
-        defs.get(name),
-        {
-          type: mapType,
-          maxEntries,
-          keySize: sizeOfSide(key),
-          valueSize: sizeOfSide(value),
-          keyName: nameOfSide(key),
-          valueName: nameOfSide(value),
-        },
-        name,
-      );
+  test('.maps of every object: BPF_MAPS has each map with its type, capacity and key/value', () => {
+    const seen = new Set<string>();
+    for (const [file, b] of btfs) {
+      for (const [name, def] of mapDefs(b)) {
+        seen.add(name);
+        const gen = BPF_MAPS[name as keyof typeof BPF_MAPS];
+        assert.ok(gen, `${file}: map ${name} not generated`);
+        assert.ok((gen.objects as readonly string[]).includes(file), `${name}: ${file} not listed`);
+        assert.deepEqual(
+          [gen.type, gen.maxEntries, gen.keySize, gen.valueSize],
+          [def.type, def.maxEntries, def.keySize, def.valueSize],
+          name,
+        );
+        if (def.keyName) assert.equal(gen.key, def.keyName, `${name} key`);
+        if (def.valueName) assert.equal(gen.value, def.valueName, `${name} value`);
+      }
     }
+    assert.deepEqual(Object.keys(BPF_MAPS).sort(), [...seen].sort());
   });
 
   test('loaded through libbpf (BpfObject.open into a temp pin dir): key/value sizes and capacities', {
@@ -183,15 +179,19 @@ describe('SHARED_LAYOUTS against the BTF of kmesh_l4.bpf.o', { skip }, () => {
     mkdirSync(pinDir, { recursive: true });
     let obj: BpfObject | undefined;
     try {
-      obj = BpfObject.open(OBJ, { pinMapsDir: pinDir });
+      obj = BpfObject.open(L4, { pinMapsDir: pinDir });
       obj.load();
       const loaded = new Map(obj.allMaps().map((m) => [m.name, m]));
-      for (const [name, [, maxEntries, key, value]] of Object.entries(expected)) {
+      const l4Maps = Object.entries(BPF_MAPS).filter(([, m]) =>
+        (m.objects as readonly string[]).includes('kmesh_l4.bpf.o'),
+      );
+      assert.ok(l4Maps.length > 0);
+      for (const [name, m] of l4Maps) {
         const map = loaded.get(name);
         assert.ok(map, `${name} not loaded`);
         assert.deepEqual(
-          { keySize: map.keySize, valueSize: map.valueSize, maxEntries: map.maxEntries },
-          { keySize: sizeOfSide(key), valueSize: sizeOfSide(value), maxEntries },
+          { type: map.type, keySize: map.keySize, valueSize: map.valueSize, maxEntries: map.maxEntries },
+          { type: m.type, keySize: m.keySize, valueSize: m.valueSize, maxEntries: m.maxEntries },
           name,
         );
         assert.ok(existsSync(`${pinDir}/${name}`), `${name} pinned`);

@@ -4,9 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { KmeshError } from '../../src/contracts/errors.js';
 import { fnv1a32 } from '../../src/controller/cluster-ids.js';
 import { desiredState } from '../../src/controller/desired-state.js';
-import { KmeshError } from '../../src/controller/errors.js';
 import { MeshState, replaceAll } from '../../src/controller/mesh-state.js';
 import { emptyChange, type ModelChange } from '../../src/model/change.js';
 import type { MeshModel } from '../../src/model/types.js';

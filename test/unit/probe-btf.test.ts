@@ -1,36 +1,17 @@
 /**
- * The TypeScript codecs of bpf/kmesh_probe.h, the bpf_prog_info offsets the metrics read
- * and the bpf_map_info offsets the loader reads, against BTF: the compiled object's and
- * the running kernel's.
+ * The bpf_prog_info offsets the metrics read, the bpf_map_info offsets the loader reads
+ * and the cgroup storage key, against the running kernel's BTF (the probe's own layouts
+ * are generated: test/unit/layouts-btf.test.ts).
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import {
-  cgroupStorageKey,
-  probeCgroup,
-  probeConnCounts,
-  probeConnKey,
-  probeEvent,
-} from '../../src/probe/event-codec.js';
+import { cgroupStorageKey } from '../../src/probe/event-codec.js';
 import { PROG_INFO } from '../../src/probe/prog-stats.js';
-import { MAP_INFO } from '../../src/runtime/bpf-object.js';
-import type { StructCodec } from '../../src/runtime/maps/struct-codec.js';
-import { assertLayout, loadBtf, struct } from '../support/btf.js';
+import { MAP_INFO } from '../../src/runtime/bpf-map.js';
+import { loadBtf, struct } from '../support/btf.js';
 
-const OBJ = fileURLToPath(new URL('../../../build/bpf/kmesh_probe.bpf.o', import.meta.url));
 const VMLINUX = '/sys/kernel/btf/vmlinux';
-
-test('the probe layouts (event, cgroup value, connection key and counts) match the object BTF', {
-  skip: !existsSync(OBJ) && 'run make -C bpf',
-}, () => {
-  const btf = loadBtf(OBJ);
-  assertLayout(btf, probeEvent as unknown as StructCodec<never>);
-  assertLayout(btf, probeCgroup as unknown as StructCodec<never>);
-  assertLayout(btf, probeConnKey as unknown as StructCodec<never>);
-  assertLayout(btf, probeConnCounts as unknown as StructCodec<never>);
-});
 
 test('kernel UAPI structs read by the probe and the loader match vmlinux BTF', {
   skip: !existsSync(VMLINUX) && 'no kernel BTF',

@@ -4,20 +4,13 @@ import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import pino from 'pino';
 import { Registry } from 'prom-client';
+import { PROBE_EV_CLOSE, PROBE_EV_FAILED, PROBE_F_STEERED } from '../../src/abi/kernel.js';
+import { encodeAddr } from '../../src/model/address.js';
 import { AccessLog } from '../../src/probe/access-log.js';
 import { type ConnCountsSource, ConnectionMetrics } from '../../src/probe/connection-metrics.js';
-import {
-  decodeConnKey,
-  decodeEvent,
-  EV_CLOSE,
-  EV_FAILED,
-  F_STEERED,
-  probeConnKey,
-  probeEvent,
-} from '../../src/probe/event-codec.js';
+import { decodeConnKey, decodeEvent, probeConnKey, probeEvent } from '../../src/probe/event-codec.js';
 import { type ConnCounts, NO_COUNTS } from '../../src/probe/kernel-state.js';
 import { LabelLimiter, labelsOf, type ProbeLookups } from '../../src/probe/labels.js';
-import { encodeAddr } from '../../src/runtime/maps/addr.js';
 import { sockOrigin } from '../../src/runtime/maps/layouts.js';
 
 const lookups: ProbeLookups = {
@@ -50,12 +43,12 @@ function rawEvent(
     srtt_us: 35,
     total_retrans: 0,
     type,
-    flags: opts.steered === false ? 0 : F_STEERED,
+    flags: opts.steered === false ? 0 : PROBE_F_STEERED,
   });
 }
 
 test('a steered event decodes to listener/cluster/endpoint labels', () => {
-  const ev = decodeEvent(rawEvent(EV_CLOSE, { sent: 10n, received: 20n }));
+  const ev = decodeEvent(rawEvent(PROBE_EV_CLOSE, { sent: 10n, received: 20n }));
   assert.ok(ev);
   assert.equal(ev.kind, 'close');
   assert.deepEqual(ev.steered, {
@@ -75,7 +68,7 @@ test('a steered event decodes to listener/cluster/endpoint labels', () => {
 });
 
 test('an unsteered event names the peer and "unknown" service; unknown ids fall back to the raw value', () => {
-  const ev = decodeEvent(rawEvent(EV_FAILED, { steered: false }));
+  const ev = decodeEvent(rawEvent(PROBE_EV_FAILED, { steered: false }));
   assert.ok(ev);
   assert.equal(ev.steered, undefined);
   assert.equal(labelsOf(ev, lookups).destination_service, 'unknown');
@@ -99,7 +92,7 @@ function connKey(opts: { steered?: boolean; endpointPort?: number; cgroupId?: bi
       : Buffer.alloc(sockOrigin.size),
     remote: steered ? Buffer.alloc(16) : encodeAddr('127.0.0.1'),
     remote_port: steered ? 0 : (opts.endpointPort ?? 9081),
-    flags: steered ? F_STEERED : 0,
+    flags: steered ? PROBE_F_STEERED : 0,
     pad: Buffer.alloc(5),
   });
 }
@@ -263,7 +256,7 @@ test('keys alike but for the VIP stay apart', async () => {
 test('a connection key decodes to the same target as a record of that connection', () => {
   const fromKey = decodeConnKey(connKey({ steered: false }));
   assert.deepEqual(fromKey, { cgroupId: 42n, remote: '127.0.0.1', remotePort: 9081 });
-  const ev = decodeEvent(rawEvent(EV_CLOSE));
+  const ev = decodeEvent(rawEvent(PROBE_EV_CLOSE));
   assert.ok(ev);
   assert.deepEqual(decodeConnKey(connKey()).steered, ev.steered);
 });
@@ -282,10 +275,10 @@ test('access log: one JSON line per closed/failed connection, switchable, indepe
     assert.ok(ev);
     log.write(ev, labelsOf(ev, lookups));
   };
-  record(EV_CLOSE);
-  record(EV_FAILED);
+  record(PROBE_EV_CLOSE);
+  record(PROBE_EV_FAILED);
   log.enabled = false;
-  record(EV_CLOSE);
+  record(PROBE_EV_CLOSE);
   assert.equal(lines.length, 2);
   const first = JSON.parse(lines[0] ?? '{}');
   assert.equal(first.kind, 'access');

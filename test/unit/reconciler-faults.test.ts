@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import pino from 'pino';
+import { KmeshError } from '../../src/contracts/errors.js';
 import { desiredState } from '../../src/controller/desired-state.js';
-import { KmeshError } from '../../src/controller/errors.js';
 import { type ConfigDelta, Reconciler } from '../../src/controller/reconciler.js';
 import type { MeshModel } from '../../src/model/types.js';
 import {

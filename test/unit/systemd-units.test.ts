@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import dbus from 'dbus-next';
-import { KmeshError } from '../../src/controller/errors.js';
+import { KmeshError } from '../../src/contracts/errors.js';
 import { notifyReady, resetNotifyForTests, watchdogIntervalMs } from '../../src/controller/sd-notify.js';
 import { UnitCgroupResolver, unitObjectPath, validateUnitName } from '../../src/controller/systemd-units.js';
 import { dbusSkipReason, type PrivateBus, startPrivateBus } from './dbus-harness.js';

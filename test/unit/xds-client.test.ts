@@ -10,7 +10,7 @@ import pino from 'pino';
 import { XdsClient } from '../../src/api/xds/client.js';
 import { parseXdsConfig } from '../../src/api/xds/config.js';
 import { LIMITS } from '../../src/api/xds/decode.js';
-import { KmeshError } from '../../src/controller/errors.js';
+import { KmeshError } from '../../src/contracts/errors.js';
 import type { MeshModel } from '../../src/model/types.js';
 import { FoldedModel } from '../fixtures/model-fold.js';
 import { basic, eps, harness, live, stopHarnesses } from '../fixtures/xds-harness.js';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Backoff } from '../../src/api/xds/backoff.js';
 import { buildNode, parseXdsConfig } from '../../src/api/xds/config.js';
-import { KmeshError } from '../../src/controller/errors.js';
+import { KmeshError } from '../../src/contracts/errors.js';
 
 const where = (k: string) => `kmesh.toml:12: xds.${k}`;
 const tmp = mkdtempSync(join(tmpdir(), 'kmesh-xdscfg-'));

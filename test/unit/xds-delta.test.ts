@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
-import { KmeshError } from '../../src/controller/errors.js';
+import { KmeshError } from '../../src/contracts/errors.js';
 import { basic, eps, type Harness, harness, stopHarnesses } from '../fixtures/xds-harness.js';
 import { cluster, loadAssignment, TYPE, tcpListener } from '../fixtures/xds-server.js';
 

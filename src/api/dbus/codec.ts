@@ -3,7 +3,7 @@
  * string so `busctl call`/`get-property` print readable, typed values; DumpConfig is the exception (free-form JSON).
  */
 import dbus from 'dbus-next';
-import type { DaemonStatus, ServiceStatus } from '../../controller/control.js';
+import type { DaemonStatus, ServiceStatus } from '../../contracts/control.js';
 
 const { Variant } = dbus;
 

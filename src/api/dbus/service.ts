@@ -8,8 +8,8 @@
  * introspection, Properties.Get/GetAll, PropertiesChanged and signals.
  */
 import dbus from 'dbus-next';
-import type { DaemonControl, DaemonEvents } from '../../controller/control.js';
-import { KmeshError } from '../../controller/errors.js';
+import type { DaemonControl, DaemonEvents } from '../../contracts/control.js';
+import { KmeshError } from '../../contracts/errors.js';
 import type { ServiceSpec } from '../../model/types.js';
 import { callBus, dbusErrorName, dbusErrorText } from './call.js';
 import {

@@ -9,11 +9,13 @@
  * and the maps keep the last good config. When the stream drops, nothing is withdrawn: traffic follows the last
  * applied config until a new stream delivers changes.
  */
+
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import type pino from 'pino';
+import { VERSION } from '../../contracts/package.js';
 import type { ModelChange } from '../../model/change.js';
 import { Backoff } from './backoff.js';
 import { buildNode, type XdsConfig } from './config.js';
@@ -25,7 +27,6 @@ import { shortName } from './protocol.js';
 import { TYPE, xdsTypes } from './protos.js';
 import { XdsResourceError } from './resources.js';
 import { SotwProtocol } from './sotw.js';
-import { packageVersion } from './version.js';
 
 export type { XdsConfig } from './config.js';
 export { parseXdsConfig } from './config.js';
@@ -162,7 +163,7 @@ export class XdsClient extends EventEmitter<Events> {
       // Keepalive notices a control plane that vanished without a FIN (VM network cut) within ~40 s.
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
-      'grpc.primary_user_agent': `kmesh/${packageVersion()}`,
+      'grpc.primary_user_agent': `kmesh/${VERSION}`,
     });
   }
 
@@ -238,7 +239,7 @@ export class XdsClient extends EventEmitter<Events> {
       down(`${grpc.status[e.code] ?? e.code}: ${e.details || e.message}${hint}`);
     });
     call.on('end', () => down('stream ended by the server'));
-    const node = buildNode(this.config, packageVersion());
+    const node = buildNode(this.config, VERSION);
     for (const req of this.proto.open(node, this.subs)) call.write(req);
   }
 

@@ -4,7 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
-import { KmeshError } from '../../controller/errors.js';
+import { KmeshError } from '../../contracts/errors.js';
+import { hostPortProblem } from '../../model/address.js';
 
 export interface XdsConfig {
   /** host:port of the ADS server (istiod: 15010 plaintext, 15012 TLS). */
@@ -78,14 +79,6 @@ function int(
 }
 
 /** host:port where host is a name, an IPv4 literal or a bracketed IPv6 literal. */
-export function checkAddress(addr: string): string | undefined {
-  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(addr);
-  if (!m) return 'must be host:port (IPv6 as [addr]:port), e.g. "istiod.istio-system.svc:15012"';
-  const port = Number(m[2]);
-  if (port < 1 || port > 65535) return `port ${port} out of range 1..65535`;
-  return undefined;
-}
-
 function firstHostIp(): string {
   for (const list of Object.values(networkInterfaces())) {
     for (const a of list ?? []) if (!a.internal && a.family === 'IPv4') return a.address;
@@ -99,7 +92,7 @@ export function parseXdsConfig(table: Record<string, unknown>, where: (key: stri
   }
   const address = str(table, 'address', where);
   if (address === undefined) fail(where, 'address', 'is required when [xds] is present');
-  const addrErr = checkAddress(address);
+  const addrErr = hostPortProblem(address, 'connect');
   if (addrErr) fail(where, 'address', addrErr);
 
   const namespace = str(table, 'namespace', where) ?? 'default';

@@ -3,8 +3,10 @@
  * output (tests rely on it). The incremental bookkeeping — which resource depends on which, warming, address
  * clashes — lives in model-builder.ts, which calls these for the resources that changed.
  */
+
 import { isIP } from 'node:net';
 import type { Cluster, Endpoint, Listener, UnenforcedRoute, VirtualHost, WeightedCluster } from '../../model/types.js';
+import { MAX_ROUTE_CLUSTERS } from '../../model/validate.js';
 import {
   type XCluster,
   XdsResourceError,
@@ -13,9 +15,6 @@ import {
   type XRouteConfig,
   type XVirtualHost,
 } from './resources.js';
-
-/** The daemon's L4 limit; checked here too so the NACK names the xDS resource. */
-export const MAX_WEIGHTED_CLUSTERS = 16;
 
 export interface XdsState {
   clusters: Map<string, XCluster>;
@@ -188,9 +187,10 @@ export function candidates(
 
 /** The model listener of a candidate; the weighted-cluster limit is checked here so the NACK names it. */
 export function modelListener(c: Candidate): Listener {
-  if (c.routes.length > MAX_WEIGHTED_CLUSTERS) {
+  // the model checks this too; here the NACK names the xDS resource
+  if (c.routes.length > MAX_ROUTE_CLUSTERS) {
     throw new XdsResourceError(
-      `listener ${c.name}: ${c.routes.length} weighted clusters (limit ${MAX_WEIGHTED_CLUSTERS})`,
+      `listener ${c.name}: ${c.routes.length} weighted clusters (limit ${MAX_ROUTE_CLUSTERS})`,
     );
   }
   const ml: Listener = {

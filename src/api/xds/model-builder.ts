@@ -85,6 +85,13 @@ export class XdsModelBuilder {
   // Staged since the last commit/rollback.
   /** Undo records, four slots each (target, key, old value, UNDO_*): flat, as a full push writes thousands. */
   private journal: unknown[] = [];
+  private staging = false;
+  /**
+   * The transaction began on an empty builder (the first push): its rollback is a reset, so nothing is journaled —
+   * the first full push is the largest change there is.
+   */
+  private fromEmpty = false;
+  private dnsAtBegin = new Map<string, string[]>();
   private dirtyClusters = new Set<string>();
   private dirtyListeners = new Set<string>();
   private orphanEds = new Set<string>();
@@ -92,6 +99,7 @@ export class XdsModelBuilder {
   private subsChanged = false;
 
   setCluster(name: string, c: XCluster | undefined): void {
+    this.begin();
     const old = this.state.clusters.get(name);
     if (old === c) return;
     if (old) {
@@ -109,12 +117,14 @@ export class XdsModelBuilder {
   }
 
   setAssignment(name: string, a: XLoadAssignment | undefined): void {
+    this.begin();
     if (this.state.assignments.get(name) === a) return;
     this.put(this.state.assignments, name, a);
     for (const c of this.byEds.get(name) ?? []) this.dirtyClusters.add(c);
   }
 
   setListener(name: string, l: XListener | undefined): void {
+    this.begin();
     const old = this.state.listeners.get(name);
     if (old === l) return;
     if (old) for (const r of rdsNamesOf(old)) if (this.unlink(this.byRoute, r, name)) this.orphan(this.orphanRoutes, r);
@@ -124,6 +134,7 @@ export class XdsModelBuilder {
   }
 
   setRoute(name: string, rc: XRouteConfig | undefined): void {
+    this.begin();
     if (this.state.routes.get(name) === rc) return;
     this.put(this.state.routes, name, rc);
     for (const l of this.byRoute.get(name) ?? []) this.dirtyListeners.add(l);
@@ -131,6 +142,7 @@ export class XdsModelBuilder {
 
   /** A new DNS table; clusters whose hosts resolve differently are re-derived. */
   setDns(table: Map<string, string[]>): void {
+    this.begin();
     const old = this.dns;
     if (old === table) return;
     for (const [host, users] of this.byHost) {
@@ -138,7 +150,7 @@ export class XdsModelBuilder {
         for (const c of users) this.dirtyClusters.add(c);
     }
     this.dns = table;
-    this.journal.push(this, 'dns', old, UNDO_FIELD);
+    this.journal.push(this, 'dns', old, UNDO_FIELD); // one entry; restored by reset() too when fromEmpty
   }
 
   get dnsTable(): Map<string, string[]> {
@@ -179,6 +191,7 @@ export class XdsModelBuilder {
 
   /** Re-derives what the staged resources touch. Throws XdsResourceError (→ NACK; then rollback()). */
   build(): BuildResult {
+    this.begin();
     const change = emptyChange();
     const notes: string[] = [];
     const keys = new Set<string>();
@@ -278,12 +291,49 @@ export class XdsModelBuilder {
 
   /** Keeps everything staged and built since the last commit. */
   commit(): void {
+    this.end();
+  }
+
+  private end(): void {
     this.journal = [];
+    this.staging = false;
+    this.fromEmpty = false;
     this.clearStaged();
+  }
+
+  private begin(): void {
+    if (this.staging) return;
+    this.staging = true;
+    const { clusters, assignments, listeners, routes } = this.state;
+    this.fromEmpty = clusters.size + assignments.size + listeners.size + routes.size === 0;
+    this.dnsAtBegin = this.dns;
+  }
+
+  /** Every map back to empty (the invariant: no resources, nothing derived from them). */
+  private reset(): void {
+    for (const m of [
+      this.state.clusters,
+      this.state.assignments,
+      this.state.listeners,
+      this.state.routes,
+      this.clusters,
+      this.listeners,
+      this.entries,
+      this.byEds,
+      this.byHost,
+      this.byRoute,
+      this.byCluster,
+      this.byKey,
+      this.byName,
+      this.shadowedBy,
+    ] as Array<Map<unknown, unknown>>)
+      m.clear();
+    this.dns = this.dnsAtBegin;
   }
 
   /** Restores the state of the last commit. */
   rollback(): void {
+    if (this.fromEmpty) this.reset();
     const j = this.journal;
     for (let i = j.length - 4; i >= 0; i -= 4) {
       const [target, key, old, op] = [j[i], j[i + 1], j[i + 2], j[i + 3]];
@@ -293,8 +343,7 @@ export class XdsModelBuilder {
       else if (op === UNDO_REMOVE) (target as Set<unknown>).delete(key);
       else (target as Record<string, unknown>)[key as string] = old;
     }
-    this.journal = [];
-    this.clearStaged();
+    this.end();
   }
 
   private clearStaged(): void {
@@ -338,7 +387,7 @@ export class XdsModelBuilder {
   private put<K, V>(map: Map<K, V>, key: K, value: V | undefined): void {
     const had = map.has(key);
     if (value === undefined && !had) return;
-    this.journal.push(map, key, had ? map.get(key) : undefined, had ? UNDO_SET : UNDO_DELETE);
+    if (!this.fromEmpty) this.journal.push(map, key, had ? map.get(key) : undefined, had ? UNDO_SET : UNDO_DELETE);
     if (value === undefined) map.delete(key);
     else map.set(key, value);
   }
@@ -353,7 +402,7 @@ export class XdsModelBuilder {
     }
     if (!set.has(member)) {
       set.add(member);
-      this.journal.push(set, member, undefined, UNDO_REMOVE);
+      if (!this.fromEmpty) this.journal.push(set, member, undefined, UNDO_REMOVE);
     }
     return fresh;
   }
@@ -362,7 +411,7 @@ export class XdsModelBuilder {
   private unlink<T>(index: Map<string, Set<T>>, key: string, member: T): boolean {
     const set = index.get(key);
     if (!set?.delete(member)) return false;
-    this.journal.push(set, member, undefined, UNDO_ADD);
+    if (!this.fromEmpty) this.journal.push(set, member, undefined, UNDO_ADD);
     if (set.size > 0) return false;
     this.put(index, key, undefined);
     return true;

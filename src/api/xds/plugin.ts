@@ -1,7 +1,8 @@
 /**
- * Wiring between the daemon and the xDS client, kept here so the daemon needs two lines:
- *   if (config.xds) attachXds(daemon, parseXdsConfig(config.xds.table, config.xds.where), logger);
- * The daemon side is structural (applyXdsChange / setXdsConnected / addPlugin), so this module does not import it.
+ * Wiring between the daemon and the xDS client (src/bin/compose.ts calls it). The daemon
+ * side is structural (applyXdsChange, addDumpSection), so this module does not import it;
+ * the client owns its connection state (`client.connected`), which the composition shows
+ * in status.
  */
 import type pino from 'pino';
 import type { ModelChange } from '../../model/change.js';
@@ -11,8 +12,6 @@ import type { XdsConfig } from './config.js';
 export interface XdsHost {
   /** Applies the resources that changed; throws (→ NACK) and changes nothing when the change is not acceptable. */
   applyXdsChange(change: ModelChange): Promise<void>;
-  setXdsConnected(connected: boolean, address?: string): void;
-  addPlugin(plugin: { name: string; stop(): Promise<void> | void }): void;
   /** A section of `kmeshctl dump` (JSON), read when dumped. */
   addDumpSection(name: string, section: () => unknown): void;
 }
@@ -24,9 +23,6 @@ export function attachXds(
   opts: XdsClientOptions = {},
 ): XdsClient {
   const client = new XdsClient(config, (change) => host.applyXdsChange(change), logger, opts);
-  host.setXdsConnected(false, config.address);
-  client.on('connected', (c) => host.setXdsConnected(c, config.address));
-  host.addPlugin({ name: 'xds', stop: () => client.stop() });
   host.addDumpSection('xds', () => ({ ...client.dump(), ...client.stats() }));
   client.start();
   return client;

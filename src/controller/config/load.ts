@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parse } from 'smol-toml';
 import { parseXdsConfig, type XdsConfig } from '../../api/xds/config.js';
+import { KmeshError } from '../../contracts/errors.js';
+import { hostPortProblem } from '../../model/address.js';
 import {
   type Cluster,
   type Endpoint,
@@ -12,10 +14,10 @@ import {
   PROTOCOLS,
   type ServiceSpec,
 } from '../../model/types.js';
+import { isUnitName, UNIT_NAME_RULE } from '../../model/unit-name.js';
 import { validateModel } from '../../model/validate.js';
 import { isPinDir } from '../../runtime/bpffs.js';
 import { type Cgroup2View, guardCgroupPath } from '../../runtime/cgroup2.js';
-import { KmeshError } from '../errors.js';
 import { KeyLocator } from './locator.js';
 import { choiceKey, type NestedWhere, readClusterChoice, readListenerRoutes, U32_MAX } from './routes.js';
 import { DEFAULT_PIN_DIR, type KmeshConfig, LOG_LEVELS } from './schema.js';
@@ -93,10 +95,8 @@ export function parseConfig(source: string, path: string, options: ConfigCheckOp
 
   const metricsTable = section('metrics');
   const listen = metricsTable?.string('listen');
-  const listenPort = Number(listen?.match(/:(\d{1,5})$/)?.[1] ?? Number.NaN);
-  if (listen !== undefined && (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(listen) || listenPort > 65535)) {
-    metricsTable?.fail('listen', `must be host:port, got "${listen}"`);
-  }
+  const listenProblem = listen === undefined ? undefined : hostPortProblem(listen, 'listen');
+  if (listenProblem) metricsTable?.fail('listen', `${listenProblem}, got "${listen}"`);
   metricsTable?.rejectUnknown();
 
   const xds = readXds(doc.xds, locator, root, errors);
@@ -168,9 +168,7 @@ function readService(t: TableReader, cgroups: Cgroup2View | undefined): ServiceS
     t.fail(undefined, 'needs exactly one of unit = "name.service" or cgroup = "/path"');
     return undefined;
   }
-  if (unit !== undefined && !/^[\w:.@-]+\.(service|scope|slice)$/.test(unit)) {
-    t.fail('unit', `not a systemd unit name (x.service, x.scope or x.slice): "${unit}"`);
-  }
+  if (unit !== undefined && !isUnitName(unit)) t.fail('unit', `${UNIT_NAME_RULE}, got "${unit}"`);
   if (cgroup !== undefined && cgroups) {
     try {
       guardCgroupPath(cgroup, cgroups);

@@ -1,5 +1,4 @@
 import type { BpfMap } from '../bpf-map.js';
-import type { BpfObject } from '../bpf-object.js';
 
 /** What writing and reading a map takes (an in-memory stand-in in unit tests). */
 export type MapAccess = Pick<BpfMap, 'name' | 'maxEntries' | 'update' | 'lookup' | 'delete' | 'entries'>;
@@ -12,14 +11,4 @@ export interface DatapathMaps {
   roundRobin: BpfMap;
   /** Which slot of listeners/clusters is the live config. */
   activeSlot: BpfMap;
-}
-
-export function datapathMaps(obj: BpfObject): DatapathMaps {
-  return {
-    listeners: obj.map('kmesh_listeners'),
-    clusters: obj.map('kmesh_clusters'),
-    endpoints: obj.map('kmesh_endpoints'),
-    roundRobin: obj.map('kmesh_rr'),
-    activeSlot: obj.map('kmesh_active_slot'),
-  };
 }

@@ -7,8 +7,8 @@
 import { readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
+import { startParts } from '../../../src/bin/compose.js';
 import { parseConfig } from '../../../src/controller/config/load.js';
-import { Daemon } from '../../../src/controller/daemon.js';
 import { CgroupLinks } from '../../../src/runtime/cgroup-links.js';
 import { cgroup2View, cgroupId } from '../../../src/runtime/cgroup2.js';
 import { configWithPinDir } from './daemon.js';
@@ -35,8 +35,8 @@ const config = parseConfig(
   ),
   '/tmp/kmesh-ns.toml',
 );
-const daemon = new Daemon(config, { logger: pino({ level: 'silent' }) });
-await daemon.start();
+const parts = await startParts({ config, logger: pino({ level: 'silent' }), pinDir });
+const { daemon } = parts;
 const answer = async (register: () => Promise<unknown>) =>
   register().then(
     () => 'ACCEPTED',
@@ -47,7 +47,7 @@ for (const spelling of ['/', '//', m, `${m}/`, `${m}/child/..`, `${m}/child/../`
   runtime[spelling] = await answer(() => daemon.registerService({ cgroup: spelling }));
 }
 const links = new CgroupLinks(join(pinDir, 'links-direct'), view);
-const attach = await answer(async () => links.attach(`${m}/child/../`, daemon.l4Programs()));
+const attach = await answer(async () => links.attach(`${m}/child/../`, parts.datapath.programsOf('l4')));
 const report = { services: daemon.listServices(), lastError: daemon.status().lastError, runtime, attach };
-await daemon.stop();
+await parts.stop();
 process.stdout.write(JSON.stringify(report));

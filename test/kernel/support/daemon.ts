@@ -1,8 +1,9 @@
-/** A real Daemon in the test process, on its own pin directory, always cleaned up. */
+/** A real daemon (all its parts, as kmesh-daemon composes them) in the test process, on its own pin directory, always cleaned up. */
 import pino from 'pino';
+import { type Parts, startParts } from '../../../src/bin/compose.js';
 import { cleanupPins } from '../../../src/controller/cleanup.js';
 import { parseConfig } from '../../../src/controller/config/load.js';
-import { Daemon } from '../../../src/controller/daemon.js';
+import type { Daemon } from '../../../src/controller/daemon.js';
 
 let counter = 0;
 
@@ -12,8 +13,9 @@ export function testPinDir(label: string): string {
 
 export interface TestDaemon {
   daemon: Daemon;
+  parts: Parts;
   pinDir: string;
-  /** Stops the daemon and removes every pin (detaching the programs). */
+  /** Stops every part and removes every pin (detaching the programs). */
   destroy(): Promise<void>;
 }
 
@@ -24,19 +26,20 @@ export function configWithPinDir(toml: string, pinDir: string, logLevel = 'warn'
 export async function startTestDaemon(label: string, toml: string, path = '/tmp/kmesh-test.toml'): Promise<TestDaemon> {
   const pinDir = testPinDir(label);
   const config = parseConfig(configWithPinDir(toml, pinDir), path);
-  const daemon = new Daemon(config, { logger: pino({ level: 'warn' }) });
+  let parts: Parts;
   try {
-    await daemon.start();
+    parts = await startParts({ config, logger: pino({ level: 'warn' }), pinDir });
   } catch (err) {
     cleanupPins(pinDir);
     throw err;
   }
   return {
-    daemon,
+    daemon: parts.daemon,
+    parts,
     pinDir,
     async destroy() {
       try {
-        await daemon.stop();
+        await parts.stop();
       } finally {
         cleanupPins(pinDir);
       }

@@ -60,9 +60,9 @@ async function main(): Promise<void> {
     t = Date.now();
     try {
       const features = (await import('../../../src/runtime/features.js')) as {
-        probeFeatures: () => Record<string, { enabled: boolean; reason?: string }>;
+        detectFeatures: () => Record<string, { enabled: boolean; reason?: string }>;
       };
-      result.features = features.probeFeatures();
+      result.features = features.detectFeatures();
     } catch (err) {
       result.featuresError = (err as Error).message;
     }

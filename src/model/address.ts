@@ -1,3 +1,4 @@
+/** IP addresses in their one canonical 16-byte form (IPv4 as ::ffff:a.b.c.d), the form every map uses, and back. */
 import { isIPv4, isIPv6 } from 'node:net';
 
 /** 16-byte form used in every map: IPv6 as is, IPv4 as ::ffff:a.b.c.d. */
@@ -106,4 +107,33 @@ function compressV6(groups: string[]): string {
 /** The wildcard of either family. */
 export function isWildcard(address: string): boolean {
   return address === '0.0.0.0' || address === '::';
+}
+
+export interface HostPort {
+  /** A name or an IP; "" for ":port" (every local address). */
+  host: string;
+  port: number;
+}
+
+/**
+ * The one reading of an address with a port, for every setting that takes one
+ * ([metrics] listen, [xds] address): "host:port", "[ipv6]:port" or ":port".
+ * Null when it is none of them; the port's range is hostPortProblem's to judge.
+ */
+export function parseHostPort(text: string): HostPort | null {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]*)):(\d{1,5})$/.exec(text);
+  return m ? { host: m[1] ?? m[2] ?? '', port: Number(m[3]) } : null;
+}
+
+/** What is wrong with an address setting, or undefined. `connect`: a peer to dial (needs a host, port 0 is no port). */
+export function hostPortProblem(text: string, use: 'listen' | 'connect'): string | undefined {
+  const parsed = parseHostPort(text);
+  if (!parsed || (use === 'connect' && parsed.host === '')) {
+    return use === 'listen'
+      ? 'must be host:port, [ipv6]:port or :port (every address)'
+      : 'must be host:port (IPv6 as [addr]:port), e.g. "istiod.istio-system.svc:15012"';
+  }
+  const min = use === 'connect' ? 1 : 0;
+  if (parsed.port < min || parsed.port > 65535) return `port ${parsed.port} out of range ${min}..65535`;
+  return undefined;
 }

@@ -1,0 +1,89 @@
+/**
+ * The hand-kept list of what each program needs of the kernel (SECTION_REQUIREMENTS in
+ * src/runtime/features.ts: program type, attach type, helpers a supported kernel may
+ * lack) against what the compiled objects really call: every helper call is read from
+ * the disassembly (a bpf-to-bpf call brings the callee's helpers along).
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { HELPER_PROBES, SECTION_REQUIREMENTS } from '../../src/runtime/features.js';
+
+const OBJ_DIR = fileURLToPath(new URL('../../../build/bpf/', import.meta.url));
+const OBJECTS = existsSync(OBJ_DIR) ? readdirSync(OBJ_DIR).filter((f) => f.endsWith('.bpf.o')) : [];
+
+/** Helpers every kernel Kmesh supports (5.10+) has for the program types used; never probed. */
+const BASELINE = new Set([
+  1, // map_lookup_elem
+  2, // map_update_elem
+  3, // map_delete_elem
+  5, // ktime_get_ns
+  7, // get_prandom_u32
+  59, // sock_ops_cb_flags_set
+  81, // get_local_storage
+  94, // spin_unlock (paired with spin_lock, which is probed)
+  132, // ringbuf_submit (paired with ringbuf_reserve)
+  133, // ringbuf_discard (paired with ringbuf_reserve)
+  137, // skc_to_tcp_sock (5.9)
+]);
+
+/** enum bpf_prog_type by SEC() prefix. */
+const progTypeOf = (section: string): number => (section === 'sockops' ? 13 : section.startsWith('cgroup/') ? 18 : -1);
+
+function hasObjdump(): boolean {
+  try {
+    execFileSync('llvm-objdump', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** SEC() name → helper ids it calls, subprogram calls (`call -1`) resolved to .text's helpers. */
+function helperCalls(file: string): Map<string, Set<number>> {
+  const text = execFileSync('llvm-objdump', ['-d', '--no-show-raw-insn', file], { maxBuffer: 64 << 20 }).toString();
+  const calls = new Map<string, Set<number>>();
+  let section = '';
+  for (const line of text.split('\n')) {
+    const sec = line.match(/^Disassembly of section (\S+):/);
+    if (sec) section = sec[1] as string;
+    const call = line.match(/\scall (-?\d+)$/);
+    if (call && section) {
+      const set = calls.get(section) ?? new Set<number>();
+      set.add(Number(call[1]));
+      calls.set(section, set);
+    }
+  }
+  const sub = calls.get('.text') ?? new Set<number>();
+  for (const [section, set] of calls) {
+    if (section !== '.text' && set.delete(-1)) for (const h of sub) if (h !== -1) set.add(h);
+  }
+  calls.delete('.text');
+  return calls;
+}
+
+const skip = !hasObjdump() ? 'llvm-objdump is not installed' : OBJECTS.length === 0 ? 'make -C bpf first' : false;
+
+test('each program lists exactly the probed helpers it calls; every other helper is baseline', { skip }, () => {
+  for (const file of OBJECTS) {
+    for (const [section, used] of helperCalls(join(OBJ_DIR, file))) {
+      const needs = SECTION_REQUIREMENTS[section];
+      assert.ok(needs, `${file}: ${section} has no entry in SECTION_REQUIREMENTS`);
+      const progType = progTypeOf(section);
+      const probed = Object.entries(HELPER_PROBES).filter(([, p]) => p.progType === progType);
+      const calledProbed = probed.filter(([, p]) => used.has(p.helperId)).map(([name]) => name);
+      const listed = needs.filter((n) => n.startsWith('helper_'));
+      assert.deepEqual(listed.sort(), calledProbed.sort(), `${file}: ${section}: helper needs`);
+      const probedIds = new Set(probed.map(([, p]) => p.helperId));
+      const unknown = [...used].filter((h) => !probedIds.has(h) && !BASELINE.has(h));
+      assert.deepEqual(unknown, [], `${file}: ${section} calls helpers neither probed nor baseline`);
+      assert.ok(
+        needs.some((n) => n.startsWith('attach_') || n.startsWith('prog_')),
+        `${file}: ${section}: no program/attach type listed`,
+      );
+    }
+  }
+});
