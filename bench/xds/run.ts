@@ -86,6 +86,13 @@ function rssMB(pid: number): { rss: number; hwm: number } {
   return { rss: round(kb('VmRSS') / 1024), hwm: round(kb('VmHWM') / 1024) };
 }
 
+/** CPU time (user + system) a process used so far, in ms: unlike wall time it hardly moves with other load. */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15 of the line)
+  return ticks * 10; // USER_HZ = 100 on Linux
+}
+
 /** The daemon's event-loop delay maximum since the last scrape (prom-client resets it on each collect), in ms. */
 function loopDelayMaxMs(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -233,6 +240,8 @@ async function main(): Promise<void> {
     // complete when the EDS version (asked for once CDS is applied) is ACKed.
     await loopDelayMaxMs();
     const appliesAtPush = d.applyMs.length;
+    const pid = d.child.pid as number;
+    const cpuAtPush = cpuMs(pid);
     server.set(TYPE.endpoint, clas);
     const fullPushMs = await ackOf(TYPE.endpoint, () => {
       server.set(TYPE.cluster, clusters);
@@ -241,6 +250,7 @@ async function main(): Promise<void> {
     });
     const pushLoopMs = await loopDelayMaxMs();
     const pushApplyMs = d.applyMs.slice(appliesAtPush).reduce((a, b) => a + b, 0);
+    const pushCpuMs = cpuMs(pid) - cpuAtPush;
     await server.waitAck(TYPE.listener, 30_000);
     const view = pinnedView(pinDir);
     const counts = { listeners: view.listeners(), clusters: view.clusters() };
@@ -254,17 +264,21 @@ async function main(): Promise<void> {
     const appliesAtChanges = d.applyMs.length;
     const incremental: number[] = [];
     const sotw: number[] = [];
+    const cpuAtChanges = cpuMs(pid);
     for (let k = 1; k <= n; k++) {
       const i = (k * 37) % N_CLUSTERS;
       clas[i] = loadAssignment(name(i), endpoints(i, k));
       incremental.push(await ackOf(TYPE.endpoint, () => server.set(TYPE.endpoint, clas, [name(i)])));
     }
     // A full SotW resend has no delta counterpart (a delta server sends the changed resource only).
+    const incrementalCpuMs = (cpuMs(pid) - cpuAtChanges) / n;
+    const cpuAtSotw = cpuMs(pid);
     for (let k = 1; k <= (DELTA ? 0 : n); k++) {
       const i = (k * 53) % N_CLUSTERS;
       clas[i] = loadAssignment(name(i), endpoints(i, 1000 + k));
       sotw.push(await ackOf(TYPE.endpoint, () => server.set(TYPE.endpoint, clas)));
     }
+    const sotwCpuMs = DELTA ? undefined : (cpuMs(pid) - cpuAtSotw) / n;
     const changeLoopMs = await loopDelayMaxMs();
     const changeApplyMs = d.applyMs.slice(appliesAtChanges);
 
@@ -333,6 +347,12 @@ async function main(): Promise<void> {
       oneChangeIncrementalMs: { median: round(median(incremental), 2), max: round(Math.max(...incremental), 2) },
       oneChangeFullSotwMs: DELTA ? undefined : { median: round(median(sotw), 2), max: round(Math.max(...sotw), 2) },
       eventLoopMaxMs: { push: pushLoopMs, changes: changeLoopMs, burst: burstLoopMs },
+      /** The daemon's CPU time (user + system): for the push, and per change (a contention-robust cost). */
+      daemonCpuMs: {
+        push: pushCpuMs,
+        perIncrementalChange: round(incrementalCpuMs, 2),
+        perSotwChange: sotwCpuMs === undefined ? undefined : round(sotwCpuMs, 2),
+      },
       /** Of those, the daemon's apply (merge, validate, encode, map writes), as it logs it. */
       daemonApplyMs: {
         push: round(pushApplyMs),
@@ -376,6 +396,7 @@ async function main(): Promise<void> {
             ]
           : []),
         `| of those, the daemon's apply (merge, validate, encode, map writes): push / one change median / max | ${result.daemonApplyMs.push} / ${result.daemonApplyMs.oneChangeMedian} / ${result.daemonApplyMs.oneChangeMax} ms | — |`,
+        `| daemon CPU time (user + system): push / per ${DELTA ? 'delta' : 'incremental'} change${DELTA ? '' : ' / per SotW resend'} | ${result.daemonCpuMs.push} / ${result.daemonCpuMs.perIncrementalChange}${DELTA ? '' : ` / ${result.daemonCpuMs.perSotwChange}`} ms | — |`,
         `| event-loop delay max: push / changes / burst | ${pushLoopMs} / ${changeLoopMs} / ${burstLoopMs} ms | ≤ ${FLOORS.loopDelayMs} ms ${ok(pass.eventLoop)} |`,
         `| burst: 100 versions sent in ${burst.sentInMs} ms | ${burst.appliedEds} applies, last ACK after ${burst.lastAckAfterMs} ms, last version live: ${burst.lastVersionLive}, RSS ${burst.rssGrowthMB >= 0 ? '+' : ''}${burst.rssGrowthMB} MB | last state, no growth ${ok(pass.burst)} |`,
         `| daemon RSS idle, no config | ${result.rssIdleNoConfigMB} MB | ≤ ${FLOORS.idleRssMB} MB ${ok(pass.idleRss)} |`,

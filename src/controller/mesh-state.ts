@@ -230,7 +230,7 @@ export class MeshState {
       if (source === 'xds') {
         for (const [name, next] of srcListeners) {
           const before = own.listeners.get(name);
-          if (before) this.xdsBound.get(boundKey(before))?.delete(name);
+          if (before) removeFrom(this.xdsBound, boundKey(before), name);
           if (next) getOrAdd(this.xdsBound, boundKey(next)).add(name);
         }
       }
@@ -249,7 +249,7 @@ export class MeshState {
         const before = this.listeners.get(name);
         if (before) {
           if (this.bound.get(before.bound) === name) this.bound.delete(before.bound);
-          for (const c of listenerClusterNames(before.listener)) this.referrers.get(c)?.delete(name);
+          for (const c of listenerClusterNames(before.listener)) removeFrom(this.referrers, c, name);
         }
         if (!next) {
           this.listeners.delete(name);
@@ -259,8 +259,6 @@ export class MeshState {
         this.bound.set(next.bound, name);
         for (const c of listenerClusterNames(next.listener)) getOrAdd(this.referrers, c).add(name);
       }
-      for (const key of [...this.xdsBound.keys()]) if (this.xdsBound.get(key)?.size === 0) this.xdsBound.delete(key);
-      for (const name of nextClusters.keys()) if (this.referrers.get(name)?.size === 0) this.referrers.delete(name);
     };
     return { delta, shadowed, commit };
   }
@@ -291,6 +289,14 @@ function writeThrough<T>(target: Map<string, T>, staged: Map<string, T | null>):
     if (item) target.set(name, item);
     else target.delete(name);
   }
+}
+
+/** Index upkeep: a key whose set empties goes, so an index holds what is live and no more. */
+function removeFrom<K, V>(map: Map<K, Set<V>>, key: K, value: V): void {
+  const set = map.get(key);
+  if (!set) return;
+  set.delete(value);
+  if (set.size === 0) map.delete(key);
 }
 
 function getOrAdd<K, V>(map: Map<K, Set<V>>, key: K): Set<V> {

@@ -161,7 +161,7 @@ function startDaemon(configPath: string, pinDir: string): Running {
 
 test(`kill -9 at ${KILLS} random instants of large applies: the kernel sees the old or the new config, never a mix`, {
   skip: process.getuid?.() !== 0 && 'needs root (BPF)',
-  timeout: 180_000,
+  timeout: 300_000,
 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'kmesh-atomic-'));
   const configPath = join(dir, 'kmesh.toml');
