@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, readdirSync, rmdirSync, type Stats, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { isPinDir } from '../runtime/bpffs.js';
 import { isLinkDirName } from '../runtime/cgroup-links.js';
@@ -23,7 +23,9 @@ export function cleanupPins(pinDir: string): CleanupResult {
   const pins = pinPaths(pinDir);
   for (const name of entries(pins.links)) {
     const dir = join(pins.links, name);
-    if (isLinkDirName(name) && statSync(dir).isDirectory()) removePinsIn(dir, result);
+    const isDir = statIfThere(dir)?.isDirectory();
+    if (isDir === undefined) continue;
+    if (isLinkDirName(name) && isDir) removePinsIn(dir, result);
     else result.foreign.push(dir);
   }
   removePinsIn(pins.maps, result);
@@ -41,14 +43,30 @@ const entries = (dir: string): string[] => (existsSync(dir) ? readdirSync(dir) :
 function removePinsIn(dir: string, result: CleanupResult): void {
   for (const name of entries(dir)) {
     const path = join(dir, name);
-    if (statSync(path).isDirectory()) {
+    const st = statIfThere(path);
+    if (st === undefined) continue;
+    if (st.isDirectory()) {
       result.foreign.push(path);
       continue;
     }
-    unlinkSync(path);
-    result.removed++;
+    try {
+      unlinkSync(path);
+      result.removed++;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
   }
   removeIfEmpty(dir);
+}
+
+/** A pin can go between listing and removing it (a daemon detaching as it stops): then it is already gone. */
+function statIfThere(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }
 
 function removeIfEmpty(dir: string): void {

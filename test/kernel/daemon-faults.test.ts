@@ -46,13 +46,17 @@ test('kill -9 and SIGTERM under load: 0 failed requests; /metrics abuse: fds cap
   const dir = mkdtempSync(join(tmpdir(), 'kmesh-faults-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const pinDir = testPinDir('faults');
-  t.after(() => cleanupPins(pinDir));
+  let daemon: DaemonProcess | undefined;
+  // Hooks run in the order they are added: the daemon stops before its pins go (a live one restores them).
+  t.after(async () => {
+    await daemon?.stop('SIGKILL');
+    cleanupPins(pinDir);
+  });
   const configPath = join(dir, 'kmesh.toml');
   const toml = `[metrics]\nlisten = "127.0.0.1:${METRICS_PORT}"\n[[services]]\ncgroup = "${cg.path}"\n[[clusters]]\nname = "xy"\nendpoints = [ { address = "127.0.0.1", port = 31021 }, { address = "127.0.0.1", port = 31022 } ]\n[[listeners]]\nname = "xy"\naddress = "${VIP}"\nport = 31020\ncluster = "xy"\n`;
   writeFileSync(configPath, configWithPinDir(toml, pinDir, 'info'));
   const env = { KMESH_RUN_DIR: join(dir, 'run') };
-  let daemon: DaemonProcess = await spawnDaemon(configPath, env);
-  t.after(() => daemon.stop('SIGKILL'));
+  daemon = await spawnDaemon(configPath, env);
 
   // Load: batches of sequential connects from the registered cgroup until the faults are over.
   const results: DialResult[] = [];

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { cleanupPins } from '../../src/controller/cleanup.js';
 import { makeCgroup } from './support/cgroup.js';
 import { configWithPinDir, startTestDaemon, testPinDir } from './support/daemon.js';
-import { spawnDaemon } from './support/daemon-process.js';
+import { type DaemonProcess, spawnDaemon } from './support/daemon-process.js';
 import { count, dialFrom, echoBackend, holdFrom, tcpBackends } from './support/peers.js';
 
 const endpointSet = (ports: number[]) => ports.map((p) => `{ address = "127.0.0.1", port = ${p} }`).join(', ');
@@ -71,7 +71,12 @@ test('restart with pins: an established connection and new connects keep working
   const answering = await tcpBackends([{ name: 'n', host: '127.0.0.1', port: 23012 }]);
   t.after(() => answering.close());
   const pinDir = testPinDir('restart');
-  t.after(() => cleanupPins(pinDir));
+  // Hooks run in the order they are added: the daemons stop before their pins go (a live one restores them).
+  const daemons: DaemonProcess[] = [];
+  t.after(async () => {
+    for (const d of daemons) await d.stop();
+    cleanupPins(pinDir);
+  });
   const dir = mkdtempSync(join(tmpdir(), 'kmesh-restart-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const configPath = join(dir, 'kmesh.toml');
@@ -86,7 +91,7 @@ test('restart with pins: an established connection and new connects keep working
   );
 
   const first = await spawnDaemon(configPath);
-  t.after(() => first.stop());
+  daemons.push(first);
   const held = await holdFrom(cg.path, '127.10.1.2', 9080);
   t.after(() => held.close());
   assert.equal(await held.roundTrip('one'), 'e:one');
@@ -101,7 +106,7 @@ test('restart with pins: an established connection and new connects keep working
   );
 
   const second = await spawnDaemon(configPath);
-  t.after(() => second.stop());
+  daemons.push(second);
   assert.equal(await held.roundTrip('three'), 'e:three', 'established connection survives the restart');
   const afterRestart = await dialFrom(cg.path, 'tcp', '127.10.1.4', 9080, 3);
   assert.deepEqual(
