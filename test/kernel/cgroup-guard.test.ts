@@ -25,6 +25,13 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const DAEMON = join(HERE, '..', '..', 'src', 'bin', 'kmesh-daemon.js');
 const NS_CHILD = join(HERE, 'support', 'cgroupns-child.js');
 const ROOT = /is the cgroup v2 root/;
+/** The tests' own links directory for direct attach calls is not Kmesh's layout, so cleanupPins leaves it. */
+const DIRECT_LINKS = 'links-direct';
+
+function removePins(pinDir: string): void {
+  rmSync(join(pinDir, DIRECT_LINKS), { recursive: true, force: true });
+  cleanupPins(pinDir);
+}
 
 /** Program ids bpftool reports attached directly to a cgroup. */
 function attachedProgramIds(cgroup: string): number[] {
@@ -52,7 +59,7 @@ test('on the host: every spelling of the root is refused at registration, reload
   let parts: Parts | undefined;
   t.after(async () => {
     await parts?.stop();
-    cleanupPins(pinDir);
+    removePins(pinDir);
   });
   parts = await startParts({
     config: parseConfig(good, path),
@@ -86,7 +93,7 @@ test('on the host: every spelling of the root is refused at registration, reload
   );
 
   // The last line of defence, on the opened directory (no programs given: nothing could attach here).
-  const links = new CgroupLinks(join(pinDir, 'links-direct'), view);
+  const links = new CgroupLinks(join(pinDir, DIRECT_LINKS), view);
   for (const spelling of [m, `${m}/`, `${cg.path}/..`, `${cg.path}/../`]) {
     assert.throws(() => links.attach(spelling, []), ROOT, spelling);
   }
@@ -114,7 +121,7 @@ test('inside a cgroup namespace whose root is a test cgroup: the daemon refuses 
   mkdirSync(child);
   const pinDir = testPinDir('nsroot');
   t.after(() => {
-    cleanupPins(pinDir);
+    removePins(pinDir);
     rmdirSync(child);
     root.remove();
   });
