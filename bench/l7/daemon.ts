@@ -69,8 +69,15 @@ const config = parseConfig(
 );
 const parts = await startParts({ config, logger: pino({ level: 'warn' }), pinDir, l7: { poolDepth: 64 } });
 const { daemon } = parts;
-await daemon.applyXds(model);
-if (!(await daemon.l7Ready())) throw new Error('the L7 data path did not start');
+try {
+  await daemon.applyXds(model);
+  if (!(await daemon.l7Ready())) throw new Error('the L7 data path did not start');
+} catch (err) {
+  // A failed start must not leave its pins behind under /sys/fs/bpf.
+  await parts.stop();
+  cleanupPins(pinDir);
+  throw err;
+}
 console.log('ready');
 const stop = async () => {
   console.error(JSON.stringify({ l7: daemon.l7?.counters(), cpu: process.cpuUsage() }));
