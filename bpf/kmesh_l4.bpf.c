@@ -555,20 +555,26 @@ steer(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 port, __u8 protocol, __u
 	return pick_endpoint(ctx, *cluster_id, key.slot);
 }
 
+/* TCP by socket cookie, else (UDP, or the hash is full) in the socket's storage: see kmesh_sock_origin_map.h. */
 static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 vip_port,
-					    const struct kmesh_endpoint_value *ep, __u32 cluster_id)
+					    const struct kmesh_endpoint_value *ep, __u32 cluster_id, __u8 protocol)
 {
-	struct kmesh_sock_origin *origin =
-		bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	struct kmesh_sock_origin value = { .vip_port = vip_port, .endpoint_port = ep->port, .cluster_id = cluster_id };
+	struct kmesh_sock_origin *origin;
+	__u64 cookie;
 
+	__builtin_memcpy(value.vip, vip, sizeof(value.vip));
+	__builtin_memcpy(value.endpoint, ep->addr, sizeof(value.endpoint));
+	if (protocol == IPPROTO_TCP) {
+		cookie = bpf_get_socket_cookie(ctx);
+		/* BPF_ANY: a socket may connect again after a failed attempt */
+		if (bpf_map_update_elem(&kmesh_conn_origin, &cookie, &value, BPF_ANY) == 0)
+			return;
+	}
+	origin = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	/* without memory for it the socket is still steered; getpeername shows the endpoint */
-	if (!origin)
-		return;
-	origin->vip_port = vip_port;
-	origin->endpoint_port = ep->port;
-	origin->cluster_id = cluster_id;
-	__builtin_memcpy(origin->vip, vip, sizeof(origin->vip));
-	__builtin_memcpy(origin->endpoint, ep->addr, sizeof(origin->endpoint));
+	if (origin)
+		__builtin_memcpy(origin, &value, sizeof(value));
 }
 
 static __always_inline void remember_udp_reverse(void *ctx, const __u8 *vip, __u16 vip_port,
@@ -605,7 +611,7 @@ static __always_inline int steer4(struct bpf_sock_addr *ctx, int is_sendmsg)
 	if (protocol == IPPROTO_UDP)
 		remember_udp_reverse(ctx, vip, port, ep);
 	if (!is_sendmsg)
-		remember_origin(ctx, vip, port, ep, cluster_id);
+		remember_origin(ctx, vip, port, ep, cluster_id, protocol);
 	return SOCK_ADDR_ALLOW;
 }
 
@@ -628,7 +634,7 @@ static __always_inline int steer6(struct bpf_sock_addr *ctx, int is_sendmsg)
 	if (protocol == IPPROTO_UDP)
 		remember_udp_reverse(ctx, vip, port, ep);
 	if (!is_sendmsg)
-		remember_origin(ctx, vip, port, ep, cluster_id);
+		remember_origin(ctx, vip, port, ep, cluster_id, protocol);
 	return SOCK_ADDR_ALLOW;
 }
 
@@ -693,7 +699,7 @@ int kmesh_recvmsg6(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername4")
 int kmesh_getpeername4(struct bpf_sock_addr *ctx)
 {
-	struct kmesh_sock_origin *origin = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, 0);
+	struct kmesh_sock_origin *origin = kmesh_origin_of(bpf_get_socket_cookie(ctx), ctx->sk);
 
 	if (!origin || !addr_is_v4mapped(origin->vip))
 		return SOCK_ADDR_ALLOW;
@@ -705,7 +711,7 @@ int kmesh_getpeername4(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername6")
 int kmesh_getpeername6(struct bpf_sock_addr *ctx)
 {
-	struct kmesh_sock_origin *origin = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, 0);
+	struct kmesh_sock_origin *origin = kmesh_origin_of(bpf_get_socket_cookie(ctx), ctx->sk);
 
 	if (!origin)
 		return SOCK_ADDR_ALLOW;
@@ -715,7 +721,7 @@ int kmesh_getpeername6(struct bpf_sock_addr *ctx)
 }
 
 /*
- * Resilience bookkeeping for steered TCP connections (kmesh_sock_origin names the
+ * Resilience bookkeeping for steered TCP connections (their origin names the
  * endpoint): active connections from connect() to close, and the connection's outcome.
  * Refused, timed out (SYN_SENT -> CLOSE with that error) and reset after being
  * established count as failures; an established connection that closed without error is
@@ -844,15 +850,10 @@ static __always_inline void connection_started(struct bpf_sock_ops *skops, const
 	struct kmesh_ep_state init = {};
 	struct kmesh_cluster_state *cs;
 	struct kmesh_ep_state *st;
-	__u32 flags;
 	int retries;
 
 	if (!pol)
 		return;
-	/* keep other sock_ops programs' callback flags: the helper sets, it does not OR */
-	flags = skops->bpf_sock_ops_cb_flags;
-	if (!(flags & BPF_SOCK_OPS_STATE_CB_FLAG))
-		bpf_sock_ops_cb_flags_set(skops, flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	__builtin_memcpy(key.addr, origin->endpoint, sizeof(key.addr));
 	st = bpf_map_lookup_elem(&kmesh_ep_state, &key);
 	if (!st) {
@@ -899,13 +900,51 @@ static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct 
 		record_success(origin->cluster_id, st);
 }
 
+/*
+ * A closing connection's origin, taken out of kmesh_conn_origin (its entry is deleted, so
+ * the hash holds live connections only) and stashed for the programs that run after this
+ * one in the same callback.
+ */
+static __always_inline struct kmesh_sock_origin *take_origin(__u64 cookie, struct bpf_sock *sk)
+{
+	struct kmesh_sock_origin *origin = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
+	__u32 slot = cookie % KMESH_ORIGIN_STASH_SLOTS;
+	struct kmesh_origin_stash *stash;
+
+	if (!origin)
+		return kmesh_stashed_origin_of(cookie, sk);
+	stash = bpf_map_lookup_elem(&kmesh_origin_stash, &slot);
+	if (!stash)
+		return 0;
+	stash->cookie = cookie;
+	__builtin_memcpy(&stash->origin, origin, sizeof(stash->origin));
+	bpf_map_delete_elem(&kmesh_conn_origin, &cookie);
+	return &stash->origin;
+}
+
+/* Keep other sock_ops programs' callback flags: the helper sets, it does not OR. */
+static __always_inline void want_state_cb(struct bpf_sock_ops *skops)
+{
+	__u32 flags = skops->bpf_sock_ops_cb_flags;
+
+	if (!(flags & BPF_SOCK_OPS_STATE_CB_FLAG))
+		bpf_sock_ops_cb_flags_set(skops, flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/*
+ * The steered TCP connections' sockops: deletes the origin when the connection closes,
+ * and does the resilience bookkeeping of clusters that have a policy. Only the connect,
+ * SYN timeout and close callbacks do work; a port-0 origin is a connect refused by
+ * max_connections (no endpoint).
+ */
 SEC("sockops")
-int kmesh_resilience(struct bpf_sock_ops *skops)
+int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 {
 	struct kmesh_sock_origin *origin;
 	struct kmesh_cluster_policy *pol;
 	struct bpf_sock *sk;
 	__u32 op = skops->op;
+	__u64 cookie;
 
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_TIMEOUT_INIT && op != BPF_SOCK_OPS_STATE_CB)
 		return 1;
@@ -916,22 +955,30 @@ int kmesh_resilience(struct bpf_sock_ops *skops)
 	sk = skops->sk;
 	if (!sk)
 		return 1;
-	origin = bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
-	/* not steered, or refused by max_connections (port 0) */
-	if (!origin || origin->endpoint_port == 0)
-		return 1;
+	cookie = bpf_get_socket_cookie(skops);
 	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		connection_started(skops, origin);
+		origin = kmesh_origin_of(cookie, sk);
+		if (!origin)
+			break;
+		/* the close callback deletes the origin */
+		want_state_cb(skops);
+		if (origin->endpoint_port)
+			connection_started(skops, origin);
 		break;
 	case BPF_SOCK_OPS_TIMEOUT_INIT:
+		origin = kmesh_origin_of(cookie, sk);
+		if (!origin || !origin->endpoint_port)
+			break;
 		/* the reply is the SYN retransmission timeout in jiffies */
 		pol = bpf_map_lookup_elem(&kmesh_cl_policy, &origin->cluster_id);
 		if (pol && pol->syn_rto_jiffies)
 			skops->reply = pol->syn_rto_jiffies;
 		break;
 	default:
-		connection_ended(skops, sk, origin);
+		origin = take_origin(cookie, sk);
+		if (origin && origin->endpoint_port)
+			connection_ended(skops, sk, origin);
 		break;
 	}
 	return 1;

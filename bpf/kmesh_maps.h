@@ -26,6 +26,8 @@ enum kmesh_limits {
 	KMESH_ENDPOINT_SEARCH_STEPS = 19,
 	KMESH_MAX_ROUTE_CLUSTERS = 16,
 	KMESH_MAX_TRACKED_SOCKETS = 65536,
+	/* Per CPU: origins of connections that have just closed (see kmesh_origin_stash). */
+	KMESH_ORIGIN_STASH_SLOTS = 4,
 };
 
 enum kmesh_lb_policy {
@@ -101,13 +103,19 @@ struct kmesh_rr_value {
 	__u32 next;
 };
 
-/* Where a steered socket was going and where it was sent: the socket's local storage. */
+/* Where a steered socket was going and where it was sent (see kmesh_sock_origin_map.h). */
 struct kmesh_sock_origin {
 	__u8 vip[16];
 	__u8 endpoint[16];
 	__u16 vip_port;
 	__u16 endpoint_port;
 	__u32 cluster_id;
+};
+
+/* A connection's origin kept for the rest of the TCP_CLOSE callback that deleted it. */
+struct kmesh_origin_stash {
+	__u64 cookie;
+	struct kmesh_sock_origin origin;
 };
 
 /* UDP replies: (socket, endpoint) -> the VIP the application addressed. */

@@ -30,7 +30,7 @@
 
 #include "kmesh_maps.h"
 #include "kmesh_probe.h"
-/* kmesh_sock_origin: written by the L4 data path when it steers a connect(); read here. */
+/* The origin: written by the L4 data path when it steers a connect(); read here. */
 #include "kmesh_sock_origin_map.h"
 
 #define AF_INET 2
@@ -126,9 +126,9 @@ static __always_inline struct kmesh_probe_cgroup *my_cgroup(void)
 	return bpf_get_local_storage(&kmesh_probe_cgroup, 0);
 }
 
-static __always_inline struct kmesh_sock_origin *origin_of(struct bpf_sock *sk)
+static __always_inline struct kmesh_sock_origin *origin_of(struct bpf_sock_ops *skops, struct bpf_sock *sk)
 {
-	return bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
+	return kmesh_origin_of(bpf_get_socket_cookie(skops), sk);
 }
 
 /* The socket's timing state, NULL if it has none; `create` makes it on first sight or
@@ -151,7 +151,7 @@ static __always_inline struct kmesh_probe_sock *sock_state(struct bpf_sock_ops *
 	st->start_ns = bpf_ktime_get_ns();
 	st->cgroup_id = cg;
 	st->flags = 0;
-	origin = origin_of(sk);
+	origin = origin_of(skops, sk);
 	if (origin) {
 		__builtin_memcpy(&st->origin, origin, sizeof(st->origin));
 		st->flags |= KMESH_PROBE_SOCK_STEERED;
@@ -364,7 +364,7 @@ static __always_inline void report_close(struct bpf_sock_ops *skops, struct bpf_
 	/* one call per origin, not a conditional pointer: clang would make the latter a
 	 * mask on the pointer, which the verifier rejects */
 	if (!st)
-		finish(skops, cg, origin_of(sk), type, 0, &b);
+		finish(skops, cg, kmesh_closed_origin_of(bpf_get_socket_cookie(skops), sk), type, 0, &b);
 	else if (st->flags & KMESH_PROBE_SOCK_STEERED)
 		finish(skops, cg, &st->origin, type, start_ns, &b);
 	else
@@ -380,7 +380,7 @@ static __always_inline void report_open(struct bpf_sock_ops *skops, const struct
 
 	if (!st) {
 		if (skops->sk)
-			count_open(skops, cg->cgroup_id, origin_of(skops->sk));
+			count_open(skops, cg->cgroup_id, origin_of(skops, skops->sk));
 		return;
 	}
 	if (st->cgroup_id != cg->cgroup_id || (st->flags & KMESH_PROBE_SOCK_ESTABLISHED))

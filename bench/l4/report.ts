@@ -52,7 +52,7 @@ interface CaseResult {
   errors: number;
 }
 
-/** Run-time statistics of the BPF programs on a path's cgroup over one new-connection run (run.sh: paths b and r). */
+/** Run-time statistics of the BPF programs on a path's cgroup over one new-connection run (run.sh: paths b, r and o). */
 interface BpfCost {
   connects: number;
   ns_per_connect: number;
@@ -283,10 +283,11 @@ function main(): number {
     ' µs/req: CPU time per request of the client side (wrk, + haproxy A) and the server side (nginx, + haproxy B);',
     ' ratios: median of b_i/a_i, c_i/b_i over back-to-back runs, quiet pairs only when there are enough)',
   );
-  const costs = meta as { kmesh_bpf?: BpfCost | null; bare_bpf?: BpfCost | null };
+  const costs = meta as { kmesh_bpf?: BpfCost | null; bare_bpf?: BpfCost | null; resilient_bpf?: BpfCost | null };
   for (const [label, bpf] of [
     ['kmesh BPF per connection (path b', costs.kmesh_bpf],
     ['bare redirect BPF per connection (path r', costs.bare_bpf],
+    ['kmesh resilient BPF per connection (path o', costs.resilient_bpf],
   ] as const) {
     if (!bpf) continue;
     const each = bpf.programs.map((p) => `${p.name} ${p.ns_per_run} ns × ${(p.runs / bpf.connects).toFixed(1)}`);

@@ -475,7 +475,8 @@ for mode in "${MODE_LIST[@]}"; do
     for path in "${order[@]}"; do measure_run "$path" "$mode" "$rep"; done
   done
 done
-# What the programs cost per connection: one extra new-connection run of path b (and of path r, the bare redirect)
+# What the programs cost per connection: one extra new-connection run of path b (and of path r, the bare redirect,
+# and path o, the resilient cluster)
 # with BPF run-time statistics on (off during the measured runs: they add a few ns to every program run). Every
 # program attached to the path's cgroup is counted (connect4, and e.g. the probe's sockops); "connects" is the
 # connect4 run count.
@@ -508,6 +509,7 @@ bpf_cost() { # path cgroup → JSON (or null) on stdout
 }
 BPF_COST='null'
 BARE_COST='null'
+RESIL_COST='null'
 if (want b || want r) && ((PROG_STATS)) && command -v bpftool >/dev/null; then
   : >"$WORK/bpf-stats.log"
   node "$ROOT/dist/bench/l4/hold-bpf-stats.js" >"$WORK/bpf-stats.log" 2>&1 &
@@ -515,6 +517,7 @@ if (want b || want r) && ((PROG_STATS)) && command -v bpftool >/dev/null; then
   for ((i = 0; i < 50; i++)); do grep -q 'stats on' "$WORK/bpf-stats.log" && break; sleep 0.1; done
   if grep -q 'stats on' "$WORK/bpf-stats.log"; then
     if want b; then BPF_COST=$(bpf_cost b "$CG"); fi
+    if want o; then RESIL_COST=$(bpf_cost o "$CG"); fi
     if want r; then BARE_COST=$(bpf_cost r "$CG_BARE"); fi
   else
     log "warning: could not enable BPF stats: $(cat "$WORK/bpf-stats.log")"
@@ -539,7 +542,8 @@ cat >"$WORK/meta.json" <<EOF
     "cpu_client": $CPU_CLIENT, "cpu_server": $CPU_SERVER, "vip": "$VIP:$VIP_PORT", "backend": "127.0.0.1:$P_BACKEND",
     "daemon_cpu_ticks_during_bench": $DAEMON_CPU_TICKS },
   "kmesh_bpf": $BPF_COST,
-  "bare_bpf": $BARE_COST
+  "bare_bpf": $BARE_COST,
+  "resilient_bpf": $RESIL_COST
 }
 EOF
 report_args=(--results "$RESULTS" --meta "$WORK/meta.json")

@@ -326,8 +326,8 @@ export const SECTION_REQUIREMENTS: Record<string, readonly string[]> = {
   'cgroup/sendmsg6': [...SOCK_ADDR_BASE, 'attach_sendmsg6', 'helper_cgroup_id_sock_addr', 'helper_spin_lock_sock_addr'],
   'cgroup/recvmsg4': [...SOCK_ADDR_BASE, 'attach_recvmsg4'],
   'cgroup/recvmsg6': [...SOCK_ADDR_BASE, 'attach_recvmsg6'],
-  'cgroup/getpeername4': ['prog_cgroup_sock_addr', 'attach_getpeername4', 'helper_sk_storage_sock_addr'],
-  'cgroup/getpeername6': ['prog_cgroup_sock_addr', 'attach_getpeername6', 'helper_sk_storage_sock_addr'],
+  'cgroup/getpeername4': [...SOCK_ADDR_BASE, 'attach_getpeername4', 'helper_sk_storage_sock_addr'],
+  'cgroup/getpeername6': [...SOCK_ADDR_BASE, 'attach_getpeername6', 'helper_sk_storage_sock_addr'],
   // vmlinux_btf: the probe reads tcp_sock fields with CO-RE
   sockops: [
     'prog_sock_ops',
@@ -335,7 +335,7 @@ export const SECTION_REQUIREMENTS: Record<string, readonly string[]> = {
     'helper_sk_storage_sock_ops',
     'helper_ringbuf_sock_ops',
     'helper_socket_cookie_sock_ops',
-    // the L4 object's resilience program (outlier detection state)
+    // the L4 object's sockops program (outlier detection state)
     'helper_spin_lock_sock_ops',
   ],
   // The L7 object (loaded by src/l7/, not planned here): "<object>:<section>" where a section name is shared.
