@@ -477,8 +477,9 @@ static __always_inline struct kmesh_endpoint_value *pick_resilient(struct bpf_so
 	return index == NO_INDEX ? NULL : endpoint_at(cluster_id, cv->generation, index);
 }
 
+/* *conn_flags: the KMESH_CONN_* the connection needs (the cluster's policy decides). */
 static __always_inline struct kmesh_endpoint_value *pick_endpoint(struct bpf_sock_addr *ctx, __u32 cluster_id,
-								  __u8 slot)
+								  __u8 slot, __u32 *conn_flags)
 {
 	struct kmesh_cluster_value *live = lookup_cluster(cluster_id, slot);
 	struct kmesh_cluster_policy *pol;
@@ -494,8 +495,10 @@ static __always_inline struct kmesh_endpoint_value *pick_endpoint(struct bpf_soc
 		return NULL;
 	if (cv.flags & KMESH_CLUSTER_RESILIENT) {
 		pol = bpf_map_lookup_elem(&kmesh_cl_policy, &cluster_id);
-		if (pol)
+		if (pol) {
+			*conn_flags = KMESH_CONN_TRACKED | (pol->syn_rto_jiffies ? KMESH_CONN_SYN_RTO : 0);
 			return pick_resilient(ctx, cluster_id, &cv, pol);
+		}
 	}
 
 	switch (cv.lb_policy) {
@@ -542,7 +545,7 @@ static __always_inline struct kmesh_listener_value *find_listener(struct kmesh_l
  * the listener address that matched (possibly the wildcard); the original is in vip.
  */
 static __always_inline struct kmesh_endpoint_value *
-steer(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 port, __u8 protocol, __u32 *cluster_id)
+steer(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 port, __u8 protocol, __u32 *cluster_id, __u32 *conn_flags)
 {
 	struct kmesh_listener_key key = { .port = port, .protocol = protocol, .slot = active_slot() };
 	struct kmesh_listener_value *lv;
@@ -552,29 +555,31 @@ steer(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 port, __u8 protocol, __u
 	if (!lv)
 		return NULL;
 	*cluster_id = pick_cluster(lv);
-	return pick_endpoint(ctx, *cluster_id, key.slot);
+	return pick_endpoint(ctx, *cluster_id, key.slot, conn_flags);
 }
 
 /* TCP by socket cookie, else (UDP, or the hash is full) in the socket's storage: see kmesh_sock_origin_map.h. */
 static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 vip_port,
-					    const struct kmesh_endpoint_value *ep, __u32 cluster_id, __u8 protocol)
+					    const struct kmesh_endpoint_value *ep, __u32 cluster_id, __u8 protocol,
+					    __u32 conn_flags)
 {
-	struct kmesh_sock_origin value = { .vip_port = vip_port, .endpoint_port = ep->port, .cluster_id = cluster_id };
+	struct kmesh_conn conn = { .origin = { .vip_port = vip_port, .endpoint_port = ep->port, .cluster_id = cluster_id },
+				   .flags = conn_flags };
 	struct kmesh_sock_origin *origin;
 	__u64 cookie;
 
-	__builtin_memcpy(value.vip, vip, sizeof(value.vip));
-	__builtin_memcpy(value.endpoint, ep->addr, sizeof(value.endpoint));
+	__builtin_memcpy(conn.origin.vip, vip, sizeof(conn.origin.vip));
+	__builtin_memcpy(conn.origin.endpoint, ep->addr, sizeof(conn.origin.endpoint));
 	if (protocol == IPPROTO_TCP) {
 		cookie = bpf_get_socket_cookie(ctx);
 		/* BPF_ANY: a socket may connect again after a failed attempt */
-		if (bpf_map_update_elem(&kmesh_conn_origin, &cookie, &value, BPF_ANY) == 0)
+		if (bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
 			return;
 	}
 	origin = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	/* without memory for it the socket is still steered; getpeername shows the endpoint */
 	if (origin)
-		__builtin_memcpy(origin, &value, sizeof(value));
+		__builtin_memcpy(origin, &conn.origin, sizeof(conn.origin));
 }
 
 static __always_inline void remember_udp_reverse(void *ctx, const __u8 *vip, __u16 vip_port,
@@ -595,13 +600,13 @@ static __always_inline int steer4(struct bpf_sock_addr *ctx, int is_sendmsg)
 	__u8 vip[16];
 	__u16 port = bpf_ntohs(ctx->user_port);
 	__u8 protocol = ctx->protocol;
-	__u32 cluster_id = 0;
+	__u32 cluster_id = 0, conn_flags = 0;
 
 	addr_set_v4(vip, ctx->user_ip4);
 	/* HTTP listeners with routes: the first request chooses (kmesh_l7.bpf.c) */
 	if (protocol == IPPROTO_TCP && !is_sendmsg && l7_handoff4(ctx, vip, port))
 		return SOCK_ADDR_ALLOW;
-	ep = steer(ctx, vip, port, protocol, &cluster_id);
+	ep = steer(ctx, vip, port, protocol, &cluster_id, &conn_flags);
 	/* An IPv4 socket cannot reach an IPv6 endpoint: leave it alone. */
 	if (!ep || !addr_is_v4mapped(ep->addr))
 		return SOCK_ADDR_ALLOW;
@@ -611,7 +616,7 @@ static __always_inline int steer4(struct bpf_sock_addr *ctx, int is_sendmsg)
 	if (protocol == IPPROTO_UDP)
 		remember_udp_reverse(ctx, vip, port, ep);
 	if (!is_sendmsg)
-		remember_origin(ctx, vip, port, ep, cluster_id, protocol);
+		remember_origin(ctx, vip, port, ep, cluster_id, protocol, conn_flags);
 	return SOCK_ADDR_ALLOW;
 }
 
@@ -621,10 +626,10 @@ static __always_inline int steer6(struct bpf_sock_addr *ctx, int is_sendmsg)
 	__u8 vip[16];
 	__u16 port = bpf_ntohs(ctx->user_port);
 	__u8 protocol = ctx->protocol;
-	__u32 cluster_id = 0;
+	__u32 cluster_id = 0, conn_flags = 0;
 
 	read_user_ip6(ctx, vip);
-	ep = steer(ctx, vip, port, protocol, &cluster_id);
+	ep = steer(ctx, vip, port, protocol, &cluster_id, &conn_flags);
 	if (!ep)
 		return SOCK_ADDR_ALLOW;
 
@@ -634,7 +639,7 @@ static __always_inline int steer6(struct bpf_sock_addr *ctx, int is_sendmsg)
 	if (protocol == IPPROTO_UDP)
 		remember_udp_reverse(ctx, vip, port, ep);
 	if (!is_sendmsg)
-		remember_origin(ctx, vip, port, ep, cluster_id, protocol);
+		remember_origin(ctx, vip, port, ep, cluster_id, protocol, conn_flags);
 	return SOCK_ADDR_ALLOW;
 }
 
@@ -900,26 +905,52 @@ static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct 
 		record_success(origin->cluster_id, st);
 }
 
-/*
- * A closing connection's origin, taken out of kmesh_conn_origin (its entry is deleted, so
- * the hash holds live connections only) and stashed for the programs that run after this
- * one in the same callback.
- */
-static __always_inline struct kmesh_sock_origin *take_origin(__u64 cookie, struct bpf_sock *sk)
+/* What a connection needs of the sockops program; an origin in socket storage (the fallback when the
+ * hash is full, the L7 handoff) records none, so everything is looked up as for a tracked one. */
+#define CONN_FLAGS_UNKNOWN (KMESH_CONN_TRACKED | KMESH_CONN_SYN_RTO)
+
+static __always_inline struct kmesh_sock_origin *conn_origin(__u64 cookie, struct bpf_sock *sk, __u32 *flags)
 {
-	struct kmesh_sock_origin *origin = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
+	struct kmesh_conn *conn = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
+
+	if (conn) {
+		*flags = conn->flags;
+		return &conn->origin;
+	}
+	*flags = CONN_FLAGS_UNKNOWN;
+	return bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
+}
+
+/*
+ * A closing connection, taken out of kmesh_conn_origin (its entry is deleted, so the hash
+ * holds live connections only) and stashed for the programs that run after this one in the
+ * same callback (kmesh-probe, this program of an enclosing registered cgroup).
+ */
+static __always_inline struct kmesh_sock_origin *take_origin(__u64 cookie, __u32 snd_nxt, struct bpf_sock *sk,
+							     __u32 *flags)
+{
+	struct kmesh_conn *conn = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
 	__u32 slot = cookie % KMESH_ORIGIN_STASH_SLOTS;
 	struct kmesh_origin_stash *stash;
 
-	if (!origin)
-		return kmesh_stashed_origin_of(cookie, sk);
+	if (!conn) {
+		conn = kmesh_stashed_conn(cookie, snd_nxt);
+		if (conn) {
+			*flags = conn->flags;
+			return &conn->origin;
+		}
+		*flags = CONN_FLAGS_UNKNOWN;
+		return bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
+	}
 	stash = bpf_map_lookup_elem(&kmesh_origin_stash, &slot);
 	if (!stash)
 		return 0;
 	stash->cookie = cookie;
-	__builtin_memcpy(&stash->origin, origin, sizeof(stash->origin));
+	stash->snd_nxt = snd_nxt;
+	__builtin_memcpy(&stash->conn, conn, sizeof(stash->conn));
 	bpf_map_delete_elem(&kmesh_conn_origin, &cookie);
-	return &stash->origin;
+	*flags = stash->conn.flags;
+	return &stash->conn.origin;
 }
 
 /* Keep other sock_ops programs' callback flags: the helper sets, it does not OR. */
@@ -943,7 +974,7 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 	struct kmesh_sock_origin *origin;
 	struct kmesh_cluster_policy *pol;
 	struct bpf_sock *sk;
-	__u32 op = skops->op;
+	__u32 op = skops->op, flags;
 	__u64 cookie;
 
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_TIMEOUT_INIT && op != BPF_SOCK_OPS_STATE_CB)
@@ -958,17 +989,17 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 	cookie = bpf_get_socket_cookie(skops);
 	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		origin = kmesh_origin_of(cookie, sk);
+		origin = conn_origin(cookie, sk, &flags);
 		if (!origin)
 			break;
 		/* the close callback deletes the origin */
 		want_state_cb(skops);
-		if (origin->endpoint_port)
+		if ((flags & KMESH_CONN_TRACKED) && origin->endpoint_port)
 			connection_started(skops, origin);
 		break;
 	case BPF_SOCK_OPS_TIMEOUT_INIT:
-		origin = kmesh_origin_of(cookie, sk);
-		if (!origin || !origin->endpoint_port)
+		origin = conn_origin(cookie, sk, &flags);
+		if (!origin || !(flags & KMESH_CONN_SYN_RTO) || !origin->endpoint_port)
 			break;
 		/* the reply is the SYN retransmission timeout in jiffies */
 		pol = bpf_map_lookup_elem(&kmesh_cl_policy, &origin->cluster_id);
@@ -976,8 +1007,8 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 			skops->reply = pol->syn_rto_jiffies;
 		break;
 	default:
-		origin = take_origin(cookie, sk);
-		if (origin && origin->endpoint_port)
+		origin = take_origin(cookie, skops->snd_nxt, sk, &flags);
+		if (origin && (flags & KMESH_CONN_TRACKED) && origin->endpoint_port)
 			connection_ended(skops, sk, origin);
 		break;
 	}

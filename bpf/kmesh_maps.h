@@ -112,10 +112,28 @@ struct kmesh_sock_origin {
 	__u32 cluster_id;
 };
 
-/* A connection's origin kept for the rest of the TCP_CLOSE callback that deleted it. */
+/* A steered TCP connection, by socket cookie (kmesh_conn_origin). */
+struct kmesh_conn {
+	struct kmesh_sock_origin origin;
+	__u32 flags; /* KMESH_CONN_*, decided at connect */
+	__u32 pad;
+};
+
+/* kmesh_conn.flags: what the L4 sockops program has to do for the connection. */
+enum kmesh_conn_flags {
+	/* the cluster has a kmesh_cluster_policy: count the connection and its outcome */
+	KMESH_CONN_TRACKED = 0x1,
+	/* ... with a connect timeout (SYN retransmission timeout) */
+	KMESH_CONN_SYN_RTO = 0x2,
+};
+
+/* A connection kept for the rest of the TCP_CLOSE callback that deleted it: the socket's cookie
+ * and snd_nxt name it (a socket may connect again after TCP_CLOSE, with a new initial sequence). */
 struct kmesh_origin_stash {
 	__u64 cookie;
-	struct kmesh_sock_origin origin;
+	__u32 snd_nxt;
+	__u32 pad;
+	struct kmesh_conn conn;
 };
 
 /* UDP replies: (socket, endpoint) -> the VIP the application addressed. */
@@ -253,6 +271,7 @@ struct kmesh_maps_exports {
 	enum kmesh_cluster_flags cluster_flags;
 	enum kmesh_resilience_limits resilience_limits;
 	enum kmesh_hash_key hash_key;
+	enum kmesh_conn_flags conn_flags;
 };
 struct kmesh_maps_exports kmesh_maps_exports KMESH_BTF_EXPORT;
 

@@ -364,7 +364,8 @@ static __always_inline void report_close(struct bpf_sock_ops *skops, struct bpf_
 	/* one call per origin, not a conditional pointer: clang would make the latter a
 	 * mask on the pointer, which the verifier rejects */
 	if (!st)
-		finish(skops, cg, kmesh_closed_origin_of(bpf_get_socket_cookie(skops), sk), type, 0, &b);
+		finish(skops, cg, kmesh_closed_origin_of(bpf_get_socket_cookie(skops), skops->snd_nxt, sk), type, 0,
+		       &b);
 	else if (st->flags & KMESH_PROBE_SOCK_STEERED)
 		finish(skops, cg, &st->origin, type, start_ns, &b);
 	else

@@ -34,7 +34,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, KMESH_MAX_TRACKED_SOCKETS);
 	__type(key, __u64);
-	__type(value, struct kmesh_sock_origin);
+	__type(value, struct kmesh_conn);
 } kmesh_conn_origin SEC(".maps");
 
 /*
@@ -53,32 +53,34 @@ struct {
 /* The origin of the socket with this cookie, NULL if it was not steered. */
 static __always_inline struct kmesh_sock_origin *kmesh_origin_of(__u64 cookie, struct bpf_sock *sk)
 {
-	struct kmesh_sock_origin *origin = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
+	struct kmesh_conn *conn = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
 
-	if (origin)
-		return origin;
+	if (conn)
+		return &conn->origin;
 	return bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
 }
 
-/* In a TCP_CLOSE callback, a connection whose hash entry is gone: stashed, or in the socket's storage. */
-static __always_inline struct kmesh_sock_origin *kmesh_stashed_origin_of(__u64 cookie, struct bpf_sock *sk)
+/* In a TCP_CLOSE callback, the connection the L4 sockops program took out of the hash. */
+static __always_inline struct kmesh_conn *kmesh_stashed_conn(__u64 cookie, __u32 snd_nxt)
 {
 	__u32 slot = cookie % KMESH_ORIGIN_STASH_SLOTS;
 	struct kmesh_origin_stash *stash = bpf_map_lookup_elem(&kmesh_origin_stash, &slot);
 
-	if (stash && stash->cookie == cookie)
-		return &stash->origin;
-	return bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
+	if (!stash || stash->cookie != cookie || stash->snd_nxt != snd_nxt)
+		return 0;
+	return &stash->conn;
 }
 
-/* As kmesh_origin_of, in a TCP_CLOSE callback (the entry may be deleted and stashed already). */
-static __always_inline struct kmesh_sock_origin *kmesh_closed_origin_of(__u64 cookie, struct bpf_sock *sk)
+/* As kmesh_origin_of, in a TCP_CLOSE callback: the stash first (the L4 sockops program is attached
+ * before kmesh-probe and has usually deleted the entry), then the hash, then the socket's storage. */
+static __always_inline struct kmesh_sock_origin *kmesh_closed_origin_of(__u64 cookie, __u32 snd_nxt,
+									 struct bpf_sock *sk)
 {
-	struct kmesh_sock_origin *origin = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
+	struct kmesh_conn *conn = kmesh_stashed_conn(cookie, snd_nxt);
 
-	if (origin)
-		return origin;
-	return kmesh_stashed_origin_of(cookie, sk);
+	if (conn)
+		return &conn->origin;
+	return kmesh_origin_of(cookie, sk);
 }
 
 #endif /* KMESH_SOCK_ORIGIN_MAP_H */

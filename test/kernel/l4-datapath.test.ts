@@ -3,7 +3,9 @@
  * real sockets on loopback, assertions on what the kernel did with them.
  */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { BpfMap } from '../../src/runtime/bpf-map.js';
 import { makeCgroup, type TestCgroup } from './support/cgroup.js';
 import { startTestDaemon, type TestDaemon } from './support/daemon.js';
 import { type Backends, count, dialFrom, tcpBackends, udpBackends } from './support/peers.js';
@@ -164,6 +166,19 @@ describe('L4 data path (real kernel)', () => {
   test('a wildcard listener (0.0.0.0:port) catches any address on its port', async () => {
     const [result] = await dialFrom(cg.path, 'tcp', '127.10.9.9', 21030, 1);
     assert.equal(result?.reply, 'b');
+  });
+
+  test('closed TCP connections leave no origin behind (kmesh_conn_origin holds live connections only)', async () => {
+    const results = await dialFrom(cg.path, 'tcp', '127.10.0.1', 9080, 200);
+    assert.ok(results.every((r) => r.peer === '127.10.0.1:9080'), 'getpeername shows the VIP');
+    const origins = BpfMap.openPinned(join(mesh.pinDir, 'maps', 'kmesh_conn_origin'));
+    try {
+      // the close callback runs when the kernel's side of each connection reaches TCP_CLOSE
+      for (let i = 0; i < 50 && [...origins.keys()].length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal([...origins.keys()].length, 0);
+    } finally {
+      origins.close();
+    }
   });
 
   test('UDP: request to the VIP reaches endpoints in order and the reply comes from the VIP', async () => {
