@@ -467,11 +467,13 @@ static __always_inline struct kmesh_endpoint_value *pick_resilient(struct bpf_so
 		break;
 	}
 	index = kmesh_pick_in_level(cg, span, (__u64)l.cum_base << 32 | ticket, now, flags);
-	if (cv->lb_policy == KMESH_LB_LEAST_REQUEST) {
-		/* power of two choices: the less loaded of two random picks */
+	/* power of two choices: the less loaded of two random picks (a level of one endpoint, or the same
+	 * endpoint twice, leaves nothing to compare) */
+	if (cv->lb_policy == KMESH_LB_LEAST_REQUEST && l.count > 1) {
 		other = kmesh_pick_in_level(cg, span, (__u64)l.cum_base << 32 | (bpf_get_prandom_u32() % range), now,
 					    flags);
-		if (other != NO_INDEX && load_of(cluster_id, cv, &l, other, index) < load_of(cluster_id, cv, &l, index, other))
+		if (other != NO_INDEX && other != index &&
+		    load_of(cluster_id, cv, &l, other, index) < load_of(cluster_id, cv, &l, index, other))
 			index = other;
 	}
 	return index == NO_INDEX ? NULL : endpoint_at(cluster_id, cv->generation, index);
