@@ -55,6 +55,19 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } kmesh_rr SEC(".maps");
 
+/*
+ * The sockops callbacks of a connect() (TIMEOUT_INIT, TCP_CONNECT) run in the same system call right
+ * after connect4, on the same CPU unless the task migrated in between: this per-CPU note of the last
+ * steered TCP connect gives them the connection's flags without a hash lookup (a cookie that does not
+ * match means: look it up).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kmesh_conn_hint);
+} kmesh_conn_hint SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, KMESH_MAX_TRACKED_SOCKETS);
@@ -568,6 +581,8 @@ static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u
 	struct kmesh_conn conn = { .origin = { .vip_port = vip_port, .endpoint_port = ep->port, .cluster_id = cluster_id },
 				   .flags = conn_flags };
 	struct kmesh_sock_origin *origin;
+	struct kmesh_conn_hint *hint;
+	__u32 zero = 0;
 	__u64 cookie;
 
 	__builtin_memcpy(conn.origin.vip, vip, sizeof(conn.origin.vip));
@@ -575,8 +590,14 @@ static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u
 	if (protocol == IPPROTO_TCP) {
 		cookie = bpf_get_socket_cookie(ctx);
 		/* BPF_ANY: a socket may connect again after a failed attempt */
-		if (bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
+		if (bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0) {
+			hint = bpf_map_lookup_elem(&kmesh_conn_hint, &zero);
+			if (hint) {
+				hint->cookie = cookie;
+				hint->flags = conn_flags;
+			}
 			return;
+		}
 	}
 	origin = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	/* without memory for it the socket is still steered; getpeername shows the endpoint */
@@ -975,9 +996,11 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 {
 	struct kmesh_sock_origin *origin;
 	struct kmesh_cluster_policy *pol;
+	struct kmesh_conn_hint *hint;
 	struct bpf_sock *sk;
-	__u32 op = skops->op, flags;
+	__u32 op = skops->op, flags, zero = 0;
 	__u64 cookie;
+	int hinted;
 
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_TIMEOUT_INIT && op != BPF_SOCK_OPS_STATE_CB)
 		return 1;
@@ -989,8 +1012,15 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 	if (!sk)
 		return 1;
 	cookie = bpf_get_socket_cookie(skops);
+	hint = bpf_map_lookup_elem(&kmesh_conn_hint, &zero);
+	hinted = hint && hint->cookie == cookie;
 	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		/* steered by connect4 just now: a plain cluster needs nothing but the close callback */
+		if (hinted && !(hint->flags & KMESH_CONN_TRACKED)) {
+			want_state_cb(skops);
+			break;
+		}
 		origin = conn_origin(cookie, sk, &flags);
 		if (!origin)
 			break;
@@ -1000,6 +1030,8 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 			connection_started(skops, origin);
 		break;
 	case BPF_SOCK_OPS_TIMEOUT_INIT:
+		if (hinted && !(hint->flags & KMESH_CONN_SYN_RTO))
+			break;
 		origin = conn_origin(cookie, sk, &flags);
 		if (!origin || !(flags & KMESH_CONN_SYN_RTO) || !origin->endpoint_port)
 			break;

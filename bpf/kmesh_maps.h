@@ -127,6 +127,13 @@ enum kmesh_conn_flags {
 	KMESH_CONN_SYN_RTO = 0x2,
 };
 
+/* The last TCP connect a CPU steered: its cookie and KMESH_CONN_* flags (kmesh_conn_hint). */
+struct kmesh_conn_hint {
+	__u64 cookie;
+	__u32 flags;
+	__u32 pad;
+};
+
 /* A connection kept for the rest of the TCP_CLOSE callback that deleted it: the socket's cookie
  * and snd_nxt name it (a socket may connect again after TCP_CLOSE, with a new initial sequence). */
 struct kmesh_origin_stash {
