@@ -170,7 +170,10 @@ describe('L4 data path (real kernel)', () => {
 
   test('closed TCP connections leave no origin behind (kmesh_conn_origin holds live connections only)', async () => {
     const results = await dialFrom(cg.path, 'tcp', '127.10.0.1', 9080, 200);
-    assert.ok(results.every((r) => r.peer === '127.10.0.1:9080'), 'getpeername shows the VIP');
+    assert.ok(
+      results.every((r) => r.peer === '127.10.0.1:9080'),
+      'getpeername shows the VIP',
+    );
     const origins = BpfMap.openPinned(join(mesh.pinDir, 'maps', 'kmesh_conn_origin'));
     try {
       // the close callback runs when the kernel's side of each connection reaches TCP_CLOSE
