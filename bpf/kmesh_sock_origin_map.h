@@ -14,6 +14,10 @@
  * - Everything else, and TCP when the hash is full: kmesh_sock_origin, the socket's
  *   local storage (UDP has no close callback to delete a hash entry; the L7 handoff
  *   keeps its own). It goes with the socket, so it needs no capacity and no clean-up.
+ * A TCP connect that fails inside the kernel after connect4 but before it sends the SYN
+ * (no route to the endpoint, no free local port) never gets the close callback: its hash
+ * entry stays. Such entries only take capacity: once the hash is full, connects use the
+ * socket storage again (correct, at the old cost).
  */
 #ifndef KMESH_SOCK_ORIGIN_MAP_H
 #define KMESH_SOCK_ORIGIN_MAP_H
@@ -32,7 +36,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, KMESH_MAX_TRACKED_SOCKETS);
+	__uint(max_entries, KMESH_MAX_CONNS);
 	__type(key, __u64);
 	__type(value, struct kmesh_conn);
 } kmesh_conn_origin SEC(".maps");
