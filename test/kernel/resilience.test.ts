@@ -2,10 +2,11 @@
  * Resilience decided in the kernel (issue 12), on the real kernel: outlier ejection of refusing, resetting and
  * SYN-blackholed endpoints and their return, priority failover with the 1.4 overprovisioning factor and
  * fail-back, locality weights, least request over held connections, consistent hashing, max_connections and a
- * short connect timeout. Ports 34000-34999, VIPs 127.44.x.
+ * short connect timeout; failover by the daemon's locality, the overprovisioning factor, and a registration nested
+ * in another counting once. Ports 34000-34999, VIPs 127.44.x.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -17,6 +18,8 @@ import { type Backends, count, dialFrom, type HeldConnection, holdFrom } from '.
 
 /** Backends on an address of our range: on 127.0.0.1 the ports of the range are also other sockets' ephemeral ports. */
 const L = '127.44.0.100';
+/** A registered cgroup inside the registered test cgroup: both attachments' programs see its sockets. */
+const NESTED = 'nested';
 /** Ejection time where a test waits for the return; elsewhere 30 s, longer than any test's traffic. */
 const EJECT_MS = 1500;
 const od = (failures: number, percent = 100, ejectMs = 30_000) =>
@@ -73,10 +76,38 @@ endpoints = ${eps([
     ['maglev', '127.44.0.9', `lb_policy = "maglev"\nhash_key = "cgroup"\nendpoints = ${eps([34001, 34002, 34009])}`],
     ['ring', '127.44.0.10', `lb_policy = "ring_hash"\nendpoints = ${eps([34001, 34002, 34009])}`],
     ['capped', '127.44.0.11', `max_connections = 2\nendpoints = ${eps([34012])}`],
+    [
+      // the daemon is in r1/z1/s1: 34014 (same subzone) first, then 34001 (same zone), then 34002 (elsewhere)
+      'byloc',
+      '127.44.0.13',
+      `lb_policy = "random"\n${od(2, 100, EJECT_MS)}\nendpoints = ${eps([
+        `{ address = "${L}", port = 34002, locality = "r2/z9" }`,
+        `{ address = "${L}", port = 34001, locality = "r1/z1/s2" }`,
+        `{ address = "${L}", port = 34014, locality = "r1/z1/s1" }`,
+      ])}`,
+    ],
+    [
+      // as 'spill', with overprovisioning 1.0
+      'spill100',
+      '127.44.0.14',
+      `lb_policy = "random"\noverprovisioning_factor = 100\n${od(1, 50)}\nendpoints = ${eps([
+        34001,
+        34002,
+        34007,
+        34008,
+        `{ address = "${L}", port = 34009, priority = 1 }`,
+      ])}`,
+    ],
+    ['nested', '127.44.0.15', `lb_policy = "least_request"\nmax_connections = 3\nendpoints = ${eps([34015])}`],
+    // 34016 refuses
+    ['nestedfail', '127.44.0.16', `${od(2)}\nendpoints = ${eps([34016])}`],
   ];
-  return `
+  // The first line lands in the [daemon] table configWithPinDir puts before this text.
+  return `locality = "r1/z1/s1"
 [[services]]
 cgroup = "${cgroup}"
+[[services]]
+cgroup = "${cgroup}/${NESTED}"
 ${clusters
   .map(
     ([name, vip, body]) => `
@@ -116,12 +147,13 @@ describe('resilience in the kernel (real kernel)', () => {
 
   before(async () => {
     cg = makeCgroup('resilience');
+    mkdirSync(join(cg.path, NESTED));
     other = makeCgroup('resilience-other');
     // Every listener before any client socket of ours exists: ports 34000-34999 are inside the ephemeral range,
     // and a held client socket could otherwise own a port a backend wants later.
     backends.push(await named([34001, 34002, 34009]));
     backends.push(await greetingBackend('a', L, 34010), await greetingBackend('b', L, 34011));
-    backends.push(await greetingBackend('capped', L, 34012));
+    backends.push(await greetingBackend('capped', L, 34012), await greetingBackend('nested', L, 34015));
     backends.push(await resettingBackend(L, 34004));
     backends.push(await synBlackhole(L, 34005));
     dir = mkdtempSync(join(tmpdir(), 'kmesh-resilience-'));
@@ -134,6 +166,7 @@ describe('resilience in the kernel (real kernel)', () => {
     for (const h of held) h.close();
     await mesh?.destroy();
     for (const b of backends) await b.close();
+    if (cg) rmdirSync(join(cg.path, NESTED), { recursive: false });
     cg?.remove();
     other?.remove();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -273,5 +306,56 @@ describe('resilience in the kernel (real kernel)', () => {
     const c = await holdFrom(cg.path, '127.44.0.11', 34000);
     held.push(c);
     assert.equal(await c.roundTrip('hi'), 'capped', 'the connection after the overflow is served');
+  });
+
+  test('locality failover: the local endpoint takes all, its zone takes over when it is ejected, and it fails back', async () => {
+    const local = await named([34014]);
+    let tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.13', 34000, 50));
+    assert.deepEqual([...tally], [['34014', 50]], 'all on the same subzone while it is healthy');
+    await local.close();
+    tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.13', 34000, 50));
+    assert.ok((tally.get('error:ECONNREFUSED') ?? 0) <= 2, JSON.stringify([...tally]));
+    assert.ok((tally.get('34001') ?? 0) >= 48, `to the same zone, not elsewhere: ${JSON.stringify([...tally])}`);
+    backends.push(await named([34014]));
+    await sleep(EJECT_MS + 200);
+    tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.13', 34000, 50));
+    assert.deepEqual([...tally], [['34014', 50]], 'fail-back to the same subzone');
+  });
+
+  test('overprovisioning_factor 100: half of priority 0 ejected sends half to priority 1', async () => {
+    for (let i = 0; i < 20 && endpointsOf('spill100').filter((e) => !e.healthy).length < 2; i++) {
+      await dialFrom(cg.path, 'tcp', '127.44.0.14', 34000, 5);
+    }
+    assert.equal(endpointsOf('spill100').filter((e) => !e.healthy).length, 2);
+    const tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.14', 34000, 1000));
+    assert.equal(
+      (tally.get('error:ECONNREFUSED') ?? 0) + (tally.get('error:timeout') ?? 0),
+      0,
+      JSON.stringify([...tally]),
+    );
+    assertShare(tally.get('34009') ?? 0, 1000, 0.5, 'share on priority 1');
+  });
+
+  test('a registration nested in another counts each connection and each failure once', async () => {
+    const inner = join(cg.path, NESTED);
+    const a = await holdFrom(inner, '127.44.0.15', 34000);
+    const b = await holdFrom(inner, '127.44.0.15', 34000);
+    held.push(a, b);
+    assert.equal(stateOf('nested', 34015).activeConnections, 2);
+    assert.equal(mesh.daemon.clusterCounters().find((c) => c.cluster === 'nested')?.activeConnections, 2);
+    // max_connections 3: a third is still under it (counted twice, 2 held would already be 4)
+    const c = await holdFrom(inner, '127.44.0.15', 34000);
+    held.push(c);
+    assert.equal(await c.roundTrip('hi'), 'nested');
+    for (const h of [a, b, c]) h.close();
+    for (let i = 0; i < 50 && stateOf('nested', 34015).activeConnections > 0; i++) await sleep(20);
+    assert.equal(stateOf('nested', 34015).activeConnections, 0);
+    const counters = mesh.daemon.clusterCounters().find((x) => x.cluster === 'nested');
+    assert.deepEqual([counters?.activeConnections, counters?.overflowsTotal], [0, 0]);
+    // one refused connect is one failure: consecutive_failures 2 does not eject yet
+    const [refused] = await dialFrom(inner, 'tcp', '127.44.0.16', 34000, 1);
+    assert.equal(refused?.error, 'ECONNREFUSED');
+    const dead = stateOf('nestedfail', 34016);
+    assert.deepEqual([dead.failuresTotal, dead.consecutiveFailures, dead.healthy], [1, 1, true]);
   });
 });
