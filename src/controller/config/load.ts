@@ -283,7 +283,8 @@ function readLocalityFailover(t: TableReader, cluster: Cluster, daemonLocality: 
   const asked = t.has('locality_failover');
   if (!t.boolean('locality_failover', true)) return;
   if (!daemonLocality) {
-    if (asked) t.fail('locality_failover', 'needs the daemon\'s own locality: [daemon] locality = "region/zone/subzone"');
+    if (asked)
+      t.fail('locality_failover', 'needs the daemon\'s own locality: [daemon] locality = "region/zone/subzone"');
   } else if (!cluster.outlierDetection) {
     if (asked) t.fail('locality_failover', 'needs outlier_detection: endpoints fail over only when ejected');
   } else {
