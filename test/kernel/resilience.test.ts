@@ -27,6 +27,9 @@ const od = (failures: number, percent = 100, ejectMs = 30_000) =>
 const eps = (list: Array<string | number>) =>
   `[ ${list.map((e) => (typeof e === 'number' ? `{ address = "${L}", port = ${e} }` : e)).join(', ')} ]`;
 
+/** 4 endpoints at priority 0, two of which refuse (34007, 34008); 1 at priority 1. */
+const SPILL_ENDPOINTS = eps([34001, 34002, 34007, 34008, `{ address = "${L}", port = 34009, priority = 1 }`]);
+
 function config(cgroup: string, lrEndpoints: number[]): string {
   const clusters: Array<[name: string, vip: string, body: string]> = [
     // 34003 refuses (nothing listens)
@@ -49,18 +52,7 @@ function config(cgroup: string, lrEndpoints: number[]): string {
       '127.44.0.5',
       `${od(2, 100, EJECT_MS)}\nendpoints = ${eps([`{ address = "${L}", port = 34006 }`, `{ address = "${L}", port = 34002, priority = 1 }`])}`,
     ],
-    [
-      'spill',
-      '127.44.0.6',
-      // 4 endpoints at priority 0, two of which refuse; 1 at priority 1
-      `lb_policy = "random"\n${od(1, 50)}\nendpoints = ${eps([
-        34001,
-        34002,
-        34007,
-        34008,
-        `{ address = "${L}", port = 34009, priority = 1 }`,
-      ])}`,
-    ],
+    ['spill', '127.44.0.6', `lb_policy = "random"\n${od(1, 50)}\nendpoints = ${SPILL_ENDPOINTS}`],
     [
       'local',
       '127.44.0.7',
@@ -90,13 +82,7 @@ endpoints = ${eps([
       // as 'spill', with overprovisioning 1.0
       'spill100',
       '127.44.0.14',
-      `lb_policy = "random"\noverprovisioning_factor = 100\n${od(1, 50)}\nendpoints = ${eps([
-        34001,
-        34002,
-        34007,
-        34008,
-        `{ address = "${L}", port = 34009, priority = 1 }`,
-      ])}`,
+      `lb_policy = "random"\noverprovisioning_factor = 100\n${od(1, 50)}\nendpoints = ${SPILL_ENDPOINTS}`,
     ],
     ['nested', '127.44.0.15', `lb_policy = "least_request"\nmax_connections = 3\nendpoints = ${eps([34015])}`],
     // 34016 refuses
@@ -219,38 +205,45 @@ describe('resilience in the kernel (real kernel)', () => {
     assert.equal(stateOf('blackhole', 34005).healthy, false);
   });
 
-  test('priority failover: the priority-0 endpoint dies, traffic moves to priority 1, and fails back', async () => {
-    const primary = await named([34006]);
-    let tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.5', 34000, 50));
-    assert.deepEqual([...tally], [['34006', 50]], 'all on priority 0 while it is healthy');
-    await primary.close();
-    tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.5', 34000, 50));
+  /** All on `primary` while it serves; on `takeover` once it is dead and ejected; back after the ejection time. */
+  async function failoverAndBack(vip: string, primary: number, takeover: number, where: string): Promise<void> {
+    const first = await named([primary]);
+    let tally = count(await dialFrom(cg.path, 'tcp', vip, 34000, 50));
+    assert.deepEqual([...tally], [[String(primary), 50]], `all on ${where} while it is healthy`);
+    await first.close();
+    tally = count(await dialFrom(cg.path, 'tcp', vip, 34000, 50));
     assert.ok((tally.get('error:ECONNREFUSED') ?? 0) <= 2, JSON.stringify([...tally]));
-    assert.ok((tally.get('34002') ?? 0) >= 48, `failover: ${JSON.stringify([...tally])}`);
-    backends.push(await named([34006]));
+    assert.ok((tally.get(String(takeover)) ?? 0) >= 48, `failover to ${takeover}: ${JSON.stringify([...tally])}`);
+    backends.push(await named([primary]));
     await sleep(EJECT_MS + 200);
-    tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.5', 34000, 50));
-    assert.deepEqual([...tally], [['34006', 50]], 'fail-back to priority 0');
-  });
+    tally = count(await dialFrom(cg.path, 'tcp', vip, 34000, 50));
+    assert.deepEqual([...tally], [[String(primary), 50]], `fail-back to ${where}`);
+  }
 
-  test('overprovisioning 1.4: half of priority 0 ejected keeps 70 % there, 30 % spills to priority 1', async () => {
-    // eject the two refusing priority-0 endpoints (consecutive_failures 1, max 50 % = 2 of 4)
-    for (let i = 0; i < 20 && endpointsOf('spill').filter((e) => !e.healthy).length < 2; i++) {
-      await dialFrom(cg.path, 'tcp', '127.44.0.6', 34000, 5);
+  /** Ejects the refusing priority-0 endpoints 34007 and 34008 (2 of 4), then measures the share on priority 1. */
+  async function spillShare(cluster: string, vip: string, expected: number): Promise<void> {
+    for (let i = 0; i < 20 && endpointsOf(cluster).filter((e) => !e.healthy).length < 2; i++) {
+      await dialFrom(cg.path, 'tcp', vip, 34000, 5);
     }
     assert.deepEqual(
-      endpointsOf('spill')
+      endpointsOf(cluster)
         .filter((e) => !e.healthy)
         .map((e) => e.port)
         .sort(),
       [34007, 34008],
     );
-    const tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.6', 34000, 1000));
-    const spilled = tally.get('34009') ?? 0;
+    const tally = count(await dialFrom(cg.path, 'tcp', vip, 34000, 1000));
     const failed = (tally.get('error:ECONNREFUSED') ?? 0) + (tally.get('error:timeout') ?? 0);
     assert.equal(failed, 0, JSON.stringify([...tally]));
-    assertShare(spilled, 1000, 0.3, 'share on priority 1');
-  });
+    assertShare(tally.get('34009') ?? 0, 1000, expected, 'share on priority 1');
+  }
+
+  test('priority failover: the priority-0 endpoint dies, traffic moves to priority 1, and fails back', () =>
+    failoverAndBack('127.44.0.5', 34006, 34002, 'priority 0'));
+
+  // consecutive_failures 1, max 50 % = 2 of 4
+  test('overprovisioning 1.4: half of priority 0 ejected keeps 70 % there, 30 % spills to priority 1', () =>
+    spillShare('spill', '127.44.0.6', 0.3));
 
   test('locality weights 1:3 hold over 2,000 connects (the weight-3 locality split over its 2 endpoints)', async () => {
     const tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.7', 34000, 2000));
@@ -308,33 +301,11 @@ describe('resilience in the kernel (real kernel)', () => {
     assert.equal(await c.roundTrip('hi'), 'capped', 'the connection after the overflow is served');
   });
 
-  test('locality failover: the local endpoint takes all, its zone takes over when it is ejected, and it fails back', async () => {
-    const local = await named([34014]);
-    let tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.13', 34000, 50));
-    assert.deepEqual([...tally], [['34014', 50]], 'all on the same subzone while it is healthy');
-    await local.close();
-    tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.13', 34000, 50));
-    assert.ok((tally.get('error:ECONNREFUSED') ?? 0) <= 2, JSON.stringify([...tally]));
-    assert.ok((tally.get('34001') ?? 0) >= 48, `to the same zone, not elsewhere: ${JSON.stringify([...tally])}`);
-    backends.push(await named([34014]));
-    await sleep(EJECT_MS + 200);
-    tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.13', 34000, 50));
-    assert.deepEqual([...tally], [['34014', 50]], 'fail-back to the same subzone');
-  });
+  test('locality failover: the local endpoint takes all, its zone takes over when it is ejected, and it fails back', () =>
+    failoverAndBack('127.44.0.13', 34014, 34001, 'the same subzone'));
 
-  test('overprovisioning_factor 100: half of priority 0 ejected sends half to priority 1', async () => {
-    for (let i = 0; i < 20 && endpointsOf('spill100').filter((e) => !e.healthy).length < 2; i++) {
-      await dialFrom(cg.path, 'tcp', '127.44.0.14', 34000, 5);
-    }
-    assert.equal(endpointsOf('spill100').filter((e) => !e.healthy).length, 2);
-    const tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.14', 34000, 1000));
-    assert.equal(
-      (tally.get('error:ECONNREFUSED') ?? 0) + (tally.get('error:timeout') ?? 0),
-      0,
-      JSON.stringify([...tally]),
-    );
-    assertShare(tally.get('34009') ?? 0, 1000, 0.5, 'share on priority 1');
-  });
+  test('overprovisioning_factor 100: half of priority 0 ejected sends half to priority 1', () =>
+    spillShare('spill100', '127.44.0.14', 0.5));
 
   test('a registration nested in another counts each connection and each failure once', async () => {
     const inner = join(cg.path, NESTED);
