@@ -74,8 +74,8 @@ export async function startMetricsServer(
   admission.onIdle = () => {
     if (latest && latest.finishedAt < Number.POSITIVE_INFINITY) latest = undefined;
   };
-  const collect = (acceptedAt: number): Promise<Buffer> => {
-    if (latest && acceptedAt <= latest.finishedAt) return latest.body;
+  const collect = (arrivedAt: number): Promise<Buffer> => {
+    if (latest && arrivedAt <= latest.finishedAt) return latest.body;
     collections++;
     const read = { finishedAt: Number.POSITIVE_INFINITY, body: Promise.resolve(Buffer.alloc(0)) };
     read.body = registry.metrics().then(
@@ -98,7 +98,7 @@ export async function startMetricsServer(
       connectionsCheckingInterval: limits.checkIntervalMs,
     },
     (req, res) => {
-      admission.requestStarted(req.socket, res);
+      const arrivedAt = admission.requestStarted(req.socket, res);
       const path = (req.url ?? '/').split('?')[0];
       if (path !== '/metrics') {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
@@ -108,7 +108,7 @@ export async function startMetricsServer(
         res.writeHead(405, { allow: 'GET, HEAD' }).end();
         return;
       }
-      collect(admission.acceptedAt(req.socket)).then(
+      collect(arrivedAt).then(
         (body) => {
           res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : body);
         },
@@ -193,18 +193,23 @@ class Admission {
   }
 
   /** When the connection was accepted (performance.now()). */
-  acceptedAt(socket: Socket): number {
+  private acceptedAt(socket: Socket): number {
     return this.arrived.get(socket) ?? 0;
   }
 
-  /** A request head arrived: the connection keeps its turn until the response is done. */
-  requestStarted(socket: Socket, res: ServerResponse): void {
+  /**
+   * A request head arrived: the connection keeps its turn until the response is done. Returns when the
+   * request counts as arrived: a connection's first request when the connection was accepted (it may have
+   * waited for its turn), a later one on a kept-alive connection now.
+   */
+  requestStarted(socket: Socket, res: ServerResponse): number {
     this.slow.delete(socket);
     const turn = this.pending.get(socket);
-    if (!turn) return;
+    if (!turn) return performance.now();
     this.pending.delete(socket);
     clearTimeout(turn.timer);
     res.once('close', turn.end);
+    return this.acceptedAt(socket);
   }
 
   stop(): void {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { get } from 'node:http';
+import { Agent, get } from 'node:http';
 import { connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import pino from 'pino';
@@ -281,6 +281,39 @@ test('slow sockets do not hold the turns: a scrape behind 40 of them is answered
     assert.ok(waited < 2500, `the scrape waited ${waited} ms`);
     assert.equal(flood.open(), 40, 'the slow sockets are still open (the header timeout is theirs)');
   } finally {
+    flood.destroy();
+    await server.close();
+  }
+});
+
+test('a second request on a kept-alive connection is not answered with a read older than it', async () => {
+  const { registry } = await fixture();
+  let reads = 0;
+  const counting = {
+    contentType: registry.contentType,
+    metrics: () => {
+      reads++;
+      return registry.metrics();
+    },
+  } as unknown as Registry;
+  const server = await startMetricsServer('127.0.0.1:0', counting, silent);
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const get1 = () =>
+    new Promise<number>((resolve, reject) => {
+      get({ host: '127.0.0.1', port: server.address.port, path: '/metrics', agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      }).on('error', reject);
+    });
+  // A slow socket holds a turn meanwhile, so the server is not idle and still has the first read.
+  const flood = await slowSockets(server.address.port, 1);
+  try {
+    assert.equal(await get1(), 200);
+    await settle(20);
+    assert.equal(await get1(), 200);
+    assert.equal(reads, 2);
+  } finally {
+    agent.destroy();
     flood.destroy();
     await server.close();
   }
