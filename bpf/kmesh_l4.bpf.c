@@ -872,9 +872,24 @@ static __always_inline void record_success(__u32 cluster_id, struct kmesh_ep_sta
 	bpf_spin_unlock(&st->lock);
 }
 
+/*
+ * True for the first run of a callback on this connection (see kmesh_resilience.h): the claim is kept in
+ * the connection's kmesh_conn flags (`claim` points there; hash entry or stash), else, for an origin in
+ * socket storage, in kmesh_res_sock.
+ */
+static __always_inline int claim_once(__u32 *claim, struct bpf_sock *sk, __u32 conn_bit, __u32 res_bit)
+{
+	if (!claim)
+		return kmesh_res_claim(sk, res_bit);
+	if (*claim & conn_bit)
+		return 0;
+	*claim |= conn_bit;
+	return 1;
+}
+
 /* Only clusters with resilience settings are tracked: a plain cluster costs one policy lookup here. */
 static __always_inline void connection_started(struct bpf_sock_ops *skops, struct bpf_sock *sk,
-					       const struct kmesh_sock_origin *origin)
+					       const struct kmesh_sock_origin *origin, __u32 *claim)
 {
 	struct kmesh_cluster_policy *pol = bpf_map_lookup_elem(&kmesh_cl_policy, &origin->cluster_id);
 	struct kmesh_ep_state_key key = { .port = origin->endpoint_port, .cluster_id = origin->cluster_id };
@@ -883,7 +898,7 @@ static __always_inline void connection_started(struct bpf_sock_ops *skops, struc
 	struct kmesh_ep_state *st;
 	int retries;
 
-	if (!pol || !kmesh_res_claim(sk, KMESH_RES_STARTED))
+	if (!pol || !claim_once(claim, sk, KMESH_CONN_STARTED, KMESH_RES_STARTED))
 		return;
 	__builtin_memcpy(key.addr, origin->endpoint, sizeof(key.addr));
 	st = bpf_map_lookup_elem(&kmesh_ep_state, &key);
@@ -905,7 +920,7 @@ static __always_inline void connection_started(struct bpf_sock_ops *skops, struc
 }
 
 static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct bpf_sock *sk,
-					     const struct kmesh_sock_origin *origin)
+					     const struct kmesh_sock_origin *origin, __u32 *claim)
 {
 	struct kmesh_ep_state *st = origin_state(origin);
 	int connecting = skops->args[0] == BPF_TCP_SYN_SENT;
@@ -914,7 +929,7 @@ static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct 
 
 	/* not tracked (a plain cluster), or the state went with its endpoint; or counted already by the
 	 * attachment of another registered cgroup this one is nested in */
-	if (!st || !kmesh_res_claim(sk, KMESH_RES_ENDED))
+	if (!st || !claim_once(claim, sk, KMESH_CONN_ENDED, KMESH_RES_ENDED))
 		return;
 	__sync_fetch_and_add(&st->active, -1);
 	cs = bpf_map_lookup_elem(&kmesh_cl_state, &origin->cluster_id);
@@ -936,15 +951,19 @@ static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct 
  * hash is full, the L7 handoff) records none, so everything is looked up as for a tracked one. */
 #define CONN_FLAGS_UNKNOWN (KMESH_CONN_TRACKED | KMESH_CONN_SYN_RTO)
 
-static __always_inline struct kmesh_sock_origin *conn_origin(__u64 cookie, struct bpf_sock *sk, __u32 *flags)
+/* *claim: the connection's flags to claim callbacks in, NULL for an origin in socket storage. */
+static __always_inline struct kmesh_sock_origin *conn_origin(__u64 cookie, struct bpf_sock *sk, __u32 *flags,
+							     __u32 **claim)
 {
 	struct kmesh_conn *conn = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
 
 	if (conn) {
 		*flags = conn->flags;
+		*claim = &conn->flags;
 		return &conn->origin;
 	}
 	*flags = CONN_FLAGS_UNKNOWN;
+	*claim = 0;
 	return bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
 }
 
@@ -954,7 +973,7 @@ static __always_inline struct kmesh_sock_origin *conn_origin(__u64 cookie, struc
  * same callback (kmesh-probe, this program of an enclosing registered cgroup).
  */
 static __always_inline struct kmesh_sock_origin *take_origin(__u64 cookie, __u32 snd_nxt, struct bpf_sock *sk,
-							     __u32 *flags)
+							     __u32 *flags, __u32 **claim)
 {
 	struct kmesh_conn *conn = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
 	__u32 slot = cookie % KMESH_ORIGIN_STASH_SLOTS;
@@ -964,11 +983,14 @@ static __always_inline struct kmesh_sock_origin *take_origin(__u64 cookie, __u32
 		conn = kmesh_stashed_conn(cookie, snd_nxt);
 		if (conn) {
 			*flags = conn->flags;
+			*claim = &conn->flags;
 			return &conn->origin;
 		}
 		*flags = CONN_FLAGS_UNKNOWN;
+		*claim = 0;
 		return bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
 	}
+	*claim = 0;
 	stash = bpf_map_lookup_elem(&kmesh_origin_stash, &slot);
 	if (!stash)
 		return 0;
@@ -977,6 +999,7 @@ static __always_inline struct kmesh_sock_origin *take_origin(__u64 cookie, __u32
 	__builtin_memcpy(&stash->conn, conn, sizeof(stash->conn));
 	bpf_map_delete_elem(&kmesh_conn_origin, &cookie);
 	*flags = stash->conn.flags;
+	*claim = &stash->conn.flags;
 	return &stash->conn.origin;
 }
 
@@ -1002,7 +1025,7 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 	struct kmesh_cluster_policy *pol;
 	struct kmesh_conn_hint *hint;
 	struct bpf_sock *sk;
-	__u32 op = skops->op, flags, zero = 0;
+	__u32 op = skops->op, flags, zero = 0, *claim;
 	__u64 cookie;
 	int hinted;
 
@@ -1025,18 +1048,18 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 			want_state_cb(skops);
 			break;
 		}
-		origin = conn_origin(cookie, sk, &flags);
+		origin = conn_origin(cookie, sk, &flags, &claim);
 		if (!origin)
 			break;
 		/* the close callback deletes the origin */
 		want_state_cb(skops);
 		if ((flags & KMESH_CONN_TRACKED) && origin->endpoint_port)
-			connection_started(skops, sk, origin);
+			connection_started(skops, sk, origin, claim);
 		break;
 	case BPF_SOCK_OPS_TIMEOUT_INIT:
 		if (hinted && !(hint->flags & KMESH_CONN_SYN_RTO))
 			break;
-		origin = conn_origin(cookie, sk, &flags);
+		origin = conn_origin(cookie, sk, &flags, &claim);
 		if (!origin || !(flags & KMESH_CONN_SYN_RTO) || !origin->endpoint_port)
 			break;
 		/* the reply is the SYN retransmission timeout in jiffies */
@@ -1045,9 +1068,9 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 			skops->reply = pol->syn_rto_jiffies;
 		break;
 	default:
-		origin = take_origin(cookie, skops->snd_nxt, sk, &flags);
+		origin = take_origin(cookie, skops->snd_nxt, sk, &flags, &claim);
 		if (origin && (flags & KMESH_CONN_TRACKED) && origin->endpoint_port)
-			connection_ended(skops, sk, origin);
+			connection_ended(skops, sk, origin, claim);
 		break;
 	}
 	return 1;

@@ -129,6 +129,9 @@ enum kmesh_conn_flags {
 	KMESH_CONN_TRACKED = 0x1,
 	/* ... with a connect timeout (SYN retransmission timeout) */
 	KMESH_CONN_SYN_RTO = 0x2,
+	/* counted at connect / at close already (nested registrations run the program twice) */
+	KMESH_CONN_STARTED = 0x4,
+	KMESH_CONN_ENDED = 0x8,
 };
 
 /* The last TCP connect a CPU steered: its cookie and KMESH_CONN_* flags (kmesh_conn_hint). */
