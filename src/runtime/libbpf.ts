@@ -158,6 +158,10 @@ export const libbpf = {
     count: number[],
     opts: null,
   ) => number,
+  /** BPF_MAP_UPDATE_BATCH (5.6+); `count` in: entries, out: entries written (also on failure). */
+  mapUpdateBatch: lib.func(
+    'int bpf_map_update_batch(int fd, const void *keys, const void *values, _Inout_ uint32_t *count, void *opts)',
+  ) as (fd: number, keys: Buffer, values: Buffer, count: number[], opts: null) => number,
   /** BPF_ENABLE_STATS: run_cnt/run_time_ns are collected while the returned fd is open. */
   enableStats: lib.func('int bpf_enable_stats(int type)') as (type: number) => number,
   btfLoad: lib.func('int bpf_btf_load(const void *data, size_t size, void *opts)') as (

@@ -1,0 +1,65 @@
+/**
+ * CPU profile of one full push, daemon and ADS server in this process (the daemon's own process cannot be
+ * profiled from its start: the profiler's signals make program loading fail with EAGAIN). The profiler starts
+ * once the daemon is up and the server's resources are encoded, and stops at the EDS ACK.
+ * Needs root. Usage: node --optimize-for-size --max-semi-space-size=1 dist/bench/xds/profile.js [--out FILE] [--mode sotw|delta]
+ */
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import { startParts } from '../../src/bin/compose.js';
+import { cleanupPins } from '../../src/controller/cleanup.js';
+import { parseConfig } from '../../src/controller/config/load.js';
+import { cluster, loadAssignment, TYPE, tcpListener, XdsTestServer } from '../../test/fixtures/xds-server.js';
+
+const { values: args } = parseArgs({
+  options: { out: { type: 'string', default: 'push.cpuprofile' }, mode: { type: 'string', default: 'sotw' } },
+});
+const N = 1000;
+const name = (i: number) => `outbound|8080||svc${i}.bench.svc.cluster.local`;
+const vip = (i: number) => `127.20.${i >> 8}.${i & 255}`;
+const endpoints = (i: number) =>
+  Array.from({ length: 10 }, (_, j) => ({
+    address: `127.1.${((i * 10 + j) >> 8) & 255}.${(i * 10 + j) & 255}`,
+    port: 20000 + j,
+    weight: 1 + (j % 3),
+  }));
+
+const server = new XdsTestServer('p');
+const port = await server.start();
+const pinDir = `/sys/fs/bpf/kmesh-bench-xds-prof-${process.pid}`;
+const config = parseConfig(
+  `[daemon]\nlog_level = "info"\npin_dir = "${pinDir}"\n\n[xds]\naddress = "127.0.0.1:${port}"\nnode_id = "sidecar~127.0.0.1~bench.default~default.svc.cluster.local"\nmode = "${args.mode}"\n`,
+  '/tmp/kmesh-prof.toml',
+);
+const parts = await startParts({ config, logger: pino({ level: "info" }), pinDir });
+try {
+  await server.waitFor((r) => r.typeUrl === TYPE.cluster, 30_000);
+  const clusters = Array.from({ length: N }, (_, i) => cluster({ name: name(i), lbPolicy: 'round_robin' }));
+  const clas = Array.from({ length: N }, (_, i) => loadAssignment(name(i), endpoints(i)));
+  const listeners = Array.from({ length: N }, (_, i) => tcpListener(vip(i), 8080, name(i)));
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 200 });
+  await session.post('Profiler.start');
+  const t0 = performance.now();
+  server.set(TYPE.endpoint, clas);
+  server.set(TYPE.cluster, clusters);
+  server.set(TYPE.listener, listeners);
+  const from = server.requests.length;
+  await server.waitFor(
+    (r) => r.typeUrl === TYPE.endpoint && r.versionInfo === server.version(TYPE.endpoint) && r.kind === 'ack',
+    60_000,
+    from,
+  );
+  const ms = performance.now() - t0;
+  const { profile } = await session.post('Profiler.stop');
+  writeFileSync(args.out, JSON.stringify(profile));
+  process.stdout.write(`push ${ms.toFixed(1)} ms; profile in ${args.out}\n`);
+} finally {
+  await parts.stop();
+  cleanupPins(pinDir);
+  await server.stop();
+}
