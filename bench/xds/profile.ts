@@ -33,7 +33,7 @@ const config = parseConfig(
   `[daemon]\nlog_level = "info"\npin_dir = "${pinDir}"\n\n[xds]\naddress = "127.0.0.1:${port}"\nnode_id = "sidecar~127.0.0.1~bench.default~default.svc.cluster.local"\nmode = "${args.mode}"\n`,
   '/tmp/kmesh-prof.toml',
 );
-const parts = await startParts({ config, logger: pino({ level: "info" }), pinDir });
+const parts = await startParts({ config, logger: pino({ level: 'info' }), pinDir });
 try {
   await server.waitFor((r) => r.typeUrl === TYPE.cluster, 30_000);
   const clusters = Array.from({ length: N }, (_, i) => cluster({ name: name(i), lbPolicy: 'round_robin' }));

@@ -526,13 +526,13 @@ export class Reconciler {
     map: MapAccess,
     sizes: { key: number; value: number },
     keyOf: (k: K, into: Buffer) => void,
-    valueOf: (k: K) => Buffer | undefined,
+    target: (k: K) => Buffer | undefined,
     done?: Set<K>,
   ): Promise<void> {
     const updates: Array<[K, Buffer]> = [];
     const key = Buffer.alloc(sizes.key);
     for (const k of keys) {
-      const value = valueOf(k);
+      const value = target(k);
       if (value) {
         updates.push([k, value]);
         continue;

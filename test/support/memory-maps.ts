@@ -46,8 +46,7 @@ export class MemoryMap implements MapAccess {
   updateBatch(keys: Buffer, values: Buffer, count: number): void {
     const k = keys.length / count;
     const v = values.length / count;
-    for (let i = 0; i < count; i++)
-      this.update(keys.subarray(i * k, (i + 1) * k), values.subarray(i * v, (i + 1) * v));
+    for (let i = 0; i < count; i++) this.update(keys.subarray(i * k, (i + 1) * k), values.subarray(i * v, (i + 1) * v));
   }
 
   lookup(key: Buffer): Buffer | null {
