@@ -32,6 +32,7 @@ import { assignClusterIds } from './cluster-ids.js';
 import { loadConfigFile } from './config/load.js';
 import type { KmeshConfig } from './config/schema.js';
 import { dumpMaps } from './map-dump.js';
+import { MemoryReturn } from './memory-return.js';
 import { MeshState, replaceAll } from './mesh-state.js';
 import { bpfObjectDir, pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
@@ -76,6 +77,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   lastApply: ApplyResult | undefined;
   /** TOML + xDS by name, as the maps hold it. */
   private readonly mesh = new MeshState();
+  /** malloc's freed pages back to the kernel after applies (docs/memory.md). */
+  private readonly memoryReturn = new MemoryReturn();
   private xds: { connection: XdsConnection; address: string } | undefined;
   private lastError: string | undefined;
   private readonly startedAt = new Date().toISOString();
@@ -215,6 +218,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.resilience?.sync(staged.delta);
     this.applyL7(change);
     this.lastApply = result;
+    this.memoryReturn.applied();
     this.configVersion++;
     this.logger.info(
       { configVersion: this.configVersion, ...result, ms: Number(process.hrtime.bigint() - started) / 1e6 },
@@ -407,6 +411,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     await this.l7Starting;
     await this.l7Datapath?.stop();
     await this.reconciler?.flush();
+    this.memoryReturn.stop();
   }
 
   private setState(state: DaemonState): void {

@@ -33,6 +33,7 @@ import {
   tableKey,
 } from '../runtime/maps/layouts.js';
 import type { DesiredCluster, DesiredListener } from './desired-state.js';
+import { Slicer } from './slicer.js';
 
 /** What one apply changes: named entries are set whole (or removed: null); all others stay. */
 export interface ConfigDelta {
@@ -103,19 +104,6 @@ function listenerKeyIn(key: Buffer, slot: number): Buffer {
 }
 
 const clusterKeyIn = (id: number, slot: number) => clusterKey.encode({ id, slot });
-
-/** Work between two turns of the event loop: a large apply never blocks timers, scrapes or D-Bus for long. */
-const SLICE_MS = 10;
-
-class Slicer {
-  private since = performance.now();
-
-  async next(): Promise<void> {
-    if (performance.now() - this.since < SLICE_MS) return;
-    await new Promise((resolve) => setImmediate(resolve));
-    this.since = performance.now();
-  }
-}
 
 export class Reconciler {
   private active = 0;

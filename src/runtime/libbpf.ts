@@ -212,7 +212,18 @@ const mmap = c.func('void *mmap(void *addr, size_t length, int prot, int flags, 
   offset: number,
 ) => unknown;
 
+/** A libc function that not every C library has (null there). */
+function optional<T>(bind: () => T): T | null {
+  try {
+    return bind();
+  } catch {
+    return null;
+  }
+}
+
 export const libc = {
+  /** Gives the free pages inside malloc's heap back to the kernel (glibc only: null elsewhere). */
+  mallocTrim: optional(() => c.func('int malloc_trim(size_t pad)') as (pad: number) => number),
   close: c.func('int close(int fd)') as (fd: number) => number,
   getpagesize: c.func('int getpagesize(void)') as () => number,
   /** MAP_SHARED mapping of an fd; null on failure. */

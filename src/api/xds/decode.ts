@@ -4,6 +4,7 @@
  */
 import { isIP } from 'node:net';
 import type protobuf from 'protobufjs';
+import type { Slicer } from '../../controller/slicer.js';
 import type { Endpoint, HttpRoute, LbPolicy, LocalityWeight, Protocol, WeightedCluster } from '../../model/types.js';
 import { virtualHostProblems } from '../../model/validate.js';
 import { localityName, RESILIENCE_LIMITS } from '../../model/validate-resilience.js';
@@ -153,10 +154,11 @@ export class ResourceCache<T extends { name: string }> {
   private byBytes = new Map<string, T>();
 
   /** Decodes all resources of one response (names must be unique); returns the map and the cache to keep. */
-  decode(
+  async decode(
     resp: DecodedResponse,
     one: (bytes: Uint8Array, index: number) => T,
-  ): { resources: Map<string, T>; cache: Map<string, T> } {
+    slice: Slicer,
+  ): Promise<{ resources: Map<string, T>; cache: Map<string, T> }> {
     if (resp.resources.length > LIMITS.resourcesPerResponse) {
       throw new XdsResourceError(
         `${resp.resources.length} resources in one response (limit ${LIMITS.resourcesPerResponse})`,
@@ -164,7 +166,8 @@ export class ResourceCache<T extends { name: string }> {
     }
     const resources = new Map<string, T>();
     const cache = new Map<string, T>();
-    resp.resources.forEach((any, i) => {
+    for (const [i, any] of resp.resources.entries()) {
+      await slice.next();
       const bytes = unwrap(any, resp.typeUrl, i);
       // latin1 maps each byte to one char: an exact, cheap key (V8 one-byte string, hashed in full below 16 KiB).
       const key = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
@@ -172,7 +175,7 @@ export class ResourceCache<T extends { name: string }> {
       if (resources.has(r.name)) throw new XdsResourceError(`duplicate resource name "${r.name}"`);
       resources.set(r.name, r);
       cache.set(key, r);
-    });
+    }
     return { resources, cache };
   }
 

@@ -4,6 +4,7 @@
  * accepted ones by their bytes (ResourceCache): only those that changed are decoded and staged, so a resend of
  * 1,000 clusters with one changed costs one cluster's conversion.
  */
+import type { Slicer } from '../../controller/slicer.js';
 import { DECODERS, type DecodedResponse, decodeResponse, ResourceCache } from './decode.js';
 import type { XdsModelBuilder } from './model-builder.js';
 import {
@@ -73,11 +74,11 @@ export class SotwProtocol implements Protocol<SotwReceived> {
     queue.push(r);
   }
 
-  stage(r: SotwReceived, b: XdsModelBuilder, note: (msg: string) => void): void {
+  async stage(r: SotwReceived, b: XdsModelBuilder, note: (msg: string) => void, slice: Slicer): Promise<void> {
     const cache = this.caches.get(r.typeUrl);
     const decoder = DECODERS[r.typeUrl as keyof typeof DECODERS];
     if (!cache || !decoder) throw new XdsResourceError(`unknown or unsubscribed type URL "${r.typeUrl}"`);
-    const { resources, cache: next } = cache.decode(r.resp, decoder);
+    const { resources, cache: next } = await cache.decode(r.resp, decoder, slice);
     const held = heldOf(b, r.typeUrl);
     // CDS/LDS: what the response leaves out is gone. EDS/RDS: left out keeps its last value.
     const gone = WILDCARD.has(r.typeUrl) ? [...held.keys()].filter((n) => !resources.has(n)) : [];
