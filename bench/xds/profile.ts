@@ -7,6 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { parseArgs } from 'node:util';
+import { writeHeapSnapshot } from 'node:v8';
 import pino from 'pino';
 import { startParts } from '../../src/bin/compose.js';
 import { cleanupPins } from '../../src/controller/cleanup.js';
@@ -14,7 +15,12 @@ import { parseConfig } from '../../src/controller/config/load.js';
 import { cluster, loadAssignment, TYPE, tcpListener, XdsTestServer } from '../../test/fixtures/xds-server.js';
 
 const { values: args } = parseArgs({
-  options: { out: { type: 'string', default: 'push.cpuprofile' }, mode: { type: 'string', default: 'sotw' } },
+  options: {
+    out: { type: 'string', default: 'push.cpuprofile' },
+    mode: { type: 'string', default: 'sotw' },
+    heap: { type: 'string' },
+    changes: { type: 'string', default: '0' },
+  },
 });
 const N = 1000;
 const name = (i: number) => `outbound|8080||svc${i}.bench.svc.cluster.local`;
@@ -55,9 +61,34 @@ try {
     from,
   );
   const ms = performance.now() - t0;
+  // --changes N: the profile goes on over N one-endpoint changes (EDS, only that assignment), after the grace period
+  const n = Number(args.changes);
+  const changeMs: number[] = [];
+  if (n > 0) await new Promise((r) => setTimeout(r, 1500));
+  for (let k = 1; k <= n; k++) {
+    const i = (k * 37) % N;
+    const eps = endpoints(i);
+    eps[0] = { ...(eps[0] as (typeof eps)[0]), port: 30000 + k };
+    clas[i] = loadAssignment(name(i), eps);
+    const at = server.requests.length;
+    const c0 = performance.now();
+    const version = server.set(TYPE.endpoint, clas, [name(i)]);
+    await server.waitFor(
+      (r) => r.typeUrl === TYPE.endpoint && r.versionInfo === version && r.kind === 'ack',
+      10_000,
+      at,
+    );
+    changeMs.push(performance.now() - c0);
+  }
   const { profile } = await session.post('Profiler.stop');
+  if (n > 0) process.stdout.write(`changes: ${changeMs.map((x) => x.toFixed(1)).join(' ')} ms\n`);
   writeFileSync(args.out, JSON.stringify(profile));
   process.stdout.write(`push ${ms.toFixed(1)} ms; profile in ${args.out}\n`);
+  if (args.heap) {
+    // --heap FILE: a heap snapshot once the grace period is over (what the daemon holds for this config)
+    await new Promise((r) => setTimeout(r, 2500));
+    writeHeapSnapshot(args.heap);
+  }
 } finally {
   await parts.stop();
   cleanupPins(pinDir);

@@ -209,7 +209,7 @@ export class XdsClient extends EventEmitter<Events> {
     this.client = client;
     const call = client.makeBidiStreamRequest<Uint8Array, Buffer>(
       this.proto.method,
-      (req) => Buffer.from(req),
+      (req) => Buffer.from(req.buffer, req.byteOffset, req.byteLength), // a view: requests are not reused
       (buf) => buf, // decoded by us, so a malformed message is logged instead of killing the stream
       this.metadata(),
     );

@@ -152,6 +152,8 @@ function checkName(name: unknown, kind: string, index: number): string {
  */
 export class ResourceCache<T extends { name: string }> {
   private byBytes = new Map<string, T>();
+  /** Name → its key in byBytes (a resource's bytes include its name: one entry per name). */
+  private keyOf = new Map<string, string>();
 
   /** Decodes all resources of one response (names must be unique); returns the map and the cache to keep. */
   async decode(
@@ -179,10 +181,31 @@ export class ResourceCache<T extends { name: string }> {
     return { resources, cache };
   }
 
-  /** Keeps `cache` plus the old entries still live in `state` (EDS/RDS responses may carry a subset). */
-  commit(cache: Map<string, T>, state: Map<string, T>, partial: boolean): void {
-    if (partial) for (const [k, v] of this.byBytes) if (state.get(v.name) === v && !cache.has(k)) cache.set(k, v);
-    this.byBytes = cache;
+  /**
+   * Keeps what a response decoded: in place of the cache (CDS/LDS: a response is the whole set), or beside it
+   * (EDS/RDS carry a subset: a resource replaces only the entry of its own name, at the cost of the resources sent).
+   */
+  commit(cache: Map<string, T>, partial: boolean): void {
+    if (!partial) {
+      this.byBytes = new Map();
+      this.keyOf = new Map();
+    }
+    for (const [key, r] of cache) {
+      const old = this.keyOf.get(r.name);
+      if (old !== undefined && old !== key) this.byBytes.delete(old);
+      this.byBytes.set(key, r);
+      this.keyOf.set(r.name, key);
+    }
+  }
+
+  /** Resources the model no longer holds (nothing refers to them). */
+  forget(names: Iterable<string>): void {
+    for (const name of names) {
+      const key = this.keyOf.get(name);
+      if (key === undefined) continue;
+      this.byBytes.delete(key);
+      this.keyOf.delete(name);
+    }
   }
 }
 
