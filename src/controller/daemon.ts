@@ -38,6 +38,7 @@ import { bpfObjectDir, pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
 import { type ClusterCounters, Resilience } from './resilience.js';
 import { ServiceRegistry } from './services.js';
+import { nextTurn } from './slicer.js';
 import type { UnitStartHooks } from './unit-hooks.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 
@@ -69,6 +70,12 @@ export interface DaemonOptions {
   /** Drop-ins that make systemd ask for the attach before a registered unit's main process starts. */
   unitHooks?: UnitStartHooks | null;
 }
+
+/** Resources a change names from which its merge gets turns of the event loop of its own. */
+const LARGE_CHANGE = 100;
+
+const changeSize = (c: ModelChange) =>
+  c.upsertClusters.length + c.removeClusters.length + c.upsertListeners.length + c.removeListeners.length;
 
 export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl {
   private state: DaemonState = 'starting';
@@ -203,7 +210,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private async applyNow(source: 'toml' | 'xds', change: ModelChange, whole: boolean): Promise<void> {
     if (!this.reconciler) throw new Error('daemon not started');
     const started = process.hrtime.bigint();
+    // A large change's merge (tens of ms for a full push) runs in a turn of the event loop of its own.
+    const large = changeSize(change) >= LARGE_CHANGE;
+    if (large) await nextTurn();
     const staged = this.mesh.stage(source, change);
+    if (large) await nextTurn();
     for (const note of staged.shadowed) this.logger.warn(note);
     if (whole) {
       const keep = this.mesh.desiredKeys();
