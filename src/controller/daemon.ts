@@ -27,6 +27,7 @@ import type { BpfProgram } from '../runtime/bpf-object.js';
 import { CgroupLinks } from '../runtime/cgroup-links.js';
 import { type Cgroup2View, cgroup2View } from '../runtime/cgroup2.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
+import { nextTurn } from '../runtime/slicer.js';
 import { type AppliedConfig, appliedView } from './applied.js';
 import { assignClusterIds } from './cluster-ids.js';
 import { loadConfigFile } from './config/load.js';
@@ -38,7 +39,6 @@ import { bpfObjectDir, pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
 import { type ClusterCounters, Resilience } from './resilience.js';
 import { ServiceRegistry } from './services.js';
-import { nextTurn } from './slicer.js';
 import type { UnitStartHooks } from './unit-hooks.js';
 import type { UnitCgroupResolver } from './unit-resolver.js';
 

@@ -32,8 +32,8 @@ import {
   rrValue,
   tableKey,
 } from '../runtime/maps/layouts.js';
+import { Slicer } from '../runtime/slicer.js';
 import type { DesiredCluster, DesiredListener } from './desired-state.js';
-import { Slicer } from './slicer.js';
 
 /** What one apply changes: named entries are set whole (or removed: null); all others stay. */
 export interface ConfigDelta {

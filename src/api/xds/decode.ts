@@ -4,10 +4,10 @@
  */
 import { isIP } from 'node:net';
 import type protobuf from 'protobufjs';
-import type { Slicer } from '../../controller/slicer.js';
 import type { Endpoint, HttpRoute, LbPolicy, LocalityWeight, Protocol, WeightedCluster } from '../../model/types.js';
 import { virtualHostProblems } from '../../model/validate.js';
 import { localityName, RESILIENCE_LIMITS } from '../../model/validate-resilience.js';
+import type { Slicer } from '../../runtime/slicer.js';
 import { decodeClusterResilience } from './cluster-resilience.js';
 import { TYPE, toPlain, xdsTypes } from './protos.js';
 import {

@@ -5,7 +5,7 @@
  * sent again. CDS and LDS are wildcard subscriptions, asked for the legacy way (an empty first request), which
  * every server — istiod included — reads as "everything".
  */
-import type { Slicer } from '../../controller/slicer.js';
+import type { Slicer } from '../../runtime/slicer.js';
 import { DECODERS, type DecodedDeltaResponse, decodeDeltaResponse, LIMITS, unwrap } from './decode.js';
 import type { XdsModelBuilder } from './model-builder.js';
 import {

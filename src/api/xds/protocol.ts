@@ -2,7 +2,7 @@
  * What the ADS client needs from a wire protocol (state of the world in sotw.ts, incremental in delta.ts): the
  * requests that open and follow a stream, decoding a response, and staging its resources into the builder.
  */
-import type { Slicer } from '../../controller/slicer.js';
+import type { Slicer } from '../../runtime/slicer.js';
 import type { XdsModelBuilder } from './model-builder.js';
 import { TYPE } from './protos.js';
 import type { XCluster, XListener, XLoadAssignment, XRouteConfig } from './resources.js';

@@ -4,7 +4,7 @@
  * accepted ones by their bytes (ResourceCache): only those that changed are decoded and staged, so a resend of
  * 1,000 clusters with one changed costs one cluster's conversion.
  */
-import type { Slicer } from '../../controller/slicer.js';
+import type { Slicer } from '../../runtime/slicer.js';
 import { DECODERS, type DecodedResponse, decodeResponse, ResourceCache } from './decode.js';
 import type { XdsModelBuilder } from './model-builder.js';
 import {
