@@ -72,7 +72,7 @@ try {
     clas[i] = loadAssignment(name(i), eps);
     const at = server.requests.length;
     const c0 = performance.now();
-    const version = server.set(TYPE.endpoint, clas, [name(i)]);
+    const version = server.set(TYPE.endpoint, clas, process.env.RESEND ? undefined : [name(i)]);
     await server.waitFor(
       (r) => r.typeUrl === TYPE.endpoint && r.versionInfo === version && r.kind === 'ack',
       10_000,

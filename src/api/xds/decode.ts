@@ -3,7 +3,7 @@
  * defensive: protobufjs yields defaults for absent scalars and null for absent messages.
  */
 import { isIP } from 'node:net';
-import type protobuf from 'protobufjs';
+import protobuf from 'protobufjs';
 import type { Endpoint, HttpRoute, LbPolicy, LocalityWeight, Protocol, WeightedCluster } from '../../model/types.js';
 import { virtualHostProblems } from '../../model/validate.js';
 import { localityName, RESILIENCE_LIMITS } from '../../model/validate-resilience.js';
@@ -50,19 +50,71 @@ export interface DecodedResponse {
   resources: Array<{ typeUrl: string; value: Uint8Array }>;
 }
 
-/** Decodes the DiscoveryResponse envelope. Throws (plain Error) on malformed protobuf. */
+const LEN = 2; // wire type of strings, bytes and messages
+const ANY_TYPE_URL = (1 << 3) | LEN;
+const ANY_VALUE = (2 << 3) | LEN;
+
+/** A length-delimited field's end; throws when it runs past `limit`. */
+function delimited(r: protobuf.Reader, limit: number): number {
+  const len = r.uint32();
+  if (r.pos + len > limit) throw new Error(`length ${len} at offset ${r.pos} runs past the end`);
+  return r.pos + len;
+}
+
+function sameBytes(b: Uint8Array, x: number, y: number, len: number): boolean {
+  for (let i = 0; i < len; i++) if (b[x + i] !== b[y + i]) return false;
+  return true;
+}
+
+/**
+ * Decodes the DiscoveryResponse envelope. Throws (plain Error) on malformed protobuf. Read by hand rather than
+ * by protobufjs: a SotW EDS resend carries 1,000 resources, and each Any's type URL decoded into a fresh string
+ * in a fresh object was most of the envelope's cost; here a type URL equal to the previous one (by bytes) is
+ * that one's string. A plain Uint8Array reader: protobufjs's Buffer reader silently truncates a string whose
+ * length runs past the end, while the plain one rejects it — and truncated input must be NACKed, not half-read.
+ */
 export function decodeResponse(buf: Uint8Array): DecodedResponse {
-  const t = xdsTypes();
-  // A plain Uint8Array view, not a Buffer: protobufjs's Buffer reader silently truncates a string whose length
-  // runs past the end, while the plain reader rejects it — and truncated input must be NACKed, not half-read.
-  const view = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  const msg: M = t.DiscoveryResponse.decode(view);
-  return {
-    versionInfo: msg.versionInfo ?? '',
-    typeUrl: msg.typeUrl ?? '',
-    nonce: msg.nonce ?? '',
-    resources: (msg.resources ?? []).map((a: M) => ({ typeUrl: a.typeUrl ?? '', value: a.value ?? new Uint8Array() })),
-  };
+  const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  const r = protobuf.Reader.create(bytes);
+  const out: DecodedResponse = { versionInfo: '', typeUrl: '', nonce: '', resources: [] };
+  let url = { start: 0, len: -1, text: '' };
+  while (r.pos < r.len) {
+    const tag = r.uint32();
+    const field = tag >>> 3;
+    if (field >= 1 && field <= 5 && field !== 3 && (tag & 7) !== LEN)
+      throw new Error(`field ${field}: wire type ${tag & 7}`);
+    if (field === 1) out.versionInfo = r.string();
+    else if (field === 4) out.typeUrl = r.string();
+    else if (field === 5) out.nonce = r.string();
+    else if (field !== 2) r.skipType(tag & 7);
+    else {
+      const end = delimited(r, r.len);
+      let typeUrl = '';
+      let value: Uint8Array = new Uint8Array();
+      while (r.pos < end) {
+        const t = r.uint32();
+        if (t === ANY_TYPE_URL) {
+          const start = r.pos;
+          const stop = delimited(r, end);
+          const len = stop - r.pos;
+          if (len !== url.len || !sameBytes(bytes, r.pos, url.start, len)) {
+            r.pos = start;
+            url = { start: stop - len, len, text: r.string() };
+          }
+          typeUrl = url.text;
+          r.pos = stop;
+        } else if (t === ANY_VALUE) {
+          const stop = delimited(r, end);
+          value = bytes.subarray(r.pos, stop);
+          r.pos = stop;
+        } else if (t >>> 3 === 1 || t >>> 3 === 2) throw new Error(`Any field ${t >>> 3}: wire type ${t & 7}`);
+        else r.skipType(t & 7);
+        if (r.pos > end) throw new Error(`resource at offset ${end} runs past its end`);
+      }
+      out.resources.push({ typeUrl, value });
+    }
+  }
+  return out;
 }
 
 export interface DeltaResource {
