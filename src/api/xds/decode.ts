@@ -277,9 +277,13 @@ function locality(l: M): Endpoint['locality'] | undefined {
   return out;
 }
 
-/** Endpoints of a ClusterLoadAssignment; UNHEALTHY and DRAINING hosts are skipped (not an error). */
-function loadAssignmentEndpoints(cla: M, what: string, requireIp: boolean): RawEndpoint[] {
-  const out: RawEndpoint[] = [];
+/**
+ * Endpoints of a ClusterLoadAssignment; UNHEALTHY and DRAINING hosts are skipped (not an error). In the model's
+ * shape (EDS hands them on as they are: 10,000 endpoints in a full push); `address` may be a hostname unless
+ * `requireIp`.
+ */
+function loadAssignmentEndpoints(cla: M, what: string, requireIp: boolean): Endpoint[] {
+  const out: Endpoint[] = [];
   for (const loc of cla?.endpoints ?? []) {
     const loca = locality(loc.locality);
     const priority: number = loc.priority ?? 0;
@@ -302,7 +306,7 @@ function loadAssignmentEndpoints(cla: M, what: string, requireIp: boolean): RawE
       const weight: number = lbe.loadBalancingWeight ? lbe.loadBalancingWeight.value : 1;
       if (!(weight >= 1))
         throw new XdsResourceError(`${what}: endpoint ${host}:${port} has weight ${weight} (must be >= 1)`);
-      const ep: RawEndpoint = { host, port, weight };
+      const ep: Endpoint = { address: host, port, weight };
       if (loca) ep.locality = loca;
       if (priority) ep.priority = priority;
       out.push(ep);
@@ -351,13 +355,13 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
   switch (known('envoy.config.cluster.v3.Cluster.DiscoveryType', c.type, what, 'type')) {
     case 0: // STATIC
       out.kind = 'static';
-      out.endpoints = loadAssignmentEndpoints(c.loadAssignment, what, true);
+      out.endpoints = inlineEndpoints(c.loadAssignment, what, true);
       setLocalityWeights(out, c.loadAssignment, what);
       break;
     case 1: // STRICT_DNS
     case 2: // LOGICAL_DNS: resolved the same way; connect-time steering has no connection pool to pin
       out.kind = 'dns';
-      out.endpoints = loadAssignmentEndpoints(c.loadAssignment, what, false);
+      out.endpoints = inlineEndpoints(c.loadAssignment, what, false);
       setLocalityWeights(out, c.loadAssignment, what);
       break;
     case 3: // EDS
@@ -371,6 +375,11 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
   return out;
 }
 
+/** A STATIC/DNS cluster's own endpoints, hosts to resolve or not. */
+function inlineEndpoints(cla: M, what: string, requireIp: boolean): RawEndpoint[] {
+  return loadAssignmentEndpoints(cla, what, requireIp).map(({ address, ...rest }) => ({ host: address, ...rest }));
+}
+
 function setLocalityWeights(out: XCluster, cla: M, what: string): void {
   const weights = localityWeights(cla, what);
   if (weights) out.localityWeights = weights;
@@ -380,8 +389,7 @@ export function decodeLoadAssignment(bytes: Uint8Array, index: number): XLoadAss
   const cla: M = decodeAs(xdsTypes().ClusterLoadAssignment, bytes, `load assignment #${index}`);
   const name = checkName(cla.clusterName, 'load assignment', index);
   const what = `load assignment ${name}`;
-  const raw = loadAssignmentEndpoints(cla, what, true);
-  const out: XLoadAssignment = { name, endpoints: raw.map(({ host, ...rest }) => ({ address: host, ...rest })) };
+  const out: XLoadAssignment = { name, endpoints: loadAssignmentEndpoints(cla, what, true) };
   const weights = localityWeights(cla, what);
   if (weights) out.localityWeights = weights;
   return out;
