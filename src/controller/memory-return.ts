@@ -3,45 +3,69 @@
  * the buffers of a config (endpoint sets, map entries, decoded responses) live in glibc's malloc heap, which
  * keeps freed memory mapped: after a 131,000-endpoint config was replaced by a 3-endpoint one, 44 MB of it
  * stayed resident. malloc_trim(0) hands the free pages back (a few ms for a heap that size). V8 frees those
- * buffers only when it collects their objects, which it does on its own schedule after the allocation stops,
- * so the trims follow the last apply at growing intervals rather than right after it.
+ * buffers when a full collection finds their objects dead, on its own schedule (its memory reducer runs ~8 s
+ * after the allocation stops), so the heap is trimmed after each full collection for a minute after an apply,
+ * and once 2 s after it.
  */
+import { constants, PerformanceObserver } from 'node:perf_hooks';
 import { libc } from '../runtime/libbpf.js';
 
-/** Seconds after the last apply at which the heap is trimmed. */
-const TRIM_AFTER_S = [2, 6, 15, 40];
+/** How long after an apply full collections are followed by a trim. */
+const WATCH_MS = 60_000;
+/** Trims this close together would return nothing new. */
+const MIN_GAP_MS = 1000;
 
 export class MemoryReturn {
+  private lastApply = Number.NEGATIVE_INFINITY;
   private timer: NodeJS.Timeout | undefined;
-  private step = 0;
+  private observer: PerformanceObserver | undefined;
 
-  constructor(private readonly trim: ((pad: number) => number) | null = libc.mallocTrim) {}
+  constructor(
+    private readonly trim: ((pad: number) => number) | null = libc.mallocTrim,
+    private readonly firstTrimMs = 2000,
+  ) {}
 
-  /** An apply happened: trims follow from now on (earlier ones not yet done are pushed back). */
+  /** An apply happened: trim 2 s from now, and after the full collections of the next minute. */
   applied(): void {
     if (!this.trim) return;
-    this.step = 0;
-    this.arm();
+    this.lastApply = performance.now();
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.schedule(this.firstTrimMs);
+    this.observer ??= this.watchCollections();
   }
 
   stop(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+    this.observer?.disconnect();
+    this.observer = undefined;
   }
 
-  private arm(): void {
-    clearTimeout(this.timer);
-    const previous = this.step === 0 ? 0 : (TRIM_AFTER_S[this.step - 1] as number);
-    const next = TRIM_AFTER_S[this.step];
-    if (next === undefined) return;
-    this.timer = setTimeout(
-      () => {
-        this.trim?.(0);
-        this.step++;
-        this.arm();
-      },
-      (next - previous) * 1000,
-    );
+  private watchCollections(): PerformanceObserver {
+    const observer = new PerformanceObserver((list) => {
+      const major = list
+        .getEntries()
+        .some((e) => (e as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR);
+      if (major) this.schedule(100);
+    });
+    observer.observe({ entryTypes: ['gc'] });
+    return observer;
+  }
+
+  private schedule(ms: number): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.trim?.(0);
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        if (performance.now() - this.lastApply > WATCH_MS) {
+          this.observer?.disconnect();
+          this.observer = undefined;
+        }
+      }, MIN_GAP_MS);
+      this.timer.unref();
+    }, ms);
     this.timer.unref();
   }
 }
