@@ -2,7 +2,10 @@
  * CPU profile of one full push, daemon and ADS server in this process (the daemon's own process cannot be
  * profiled from its start: the profiler's signals make program loading fail with EAGAIN). The profiler starts
  * once the daemon is up and the server's resources are encoded, and stops at the EDS ACK.
- * Needs root. Usage: node --optimize-for-size --max-semi-space-size=1 dist/bench/xds/profile.js [--out FILE] [--mode sotw|delta]
+ * --changes N goes on profiling N one-endpoint changes after the push (RESEND=1: as full SotW resends); --heap FILE
+ * writes a heap snapshot after it; BENCH_N sets the number of clusters (default 1,000).
+ * Needs root. Usage: node --optimize-for-size --max-semi-space-size=1 dist/bench/xds/profile.js [--out FILE]
+ *   [--mode sotw|delta] [--changes N] [--heap FILE]
  */
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
@@ -22,7 +25,7 @@ const { values: args } = parseArgs({
     changes: { type: 'string', default: '0' },
   },
 });
-const N = 1000;
+const N = Number(process.env.BENCH_N ?? 1000);
 const name = (i: number) => `outbound|8080||svc${i}.bench.svc.cluster.local`;
 const vip = (i: number) => `127.20.${i >> 8}.${i & 255}`;
 const endpoints = (i: number) =>
