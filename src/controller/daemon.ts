@@ -210,11 +210,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private async applyNow(source: 'toml' | 'xds', change: ModelChange, whole: boolean): Promise<void> {
     if (!this.reconciler) throw new Error('daemon not started');
     const started = process.hrtime.bigint();
-    // A large change's merge (tens of ms for a full push) runs in a turn of the event loop of its own.
-    const large = changeSize(change) >= LARGE_CHANGE;
-    if (large) await nextTurn();
-    const staged = this.mesh.stage(source, change);
-    if (large) await nextTurn();
+    // A large change's merge (tens of ms for a full push) starts a turn of the event loop of its own, in slices.
+    if (changeSize(change) >= LARGE_CHANGE) await nextTurn();
+    const staged = await this.mesh.stage(source, change);
     for (const note of staged.shadowed) this.logger.warn(note);
     if (whole) {
       const keep = this.mesh.desiredKeys();
