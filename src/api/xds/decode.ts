@@ -8,7 +8,7 @@ import type { Endpoint, HttpRoute, LbPolicy, LocalityWeight, Protocol, WeightedC
 import { virtualHostProblems } from '../../model/validate.js';
 import { localityName, RESILIENCE_LIMITS } from '../../model/validate-resilience.js';
 import type { Slicer } from '../../runtime/slicer.js';
-import { decodeClusterResilience } from './cluster-resilience.js';
+import { decodeClusterResilience, overprovisioningFactor } from './cluster-resilience.js';
 import { TYPE, toPlain, xdsTypes } from './protos.js';
 import {
   type RawEndpoint,
@@ -383,6 +383,8 @@ function inlineEndpoints(cla: M, what: string, requireIp: boolean): RawEndpoint[
 function setLocalityWeights(out: XCluster, cla: M, what: string): void {
   const weights = localityWeights(cla, what);
   if (weights) out.localityWeights = weights;
+  const factor = overprovisioningFactor(cla, what);
+  if (factor !== undefined) out.overprovisioningFactor = factor;
 }
 
 export function decodeLoadAssignment(bytes: Uint8Array, index: number): XLoadAssignment {
@@ -392,6 +394,8 @@ export function decodeLoadAssignment(bytes: Uint8Array, index: number): XLoadAss
   const out: XLoadAssignment = { name, endpoints: loadAssignmentEndpoints(cla, what, true) };
   const weights = localityWeights(cla, what);
   if (weights) out.localityWeights = weights;
+  const factor = overprovisioningFactor(cla, what);
+  if (factor !== undefined) out.overprovisioningFactor = factor;
   return out;
 }
 
