@@ -123,6 +123,30 @@ struct {
 	__type(value, struct kmesh_l7_pool_taken);
 } kmesh_l7_pool_taken SEC(".maps");
 
+/* The daemon's marker socket (key 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} kmesh_l7_markers SEC(".maps");
+
+/* Clients awaiting a drain marker, in the order their markers are written (the daemon writes slot tail). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KMESH_L7_MARKER_RING);
+	__type(key, __u32);
+	__type(value, struct kmesh_l7_tuple);
+} kmesh_l7_marker_ring SEC(".maps");
+
+/* Markers consumed so far (the ring's head); only the marker verdict writes it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} kmesh_l7_marker_head SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, KMESH_L7_COUNTERS);
@@ -686,7 +710,8 @@ int kmesh_l7_msg(struct sk_msg_md *msg)
 		return SK_PASS;
 	if (conn->state == KMESH_L7_CONN_SPLICED)
 		return bpf_msg_redirect_hash(msg, &kmesh_l7_upstreams, &conn->upstream, 0);
-	if (conn->state == KMESH_L7_CONN_SLOW)
+	/* slow path, draining (also the drain marker leaving this socket): to the anchor */
+	if (conn->state != KMESH_L7_CONN_NEW)
 		return SK_PASS;
 	sc = scratch();
 	l = bpf_map_lookup_elem(&kmesh_l7_listeners, &conn->listener);
@@ -873,4 +898,30 @@ int kmesh_l7_upstream_verdict(struct __sk_buff *skb)
 	if (!client)
 		return SK_PASS;
 	return bpf_sk_redirect_hash(skb, &kmesh_l7_clients, client, BPF_F_INGRESS);
+}
+
+/* Markers are fixed-size messages: one verdict per marker, whatever the segments. */
+SEC("sk_skb/stream_parser")
+int kmesh_l7_marker_parser(struct __sk_buff *skb)
+{
+	return KMESH_L7_MARKER_LEN;
+}
+
+/* A marker goes out of the next waiting client's socket, behind what its backlog holds. */
+SEC("sk_skb/stream_verdict")
+int kmesh_l7_marker_verdict(struct __sk_buff *skb)
+{
+	__u32 zero = 0, slot;
+	__u64 *head = bpf_map_lookup_elem(&kmesh_l7_marker_head, &zero);
+	struct kmesh_l7_tuple *client;
+
+	if (!head)
+		return SK_DROP;
+	/* one marker socket, messages verdicted in order: head is ours alone */
+	slot = (__u32)(*head % KMESH_L7_MARKER_RING);
+	*head += 1;
+	client = bpf_map_lookup_elem(&kmesh_l7_marker_ring, &slot);
+	if (!client)
+		return SK_DROP;
+	return bpf_sk_redirect_hash(skb, &kmesh_l7_clients, client, 0);
 }
