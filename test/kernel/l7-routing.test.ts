@@ -18,6 +18,8 @@ import { type HttpBackends, httpBackends, run, runIn } from './support/http-peer
 const CLIENT = join(dirname(fileURLToPath(import.meta.url)), 'support', 'http-client.js');
 const VIP = '127.45.0.1';
 const PORT = 35080;
+/** The backends, on our own address. */
+const BACKEND = '127.45.0.2';
 
 function model(): MeshModel {
   const web = listener('web', VIP, PORT, [['v1', 1]], 'http');
@@ -40,10 +42,10 @@ function model(): MeshModel {
   ];
   return {
     clusters: [
-      cluster('v1', [ep('127.0.0.1', 35001)]),
-      cluster('v2', [ep('127.0.0.1', 35002)]),
-      cluster('v3', [ep('127.0.0.1', 35003)]),
-      cluster('down', [ep('127.0.0.1', 35009)]),
+      cluster('v1', [ep(BACKEND, 35001)]),
+      cluster('v2', [ep(BACKEND, 35002)]),
+      cluster('v3', [ep(BACKEND, 35003)]),
+      cluster('down', [ep(BACKEND, 35009)]),
     ],
     listeners: [web],
   };
@@ -66,11 +68,14 @@ describe('L7 routing in the kernel', () => {
 
   before(async () => {
     cg = makeCgroup('l7');
-    backends = await httpBackends([
-      { name: 'v1', port: 35001 },
-      { name: 'v2', port: 35002 },
-      { name: 'v3', port: 35003 },
-    ]);
+    backends = await httpBackends(
+      [
+        { name: 'v1', port: 35001 },
+        { name: 'v2', port: 35002 },
+        { name: 'v3', port: 35003 },
+      ],
+      BACKEND,
+    );
     td = await startTestDaemon('l7', `[[services]]\ncgroup = "${cg.path}"\n`);
     assert.equal(td.daemon.l7, undefined, 'no L7 object is loaded before a listener has routes');
     await td.daemon.applyXds(model());
