@@ -219,6 +219,9 @@ struct kmesh_l7_scratch {
 	__u64 name_hash;
 	__u32 listener_id;
 	__u32 pow_ready;
+	/* 1: a later request of a spliced connection, parsed only to be compared with the route kept */
+	__u32 later;
+	__u32 pad;
 	/* pow[k] = B^k */
 	__u64 pow[2 * KMESH_L7_MAX_STRING];
 	struct kmesh_l7_capture slots[KMESH_L7_SLOTS];
@@ -406,10 +409,11 @@ static __always_inline int parse_byte(struct kmesh_l7_scratch *sc, __u8 c)
 	}
 }
 
-static __always_inline void reset(struct kmesh_l7_scratch *sc, __u32 listener_id)
+static __always_inline void reset(struct kmesh_l7_scratch *sc, __u32 listener_id, __u32 later)
 {
 	int i;
 
+	sc->later = later;
 	sc->state = P_METHOD;
 	sc->slot = NO_SLOT;
 	sc->tok_len = 0;
@@ -697,6 +701,27 @@ static __always_inline struct kmesh_l7_scratch *scratch(void)
 	return bpf_map_lookup_elem(&kmesh_l7_scratch, &zero);
 }
 
+/* A later request keeps the connection's upstream, whatever the stages conclude. */
+static __always_inline int keep_upstream(struct sk_msg_md *msg)
+{
+	struct kmesh_l7_tuple client;
+	struct kmesh_l7_conn *conn = conn_of(msg, &client);
+
+	if (!conn)
+		return SK_PASS;
+	return bpf_msg_redirect_hash(msg, &kmesh_l7_upstreams, &conn->upstream, 0);
+}
+
+/* Starts like a request line ("GET ...")? Cheap enough for every send of a spliced connection. */
+static __always_inline int starts_like_request(struct sk_msg_md *msg)
+{
+	__u8 *data = msg->data;
+
+	if (data + 1 > (__u8 *)msg->data_end)
+		return 0;
+	return data[0] >= 'A' && data[0] <= 'Z';
+}
+
 SEC("sk_msg")
 int kmesh_l7_msg(struct sk_msg_md *msg)
 {
@@ -704,26 +729,28 @@ int kmesh_l7_msg(struct sk_msg_md *msg)
 	struct kmesh_l7_conn *conn = conn_of(msg, &client);
 	struct kmesh_l7_listener *l;
 	struct kmesh_l7_scratch *sc;
-	__u32 want;
+	__u32 want, later;
 
 	if (!conn)
 		return SK_PASS;
-	if (conn->state == KMESH_L7_CONN_SPLICED)
+	later = conn->state == KMESH_L7_CONN_SPLICED;
+	/* the route stays the first request's: a later one is only parsed to count a mismatch */
+	if (later && !starts_like_request(msg))
 		return bpf_msg_redirect_hash(msg, &kmesh_l7_upstreams, &conn->upstream, 0);
 	/* slow path, draining (also the drain marker leaving this socket): to the anchor */
-	if (conn->state != KMESH_L7_CONN_NEW)
+	if (!later && conn->state != KMESH_L7_CONN_NEW)
 		return SK_PASS;
 	sc = scratch();
 	l = bpf_map_lookup_elem(&kmesh_l7_listeners, &conn->listener);
 	if (!sc || !l)
-		return SK_PASS;
-	reset(sc, l->listener_id);
+		return later ? bpf_msg_redirect_hash(msg, &kmesh_l7_upstreams, &conn->upstream, 0) : SK_PASS;
+	reset(sc, l->listener_id, later);
 	/* the head must be in one linear buffer for the parser */
 	want = msg->size < KMESH_L7_MAX_PARSE ? msg->size : KMESH_L7_MAX_PARSE;
 	if ((__u8 *)msg->data + want > (__u8 *)msg->data_end)
 		bpf_msg_pull_data(msg, 0, want, 0);
 	bpf_tail_call(msg, &kmesh_l7_stages, STAGE_PARSE0);
-	return SK_PASS;
+	return later ? keep_upstream(msg) : SK_PASS;
 }
 
 /*
@@ -750,15 +777,15 @@ static __always_inline int parse_chunk(struct sk_msg_md *msg, __u32 base, __u32 
 	}
 	if (!sc->done && i == PARSE_CHUNK && next_stage != STAGE_ROUTE) {
 		bpf_tail_call(msg, &kmesh_l7_stages, next_stage);
-		return SK_PASS;
+		return sc->later ? keep_upstream(msg) : SK_PASS;
 	}
-	if (!sc->done && msg->size < KMESH_L7_MAX_PARSE) {
+	if (!sc->done && !sc->later && msg->size < KMESH_L7_MAX_PARSE) {
 		/* the head continues in a later send: hold these bytes until more arrive */
 		bpf_msg_cork_bytes(msg, msg->size + 1);
 		return SK_PASS;
 	}
 	bpf_tail_call(msg, &kmesh_l7_stages, STAGE_ROUTE);
-	return SK_PASS;
+	return sc->later ? keep_upstream(msg) : SK_PASS;
 }
 
 #define PARSE_STAGE(k, next)                                      \
@@ -792,17 +819,25 @@ int kmesh_l7_route(struct sk_msg_md *msg)
 	if (!conn || !sc)
 		return SK_PASS;
 	l = bpf_map_lookup_elem(&kmesh_l7_listeners, &conn->listener);
-	if (!l)
-		return SK_PASS;
+	/* a later request is only compared, and only a whole head */
+	if (!l || (sc->later && sc->done != 1))
+		return sc->later ? bpf_msg_redirect_hash(msg, &kmesh_l7_upstreams, &conn->upstream, 0) : SK_PASS;
+	if (sc->done != 2) {
+		vhost = find_vhost(sc, l);
+		if (vhost)
+			route = find_route(sc, *vhost);
+	}
+	if (sc->later) {
+		if ((route ? route->route_id : NO_ROUTE) != conn->route_id)
+			count(KMESH_L7_CNT_LATER_MISMATCH);
+		return bpf_msg_redirect_hash(msg, &kmesh_l7_upstreams, &conn->upstream, 0);
+	}
 	if (sc->done == 2) {
 		count(KMESH_L7_CNT_NOT_HTTP);
 	} else {
 		/* a head longer than the parse limit is routed on the headers seen */
 		if (sc->done == 0)
 			count(KMESH_L7_CNT_TRUNCATED);
-		vhost = find_vhost(sc, l);
-		if (vhost)
-			route = find_route(sc, *vhost);
 		count(route ? KMESH_L7_CNT_ROUTED : KMESH_L7_CNT_NO_ROUTE);
 	}
 	split = route ? &route->action : &l->fallback;

@@ -106,7 +106,8 @@ describe('L7 routing in the kernel', () => {
     assert.ok((c?.pool_hit ?? 0) >= 5, JSON.stringify(c));
   });
 
-  test('Node keep-alive agent: the route is chosen by the first request and kept', async () => {
+  test('Node keep-alive agent: the route is chosen by the first request and kept; a later request that would match another route is counted', async () => {
+    const before = td.daemon.l7?.counters().later_mismatch ?? 0;
     const out = await client(cg, 'keepalive', {
       url: `http://${VIP}:${PORT}`,
       requests: [
@@ -116,6 +117,8 @@ describe('L7 routing in the kernel', () => {
       ],
     });
     assert.deepEqual(out, ['v2 GET /a', 'v2 GET /b', 'v2 GET /v3/c']);
+    // /b would take the default route, /v3/c the canary route again
+    assert.equal((td.daemon.l7?.counters().later_mismatch ?? 0) - before, 1);
   });
 
   test('a request head split across two writes is routed on the whole head', async () => {
