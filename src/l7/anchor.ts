@@ -130,7 +130,7 @@ export class Anchor {
       }
       this.hooks.collectTaken();
       if (pair.upstream) pair.upstream.end();
-      else if (!this.connState(key)) client.end(); // never routed: nothing to wait for
+      else if ((this.connState(key)?.state ?? CONN_STATE.new) === CONN_STATE.new) client.end(); // no request: nothing to wait for
       this.maybeDone(hex, key);
     });
     client.on('error', (err) => hardClose(pair.upstream, isReset(err)));

@@ -18,6 +18,7 @@ import { type HttpBackends, httpBackends, run, runIn } from './support/http-peer
 const CLIENT = join(dirname(fileURLToPath(import.meta.url)), 'support', 'http-client.js');
 const VIP = '127.45.0.1';
 const PORT = 35080;
+const WILD_PORT = 35081;
 /** The backends, on our own address. */
 const BACKEND = '127.45.0.2';
 
@@ -40,6 +41,13 @@ function model(): MeshModel {
       ],
     ),
   ];
+  // a wildcard listener: the Host header picks the virtual host (Envoy's order)
+  const wild = listener('wild', '0.0.0.0', WILD_PORT, [['v1', 1]], 'http');
+  wild.virtualHosts = [
+    vhost('api', ['api.example.com'], [route('api', {}, 'v3')]),
+    vhost('shop', ['*.example.com'], [route('shop', {}, 'v2')]),
+    vhost('other', ['*'], [route('other', {}, 'v1')]),
+  ];
   return {
     clusters: [
       cluster('v1', [ep(BACKEND, 35001)]),
@@ -47,7 +55,7 @@ function model(): MeshModel {
       cluster('v3', [ep(BACKEND, 35003)]),
       cluster('down', [ep(BACKEND, 35009)]),
     ],
-    listeners: [web],
+    listeners: [web, wild],
   };
 }
 
@@ -119,6 +127,53 @@ describe('L7 routing in the kernel', () => {
     assert.deepEqual(out, ['v2 GET /a', 'v2 GET /b', 'v2 GET /v3/c']);
     // /b would take the default route, /v3/c the canary route again
     assert.equal((td.daemon.l7?.counters().later_mismatch ?? 0) - before, 1);
+  });
+
+  test('Host picks the virtual host on a wildcard listener: exact, *.suffix, then *', async () => {
+    for (const [host, want] of [
+      ['api.example.com', 'v3'],
+      ['www.example.com', 'v2'],
+      ['example.org', 'v1'],
+    ]) {
+      const r = await curl(cg, ['-H', `Host: ${host}`, `http://127.45.0.7:${WILD_PORT}/h`]);
+      assert.equal(r.stdout, `${want} GET /h\n`, `${host}: ${r.stderr}`);
+    }
+  });
+
+  test('a chunked request body split over sends reaches the route of its head whole', async () => {
+    const out = (await client(cg, 'raw', {
+      host: VIP,
+      port: PORT,
+      chunks: [
+        'POST /chunked HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n',
+        '5\r\nhello\r\n',
+        'A\r\n0123456789\r\n0\r\n\r\n',
+      ],
+    })) as { data: string; eof: boolean };
+    assert.match(out.data, /v3 POST \/chunked body=15\n/, JSON.stringify(out));
+    const curlChunked = await curl(cg, ['-H', 'Transfer-Encoding: chunked', '-d', 'hello', `http://${VIP}:${PORT}/c`]);
+    assert.equal(curlChunked.stdout, 'v3 POST /c body=5\n', curlChunked.stderr);
+  });
+
+  test('wrk keep-alive load on a header route: every request answered, by the route chosen', async () => {
+    const canary = () =>
+      td.daemon.l7
+        ?.routeStats()
+        .find((s) => s.route?.route === 'canary' && td.daemon.applied.clusterNameOf(s.clusterId) === 'v2')
+        ?.connections ?? 0;
+    const before = canary();
+    const r = await runIn(
+      cg.path,
+      'wrk',
+      ['-t1', '-c8', '-d2s', '-H', 'x-canary: 1', `http://${VIP}:${PORT}/wrk`],
+      30_000,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stdout, /Socket errors|Non-2xx/, r.stdout);
+    const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1] ?? 0);
+    assert.ok(requests > 100, r.stdout);
+    // one routed connection per wrk connection, all on the canary route
+    assert.equal(canary() - before, 8);
   });
 
   test('a request head split across two writes is routed on the whole head', async () => {
