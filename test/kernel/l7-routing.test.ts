@@ -4,6 +4,7 @@
  * request of each connection is routed by the kernel onto a pre-connected upstream socket.
  */
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +20,8 @@ const CLIENT = join(dirname(fileURLToPath(import.meta.url)), 'support', 'http-cl
 const VIP = '127.45.0.1';
 const PORT = 35080;
 const WILD_PORT = 35081;
+/** New connections of the leak test (KMESH_L7_SOAK=100000 for the long run, docs/l7.md). */
+const SOAK = Number(process.env.KMESH_L7_SOAK ?? 10_000);
 /** The backends, on our own address. */
 const BACKEND = '127.45.0.2';
 
@@ -237,6 +240,28 @@ describe('L7 routing in the kernel', () => {
     const share = (tally.v2 ?? 0) / 2000;
     // binomial sd at p = 0.1, n = 2000 is 0.0067: four of them
     assert.ok(Math.abs(share - 0.1) < 0.027, `v2 share ${share}`);
+  });
+
+  test(`${SOAK} new connections leak nothing: connection state, pools, daemon fds`, async () => {
+    const l7 = td.daemon.l7;
+    assert.ok(l7);
+    await settle(300);
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const fdsBefore = fds();
+    const tally = (await client(
+      cg,
+      'many',
+      { url: `http://${VIP}:${PORT}`, path: '/soak', count: SOAK, concurrency: 8 },
+      SOAK * 30,
+    )) as Record<string, number>;
+    assert.deepEqual(tally, { v1: SOAK });
+    await settle(500);
+    assert.equal(l7.counters().open_pairs, 0);
+    assert.equal([...l7.map('kmesh_l7_conns').keys()].length, 0, 'connection state left');
+    assert.equal([...l7.map('kmesh_l7_peers').keys()].length, 0, 'peer entries left');
+    // the daemon (in this process) holds the same sockets as before: its pools topped up, nothing else
+    assert.ok(fds() <= fdsBefore + 4, `daemon fds ${fdsBefore} -> ${fds()}`);
+    assert.ok(backends.open() <= 4 * 16, `backends hold ${backends.open()} sockets`);
   });
 
   test('a 10 MB response arrives whole', async () => {
