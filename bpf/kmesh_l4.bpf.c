@@ -11,6 +11,7 @@
 #include "kmesh_maps.h"
 #include "kmesh_sock_origin_map.h"
 #include "kmesh_l7_handoff.h"
+#include "kmesh_resilience.h"
 
 #define SOCK_ADDR_ALLOW 1
 
@@ -263,12 +264,12 @@ static __always_inline __u64 ejected_per_level(const struct kmesh_cluster_state 
 	return counts;
 }
 
-/* Envoy's priority load: a level takes 1.4 × its healthy share (capped at 100 %) of what
- * the levels before it left; below 100 % in total the shares are scaled up. */
-static __always_inline __u32 level_share(const struct kmesh_level *l, __u32 ejected, __u32 used)
+/* Envoy's priority load: a level takes overprovisioning (1.4 by default) × its healthy share
+ * (capped at 100 %) of what the levels before it left; below 100 % in total the shares are scaled up. */
+static __always_inline __u32 level_share(const struct kmesh_level *l, __u32 ejected, __u32 used, __u32 pct)
 {
 	__u32 healthy = l->count > ejected ? l->count - ejected : 0;
-	__u32 share = l->count ? healthy * KMESH_OVERPROVISIONING_PCT / l->count : 0;
+	__u32 share = l->count ? healthy * pct / l->count : 0;
 
 	if (share > 100)
 		share = 100;
@@ -279,13 +280,14 @@ static __always_inline __u32 pick_level(const struct kmesh_levels *lv, const str
 					__u64 now)
 {
 	__u64 ejected = ejected_per_level(cs, now);
+	__u32 pct = lv->overprovisioning_pct ? lv->overprovisioning_pct : KMESH_OVERPROVISIONING_PCT;
 	__u32 total = 0, acc = 0, share, r;
 	int i;
 
 	for (i = 0; i < KMESH_MAX_PRIORITIES; i++) {
 		if (i >= lv->level_count)
 			break;
-		total += level_share(&lv->level[i], (ejected >> (i * 8)) & 0xff, total);
+		total += level_share(&lv->level[i], (ejected >> (i * 8)) & 0xff, total, pct);
 	}
 	/* every level fully ejected: Envoy's panic, the first level takes it all */
 	if (total == 0)
@@ -294,7 +296,7 @@ static __always_inline __u32 pick_level(const struct kmesh_levels *lv, const str
 	for (i = 0; i < KMESH_MAX_PRIORITIES; i++) {
 		if (i >= lv->level_count)
 			break;
-		share = level_share(&lv->level[i], (ejected >> (i * 8)) & 0xff, acc);
+		share = level_share(&lv->level[i], (ejected >> (i * 8)) & 0xff, acc, pct);
 		if (r < acc + share)
 			return i;
 		acc += share;
@@ -837,7 +839,8 @@ static __always_inline void record_success(__u32 cluster_id, struct kmesh_ep_sta
 }
 
 /* Only clusters with resilience settings are tracked: a plain cluster costs one policy lookup here. */
-static __always_inline void connection_started(struct bpf_sock_ops *skops, const struct kmesh_sock_origin *origin)
+static __always_inline void connection_started(struct bpf_sock_ops *skops, struct bpf_sock *sk,
+					       const struct kmesh_sock_origin *origin)
 {
 	struct kmesh_cluster_policy *pol = bpf_map_lookup_elem(&kmesh_cl_policy, &origin->cluster_id);
 	struct kmesh_ep_state_key key = { .port = origin->endpoint_port, .cluster_id = origin->cluster_id };
@@ -847,7 +850,7 @@ static __always_inline void connection_started(struct bpf_sock_ops *skops, const
 	__u32 flags;
 	int retries;
 
-	if (!pol)
+	if (!pol || !kmesh_res_claim(sk, KMESH_RES_STARTED))
 		return;
 	/* keep other sock_ops programs' callback flags: the helper sets, it does not OR */
 	flags = skops->bpf_sock_ops_cb_flags;
@@ -880,8 +883,9 @@ static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct 
 	struct kmesh_cluster_state *cs;
 	int err, failed;
 
-	/* not tracked (a plain cluster), or the state went with its endpoint */
-	if (!st)
+	/* not tracked (a plain cluster), or the state went with its endpoint; or counted already by the
+	 * attachment of another registered cgroup this one is nested in */
+	if (!st || !kmesh_res_claim(sk, KMESH_RES_ENDED))
 		return;
 	__sync_fetch_and_add(&st->active, -1);
 	cs = bpf_map_lookup_elem(&kmesh_cl_state, &origin->cluster_id);
@@ -922,7 +926,7 @@ int kmesh_resilience(struct bpf_sock_ops *skops)
 		return 1;
 	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		connection_started(skops, origin);
+		connection_started(skops, sk, origin);
 		break;
 	case BPF_SOCK_OPS_TIMEOUT_INIT:
 		/* the reply is the SYN retransmission timeout in jiffies */

@@ -181,7 +181,7 @@ struct kmesh_level {
 
 struct kmesh_levels {
 	__u32 level_count;
-	__u32 pad;
+	__u32 overprovisioning_pct; /* Envoy's overprovisioning factor (CLA policy); 0: KMESH_OVERPROVISIONING_PCT */
 	struct kmesh_level level[KMESH_MAX_PRIORITIES];
 };
 

@@ -5,7 +5,7 @@
  */
 import type { Cluster, Endpoint, HashKey } from '../model/types.js';
 import { addressKey } from '../model/validate.js';
-import { localityName } from '../model/validate-resilience.js';
+import { failoverOrder, localityName } from '../model/validate-resilience.js';
 import {
   clusterPolicy,
   HASH_CGROUP,
@@ -30,6 +30,8 @@ export interface ClusterLayout {
   levelOf: number[];
   /** [start, count) per level. */
   spans: Array<{ start: number; count: number }>;
+  /** Envoy's overprovisioning factor, percent; 0: the kernel's default (140). */
+  overprovisioningPct: number;
 }
 
 /**
@@ -39,10 +41,12 @@ export interface ClusterLayout {
 const LOCALITY_SCALE = 1000;
 
 export function layoutCluster(cluster: Cluster): ClusterLayout {
-  const priorities = [...new Set(cluster.endpoints.map((ep) => ep.priority ?? 0))].sort((a, b) => a - b);
+  // Levels: the priorities present, each split by locality match to the daemon when it fails over by locality.
+  const orderOf = cluster.endpoints.map((ep) => failoverOrder(cluster, ep));
+  const priorities = [...new Set(orderOf)].sort((a, b) => a - b);
   const levelOfPriority = new Map(priorities.map((p, i) => [p, i]));
   const order = cluster.endpoints
-    .map((ep, i) => ({ ep, i, level: levelOfPriority.get(ep.priority ?? 0) as number }))
+    .map((ep, i) => ({ ep, i, level: levelOfPriority.get(orderOf[i] as number) as number }))
     .sort((a, b) => a.level - b.level || a.i - b.i);
   const endpoints = order.map((o) => o.ep);
   const levelOf = order.map((o) => o.level);
@@ -61,7 +65,7 @@ export function layoutCluster(cluster: Cluster): ClusterLayout {
       return Math.max(1, Math.round(ep.weight * share * LOCALITY_SCALE));
     });
   }
-  return { endpoints, weights, levelOf, spans };
+  return { endpoints, weights, levelOf, spans, overprovisioningPct: cluster.overprovisioningFactor ?? 0 };
 }
 
 /** kmesh_levels for more than one level; undefined when the whole set is one level. */
@@ -71,7 +75,11 @@ export function encodeLevels(layout: ClusterLayout, cum: number[]): Buffer | und
     const base = start > 0 ? (cum[start - 1] as number) : 0;
     return level.encode({ start, count, cum_base: base, weight: (cum[start + count - 1] as number) - base });
   });
-  return levels.encode({ level_count: layout.spans.length, level: Buffer.concat(spans) });
+  return levels.encode({
+    level_count: layout.spans.length,
+    overprovisioning_pct: layout.overprovisioningPct,
+    level: Buffer.concat(spans),
+  });
 }
 
 /** The level-0 consistent-hash table in chunks, or undefined for other policies. */
@@ -103,7 +111,12 @@ const hashes = (cluster: Cluster) => cluster.lbPolicy === 'maglev' || cluster.lb
 
 /** Whether the endpoint set is reordered (priorities), reweighed (localities) or hashed into a table. */
 export function needsLayout(cluster: Cluster): boolean {
-  return hashes(cluster) || cluster.localityWeights !== undefined || cluster.endpoints.some((ep) => ep.priority);
+  return (
+    hashes(cluster) ||
+    cluster.localityWeights !== undefined ||
+    cluster.failoverLocality !== undefined ||
+    cluster.endpoints.some((ep) => ep.priority)
+  );
 }
 
 /** True when connect() must consult kmesh_cluster_policy for this cluster (`layout` of needsLayout clusters). */

@@ -67,6 +67,13 @@ export interface Cluster {
   hashKey?: HashKey;
   /** Locality-weighted load balancing: endpoints of a locality share its weight. */
   localityWeights?: LocalityWeight[];
+  /**
+   * Failover by locality (Istio's localityLbSetting): the daemon's own locality. Within each priority, the
+   * endpoints in its subzone come first, then its zone, then its region, then the rest — each a level.
+   */
+  failoverLocality?: Locality;
+  /** Envoy's overprovisioning factor in percent (the CLA's policy; 140 when absent). */
+  overprovisioningFactor?: number;
   /** Settings the source gave that the kernel does not enforce, said plainly (e.g. max_requests). */
   unenforced?: string[];
 }

@@ -3,7 +3,7 @@
  * consistent-hash key, priorities and localities). The ranges are written here once; the TOML reader
  * and the xDS decoder rely on these messages.
  */
-import { type Cluster, HASH_KEYS, type Locality } from './types.js';
+import { type Cluster, type Endpoint, HASH_KEYS, type Locality } from './types.js';
 
 /** Each bound is what the kernel side can hold or what makes sense for a connect-time decision. */
 export const RESILIENCE_LIMITS = {
@@ -17,7 +17,12 @@ export const RESILIENCE_LIMITS = {
   connectTimeoutMs: [10, 300_000],
   /** Levels kept in the kernel (KMESH_MAX_PRIORITIES): priorities 0..7. */
   priority: [0, 7],
+  /** Percent; the kernel multiplies it by a level's endpoint count, which must stay within 32 bits. */
+  overprovisioningFactor: [1, 10_000],
 } as const;
+
+/** Failover levels the kernel keeps (KMESH_MAX_PRIORITIES). */
+const MAX_LEVELS = RESILIENCE_LIMITS.priority[1] + 1;
 
 /** Envoy's defaults for what the operator leaves out. */
 export const OUTLIER_DEFAULTS = {
@@ -37,6 +42,22 @@ export function parseLocality(text: string): Locality | undefined {
   if (parts.length > 3 || parts.some((p) => p === '' || /\s/.test(p))) return undefined;
   const [region, zone, subZone] = parts as [string, string?, string?];
   return { region, ...(zone ? { zone } : {}), ...(subZone ? { subZone } : {}) };
+}
+
+/**
+ * How far an endpoint's locality is from the daemon's, as istiod ranks it for locality failover: 0 same
+ * region, zone and subzone; 1 same region and zone; 2 same region; 3 elsewhere (absent parts compare equal).
+ */
+export function localityRank(own: Locality, ep: Locality | undefined): number {
+  if ((own.region ?? '') !== (ep?.region ?? '')) return 3;
+  if ((own.zone ?? '') !== (ep?.zone ?? '')) return 2;
+  return (own.subZone ?? '') === (ep?.subZone ?? '') ? 0 : 1;
+}
+
+/** An endpoint's place in the failover order: its priority, then (with locality failover) its rank. */
+export function failoverOrder(cluster: Cluster, ep: Endpoint): number {
+  const rank = cluster.failoverLocality ? localityRank(cluster.failoverLocality, ep.locality) : 0;
+  return (ep.priority ?? 0) * 4 + rank;
 }
 
 const inRange = (v: number, [min, max]: readonly [number, number]) => Number.isInteger(v) && v >= min && v <= max;
@@ -80,6 +101,18 @@ export function resilienceProblems(cluster: Cluster, at: (key: string) => string
       errors.push(`${at(`endpoints[${j}].priority`)}: must be ${range(L.priority)}, got ${ep.priority}`);
     }
   });
+  if (cluster.failoverLocality) {
+    const levels = new Set(cluster.endpoints.map((ep) => failoverOrder(cluster, ep))).size;
+    if (levels > MAX_LEVELS) {
+      errors.push(
+        `${at('locality_failover')}: priorities × locality matches make ${levels} failover levels, the kernel keeps ${MAX_LEVELS}`,
+      );
+    }
+  }
+  const factor = cluster.overprovisioningFactor;
+  if (factor !== undefined && !inRange(factor, L.overprovisioningFactor)) {
+    errors.push(`${at('overprovisioning_factor')}: must be ${range(L.overprovisioningFactor)}, got ${factor}`);
+  }
   if (cluster.localityWeights) {
     const weighted = new Set<string>();
     cluster.localityWeights.forEach((lw, j) => {

@@ -1,5 +1,6 @@
 /** The Prometheus endpoint: GET /metrics on `[metrics] listen`. */
-import { createServer, type Server } from 'node:http';
+import { createServer as createHttpServer, type ServerResponse } from 'node:http';
+import { createServer as createTcpServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { KmeshError } from '../contracts/errors.js';
@@ -28,6 +29,17 @@ export interface MetricsServer {
 export const METRICS_LIMITS = {
   /** Open connections; more are closed as soon as they are accepted. */
   maxConnections: 256,
+  /**
+   * Scrapes served at once; further connections wait, accepted but not read, in arrival order. Each one
+   * being served costs Node's HTTP objects; with 200 at once their garbage outlives V8's young generation
+   * and grows the heap (docs/metrics.md).
+   */
+  maxActive: 8,
+  /**
+   * A connection whose turn came but which sent no complete request head within this gives its place up
+   * (it stays open, under the header timeout): slow or idle sockets cannot hold the turns of scrapers.
+   */
+  turnWithoutRequestMs: 100,
   /** A request's headers must arrive within this (slowloris). */
   headersTimeoutMs: 5_000,
   /** The whole request, likewise. */
@@ -51,29 +63,42 @@ export async function startMetricsServer(
   limits: MetricsLimits = METRICS_LIMITS,
 ): Promise<MetricsServer> {
   const { host, port } = parseListen(listen);
-  // Scrapes that arrive while a read is under way get its result: one read of the kernel maps, and one
-  // encoded body that every response sends (not a copy per connection).
-  let inFlight: Promise<Buffer> | undefined;
+  const admission = new Admission(limits);
+  // Scrapes share reads: a scrape whose connection arrived before a read finished (while it was under
+  // way, or earlier and waiting its turn) gets that read's result — one read of the kernel maps and one
+  // encoded body that every response sends (not a copy per connection). Only a connection accepted after
+  // the read finished makes a new one, so no scrape is answered with counts older than its arrival. The
+  // body is dropped when no connection is left, so an idle daemon keeps none.
+  let latest: { finishedAt: number; body: Promise<Buffer> } | undefined;
   let collections = 0;
-  const collect = (): Promise<Buffer> => {
-    if (!inFlight) {
-      collections++;
-      inFlight = registry
-        .metrics()
-        .then((text) => Buffer.from(text))
-        .finally(() => {
-          inFlight = undefined;
-        });
-    }
-    return inFlight;
+  admission.onIdle = () => {
+    if (latest && latest.finishedAt < Number.POSITIVE_INFINITY) latest = undefined;
   };
-  const server: Server = createServer(
+  const collect = (arrivedAt: number): Promise<Buffer> => {
+    if (latest && arrivedAt <= latest.finishedAt) return latest.body;
+    collections++;
+    const read = { finishedAt: Number.POSITIVE_INFINITY, body: Promise.resolve(Buffer.alloc(0)) };
+    read.body = registry.metrics().then(
+      (text) => {
+        read.finishedAt = performance.now();
+        return Buffer.from(text);
+      },
+      (err: unknown) => {
+        if (latest === read) latest = undefined; // a failed read is never reused
+        throw err;
+      },
+    );
+    latest = read;
+    return read.body;
+  };
+  const http = createHttpServer(
     {
       headersTimeout: limits.headersTimeoutMs,
       requestTimeout: limits.requestTimeoutMs,
       connectionsCheckingInterval: limits.checkIntervalMs,
     },
     (req, res) => {
+      const arrivedAt = admission.requestStarted(req.socket, res);
       const path = (req.url ?? '/').split('?')[0];
       if (path !== '/metrics') {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
@@ -83,7 +108,7 @@ export async function startMetricsServer(
         res.writeHead(405, { allow: 'GET, HEAD' }).end();
         return;
       }
-      collect().then(
+      collect(arrivedAt).then(
         (body) => {
           res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : body);
         },
@@ -94,8 +119,13 @@ export async function startMetricsServer(
       );
     },
   );
+  http.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  // The HTTP server never listens itself (the TCP server below accepts and hands connections over in
+  // turn); 'listening' is what starts its header/request timeout checks.
+  http.emit('listening');
+  admission.serve = (socket) => http.emit('connection', socket);
+  const server: Server = createTcpServer({ pauseOnConnect: true }, (socket) => admission.offer(socket));
   server.maxConnections = limits.maxConnections;
-  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       const why =
@@ -126,7 +156,114 @@ export async function startMetricsServer(
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
-        server.closeAllConnections();
+        admission.stop();
+        http.close();
+        http.closeAllConnections();
       }),
   };
+}
+
+/**
+ * Hands accepted connections (paused: nothing read yet) to the HTTP server in arrival order, at most
+ * `maxActive` holding a turn at once. A turn lasts until the connection's first response is sent — or
+ * `turnWithoutRequestMs` if no request head came by then. The header timeout counts from the accept: a
+ * connection without a request head by then is closed, whether it still waits for its turn or gave it up.
+ */
+class Admission {
+  serve: (socket: Socket) => void = () => {};
+  onIdle: () => void = () => {};
+  private turns = 0;
+  private readonly waiting: Socket[] = [];
+  private readonly arrived = new WeakMap<Socket, number>();
+  /** Connections holding a turn with no request yet: how to end the turn. */
+  private readonly pending = new Map<Socket, { end: () => void; timer: NodeJS.Timeout }>();
+  /** Connections that gave their turn up with no request head yet, in arrival order. */
+  private readonly slow = new Set<Socket>();
+  private readonly sweep: NodeJS.Timeout;
+
+  constructor(private readonly limits: MetricsLimits) {
+    this.sweep = setInterval(() => this.expire(), limits.checkIntervalMs).unref();
+  }
+
+  offer(socket: Socket): void {
+    socket.on('error', () => {}); // a peer's reset; the HTTP server logs nothing for it either
+    this.arrived.set(socket, performance.now());
+    if (this.turns < this.limits.maxActive) this.admit(socket);
+    else this.waiting.push(socket);
+  }
+
+  /** When the connection was accepted (performance.now()). */
+  private acceptedAt(socket: Socket): number {
+    return this.arrived.get(socket) ?? 0;
+  }
+
+  /**
+   * A request head arrived: the connection keeps its turn until the response is done. Returns when the
+   * request counts as arrived: a connection's first request when the connection was accepted (it may have
+   * waited for its turn), a later one on a kept-alive connection now.
+   */
+  requestStarted(socket: Socket, res: ServerResponse): number {
+    this.slow.delete(socket);
+    const turn = this.pending.get(socket);
+    if (!turn) return performance.now();
+    this.pending.delete(socket);
+    clearTimeout(turn.timer);
+    res.once('close', turn.end);
+    return this.acceptedAt(socket);
+  }
+
+  stop(): void {
+    clearInterval(this.sweep);
+    for (const { timer } of this.pending.values()) clearTimeout(timer);
+    this.pending.clear();
+    this.slow.clear();
+    for (const socket of this.waiting.splice(0)) socket.destroy();
+  }
+
+  private admit(socket: Socket): void {
+    this.turns++;
+    let ended = false;
+    const end = (): void => {
+      if (ended) return;
+      ended = true;
+      this.turns--;
+      const turn = this.pending.get(socket);
+      if (turn) clearTimeout(turn.timer);
+      this.pending.delete(socket);
+      this.next();
+    };
+    const giveUp = (): void => {
+      if (!socket.destroyed) this.slow.add(socket);
+      end();
+    };
+    this.pending.set(socket, { end, timer: setTimeout(giveUp, this.limits.turnWithoutRequestMs) });
+    socket.once('close', () => {
+      this.slow.delete(socket);
+      end();
+    });
+    this.serve(socket);
+    socket.resume();
+  }
+
+  private next(): void {
+    while (this.turns < this.limits.maxActive) {
+      const socket = this.waiting.shift();
+      if (!socket) break;
+      if (!socket.destroyed) this.admit(socket);
+    }
+    if (this.turns === 0 && this.waiting.length === 0) this.onIdle();
+  }
+
+  /** Both lists are in arrival order: close from their heads what has no request head in time. */
+  private expire(): void {
+    const deadline = performance.now() - this.limits.headersTimeoutMs;
+    while (this.waiting.length > 0 && this.acceptedAt(this.waiting[0] as Socket) < deadline) {
+      this.waiting.shift()?.destroy();
+    }
+    for (const socket of this.slow) {
+      if (this.acceptedAt(socket) >= deadline) break;
+      this.slow.delete(socket);
+      socket.destroy();
+    }
+  }
 }

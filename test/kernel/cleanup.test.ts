@@ -17,11 +17,13 @@ import { DAEMON, spawnDaemon } from './support/daemon-process.js';
 import { dialFrom, tcpBackends } from './support/peers.js';
 
 const VIP = '127.41.0.1';
+// Its own backend address: a fixed port on 127.0.0.1 collides with whatever else runs on the machine.
+const BACKEND = '127.41.0.2';
 
 test('--cleanup beside a live daemon is refused; pins pulled from under it are restored; then it cleans only its own', async (t) => {
   const cg = makeCgroup('cleanup');
   t.after(() => cg.remove());
-  const backends = await tcpBackends([{ name: 'b', host: '127.0.0.1', port: 31001 }]);
+  const backends = await tcpBackends([{ name: 'b', host: BACKEND, port: 31001 }]);
   t.after(() => backends.close());
   const dir = mkdtempSync(join(tmpdir(), 'kmesh-cleanup-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -32,7 +34,7 @@ test('--cleanup beside a live daemon is refused; pins pulled from under it are r
     cleanupPins(pinDir);
   });
   const configPath = join(dir, 'kmesh.toml');
-  const toml = `[[services]]\ncgroup = "${cg.path}"\n[[clusters]]\nname = "b"\nendpoints = [ { address = "127.0.0.1", port = 31001 } ]\n[[listeners]]\nname = "b"\naddress = "${VIP}"\nport = 31000\ncluster = "b"\n`;
+  const toml = `[[services]]\ncgroup = "${cg.path}"\n[[clusters]]\nname = "b"\nendpoints = [ { address = "${BACKEND}", port = 31001 } ]\n[[listeners]]\nname = "b"\naddress = "${VIP}"\nport = 31000\ncluster = "b"\n`;
   writeFileSync(configPath, configWithPinDir(toml, pinDir, 'info'));
   const env = { KMESH_RUN_DIR: join(dir, 'run') };
   const cleanup = () =>

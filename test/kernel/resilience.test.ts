@@ -2,10 +2,11 @@
  * Resilience decided in the kernel (issue 12), on the real kernel: outlier ejection of refusing, resetting and
  * SYN-blackholed endpoints and their return, priority failover with the 1.4 overprovisioning factor and
  * fail-back, locality weights, least request over held connections, consistent hashing, max_connections and a
- * short connect timeout. Ports 34000-34999, VIPs 127.44.x.
+ * short connect timeout; failover by the daemon's locality, the overprovisioning factor, and a registration nested
+ * in another counting once. Ports 34000-34999, VIPs 127.44.x.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -17,12 +18,17 @@ import { type Backends, count, dialFrom, type HeldConnection, holdFrom } from '.
 
 /** Backends on an address of our range: on 127.0.0.1 the ports of the range are also other sockets' ephemeral ports. */
 const L = '127.44.0.100';
+/** A registered cgroup inside the registered test cgroup: both attachments' programs see its sockets. */
+const NESTED = 'nested';
 /** Ejection time where a test waits for the return; elsewhere 30 s, longer than any test's traffic. */
 const EJECT_MS = 1500;
 const od = (failures: number, percent = 100, ejectMs = 30_000) =>
   `outlier_detection = { consecutive_failures = ${failures}, base_ejection_time_ms = ${ejectMs}, max_ejection_percent = ${percent} }`;
 const eps = (list: Array<string | number>) =>
   `[ ${list.map((e) => (typeof e === 'number' ? `{ address = "${L}", port = ${e} }` : e)).join(', ')} ]`;
+
+/** 4 endpoints at priority 0, two of which refuse (34007, 34008); 1 at priority 1. */
+const SPILL_ENDPOINTS = eps([34001, 34002, 34007, 34008, `{ address = "${L}", port = 34009, priority = 1 }`]);
 
 function config(cgroup: string, lrEndpoints: number[]): string {
   const clusters: Array<[name: string, vip: string, body: string]> = [
@@ -46,18 +52,7 @@ function config(cgroup: string, lrEndpoints: number[]): string {
       '127.44.0.5',
       `${od(2, 100, EJECT_MS)}\nendpoints = ${eps([`{ address = "${L}", port = 34006 }`, `{ address = "${L}", port = 34002, priority = 1 }`])}`,
     ],
-    [
-      'spill',
-      '127.44.0.6',
-      // 4 endpoints at priority 0, two of which refuse; 1 at priority 1
-      `lb_policy = "random"\n${od(1, 50)}\nendpoints = ${eps([
-        34001,
-        34002,
-        34007,
-        34008,
-        `{ address = "${L}", port = 34009, priority = 1 }`,
-      ])}`,
-    ],
+    ['spill', '127.44.0.6', `lb_policy = "random"\n${od(1, 50)}\nendpoints = ${SPILL_ENDPOINTS}`],
     [
       'local',
       '127.44.0.7',
@@ -73,10 +68,32 @@ endpoints = ${eps([
     ['maglev', '127.44.0.9', `lb_policy = "maglev"\nhash_key = "cgroup"\nendpoints = ${eps([34001, 34002, 34009])}`],
     ['ring', '127.44.0.10', `lb_policy = "ring_hash"\nendpoints = ${eps([34001, 34002, 34009])}`],
     ['capped', '127.44.0.11', `max_connections = 2\nendpoints = ${eps([34012])}`],
+    [
+      // the daemon is in r1/z1/s1: 34014 (same subzone) first, then 34001 (same zone), then 34002 (elsewhere)
+      'byloc',
+      '127.44.0.13',
+      `lb_policy = "random"\n${od(2, 100, EJECT_MS)}\nendpoints = ${eps([
+        `{ address = "${L}", port = 34002, locality = "r2/z9" }`,
+        `{ address = "${L}", port = 34001, locality = "r1/z1/s2" }`,
+        `{ address = "${L}", port = 34014, locality = "r1/z1/s1" }`,
+      ])}`,
+    ],
+    [
+      // as 'spill', with overprovisioning 1.0
+      'spill100',
+      '127.44.0.14',
+      `lb_policy = "random"\noverprovisioning_factor = 100\n${od(1, 50)}\nendpoints = ${SPILL_ENDPOINTS}`,
+    ],
+    ['nested', '127.44.0.15', `lb_policy = "least_request"\nmax_connections = 3\nendpoints = ${eps([34015])}`],
+    // 34016 refuses
+    ['nestedfail', '127.44.0.16', `${od(2)}\nendpoints = ${eps([34016])}`],
   ];
-  return `
+  // The first line lands in the [daemon] table configWithPinDir puts before this text.
+  return `locality = "r1/z1/s1"
 [[services]]
 cgroup = "${cgroup}"
+[[services]]
+cgroup = "${cgroup}/${NESTED}"
 ${clusters
   .map(
     ([name, vip, body]) => `
@@ -116,12 +133,13 @@ describe('resilience in the kernel (real kernel)', () => {
 
   before(async () => {
     cg = makeCgroup('resilience');
+    mkdirSync(join(cg.path, NESTED));
     other = makeCgroup('resilience-other');
     // Every listener before any client socket of ours exists: ports 34000-34999 are inside the ephemeral range,
     // and a held client socket could otherwise own a port a backend wants later.
     backends.push(await named([34001, 34002, 34009]));
     backends.push(await greetingBackend('a', L, 34010), await greetingBackend('b', L, 34011));
-    backends.push(await greetingBackend('capped', L, 34012));
+    backends.push(await greetingBackend('capped', L, 34012), await greetingBackend('nested', L, 34015));
     backends.push(await resettingBackend(L, 34004));
     backends.push(await synBlackhole(L, 34005));
     dir = mkdtempSync(join(tmpdir(), 'kmesh-resilience-'));
@@ -134,6 +152,7 @@ describe('resilience in the kernel (real kernel)', () => {
     for (const h of held) h.close();
     await mesh?.destroy();
     for (const b of backends) await b.close();
+    if (cg) rmdirSync(join(cg.path, NESTED), { recursive: false });
     cg?.remove();
     other?.remove();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -186,38 +205,45 @@ describe('resilience in the kernel (real kernel)', () => {
     assert.equal(stateOf('blackhole', 34005).healthy, false);
   });
 
-  test('priority failover: the priority-0 endpoint dies, traffic moves to priority 1, and fails back', async () => {
-    const primary = await named([34006]);
-    let tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.5', 34000, 50));
-    assert.deepEqual([...tally], [['34006', 50]], 'all on priority 0 while it is healthy');
-    await primary.close();
-    tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.5', 34000, 50));
+  /** All on `primary` while it serves; on `takeover` once it is dead and ejected; back after the ejection time. */
+  async function failoverAndBack(vip: string, primary: number, takeover: number, where: string): Promise<void> {
+    const first = await named([primary]);
+    let tally = count(await dialFrom(cg.path, 'tcp', vip, 34000, 50));
+    assert.deepEqual([...tally], [[String(primary), 50]], `all on ${where} while it is healthy`);
+    await first.close();
+    tally = count(await dialFrom(cg.path, 'tcp', vip, 34000, 50));
     assert.ok((tally.get('error:ECONNREFUSED') ?? 0) <= 2, JSON.stringify([...tally]));
-    assert.ok((tally.get('34002') ?? 0) >= 48, `failover: ${JSON.stringify([...tally])}`);
-    backends.push(await named([34006]));
+    assert.ok((tally.get(String(takeover)) ?? 0) >= 48, `failover to ${takeover}: ${JSON.stringify([...tally])}`);
+    backends.push(await named([primary]));
     await sleep(EJECT_MS + 200);
-    tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.5', 34000, 50));
-    assert.deepEqual([...tally], [['34006', 50]], 'fail-back to priority 0');
-  });
+    tally = count(await dialFrom(cg.path, 'tcp', vip, 34000, 50));
+    assert.deepEqual([...tally], [[String(primary), 50]], `fail-back to ${where}`);
+  }
 
-  test('overprovisioning 1.4: half of priority 0 ejected keeps 70 % there, 30 % spills to priority 1', async () => {
-    // eject the two refusing priority-0 endpoints (consecutive_failures 1, max 50 % = 2 of 4)
-    for (let i = 0; i < 20 && endpointsOf('spill').filter((e) => !e.healthy).length < 2; i++) {
-      await dialFrom(cg.path, 'tcp', '127.44.0.6', 34000, 5);
+  /** Ejects the refusing priority-0 endpoints 34007 and 34008 (2 of 4), then measures the share on priority 1. */
+  async function spillShare(cluster: string, vip: string, expected: number): Promise<void> {
+    for (let i = 0; i < 20 && endpointsOf(cluster).filter((e) => !e.healthy).length < 2; i++) {
+      await dialFrom(cg.path, 'tcp', vip, 34000, 5);
     }
     assert.deepEqual(
-      endpointsOf('spill')
+      endpointsOf(cluster)
         .filter((e) => !e.healthy)
         .map((e) => e.port)
         .sort(),
       [34007, 34008],
     );
-    const tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.6', 34000, 1000));
-    const spilled = tally.get('34009') ?? 0;
+    const tally = count(await dialFrom(cg.path, 'tcp', vip, 34000, 1000));
     const failed = (tally.get('error:ECONNREFUSED') ?? 0) + (tally.get('error:timeout') ?? 0);
     assert.equal(failed, 0, JSON.stringify([...tally]));
-    assertShare(spilled, 1000, 0.3, 'share on priority 1');
-  });
+    assertShare(tally.get('34009') ?? 0, 1000, expected, 'share on priority 1');
+  }
+
+  test('priority failover: the priority-0 endpoint dies, traffic moves to priority 1, and fails back', () =>
+    failoverAndBack('127.44.0.5', 34006, 34002, 'priority 0'));
+
+  // consecutive_failures 1, max 50 % = 2 of 4
+  test('overprovisioning 1.4: half of priority 0 ejected keeps 70 % there, 30 % spills to priority 1', () =>
+    spillShare('spill', '127.44.0.6', 0.3));
 
   test('locality weights 1:3 hold over 2,000 connects (the weight-3 locality split over its 2 endpoints)', async () => {
     const tally = count(await dialFrom(cg.path, 'tcp', '127.44.0.7', 34000, 2000));
@@ -273,5 +299,34 @@ describe('resilience in the kernel (real kernel)', () => {
     const c = await holdFrom(cg.path, '127.44.0.11', 34000);
     held.push(c);
     assert.equal(await c.roundTrip('hi'), 'capped', 'the connection after the overflow is served');
+  });
+
+  test('locality failover: the local endpoint takes all, its zone takes over when it is ejected, and it fails back', () =>
+    failoverAndBack('127.44.0.13', 34014, 34001, 'the same subzone'));
+
+  test('overprovisioning_factor 100: half of priority 0 ejected sends half to priority 1', () =>
+    spillShare('spill100', '127.44.0.14', 0.5));
+
+  test('a registration nested in another counts each connection and each failure once', async () => {
+    const inner = join(cg.path, NESTED);
+    const a = await holdFrom(inner, '127.44.0.15', 34000);
+    const b = await holdFrom(inner, '127.44.0.15', 34000);
+    held.push(a, b);
+    assert.equal(stateOf('nested', 34015).activeConnections, 2);
+    assert.equal(mesh.daemon.clusterCounters().find((c) => c.cluster === 'nested')?.activeConnections, 2);
+    // max_connections 3: a third is still under it (counted twice, 2 held would already be 4)
+    const c = await holdFrom(inner, '127.44.0.15', 34000);
+    held.push(c);
+    assert.equal(await c.roundTrip('hi'), 'nested');
+    for (const h of [a, b, c]) h.close();
+    for (let i = 0; i < 50 && stateOf('nested', 34015).activeConnections > 0; i++) await sleep(20);
+    assert.equal(stateOf('nested', 34015).activeConnections, 0);
+    const counters = mesh.daemon.clusterCounters().find((x) => x.cluster === 'nested');
+    assert.deepEqual([counters?.activeConnections, counters?.overflowsTotal], [0, 0]);
+    // one refused connect is one failure: consecutive_failures 2 does not eject yet
+    const [refused] = await dialFrom(inner, 'tcp', '127.44.0.16', 34000, 1);
+    assert.equal(refused?.error, 'ECONNREFUSED');
+    const dead = stateOf('nestedfail', 34016);
+    assert.deepEqual([dead.failuresTotal, dead.consecutiveFailures, dead.healthy], [1, 1, true]);
   });
 });

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { get } from 'node:http';
+import { Agent, get } from 'node:http';
 import { connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import pino from 'pino';
@@ -167,11 +167,13 @@ const scrape = (port: number): Promise<{ status: number; body: string }> =>
 
 const settle = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-test('the documented limits: 256 connections, 5 s for headers, 10 s per request', () => {
+test('the documented limits: 256 connections, 8 served at once, 5 s for headers, 10 s per request', () => {
   assert.deepEqual(
     { ...METRICS_LIMITS },
     {
       maxConnections: 256,
+      maxActive: 8,
+      turnWithoutRequestMs: 100,
       headersTimeoutMs: 5_000,
       requestTimeoutMs: 10_000,
       keepAliveTimeoutMs: 5_000,
@@ -227,6 +229,92 @@ test('200 concurrent scrapes are answered from one read of the registry', async 
     await scrape(server.address.port);
     assert.equal(reads, 2);
   } finally {
+    await server.close();
+  }
+});
+
+test('at most maxActive connections are read at once; one that waits past the header timeout is closed', async () => {
+  const { registry } = await fixture();
+  let release: () => void = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const held = {
+    contentType: registry.contentType,
+    metrics: async () => {
+      await gate;
+      return registry.metrics();
+    },
+  } as unknown as Registry;
+  const limits = { ...METRICS_LIMITS, maxActive: 4, headersTimeoutMs: 1000, checkIntervalMs: 100 };
+  const server = await startMetricsServer('127.0.0.1:0', held, silent, limits);
+  try {
+    // The first 4 are read and wait on the held read; the other 16 wait for a turn that does not come in time.
+    const scrapes = Array.from({ length: 20 }, () =>
+      scrape(server.address.port).then(
+        (a) => a.status,
+        () => 0,
+      ),
+    );
+    await settle(1500);
+    release();
+    const statuses = await Promise.all(scrapes);
+    assert.equal(statuses.filter((s) => s === 200).length, 4, `statuses: ${statuses.join(' ')}`);
+    assert.equal(statuses.filter((s) => s === 0).length, 16);
+    assert.equal((await scrape(server.address.port)).status, 200, 'served again once the queue is gone');
+  } finally {
+    await server.close();
+  }
+});
+
+test('slow sockets do not hold the turns: a scrape behind 40 of them is answered at once', async () => {
+  const { registry } = await fixture();
+  const limits = { ...METRICS_LIMITS, maxActive: 4 };
+  const server = await startMetricsServer('127.0.0.1:0', registry, silent, limits);
+  const flood = await slowSockets(server.address.port, 40);
+  try {
+    const started = Date.now();
+    const { status } = await scrape(server.address.port);
+    const waited = Date.now() - started;
+    assert.equal(status, 200);
+    // 40 slow sockets give up their turns 4 at a time after 100 ms each: ~1 s, far below the 5 s header timeout.
+    assert.ok(waited < 2500, `the scrape waited ${waited} ms`);
+    assert.equal(flood.open(), 40, 'the slow sockets are still open (the header timeout is theirs)');
+  } finally {
+    flood.destroy();
+    await server.close();
+  }
+});
+
+test('a second request on a kept-alive connection is not answered with a read older than it', async () => {
+  const { registry } = await fixture();
+  let reads = 0;
+  const counting = {
+    contentType: registry.contentType,
+    metrics: () => {
+      reads++;
+      return registry.metrics();
+    },
+  } as unknown as Registry;
+  const server = await startMetricsServer('127.0.0.1:0', counting, silent);
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const get1 = () =>
+    new Promise<number>((resolve, reject) => {
+      get({ host: '127.0.0.1', port: server.address.port, path: '/metrics', agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      }).on('error', reject);
+    });
+  // A slow socket holds a turn meanwhile, so the server is not idle and still has the first read.
+  const flood = await slowSockets(server.address.port, 1);
+  try {
+    assert.equal(await get1(), 200);
+    await settle(20);
+    assert.equal(await get1(), 200);
+    assert.equal(reads, 2);
+  } finally {
+    agent.destroy();
+    flood.destroy();
     await server.close();
   }
 });

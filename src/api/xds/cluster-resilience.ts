@@ -28,6 +28,17 @@ export function durationMs(d: M): number | undefined {
 
 const wrapped = (w: M): number | undefined => (w ? num(w.value) : undefined);
 
+/** A ClusterLoadAssignment's policy.overprovisioning_factor (percent); undefined when absent (Envoy's 140). */
+export function overprovisioningFactor(cla: M, what: string): number | undefined {
+  const v = wrapped(cla?.policy?.overprovisioningFactor);
+  if (v === undefined) return undefined;
+  const [min, max] = RESILIENCE_LIMITS.overprovisioningFactor;
+  if (!Number.isInteger(v) || v < min || v > max) {
+    throw new XdsResourceError(`${what}: policy.overprovisioning_factor ${v} (must be ${min}..${max})`);
+  }
+  return v;
+}
+
 function outlierDetection(od: M, what: string, unenforced: string[]): OutlierDetection | undefined {
   const split = od.splitExternalLocalOriginErrors === true;
   // Envoy: with the split, local-origin failures count on their own; without it, connect failures count

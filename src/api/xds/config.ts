@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import { KmeshError } from '../../contracts/errors.js';
 import { hostPortProblem } from '../../model/address.js';
+import type { Locality } from '../../model/types.js';
 
 export interface XdsConfig {
   /** host:port of the ADS server (istiod: 15010 plaintext, 15012 TLS). */
@@ -28,6 +29,8 @@ export interface XdsConfig {
   maxBackoffMs: number;
   /** Wire protocol: state of the world (default: every ADS server speaks it) or delta (incremental). */
   mode: XdsMode;
+  /** Node.locality, from `[daemon] locality`: istiod ranks endpoints by it for locality failover. */
+  locality?: Locality;
 }
 
 export const XDS_MODES = ['sotw', 'delta'] as const;
@@ -210,5 +213,6 @@ export function buildNode(cfg: XdsConfig, version: string): Record<string, unkno
     metadata: toStruct(meta),
     userAgentName: 'kmesh',
     userAgentVersion: version,
+    ...(cfg.locality ? { locality: cfg.locality } : {}),
   };
 }

@@ -80,6 +80,8 @@ export function modelCluster(
   };
   if (mc.endpoints.length === 0) return `cluster ${c.name}: no endpoints yet`;
   applyResilience(mc, c, c.kind === 'eds' ? assignment?.localityWeights : c.localityWeights);
+  const factor = c.kind === 'eds' ? assignment?.overprovisioningFactor : c.overprovisioningFactor;
+  if (factor !== undefined) mc.overprovisioningFactor = factor;
   return mc;
 }
 

@@ -7,7 +7,7 @@ import type protobuf from 'protobufjs';
 import type { Endpoint, HttpRoute, LbPolicy, LocalityWeight, Protocol, WeightedCluster } from '../../model/types.js';
 import { virtualHostProblems } from '../../model/validate.js';
 import { localityName, RESILIENCE_LIMITS } from '../../model/validate-resilience.js';
-import { decodeClusterResilience } from './cluster-resilience.js';
+import { decodeClusterResilience, overprovisioningFactor } from './cluster-resilience.js';
 import { TYPE, toPlain, xdsTypes } from './protos.js';
 import {
   type RawEndpoint,
@@ -296,6 +296,8 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
 function setLocalityWeights(out: XCluster, cla: M, what: string): void {
   const weights = localityWeights(cla, what);
   if (weights) out.localityWeights = weights;
+  const factor = overprovisioningFactor(cla, what);
+  if (factor !== undefined) out.overprovisioningFactor = factor;
 }
 
 export function decodeLoadAssignment(bytes: Uint8Array, index: number): XLoadAssignment {
@@ -306,6 +308,8 @@ export function decodeLoadAssignment(bytes: Uint8Array, index: number): XLoadAss
   const out: XLoadAssignment = { name, endpoints: raw.map(({ host, ...rest }) => ({ address: host, ...rest })) };
   const weights = localityWeights(cla, what);
   if (weights) out.localityWeights = weights;
+  const factor = overprovisioningFactor(cla, what);
+  if (factor !== undefined) out.overprovisioningFactor = factor;
   return out;
 }
 

@@ -34,6 +34,8 @@ export interface XCluster {
   resilience: ClusterResilience;
   /** STATIC/DNS clusters: locality weights of the inline load assignment. */
   localityWeights?: LocalityWeight[];
+  /** STATIC/DNS clusters: the inline load assignment's policy.overprovisioning_factor. */
+  overprovisioningFactor?: number;
   reason?: string;
 }
 
@@ -42,6 +44,8 @@ export interface XLoadAssignment {
   endpoints: Endpoint[];
   /** load_balancing_weight per locality, when every locality has one. */
   localityWeights?: LocalityWeight[];
+  /** policy.overprovisioning_factor, percent. */
+  overprovisioningFactor?: number;
 }
 
 export type XTarget =

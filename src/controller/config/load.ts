@@ -25,7 +25,7 @@ import { isPinDir } from '../../runtime/bpffs.js';
 import { type Cgroup2View, guardCgroupPath } from '../../runtime/cgroup2.js';
 import { KeyLocator } from './locator.js';
 import { choiceKey, type NestedWhere, readClusterChoice, readListenerRoutes } from './routes.js';
-import { DEFAULT_PIN_DIR, type KmeshConfig, LOG_LEVELS } from './schema.js';
+import { type DaemonSettings, DEFAULT_PIN_DIR, type KmeshConfig, LOG_LEVELS } from './schema.js';
 import { TableReader } from './table-reader.js';
 
 const TOP_LEVEL = ['daemon', 'metrics', 'xds', 'services', 'clusters', 'listeners'];
@@ -84,12 +84,14 @@ export function parseConfig(source: string, path: string, options: ConfigCheckOp
   };
 
   const daemonTable = section('daemon');
-  const daemon = {
+  const daemon: DaemonSettings = {
     logLevel: daemonTable?.oneOf('log_level', LOG_LEVELS, 'info') ?? 'info',
     pinDir: daemonTable?.string('pin_dir', DEFAULT_PIN_DIR) ?? DEFAULT_PIN_DIR,
     accessLog: daemonTable?.boolean('access_log', false) ?? false,
     rescanIntervalMs: daemonTable?.integer('rescan_interval_ms', 100, 60_000, 1000) ?? 1000,
   };
+  const ownLocality = daemonTable ? readLocality(daemonTable, 'locality') : undefined;
+  if (ownLocality) daemon.locality = ownLocality;
   if (!isPinDir(daemon.pinDir)) {
     daemonTable?.fail(
       'pin_dir',
@@ -105,6 +107,7 @@ export function parseConfig(source: string, path: string, options: ConfigCheckOp
   metricsTable?.rejectUnknown();
 
   const xds = readXds(doc.xds, locator, root, errors);
+  if (xds && daemon.locality) xds.locality = daemon.locality;
 
   const serviceReaders = arrayOf('services');
   const serviceSpecs = serviceReaders.map((r) => readService(r, options.cgroups));
@@ -119,7 +122,7 @@ export function parseConfig(source: string, path: string, options: ConfigCheckOp
     reader.rejectUnknown();
     return { value, clean: errors.length === before };
   };
-  const clusters = clusterReaders.map((r) => readWhole(r, readCluster));
+  const clusters = clusterReaders.map((r) => readWhole(r, (t) => readCluster(t, daemon.locality)));
   const listeners = listenerReaders.map((r, i) =>
     readWhole(r, (t) => readListener(t, (path, key) => locator.whereNested([['listeners', i], ...path], key))),
   );
@@ -240,7 +243,7 @@ function readOutlierDetection(t: TableReader): OutlierDetection {
   };
 }
 
-function readCluster(t: TableReader): Cluster {
+function readCluster(t: TableReader, daemonLocality: Locality | undefined): Cluster {
   const cluster: Cluster = {
     name: t.string('name') ?? '',
     lbPolicy: t.oneOf('lb_policy', LB_POLICIES, 'round_robin') ?? 'round_robin',
@@ -264,7 +267,29 @@ function readCluster(t: TableReader): Cluster {
     return locality ? { locality, weight } : undefined;
   });
   if (weights) cluster.localityWeights = weights;
+  const factor = t.has('overprovisioning_factor')
+    ? t.modelInteger('overprovisioning_factor', limit(RESILIENCE_LIMITS.overprovisioningFactor))
+    : undefined;
+  if (factor !== undefined) cluster.overprovisioningFactor = factor;
+  readLocalityFailover(t, cluster, daemonLocality);
   return cluster;
+}
+
+/**
+ * As istiod: clusters with outlier detection fail over by the daemon's locality unless
+ * `locality_failover = false` (without ejections nothing would ever fail over).
+ */
+function readLocalityFailover(t: TableReader, cluster: Cluster, daemonLocality: Locality | undefined): void {
+  const asked = t.has('locality_failover');
+  if (!t.boolean('locality_failover', true)) return;
+  if (!daemonLocality) {
+    if (asked)
+      t.fail('locality_failover', 'needs the daemon\'s own locality: [daemon] locality = "region/zone/subzone"');
+  } else if (!cluster.outlierDetection) {
+    if (asked) t.fail('locality_failover', 'needs outlier_detection: endpoints fail over only when ejected');
+  } else {
+    cluster.failoverLocality = daemonLocality;
+  }
 }
 
 function missingLocality(t: TableReader): undefined {

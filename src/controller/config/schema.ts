@@ -1,5 +1,5 @@
 import type { XdsConfig } from '../../api/xds/config.js';
-import type { MeshModel, ServiceSpec } from '../../model/types.js';
+import type { Locality, MeshModel, ServiceSpec } from '../../model/types.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -14,6 +14,8 @@ export interface DaemonSettings {
   accessLog: boolean;
   /** How often registered cgroups are checked for removal and re-creation. */
   rescanIntervalMs: number;
+  /** This VM's locality: clusters with outlier detection fail over by it; sent to xDS as the node's. */
+  locality?: Locality;
 }
 
 export interface KmeshConfig {
