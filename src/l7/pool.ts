@@ -110,7 +110,8 @@ export class UpstreamPool {
   /** A taken socket goes to its client once the program recorded which client that is. */
   private handOver(slot: number, entry: { socket: Socket; key: Buffer; takenAt?: number }): void {
     entry.takenAt ??= Date.now();
-    if (this.events.adopted(entry.socket, entry.key, Date.now() - entry.takenAt > CLAIM_MS)) this.sockets[slot] = undefined;
+    if (this.events.adopted(entry.socket, entry.key, Date.now() - entry.takenAt > CLAIM_MS))
+      this.sockets[slot] = undefined;
   }
 
   private connectSlot(slot: number): void {
