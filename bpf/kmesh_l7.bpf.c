@@ -123,6 +123,30 @@ struct {
 	__type(value, struct kmesh_l7_pool_taken);
 } kmesh_l7_pool_taken SEC(".maps");
 
+/* The daemon's marker socket (key 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} kmesh_l7_markers SEC(".maps");
+
+/* Clients awaiting a drain marker, in the order their markers are written (the daemon writes slot tail). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KMESH_L7_MARKER_RING);
+	__type(key, __u32);
+	__type(value, struct kmesh_l7_tuple);
+} kmesh_l7_marker_ring SEC(".maps");
+
+/* Markers consumed so far (the ring's head); only the marker verdict writes it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} kmesh_l7_marker_head SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, KMESH_L7_COUNTERS);
@@ -195,6 +219,9 @@ struct kmesh_l7_scratch {
 	__u64 name_hash;
 	__u32 listener_id;
 	__u32 pow_ready;
+	/* 1: a later request of a spliced connection, parsed only to be compared with the route kept */
+	__u32 later;
+	__u32 pad;
 	/* pow[k] = B^k */
 	__u64 pow[2 * KMESH_L7_MAX_STRING];
 	struct kmesh_l7_capture slots[KMESH_L7_SLOTS];
@@ -382,10 +409,11 @@ static __always_inline int parse_byte(struct kmesh_l7_scratch *sc, __u8 c)
 	}
 }
 
-static __always_inline void reset(struct kmesh_l7_scratch *sc, __u32 listener_id)
+static __always_inline void reset(struct kmesh_l7_scratch *sc, __u32 listener_id, __u32 later)
 {
 	int i;
 
+	sc->later = later;
 	sc->state = P_METHOD;
 	sc->slot = NO_SLOT;
 	sc->tok_len = 0;
@@ -673,6 +701,27 @@ static __always_inline struct kmesh_l7_scratch *scratch(void)
 	return bpf_map_lookup_elem(&kmesh_l7_scratch, &zero);
 }
 
+/* A later request keeps the connection's upstream, whatever the stages conclude. */
+static __always_inline int keep_upstream(struct sk_msg_md *msg)
+{
+	struct kmesh_l7_tuple client;
+	struct kmesh_l7_conn *conn = conn_of(msg, &client);
+
+	if (!conn)
+		return SK_PASS;
+	return bpf_msg_redirect_hash(msg, &kmesh_l7_upstreams, &conn->upstream, 0);
+}
+
+/* Starts like a request line ("GET ...")? Cheap enough for every send of a spliced connection. */
+static __always_inline int starts_like_request(struct sk_msg_md *msg)
+{
+	__u8 *data = msg->data;
+
+	if (data + 1 > (__u8 *)msg->data_end)
+		return 0;
+	return data[0] >= 'A' && data[0] <= 'Z';
+}
+
 SEC("sk_msg")
 int kmesh_l7_msg(struct sk_msg_md *msg)
 {
@@ -680,25 +729,28 @@ int kmesh_l7_msg(struct sk_msg_md *msg)
 	struct kmesh_l7_conn *conn = conn_of(msg, &client);
 	struct kmesh_l7_listener *l;
 	struct kmesh_l7_scratch *sc;
-	__u32 want;
+	__u32 want, later;
 
 	if (!conn)
 		return SK_PASS;
-	if (conn->state == KMESH_L7_CONN_SPLICED)
+	later = conn->state == KMESH_L7_CONN_SPLICED;
+	/* the route stays the first request's: a later one is only parsed to count a mismatch */
+	if (later && !starts_like_request(msg))
 		return bpf_msg_redirect_hash(msg, &kmesh_l7_upstreams, &conn->upstream, 0);
-	if (conn->state == KMESH_L7_CONN_SLOW)
+	/* slow path, draining (also the drain marker leaving this socket): to the anchor */
+	if (!later && conn->state != KMESH_L7_CONN_NEW)
 		return SK_PASS;
 	sc = scratch();
 	l = bpf_map_lookup_elem(&kmesh_l7_listeners, &conn->listener);
 	if (!sc || !l)
-		return SK_PASS;
-	reset(sc, l->listener_id);
+		return later ? bpf_msg_redirect_hash(msg, &kmesh_l7_upstreams, &conn->upstream, 0) : SK_PASS;
+	reset(sc, l->listener_id, later);
 	/* the head must be in one linear buffer for the parser */
 	want = msg->size < KMESH_L7_MAX_PARSE ? msg->size : KMESH_L7_MAX_PARSE;
 	if ((__u8 *)msg->data + want > (__u8 *)msg->data_end)
 		bpf_msg_pull_data(msg, 0, want, 0);
 	bpf_tail_call(msg, &kmesh_l7_stages, STAGE_PARSE0);
-	return SK_PASS;
+	return later ? keep_upstream(msg) : SK_PASS;
 }
 
 /*
@@ -725,15 +777,15 @@ static __always_inline int parse_chunk(struct sk_msg_md *msg, __u32 base, __u32 
 	}
 	if (!sc->done && i == PARSE_CHUNK && next_stage != STAGE_ROUTE) {
 		bpf_tail_call(msg, &kmesh_l7_stages, next_stage);
-		return SK_PASS;
+		return sc->later ? keep_upstream(msg) : SK_PASS;
 	}
-	if (!sc->done && msg->size < KMESH_L7_MAX_PARSE) {
+	if (!sc->done && !sc->later && msg->size < KMESH_L7_MAX_PARSE) {
 		/* the head continues in a later send: hold these bytes until more arrive */
 		bpf_msg_cork_bytes(msg, msg->size + 1);
 		return SK_PASS;
 	}
 	bpf_tail_call(msg, &kmesh_l7_stages, STAGE_ROUTE);
-	return SK_PASS;
+	return sc->later ? keep_upstream(msg) : SK_PASS;
 }
 
 #define PARSE_STAGE(k, next)                                      \
@@ -767,17 +819,25 @@ int kmesh_l7_route(struct sk_msg_md *msg)
 	if (!conn || !sc)
 		return SK_PASS;
 	l = bpf_map_lookup_elem(&kmesh_l7_listeners, &conn->listener);
-	if (!l)
-		return SK_PASS;
+	/* a later request is only compared, and only a whole head */
+	if (!l || (sc->later && sc->done != 1))
+		return sc->later ? bpf_msg_redirect_hash(msg, &kmesh_l7_upstreams, &conn->upstream, 0) : SK_PASS;
+	if (sc->done != 2) {
+		vhost = find_vhost(sc, l);
+		if (vhost)
+			route = find_route(sc, *vhost);
+	}
+	if (sc->later) {
+		if ((route ? route->route_id : NO_ROUTE) != conn->route_id)
+			count(KMESH_L7_CNT_LATER_MISMATCH);
+		return bpf_msg_redirect_hash(msg, &kmesh_l7_upstreams, &conn->upstream, 0);
+	}
 	if (sc->done == 2) {
 		count(KMESH_L7_CNT_NOT_HTTP);
 	} else {
 		/* a head longer than the parse limit is routed on the headers seen */
 		if (sc->done == 0)
 			count(KMESH_L7_CNT_TRUNCATED);
-		vhost = find_vhost(sc, l);
-		if (vhost)
-			route = find_route(sc, *vhost);
 		count(route ? KMESH_L7_CNT_ROUTED : KMESH_L7_CNT_NO_ROUTE);
 	}
 	split = route ? &route->action : &l->fallback;
@@ -873,4 +933,30 @@ int kmesh_l7_upstream_verdict(struct __sk_buff *skb)
 	if (!client)
 		return SK_PASS;
 	return bpf_sk_redirect_hash(skb, &kmesh_l7_clients, client, BPF_F_INGRESS);
+}
+
+/* Markers are fixed-size messages: one verdict per marker, whatever the segments. */
+SEC("sk_skb/stream_parser")
+int kmesh_l7_marker_parser(struct __sk_buff *skb)
+{
+	return KMESH_L7_MARKER_LEN;
+}
+
+/* A marker goes out of the next waiting client's socket, behind what its backlog holds. */
+SEC("sk_skb/stream_verdict")
+int kmesh_l7_marker_verdict(struct __sk_buff *skb)
+{
+	__u32 zero = 0, slot;
+	__u64 *head = bpf_map_lookup_elem(&kmesh_l7_marker_head, &zero);
+	struct kmesh_l7_tuple *client;
+
+	if (!head)
+		return SK_DROP;
+	/* one marker socket, messages verdicted in order: head is ours alone */
+	slot = (__u32)(*head % KMESH_L7_MARKER_RING);
+	*head += 1;
+	client = bpf_map_lookup_elem(&kmesh_l7_marker_ring, &slot);
+	if (!client)
+		return SK_DROP;
+	return bpf_sk_redirect_hash(skb, &kmesh_l7_clients, client, 0);
 }

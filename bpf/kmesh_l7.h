@@ -171,7 +171,19 @@ enum kmesh_l7_conn_state {
 	KMESH_L7_CONN_NEW = 0,	     /* first request not seen yet */
 	KMESH_L7_CONN_SPLICED = 1,   /* bytes go to upstream (kernel) */
 	KMESH_L7_CONN_SLOW = 2,	     /* no pooled socket: the daemon connects and splices */
+	KMESH_L7_CONN_DRAINING = 3,  /* the upstream closed: the client's sends reach the anchor (the drain marker) */
 };
+
+/*
+ * Upstream→client bytes reach the client through its socket's backlog (a kernel work item),
+ * after the upstream's FIN has reached the daemon. Before the daemon passes the FIN on, it
+ * sends a drain marker through the same backlog, behind those bytes: KMESH_L7_MARKER_LEN bytes
+ * on its marker socket, whose verdict takes the next client of kmesh_l7_marker_ring and
+ * redirects the marker out of that client's socket to the anchor. The marker reaching the
+ * anchor proves every byte queued before it is in the client's receive queue.
+ */
+#define KMESH_L7_MARKER_LEN 16
+#define KMESH_L7_MARKER_RING 4096
 
 /* Per client connection, keyed by the client's tuple. */
 struct kmesh_l7_conn {

@@ -1,14 +1,16 @@
 /**
  * The demo's application: runs inside the registered demo cgroup and asks the
- * service address for a page N times. It knows nothing of Kmesh.
+ * service address for a page N times (with one header when given). It knows nothing of Kmesh.
  */
 import { get } from 'node:http';
 
-const [url = '', countText = '100'] = process.argv.slice(2);
+const [url = '', countText = '100', header = ''] = process.argv.slice(2);
+// "name: value", or nothing
+const headers = header ? { [header.slice(0, header.indexOf(':'))]: header.slice(header.indexOf(':') + 1).trim() } : {};
 
 function fetchOnce(): Promise<string> {
   return new Promise((resolve) => {
-    get(url, { agent: false, timeout: 2000 }, (res) => {
+    get(url, { agent: false, timeout: 2000, headers }, (res) => {
       let body = '';
       res.on('data', (chunk) => {
         body += chunk;

@@ -3,7 +3,10 @@
  * Three loopback backends play reviews-v1 (two replicas) and reviews-v2; the
  * listener reviews = 127.10.0.5:9080 sends 80 % to v1 (round robin) and 20 % to v2.
  * A client in a registered cgroup asks the VIP; each round prints where its
- * requests landed. Ctrl-C (or --rounds N) stops everything and removes it all.
+ * requests landed. Next to this L4 split, the http listener reviews-http =
+ * 127.10.0.6:9080 routes each connection by its first request, in the kernel: a
+ * header canary (x-canary: 1) and a path route (/v2/...) go to reviews-v2, the
+ * rest to reviews-v1. Ctrl-C (or --rounds N) stops everything and removes it all.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,6 +22,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const DAEMON = join(here, '..', 'src', 'bin', 'kmesh-daemon.js');
 const CLIENT = join(here, 'client.js');
 const VIP = '127.10.0.5';
+/** The http listener with L7 routes. */
+const HTTP_VIP = '127.10.0.6';
 const PIN_DIR = '/sys/fs/bpf/kmesh-demo';
 const REQUESTS = 200;
 const BACKENDS = [
@@ -63,6 +68,24 @@ name = "reviews"
 address = "${VIP}"
 port = 9080
 weighted_clusters = [ { cluster = "reviews-v1", weight = 80 }, { cluster = "reviews-v2", weight = 20 } ]
+
+# L7: routed by the first request of each connection, in the kernel
+[[listeners]]
+name = "reviews-http"
+address = "${HTTP_VIP}"
+port = 9080
+protocol = "http"
+cluster = "reviews-v1"
+
+[[listeners.routes]]
+name = "canary"
+match = { headers = [ { name = "x-canary", exact = "1" } ] }
+cluster = "reviews-v2"
+
+[[listeners.routes]]
+name = "v2-path"
+match = { path_prefix = "/v2/" }
+cluster = "reviews-v2"
 `;
 }
 
@@ -103,9 +126,9 @@ function startDaemon(): Promise<void> {
 }
 
 /** Runs the client, placed in `inCgroup` when given; returns its answers. */
-function ask(inCgroup: string | null, count: number): Promise<string[]> {
+function ask(inCgroup: string | null, count: number, url = `http://${VIP}:9080/`, header = ''): Promise<string[]> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLIENT, `http://${VIP}:9080/`, String(count)], {
+    const child = spawn(process.execPath, [CLIENT, url, String(count), header], {
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     let out = '';
@@ -179,6 +202,15 @@ async function main(): Promise<void> {
   for (let round = 1; round <= rounds; round++) {
     printRound(round, await ask(cgroup, REQUESTS));
     if (round < rounds) await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+  process.stdout.write(`\nL7 routes on http://${HTTP_VIP}:9080 (first request of each connection, in the kernel):\n`);
+  for (const [what, path, header] of [
+    ['x-canary: 1', '/reviews', 'x-canary: 1'],
+    ['path /v2/', '/v2/reviews', ''],
+    ['no route', '/reviews', ''],
+  ] as const) {
+    const [answer] = await ask(cgroup, 1, `http://${HTTP_VIP}:9080${path}`, header);
+    process.stdout.write(`  GET ${path.padEnd(12)} ${what.padEnd(12)} -> ${answer}\n`);
   }
   const metrics = await fetchText('http://127.0.0.1:15020/metrics');
   const opened = metrics.split('\n').filter((l) => l.startsWith('kmesh_tcp_connections_opened_total{'));

@@ -10,7 +10,7 @@
  *                and as a full SotW EDS resend; send → ACK, N times each
  *   burst        100 EDS versions in one second (each a complete set of 10 assignments): how many applies the
  *                daemon made, time to the last version's ACK, that the maps hold the last version, RSS growth
- *   RSS          after the push and changes (once the grace period has passed)
+ *   RSS          after the push and changes (once the grace period has passed), and 15 s later (settled)
  *   event loop   the daemon's own monitorEventLoopDelay maximum (its /metrics nodejs_eventloop_lag_max_seconds,
  *                reset at each scrape) during the push, the changes and the burst
  *   memory back  --scale 1 only: a config of 131,000 endpoints replaced by one of 3 endpoints: RSS before/after
@@ -318,6 +318,10 @@ async function main(): Promise<void> {
 
     await sleep(1500); // let the reconciler's grace-period sweep run before RSS
     const mem = rssMB(d.child.pid as number);
+    // And once the daemon has been left alone: V8 shrinks its heap and malloc's free pages are trimmed (2, 6 and
+    // 15 s after the last apply, docs/memory.md).
+    await sleep(15_000);
+    const settled = rssMB(d.child.pid as number);
 
     // Memory given back: 131,000 endpoints live, then a config of 3 (scale 1 only: the endpoint map holds 262,144).
     let memoryBack: { rssLargeMB: number; rssAfterReplaceMB: number; rssAfter10sMB: number } | undefined;
@@ -363,6 +367,7 @@ async function main(): Promise<void> {
       rssIdleNoConfigMB: idle.rss,
       rssBeforePushMB: memBefore.rss,
       rssMB: mem.rss,
+      rssSettledMB: settled.rss,
       peakRssMB: mem.hwm,
       memoryBack,
       floors: FLOORS,
@@ -402,6 +407,7 @@ async function main(): Promise<void> {
         `| daemon RSS idle, no config | ${result.rssIdleNoConfigMB} MB | ≤ ${FLOORS.idleRssMB} MB ${ok(pass.idleRss)} |`,
         `| daemon RSS with [xds], before the push | ${result.rssBeforePushMB} MB | — |`,
         `| daemon RSS after push and changes (peak) | ${result.rssMB} MB (${result.peakRssMB} MB) | ≤ ${FLOORS.rssMB} MB ${ok(pass.rss)} |`,
+        `| daemon RSS 16.5 s after the last change | ${result.rssSettledMB} MB | — |`,
         ...(memoryBack
           ? [
               `| RSS with 131,000 endpoints → replaced by 3 (1.5 s / 11.5 s later) | ${memoryBack.rssLargeMB} → ${memoryBack.rssAfterReplaceMB} / ${memoryBack.rssAfter10sMB} MB | — |`,

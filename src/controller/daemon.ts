@@ -27,11 +27,13 @@ import type { BpfProgram } from '../runtime/bpf-object.js';
 import { CgroupLinks } from '../runtime/cgroup-links.js';
 import { type Cgroup2View, cgroup2View } from '../runtime/cgroup2.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
+import { nextTurn } from '../runtime/slicer.js';
 import { type AppliedConfig, appliedView } from './applied.js';
 import { assignClusterIds } from './cluster-ids.js';
 import { loadConfigFile } from './config/load.js';
 import type { KmeshConfig } from './config/schema.js';
 import { dumpMaps } from './map-dump.js';
+import { MemoryReturn } from './memory-return.js';
 import { MeshState, replaceAll } from './mesh-state.js';
 import { bpfObjectDir, pinPaths } from './paths.js';
 import { type ApplyResult, Reconciler } from './reconciler.js';
@@ -69,6 +71,12 @@ export interface DaemonOptions {
   unitHooks?: UnitStartHooks | null;
 }
 
+/** Resources a change names from which its merge gets turns of the event loop of its own. */
+const LARGE_CHANGE = 100;
+
+const changeSize = (c: ModelChange) =>
+  c.upsertClusters.length + c.removeClusters.length + c.upsertListeners.length + c.removeListeners.length;
+
 export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl {
   private state: DaemonState = 'starting';
   private configVersion = 0;
@@ -76,6 +84,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   lastApply: ApplyResult | undefined;
   /** TOML + xDS by name, as the maps hold it. */
   private readonly mesh = new MeshState();
+  /** malloc's freed pages back to the kernel after applies (docs/memory.md). */
+  private readonly memoryReturn = new MemoryReturn();
   private xds: { connection: XdsConnection; address: string } | undefined;
   private lastError: string | undefined;
   private readonly startedAt = new Date().toISOString();
@@ -200,7 +210,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private async applyNow(source: 'toml' | 'xds', change: ModelChange, whole: boolean): Promise<void> {
     if (!this.reconciler) throw new Error('daemon not started');
     const started = process.hrtime.bigint();
-    const staged = this.mesh.stage(source, change);
+    // A large change's merge (tens of ms for a full push) starts a turn of the event loop of its own, in slices.
+    if (changeSize(change) >= LARGE_CHANGE) await nextTurn();
+    const staged = await this.mesh.stage(source, change);
     for (const note of staged.shadowed) this.logger.warn(note);
     if (whole) {
       const keep = this.mesh.desiredKeys();
@@ -215,6 +227,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.resilience?.sync(staged.delta);
     this.applyL7(change);
     this.lastApply = result;
+    this.memoryReturn.applied();
     this.configVersion++;
     this.logger.info(
       { configVersion: this.configVersion, ...result, ms: Number(process.hrtime.bigint() - started) / 1e6 },
@@ -407,6 +420,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     await this.l7Starting;
     await this.l7Datapath?.stop();
     await this.reconciler?.flush();
+    this.memoryReturn.stop();
   }
 
   private setState(state: DaemonState): void {

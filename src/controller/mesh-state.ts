@@ -13,6 +13,7 @@ import { KmeshError } from '../contracts/errors.js';
 import type { ModelChange } from '../model/change.js';
 import type { Cluster, Listener, MeshModel, ResourceSource } from '../model/types.js';
 import { boundKey, clusterProblems, listenerClusterNames, listenerProblems, routeKey } from '../model/validate.js';
+import { Slicer } from '../runtime/slicer.js';
 import { assignClusterIds } from './cluster-ids.js';
 import { type DesiredCluster, type DesiredListener, desiredCluster, desiredListener } from './desired-state.js';
 import { type ConfigDelta, emptyDelta } from './reconciler.js';
@@ -111,8 +112,11 @@ export class MeshState {
     };
   }
 
-  /** Merges, validates and encodes what `change` touches; throws InvalidConfig naming every problem. */
-  stage(source: ResourceSource, change: ModelChange): StagedChange {
+  /**
+   * Merges, validates and encodes what `change` touches; throws InvalidConfig naming every problem. A large
+   * change yields to the event loop through `slice` (nothing here changes until commit).
+   */
+  async stage(source: ResourceSource, change: ModelChange, slice = new Slicer()): Promise<StagedChange> {
     const errors: string[] = [];
     const own = this.sources[source];
     const srcClusters = overlay(own.clusters, change.upsertClusters, change.removeClusters, 'cluster', errors);
@@ -143,6 +147,7 @@ export class MeshState {
     const shadowed: string[] = [];
     const nextClusters = new Map<string, Cluster | null>();
     for (const name of srcClusters.keys()) {
+      await slice.next();
       const toml = tomlCluster(name);
       const xds = xdsCluster(name);
       if (toml && xds) shadowed.push(`xDS cluster "${name}" is shadowed by the TOML cluster of that name`);
@@ -151,6 +156,7 @@ export class MeshState {
     }
     const nextListeners = new Map<string, Listener | null>();
     for (const name of touchedListeners) {
+      await slice.next();
       const toml = tomlListener(name);
       const xds = xdsListener(name);
       let next = toml ?? null;
@@ -167,14 +173,17 @@ export class MeshState {
     // and the listeners that still name a cluster that goes.
     const clusterExists = (name: string) =>
       nextClusters.has(name) ? nextClusters.get(name) !== null : this.clusters.has(name);
-    for (const [name, cluster] of nextClusters)
+    for (const [name, cluster] of nextClusters) {
+      await slice.next();
       if (cluster) errors.push(...clusterProblems(cluster, at('cluster', name)));
+    }
     const nextBound = new Map<string, string | null>();
     for (const name of nextListeners.keys()) {
       const before = this.listeners.get(name);
       if (before && this.bound.get(before.bound) === name) nextBound.set(before.bound, null);
     }
     for (const [name, listener] of nextListeners) {
+      await slice.next();
       if (!listener) continue;
       const key = boundKey(listener);
       const owner = nextBound.has(key) ? nextBound.get(key) : this.bound.get(key);
@@ -201,6 +210,7 @@ export class MeshState {
     const delta = emptyDelta();
     const encodedClusters = new Map<string, EffectiveCluster | null>();
     for (const [name, cluster] of nextClusters) {
+      await slice.next();
       const before = this.clusters.get(name);
       if (!cluster) {
         delta.clusters.set((before as EffectiveCluster).desired.id, null);
@@ -217,6 +227,7 @@ export class MeshState {
       if (before) delta.listeners.set(before.desired.keyHex, null);
     }
     for (const [name, listener] of nextListeners) {
+      await slice.next();
       if (!listener) {
         encodedListeners.set(name, null);
         continue;

@@ -15,6 +15,7 @@ import type { Logger } from 'pino';
 import { KmeshError } from '../contracts/errors.js';
 import { BPF_NOEXIST } from '../runtime/bpf-map.js';
 import { BpfError } from '../runtime/errors.js';
+import { MapBatch } from '../runtime/maps/batch.js';
 import type { DatapathMaps, MapAccess } from '../runtime/maps/datapath-maps.js';
 import {
   activeSlotKey,
@@ -27,9 +28,11 @@ import {
   endpointValue,
   genKey,
   listenerKey,
+  listenerValue,
   rrValue,
   tableKey,
 } from '../runtime/maps/layouts.js';
+import { Slicer } from '../runtime/slicer.js';
 import type { DesiredCluster, DesiredListener } from './desired-state.js';
 
 /** What one apply changes: named entries are set whole (or removed: null); all others stay. */
@@ -90,6 +93,7 @@ const EEXIST = 17;
 const SLOT_OFFSET = listenerKey.offsetOf('slot');
 const ACTIVE_KEY = activeSlotKey.encode({ index: 0 });
 const ENDPOINT_SIZE = endpointValue.size;
+const INDEX_OFFSET = endpointKey.offsetOf('index');
 
 const endpointCount = (endpoints: Buffer) => endpoints.length / ENDPOINT_SIZE;
 
@@ -100,19 +104,6 @@ function listenerKeyIn(key: Buffer, slot: number): Buffer {
 }
 
 const clusterKeyIn = (id: number, slot: number) => clusterKey.encode({ id, slot });
-
-/** Work between two turns of the event loop: a large apply never blocks timers, scrapes or D-Bus for long. */
-const SLICE_MS = 10;
-
-class Slicer {
-  private since = performance.now();
-
-  async next(): Promise<void> {
-    if (performance.now() - this.since < SLICE_MS) return;
-    await new Promise((resolve) => setImmediate(resolve));
-    this.since = performance.now();
-  }
-}
 
 export class Reconciler {
   private active = 0;
@@ -274,11 +265,13 @@ export class Reconciler {
     const fresh = new Map<number, LiveCluster>();
     const slice = new Slicer();
     try {
+      const endpoints = new MapBatch(this.maps.endpoints, endpointKey.size, ENDPOINT_SIZE);
       for (const cluster of changedClusters) {
-        const entry = await this.prepareCluster(cluster, undo, slice);
+        const entry = await this.prepareCluster(cluster, undo, slice, endpoints);
         result.written += entry.written;
         fresh.set(cluster.id, entry.live);
       }
+      endpoints.flush(); // every new endpoint set is whole before any cluster entry names it
       // The inactive slot: what it still lacks from the last apply plus this change (stale until overwritten).
       for (const hex of removedListeners) this.stale.listeners.add(hex);
       for (const id of removedClusters) this.stale.clusters.add(id);
@@ -377,6 +370,7 @@ export class Reconciler {
     cluster: DesiredCluster,
     undo: Array<() => void>,
     slice: Slicer,
+    endpoints: MapBatch,
   ): Promise<{ live: LiveCluster; written: number }> {
     const before = this.clusters.get(cluster.id);
     const samePolicy = before !== undefined && clusterValue.decode(before.value).lb_policy === cluster.lbPolicy;
@@ -385,13 +379,24 @@ export class Reconciler {
     const generation = reuse && before ? before.generation : this.nextGeneration++;
     let written = 0;
     if (!reuse) {
-      for (let index = 0; index < endpointCount(cluster.endpoints); index++) {
-        if (index % 256 === 0) await slice.next();
-        const key = endpointKey.encode({ cluster_id: cluster.id, generation, index });
-        this.maps.endpoints.update(key, cluster.endpoints.subarray(index * ENDPOINT_SIZE, (index + 1) * ENDPOINT_SIZE));
-        undo.push(() => this.maps.endpoints.delete(key));
-        written++;
+      const count = endpointCount(cluster.endpoints);
+      const key = endpointKey.encode({ cluster_id: cluster.id, generation, index: 0 });
+      undo.push(() => {
+        for (let index = 0; index < count; index++) {
+          key.writeUInt32LE(index, INDEX_OFFSET);
+          this.maps.endpoints.delete(key);
+        }
+      });
+      for (let index = 0; index < count; index++) {
+        if (endpoints.full) {
+          endpoints.flush();
+          await slice.next();
+        }
+        const slot = endpoints.add(cluster.endpoints, index * ENDPOINT_SIZE);
+        key.copy(slot);
+        slot.writeUInt32LE(index, INDEX_OFFSET);
       }
+      written += count;
       written += this.writeExtras(cluster, generation, undo);
     }
     // Re-added within the grace period: the cursor keeps its place in the order.
@@ -479,23 +484,68 @@ export class Reconciler {
     clusterOf: (id: number) => Buffer | undefined,
     written?: { listeners: Set<string>; clusters: Set<number> },
   ): Promise<void> {
-    const byDeletionFirst = <K>(keys: Set<K>, has: (key: K) => boolean) =>
-      [...keys].sort((a, b) => Number(has(a)) - Number(has(b)));
-    for (const hex of byDeletionFirst(this.stale.listeners, (hex) => listenerOf(hex) !== undefined)) {
+    await this.writeKeys(
+      slice,
+      this.stale.listeners,
+      this.maps.listeners,
+      { key: listenerKey.size, value: listenerValue.size },
+      (hex, into) => {
+        into.write(hex, 'hex'); // the slot-neutral key
+        into[SLOT_OFFSET] = slot;
+      },
+      (hex) => listenerOf(hex)?.value,
+      written?.listeners,
+    );
+    await this.writeKeys(
+      slice,
+      this.stale.clusters,
+      this.maps.clusters,
+      { key: clusterKey.size, value: clusterValue.size },
+      (id, into) => clusterKeyIn(id, slot).copy(into),
+      clusterOf,
+      written?.clusters,
+    );
+  }
+
+  /** Deletes the keys without a value, then writes the others in batches; `done` gets each key once it is written. */
+  private async writeKeys<K>(
+    slice: Slicer,
+    keys: Iterable<K>,
+    map: MapAccess,
+    sizes: { key: number; value: number },
+    keyOf: (k: K, into: Buffer) => void,
+    target: (k: K) => Buffer | undefined,
+    done?: Set<K>,
+  ): Promise<void> {
+    const updates: Array<[K, Buffer]> = [];
+    const key = Buffer.alloc(sizes.key);
+    for (const k of keys) {
+      const value = target(k);
+      if (value) {
+        updates.push([k, value]);
+        continue;
+      }
       await slice.next();
-      const target = listenerOf(hex);
-      const key = listenerKeyIn(target?.key ?? Buffer.from(hex, 'hex'), slot);
-      if (target) this.maps.listeners.update(key, target.value);
-      else this.maps.listeners.delete(key);
-      written?.listeners.add(hex);
+      keyOf(k, key);
+      map.delete(key);
+      done?.add(k);
     }
-    for (const id of byDeletionFirst(this.stale.clusters, (id) => clusterOf(id) !== undefined)) {
-      await slice.next();
-      const target = clusterOf(id);
-      if (target) this.maps.clusters.update(clusterKeyIn(id, slot), target);
-      else this.maps.clusters.delete(clusterKeyIn(id, slot));
-      written?.clusters.add(id);
+    const batch = new MapBatch(map, sizes.key, sizes.value);
+    let pending: K[] = [];
+    const flush = () => {
+      batch.flush();
+      for (const k of pending) done?.add(k);
+      pending = [];
+    };
+    for (const [k, value] of updates) {
+      if (batch.full) {
+        flush();
+        await slice.next();
+      }
+      keyOf(k, batch.add(value));
+      pending.push(k);
     }
+    flush();
   }
 
   /** Refuse before writing anything when the result would not fit (old generations count until collected). */

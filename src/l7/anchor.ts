@@ -9,11 +9,14 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { BpfMap } from '../runtime/bpf-map.js';
+import { type DrainMarkers, MarkerScan } from './drain.js';
 import { CONN_STATE, l7Conn, tupleKey } from './layouts.js';
 
 export interface AnchorMaps {
   conns: BpfMap;
   peers: BpfMap;
+  /** kmesh_l7_clients: a client socket leaves it when it closes. */
+  clients: BpfMap;
 }
 
 export interface AnchorHooks {
@@ -26,10 +29,10 @@ export interface AnchorHooks {
 }
 
 /**
- * Time left to upstream bytes the kernel redirected (queued to the client by a kernel work item)
- * before the client sees the upstream's FIN: a FIN first would make the client miss them.
+ * Without a drain marker (the client half-closed: its socket cannot send one; or no marker
+ * socket), the time left to the client's backlog before the upstream's FIN is passed on.
  */
-const FIN_DELAY_MS = 20;
+const FIN_DELAY_MS = 200;
 
 interface Pair {
   client?: Socket;
@@ -37,6 +40,10 @@ interface Pair {
   upstreamKey?: Buffer;
   clientEnded: boolean;
   upstreamEnded: boolean;
+  /** The upstream ended: looking for the drain marker in what the client sends. */
+  draining?: MarkerScan;
+  /** The upstream's FIN was passed on to the client. */
+  drained: boolean;
 }
 
 function isReset(err: unknown): boolean {
@@ -55,13 +62,20 @@ export class Anchor {
   /** By the client's tuple (hex). */
   private readonly pairs = new Map<string, Pair>();
   /** Counted here: connections the daemon spliced itself, and connections closed because nothing could serve them. */
-  readonly stats = { slowPathSpliced: 0, slowPathFailed: 0, accepted: 0 };
+  readonly stats = { slowPathSpliced: 0, slowPathFailed: 0, accepted: 0, drainMarkers: 0, finFallbacks: 0 };
+
+  private markers: DrainMarkers | undefined;
 
   constructor(
     private readonly maps: AnchorMaps,
     private readonly hooks: AnchorHooks,
     private readonly logger: Logger,
   ) {}
+
+  /** Upstream FINs wait for a drain marker from now on. */
+  useMarkers(markers: DrainMarkers): void {
+    this.markers = markers;
+  }
 
   /** Returns the address bound (the port the kernel chose for port 0). */
   async listen(address: string, port: number): Promise<{ address: string; port: number }> {
@@ -86,7 +100,7 @@ export class Anchor {
   private pairOf(clientHex: string): Pair {
     let pair = this.pairs.get(clientHex);
     if (!pair) {
-      pair = { clientEnded: false, upstreamEnded: false };
+      pair = { clientEnded: false, upstreamEnded: false, drained: false };
       this.pairs.set(clientHex, pair);
     }
     return pair;
@@ -108,9 +122,15 @@ export class Anchor {
     client.on('end', () => {
       if (this.closing) return;
       pair.clientEnded = true;
+      // a marker cannot leave a client that shut its sending side; one that closed needs none
+      if (pair.draining) {
+        const halfClosed = this.maps.clients.lookup(key) !== null;
+        if (halfClosed) this.stats.finFallbacks++;
+        this.passFinAfter(hex, key, halfClosed ? FIN_DELAY_MS : 0);
+      }
       this.hooks.collectTaken();
       if (pair.upstream) pair.upstream.end();
-      else if (!this.connState(key)) client.end(); // never routed: nothing to wait for
+      else if ((this.connState(key)?.state ?? CONN_STATE.new) === CONN_STATE.new) client.end(); // no request: nothing to wait for
       this.maybeDone(hex, key);
     });
     client.on('error', (err) => hardClose(pair.upstream, isReset(err)));
@@ -118,7 +138,46 @@ export class Anchor {
       hardClose(pair.upstream, false);
       this.forget(hex, key);
     });
-    if (pair.upstreamEnded) setTimeout(() => client.end(), FIN_DELAY_MS);
+    if (pair.upstreamEnded) this.drain(hex, key);
+  }
+
+  /** The upstream ended: pass its FIN on behind the bytes queued to the client. */
+  private drain(hex: string, clientKey: Buffer): void {
+    const pair = this.pairs.get(hex);
+    if (!pair?.client || pair.draining || pair.drained) return;
+    const state = this.maps.conns.lookup(clientKey);
+    if (state && this.markers && !pair.clientEnded) {
+      state.writeUInt32LE(CONN_STATE.draining, 0);
+      this.maps.conns.update(clientKey, state);
+      pair.draining = new MarkerScan(this.markers.marker);
+      if (this.markers.mark(clientKey)) {
+        this.stats.drainMarkers++;
+        return;
+      }
+      pair.draining = undefined;
+    }
+    this.stats.finFallbacks++;
+    this.passFinAfter(hex, clientKey, FIN_DELAY_MS);
+  }
+
+  private passFinAfter(hex: string, clientKey: Buffer, ms: number): void {
+    if (ms === 0) this.passFin(hex, clientKey);
+    else setTimeout(() => this.passFin(hex, clientKey), ms);
+  }
+
+  private passFin(hex: string, clientKey: Buffer): void {
+    const pair = this.pairs.get(hex);
+    if (!pair || pair.drained) return;
+    pair.draining = undefined;
+    pair.drained = true;
+    pair.client?.end();
+    this.maybeDone(hex, clientKey);
+  }
+
+  /** What a client sends in the draining state: the marker (then the FIN follows), or bytes nobody takes. */
+  private onDrainData(hex: string, clientKey: Buffer, chunk: Buffer): void {
+    const pair = this.pairs.get(hex);
+    if (pair?.draining?.push(chunk)) this.passFin(hex, clientKey);
   }
 
   private connState(key: Buffer) {
@@ -126,16 +185,20 @@ export class Anchor {
     return v ? l7Conn.decode(v) : undefined;
   }
 
-  /** A pooled socket the kernel gave to a client. */
-  adoptUpstream(upstream: Socket, upstreamKey: Buffer): void {
+  /**
+   * A pooled socket the kernel gave to a client; false while the program has not yet
+   * recorded the client (kmesh_l7_peers), unless `giveUp` or the socket is closed already.
+   */
+  adoptUpstream(upstream: Socket, upstreamKey: Buffer, giveUp: boolean): boolean {
     if (this.closing) {
       upstream.destroy();
-      return;
+      return true;
     }
     const clientKey = this.maps.peers.lookup(upstreamKey);
     if (!clientKey) {
+      if (!(giveUp || upstream.destroyed || upstream.readableEnded)) return false;
       upstream.destroy();
-      return;
+      return true;
     }
     const hex = clientKey.toString('hex');
     const pair = this.pairOf(hex);
@@ -143,7 +206,7 @@ export class Anchor {
     pair.upstreamKey = upstreamKey;
     const onEnd = () => {
       pair.upstreamEnded = true;
-      if (pair.client) setTimeout(() => pair.client?.end(), FIN_DELAY_MS);
+      this.drain(hex, clientKey);
       this.maybeDone(hex, clientKey);
     };
     if (upstream.readableEnded) onEnd();
@@ -155,12 +218,15 @@ export class Anchor {
     });
     if (pair.clientEnded) upstream.end();
     if (upstream.destroyed) hardClose(pair.client, false);
+    return true;
   }
 
   private maybeDone(hex: string, clientKey: Buffer): void {
     const pair = this.pairs.get(hex);
     if (!pair) return;
-    if ((pair.clientEnded && pair.upstreamEnded) || pair.upstream?.destroyed) {
+    // an upstream that ended is done for the client once its FIN was passed on
+    const upstreamDone = pair.upstreamEnded ? pair.drained : pair.upstream?.destroyed === true;
+    if (upstreamDone && (pair.clientEnded || pair.upstream?.destroyed)) {
       pair.client?.destroySoon();
       pair.upstream?.destroySoon();
     }
@@ -180,6 +246,10 @@ export class Anchor {
   private onClientData(hex: string, key: Buffer, chunk: Buffer): void {
     if (this.closing) return;
     const pair = this.pairOf(hex);
+    if (pair.draining) {
+      this.onDrainData(hex, key, chunk);
+      return;
+    }
     const client = pair.client;
     if (!client || pair.upstream) return;
     const state = this.connState(key);

@@ -12,6 +12,7 @@ import { BpfObject, type BpfProgram, warnStalePins } from '../runtime/bpf-object
 import { check } from '../runtime/errors.js';
 import { libbpf } from '../runtime/libbpf.js';
 import { Anchor } from './anchor.js';
+import { DrainMarkers } from './drain.js';
 import { type Anchor as AnchorAddress, type DesiredL7, desiredL7, type Entry, type RouteName } from './encode.js';
 import { L7_COUNTERS, L7_STAGES, l7RouteStatKey } from './layouts.js';
 import { UpstreamPool } from './pool.js';
@@ -51,6 +52,7 @@ export class L7Datapath {
   private refillTimer: NodeJS.Timeout | undefined;
   private refillQueued = false;
   private anchorAddress: AnchorAddress;
+  private markers: DrainMarkers | undefined;
   connectFailures = 0;
 
   private constructor(
@@ -71,7 +73,7 @@ export class L7Datapath {
       );
     }
     this.anchor = new Anchor(
-      { conns: obj.map('kmesh_l7_conns'), peers: obj.map('kmesh_l7_peers') },
+      { conns: obj.map('kmesh_l7_conns'), peers: obj.map('kmesh_l7_peers'), clients: obj.map('kmesh_l7_clients') },
       {
         collectTaken: () => this.refillAll(),
         accepted: () => this.scheduleRefill(),
@@ -107,6 +109,8 @@ export class L7Datapath {
       attach('kmesh_l7_msg', 'kmesh_l7_clients');
       attach('kmesh_l7_upstream_parser', 'kmesh_l7_upstreams');
       attach('kmesh_l7_upstream_verdict', 'kmesh_l7_upstreams');
+      attach('kmesh_l7_marker_parser', 'kmesh_l7_markers');
+      attach('kmesh_l7_marker_verdict', 'kmesh_l7_markers');
     } catch (err) {
       obj.close();
       throw err;
@@ -122,6 +126,15 @@ export class L7Datapath {
   /** Listens on the anchor address (port 0: one the kernel picks); connect4 learns it from the listener entries. */
   async start(): Promise<void> {
     this.anchorAddress = await this.anchor.listen(this.options.anchor.address, this.options.anchor.port);
+    this.markers = await DrainMarkers.open(
+      {
+        markers: this.obj.map('kmesh_l7_markers'),
+        ring: this.obj.map('kmesh_l7_marker_ring'),
+        head: this.obj.map('kmesh_l7_marker_head'),
+      },
+      this.anchorAddress.address,
+    );
+    this.anchor.useMarkers(this.markers);
     this.refillTimer = setInterval(() => this.refillAll(), REFILL_MS);
     this.refillTimer.unref();
   }
@@ -200,7 +213,7 @@ export class L7Datapath {
         taken: this.obj.map('kmesh_l7_pool_taken'),
       },
       {
-        adopted: (socket, key) => this.anchor.adoptUpstream(socket, key),
+        adopted: (socket, key, giveUp) => this.anchor.adoptUpstream(socket, key, giveUp),
         connectFailed: (pool, err) => {
           this.connectFailures++;
           this.options.logger.debug({ endpoint: `${pool.address}:${pool.port}`, err: err.message }, 'L7 pool connect');
@@ -240,6 +253,8 @@ export class L7Datapath {
     out.slow_path_spliced = this.anchor.stats.slowPathSpliced;
     out.slow_path_failed = this.anchor.stats.slowPathFailed;
     out.accepted = this.anchor.stats.accepted;
+    out.drain_markers = this.anchor.stats.drainMarkers;
+    out.fin_fallbacks = this.anchor.stats.finFallbacks;
     out.open_pairs = this.anchor.openPairs;
     return out;
   }
@@ -277,6 +292,7 @@ export class L7Datapath {
     for (const pool of this.pools.values()) pool.close();
     this.pools.clear();
     await this.anchor.close();
+    this.markers?.close();
     this.obj.close();
   }
 }

@@ -22,7 +22,7 @@ export const SLOT = { path: 0, host: 1, method: 2, firstHeader: 3 } as const;
 export const DOMAIN_KIND = { exact: 0, suffix: 1, prefix: 2, any: 3 } as const;
 export const MATCH_KIND = { exact: 0, prefix: 1, suffix: 2, present: 3, separated_prefix: 4 } as const;
 export const LISTENER_FLAGS = { suffixDomains: 0x1, prefixDomains: 0x2, anyDomain: 0x4 } as const;
-export const CONN_STATE = { new: 0, spliced: 1, slow: 2 } as const;
+export const CONN_STATE = { new: 0, spliced: 1, slow: 2, draining: 3 } as const;
 export const NO_ROUTE = 0xffffffff;
 
 /** kmesh_l7_counters indices (enum kmesh_l7_counter), in order. */

@@ -13,7 +13,8 @@ export function registerL7Metrics(
     help:
       'L7 connections by what happened to their first request: connections, routed, not_http, no_route, truncated ' +
       '(head over the parse limit), pool_hit, slow_path (pool empty: spliced by the daemon), no_endpoint, later_mismatch; ' +
-      'and the daemon side: pool_connects, pool_connect_failures, slow_path_spliced, slow_path_failed, accepted.',
+      'and the daemon side: pool_connects, pool_connect_failures, slow_path_spliced, slow_path_failed, accepted, ' +
+      'drain_markers (upstream FINs passed on behind a drain marker), fin_fallbacks (passed on after a delay instead).',
     labelNames: ['event'],
     registers: [registry],
     collect() {

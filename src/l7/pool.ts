@@ -20,8 +20,12 @@ export interface PoolMaps {
 }
 
 export interface PoolEvents {
-  /** A socket the kernel took: it now carries a client's connection. */
-  adopted(socket: Socket, key: Buffer): void;
+  /**
+   * A socket the kernel took: it now carries a client's connection. False while the program
+   * that took it has not yet recorded its client (asked again on the next pass); `giveUp`:
+   * that never happened (its redirect failed), close it.
+   */
+  adopted(socket: Socket, key: Buffer, giveUp: boolean): boolean;
   connectFailed(pool: UpstreamPool, err: Error): void;
 }
 
@@ -47,9 +51,13 @@ function u64Value(n: bigint): Buffer {
 const TAKEN_OFFSET = l7PoolTaken.offsetOf('taken');
 /** Back-off after a failed connect (endpoint down), so a dead endpoint is not hammered. */
 const RETRY_MS = 200;
+/** A taken socket whose client is still not recorded after this was not taken by a redirect that worked. */
+const CLAIM_MS = 1000;
 
 export class UpstreamPool {
-  private readonly sockets: Array<{ socket: Socket; key: Buffer } | undefined> = new Array(L7_POOL_SLOTS);
+  private readonly sockets: Array<{ socket: Socket; key: Buffer; takenAt?: number } | undefined> = new Array(
+    L7_POOL_SLOTS,
+  );
   private readonly connecting = new Set<number>();
   private filled: bigint;
   private closed = false;
@@ -87,12 +95,8 @@ export class UpstreamPool {
     for (let slot = 0; slot < L7_POOL_SLOTS; slot++) {
       const entry = this.sockets[slot];
       if (!entry) continue;
-      if (ready & (1n << BigInt(slot))) {
-        readyCount++;
-      } else {
-        this.sockets[slot] = undefined;
-        this.events.adopted(entry.socket, entry.key);
-      }
+      if (ready & (1n << BigInt(slot))) readyCount++;
+      else this.handOver(slot, entry);
     }
     if (Date.now() < this.retryAt) return;
     let want = this.depth - readyCount - this.connecting.size;
@@ -101,6 +105,13 @@ export class UpstreamPool {
       this.connectSlot(slot);
       want--;
     }
+  }
+
+  /** A taken socket goes to its client once the program recorded which client that is. */
+  private handOver(slot: number, entry: { socket: Socket; key: Buffer; takenAt?: number }): void {
+    entry.takenAt ??= Date.now();
+    if (this.events.adopted(entry.socket, entry.key, Date.now() - entry.takenAt > CLAIM_MS))
+      this.sockets[slot] = undefined;
   }
 
   private connectSlot(slot: number): void {
@@ -155,8 +166,7 @@ export class UpstreamPool {
       this.sockets[slot] = undefined;
       socket.destroy();
     } else {
-      this.sockets[slot] = undefined;
-      this.events.adopted(socket, entry.key);
+      this.handOver(slot, entry);
     }
   }
 

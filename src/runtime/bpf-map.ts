@@ -26,6 +26,9 @@ export function numPossibleCpus(): number {
 /** Offsets in struct bpf_map_info (linux/bpf.h, stable UAPI); test/unit/probe-btf.test.ts checks them. */
 export const MAP_INFO = { size: 80, type: 0, keySize: 8, valueSize: 12, maxEntries: 16, mapFlags: 20 } as const;
 
+/** errnos of a kernel without BPF_MAP_UPDATE_BATCH for a map (EINVAL: no such command, before 5.6; ENOTSUPP). */
+const NO_BATCH_UPDATE = new Set([22, 95, 524]);
+
 /** Entries per batch; a batch must hold a whole hash bucket, far smaller than this. */
 const BATCH = 1024;
 
@@ -56,6 +59,8 @@ export class BpfMap {
   readonly valueStride: number;
   /** Bytes a lookup returns: valueSize, or a stride per possible CPU for per-CPU maps. */
   readonly valueBytes: number;
+  /** Cleared when the kernel turns BPF_MAP_UPDATE_BATCH down for this map: entry by entry from then on. */
+  private batchUpdates = true;
 
   constructor(
     def: MapDefinition,
@@ -100,6 +105,28 @@ export class BpfMap {
 
   update(key: Buffer, value: Buffer, flags = BPF_ANY): void {
     check(`update ${this.name}`, libbpf.mapUpdateElem(this.fd, key, value, flags));
+  }
+
+  /**
+   * `count` entries packed back to back in `keys` and `values`, in one BPF_MAP_UPDATE_BATCH syscall (one
+   * update per entry on kernels without it). On failure some of the entries may be written: the caller undoes
+   * them all (deleting an entry that is not there is harmless).
+   */
+  updateBatch(keys: Buffer, values: Buffer, count: number): void {
+    if (count === 0) return;
+    if (this.batchUpdates && !this.perCpu) {
+      const done = [count];
+      const rc = libbpf.mapUpdateBatch(this.fd, keys, values, done, null);
+      if (rc === 0) return;
+      if (done[0] !== 0 || !NO_BATCH_UPDATE.has(-rc)) check(`batch update ${this.name}`, rc);
+      this.batchUpdates = false;
+    }
+    for (let i = 0; i < count; i++) {
+      this.update(
+        keys.subarray(i * this.keySize, (i + 1) * this.keySize),
+        values.subarray(i * this.valueSize, (i + 1) * this.valueSize),
+      );
+    }
   }
 
   lookup(key: Buffer): Buffer | null {

@@ -158,6 +158,10 @@ export const libbpf = {
     count: number[],
     opts: null,
   ) => number,
+  /** BPF_MAP_UPDATE_BATCH (5.6+); `count` in: entries, out: entries written (also on failure). */
+  mapUpdateBatch: lib.func(
+    'int bpf_map_update_batch(int fd, const void *keys, const void *values, _Inout_ uint32_t *count, void *opts)',
+  ) as (fd: number, keys: Buffer, values: Buffer, count: number[], opts: null) => number,
   /** BPF_ENABLE_STATS: run_cnt/run_time_ns are collected while the returned fd is open. */
   enableStats: lib.func('int bpf_enable_stats(int type)') as (type: number) => number,
   btfLoad: lib.func('int bpf_btf_load(const void *data, size_t size, void *opts)') as (
@@ -208,7 +212,18 @@ const mmap = c.func('void *mmap(void *addr, size_t length, int prot, int flags, 
   offset: number,
 ) => unknown;
 
+/** A libc function that not every C library has (null there). */
+function optional<T>(bind: () => T): T | null {
+  try {
+    return bind();
+  } catch {
+    return null;
+  }
+}
+
 export const libc = {
+  /** Gives the free pages inside malloc's heap back to the kernel (glibc only: null elsewhere). */
+  mallocTrim: optional(() => c.func('int malloc_trim(size_t pad)') as (pad: number) => number),
   close: c.func('int close(int fd)') as (fd: number) => number,
   getpagesize: c.func('int getpagesize(void)') as () => number,
   /** MAP_SHARED mapping of an fd; null on failure. */

@@ -4,6 +4,7 @@
  * request of each connection is routed by the kernel onto a pre-connected upstream socket.
  */
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +19,11 @@ import { type HttpBackends, httpBackends, run, runIn } from './support/http-peer
 const CLIENT = join(dirname(fileURLToPath(import.meta.url)), 'support', 'http-client.js');
 const VIP = '127.45.0.1';
 const PORT = 35080;
+const WILD_PORT = 35081;
+/** New connections of the leak test (KMESH_L7_SOAK=100000 for the long run, docs/l7.md). */
+const SOAK = Number(process.env.KMESH_L7_SOAK ?? 10_000);
+/** The backends, on our own address. */
+const BACKEND = '127.45.0.2';
 
 function model(): MeshModel {
   const web = listener('web', VIP, PORT, [['v1', 1]], 'http');
@@ -38,14 +44,21 @@ function model(): MeshModel {
       ],
     ),
   ];
+  // a wildcard listener: the Host header picks the virtual host (Envoy's order)
+  const wild = listener('wild', '0.0.0.0', WILD_PORT, [['v1', 1]], 'http');
+  wild.virtualHosts = [
+    vhost('api', ['api.example.com'], [route('api', {}, 'v3')]),
+    vhost('shop', ['*.example.com'], [route('shop', {}, 'v2')]),
+    vhost('other', ['*'], [route('other', {}, 'v1')]),
+  ];
   return {
     clusters: [
-      cluster('v1', [ep('127.0.0.1', 35001)]),
-      cluster('v2', [ep('127.0.0.1', 35002)]),
-      cluster('v3', [ep('127.0.0.1', 35003)]),
-      cluster('down', [ep('127.0.0.1', 35009)]),
+      cluster('v1', [ep(BACKEND, 35001)]),
+      cluster('v2', [ep(BACKEND, 35002)]),
+      cluster('v3', [ep(BACKEND, 35003)]),
+      cluster('down', [ep(BACKEND, 35009)]),
     ],
-    listeners: [web],
+    listeners: [web, wild],
   };
 }
 
@@ -66,11 +79,14 @@ describe('L7 routing in the kernel', () => {
 
   before(async () => {
     cg = makeCgroup('l7');
-    backends = await httpBackends([
-      { name: 'v1', port: 35001 },
-      { name: 'v2', port: 35002 },
-      { name: 'v3', port: 35003 },
-    ]);
+    backends = await httpBackends(
+      [
+        { name: 'v1', port: 35001 },
+        { name: 'v2', port: 35002 },
+        { name: 'v3', port: 35003 },
+      ],
+      BACKEND,
+    );
     td = await startTestDaemon('l7', `[[services]]\ncgroup = "${cg.path}"\n`);
     assert.equal(td.daemon.l7, undefined, 'no L7 object is loaded before a listener has routes');
     await td.daemon.applyXds(model());
@@ -101,7 +117,8 @@ describe('L7 routing in the kernel', () => {
     assert.ok((c?.pool_hit ?? 0) >= 5, JSON.stringify(c));
   });
 
-  test('Node keep-alive agent: the route is chosen by the first request and kept', async () => {
+  test('Node keep-alive agent: the route is chosen by the first request and kept; a later request that would match another route is counted', async () => {
+    const before = td.daemon.l7?.counters().later_mismatch ?? 0;
     const out = await client(cg, 'keepalive', {
       url: `http://${VIP}:${PORT}`,
       requests: [
@@ -111,6 +128,55 @@ describe('L7 routing in the kernel', () => {
       ],
     });
     assert.deepEqual(out, ['v2 GET /a', 'v2 GET /b', 'v2 GET /v3/c']);
+    // /b would take the default route, /v3/c the canary route again
+    assert.equal((td.daemon.l7?.counters().later_mismatch ?? 0) - before, 1);
+  });
+
+  test('Host picks the virtual host on a wildcard listener: exact, *.suffix, then *', async () => {
+    for (const [host, want] of [
+      ['api.example.com', 'v3'],
+      ['www.example.com', 'v2'],
+      ['example.org', 'v1'],
+    ]) {
+      const r = await curl(cg, ['-H', `Host: ${host}`, `http://127.45.0.7:${WILD_PORT}/h`]);
+      assert.equal(r.stdout, `${want} GET /h\n`, `${host}: ${r.stderr}`);
+    }
+  });
+
+  test('a chunked request body split over sends reaches the route of its head whole', async () => {
+    const out = (await client(cg, 'raw', {
+      host: VIP,
+      port: PORT,
+      chunks: [
+        'POST /chunked HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n',
+        '5\r\nhello\r\n',
+        'A\r\n0123456789\r\n0\r\n\r\n',
+      ],
+    })) as { data: string; eof: boolean };
+    assert.match(out.data, /v3 POST \/chunked body=15\n/, JSON.stringify(out));
+    const curlChunked = await curl(cg, ['-H', 'Transfer-Encoding: chunked', '-d', 'hello', `http://${VIP}:${PORT}/c`]);
+    assert.equal(curlChunked.stdout, 'v3 POST /c body=5\n', curlChunked.stderr);
+  });
+
+  test('wrk keep-alive load on a header route: every request answered, by the route chosen', async () => {
+    const canary = () =>
+      td.daemon.l7
+        ?.routeStats()
+        .find((s) => s.route?.route === 'canary' && td.daemon.applied.clusterNameOf(s.clusterId) === 'v2')
+        ?.connections ?? 0;
+    const before = canary();
+    const r = await runIn(
+      cg.path,
+      'wrk',
+      ['-t1', '-c8', '-d2s', '-H', 'x-canary: 1', `http://${VIP}:${PORT}/wrk`],
+      30_000,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stdout, /Socket errors|Non-2xx/, r.stdout);
+    const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1] ?? 0);
+    assert.ok(requests > 100, r.stdout);
+    // one routed connection per wrk connection, all on the canary route
+    assert.equal(canary() - before, 8);
   });
 
   test('a request head split across two writes is routed on the whole head', async () => {
@@ -174,6 +240,28 @@ describe('L7 routing in the kernel', () => {
     const share = (tally.v2 ?? 0) / 2000;
     // binomial sd at p = 0.1, n = 2000 is 0.0067: four of them
     assert.ok(Math.abs(share - 0.1) < 0.027, `v2 share ${share}`);
+  });
+
+  test(`${SOAK} new connections leak nothing: connection state, pools, daemon fds`, async () => {
+    const l7 = td.daemon.l7;
+    assert.ok(l7);
+    await settle(300);
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const fdsBefore = fds();
+    const tally = (await client(
+      cg,
+      'many',
+      { url: `http://${VIP}:${PORT}`, path: '/soak', count: SOAK, concurrency: 8 },
+      SOAK * 30,
+    )) as Record<string, number>;
+    assert.deepEqual(tally, { v1: SOAK });
+    await settle(500);
+    assert.equal(l7.counters().open_pairs, 0);
+    assert.equal([...l7.map('kmesh_l7_conns').keys()].length, 0, 'connection state left');
+    assert.equal([...l7.map('kmesh_l7_peers').keys()].length, 0, 'peer entries left');
+    // the daemon (in this process) holds the same sockets as before: its pools topped up, nothing else
+    assert.ok(fds() <= fdsBefore + 4, `daemon fds ${fdsBefore} -> ${fds()}`);
+    assert.ok(backends.open() <= 4 * 16, `backends hold ${backends.open()} sockets`);
   });
 
   test('a 10 MB response arrives whole', async () => {

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import pino from 'pino';
 import { makeCgroup, type TestCgroup } from './support/cgroup.js';
 import { configWithPinDir, startTestDaemon, type TestDaemon } from './support/daemon.js';
 import { greetingBackend, replyingBackends, resettingBackend, synBlackhole } from './support/faulty-peers.js';
@@ -125,6 +126,7 @@ describe('resilience in the kernel (real kernel)', () => {
   let path: string;
   const backends: Backends[] = [];
   const held: HeldConnection[] = [];
+  const warnings: string[] = [];
 
   const named = (ports: number[]) => replyingBackends(ports, L);
   const endpointsOf = (cluster: string) => mesh.daemon.endpointStatus(cluster) ?? assert.fail(`no cluster ${cluster}`);
@@ -145,7 +147,8 @@ describe('resilience in the kernel (real kernel)', () => {
     dir = mkdtempSync(join(tmpdir(), 'kmesh-resilience-'));
     path = join(dir, 'kmesh.toml');
     const toml = `${config(cg.path, [34010])}\n[[services]]\ncgroup = "${other.path}"\n`;
-    mesh = await startTestDaemon('resilience', toml, path);
+    const log = { write: (line: string) => warnings.push(line) };
+    mesh = await startTestDaemon('resilience', toml, path, pino({ level: 'warn' }, log));
   });
 
   after(async () => {
@@ -168,6 +171,13 @@ describe('resilience in the kernel (real kernel)', () => {
     assert.ok(dead.ejectedUntil, 'an ejected endpoint says until when');
     assert.equal(dead.timesEjected, 1);
     assert.equal(stateOf('refuse', 34001).healthy, true);
+    // the daemon's once-a-second read of the kernel's counters logs the ejection
+    for (let i = 0; i < 30 && !warnings.some((l) => l.includes('endpoint ejected')); i++) await sleep(100);
+    const logged = warnings.filter((l) => l.includes('endpoint ejected')).map((l) => JSON.parse(l));
+    assert.deepEqual(
+      logged.map((l) => [l.cluster, l.endpoint]),
+      [['refuse', '127.44.0.100:34003']],
+    );
   });
 
   test('the ejected endpoint takes connections again once the ejection time is up', async () => {

@@ -157,7 +157,7 @@ describe('kernel reach: Debian cloud kernels under qemu', { skip }, () => {
         t.diagnostic(`${r.kernel}: features off: ${off.map(([n, f]) => `${n} (${f.reason})`).join('; ') || 'none'}`);
       });
 
-      test('kmesh-daemon steers a registered cgroup through the VIP, TCP and UDP', () => {
+      test('kmesh-daemon steers a registered cgroup through the VIP, TCP and UDP, and routes an HTTP request by header', () => {
         const d = boot.result?.daemon as DaemonCheckResult | undefined;
         assert.ok(d, 'no daemon result');
         assert.equal(d.error, undefined, d.error);
@@ -167,6 +167,12 @@ describe('kernel reach: Debian cloud kernels under qemu', { skip }, () => {
           `daemon did not become ready (exit ${s.exitCode}):\n${s.log.join('\n')}\n${s.error ?? ''}`,
         );
         assertSteered(s.registered, 'registered cgroup', '127.10.0.5:9080');
+        // L7: the first request's header chose the upstream, in the kernel
+        assert.match(
+          s.registered?.l7.reply ?? '',
+          /\r\n\r\nl7-canary$/,
+          `L7 request: ${JSON.stringify(s.registered?.l7)}`,
+        );
         assertUntouched(s.unregistered, 'unregistered cgroup');
         assert.equal(s.cleanedUp, true, 'the daemon left nothing pinned to clean up');
       });

@@ -42,6 +42,13 @@ export class MemoryMap implements MapAccess {
     this.entriesByKey.set(hex, Buffer.from(value));
   }
 
+  /** One write per entry, as a kernel without batch updates does them (a fault stops the batch part-way). */
+  updateBatch(keys: Buffer, values: Buffer, count: number): void {
+    const k = keys.length / count;
+    const v = values.length / count;
+    for (let i = 0; i < count; i++) this.update(keys.subarray(i * k, (i + 1) * k), values.subarray(i * v, (i + 1) * v));
+  }
+
   lookup(key: Buffer): Buffer | null {
     return this.entriesByKey.get(key.toString('hex')) ?? null;
   }

@@ -64,9 +64,9 @@ describe('mesh state', () => {
     ],
   };
 
-  test('an HTTP route naming an unknown cluster is refused', () => {
+  test('an HTTP route naming an unknown cluster is refused', async () => {
     const state = new MeshState();
-    assert.throws(
+    await assert.rejects(
       () => state.stage('xds', change({ upsertClusters: [modelCluster('v1')], upsertListeners: [routed] })),
       (e: unknown) =>
         e instanceof KmeshError &&
@@ -74,16 +74,19 @@ describe('mesh state', () => {
     );
   });
 
-  test('removing a cluster only an HTTP route names is refused; removing both together is fine', () => {
+  test('removing a cluster only an HTTP route names is refused; removing both together is fine', async () => {
     const state = new MeshState();
-    state
-      .stage('xds', change({ upsertClusters: [modelCluster('v1'), modelCluster('v2')], upsertListeners: [routed] }))
-      .commit();
-    assert.throws(
+    (
+      await state.stage(
+        'xds',
+        change({ upsertClusters: [modelCluster('v1'), modelCluster('v2')], upsertListeners: [routed] }),
+      )
+    ).commit();
+    await assert.rejects(
       () => state.stage('xds', change({ removeClusters: ['v2'] })),
       (e: unknown) => e instanceof KmeshError && e.message === 'listener "web" virtual_hosts: unknown cluster "v2"',
     );
-    state.stage('xds', change({ removeClusters: ['v2'], removeListeners: ['web'] })).commit();
+    (await state.stage('xds', change({ removeClusters: ['v2'], removeListeners: ['web'] }))).commit();
     assert.deepEqual(state.model().listeners, []);
   });
 });

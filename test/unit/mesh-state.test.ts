@@ -15,15 +15,15 @@ import { cluster, ep, listener } from '../support/model-builders.js';
 
 const change = (part: Partial<ModelChange>): ModelChange => ({ ...emptyChange(), ...part });
 
-function applied(state: MeshState, source: 'toml' | 'xds', c: ModelChange) {
-  const staged = state.stage(source, c);
+async function applied(state: MeshState, source: 'toml' | 'xds', c: ModelChange) {
+  const staged = await state.stage(source, c);
   staged.commit();
   return staged;
 }
 
-function refused(state: MeshState, source: 'toml' | 'xds', c: ModelChange): string[] {
+async function refused(state: MeshState, source: 'toml' | 'xds', c: ModelChange): Promise<string[]> {
   try {
-    state.stage(source, c);
+    await state.stage(source, c);
   } catch (err) {
     assert.ok(err instanceof KmeshError);
     assert.equal(err.code, 'InvalidConfig');
@@ -42,15 +42,15 @@ describe('MeshState: TOML wins', () => {
     clusters: [cluster('reviews', [ep('127.0.0.1', 1)], { source: 'toml' })],
     listeners: [listener('reviews', '127.10.0.1', 9080, [['reviews', 1]], 'tcp', 'toml')],
   };
-  const withToml = () => {
+  const withToml = async () => {
     const state = new MeshState();
-    applied(state, 'toml', replaceAll(state.source('toml'), toml));
+    await applied(state, 'toml', replaceAll(state.source('toml'), toml));
     return state;
   };
 
-  test('disjoint sources are side by side', () => {
-    const state = withToml();
-    const staged = applied(
+  test('disjoint sources are side by side', async () => {
+    const state = await withToml();
+    const staged = await applied(
       state,
       'xds',
       change({
@@ -65,9 +65,9 @@ describe('MeshState: TOML wins', () => {
     });
   });
 
-  test('on a name clash the xDS cluster and listener are left out and reported; they return when TOML drops its own', () => {
-    const state = withToml();
-    const staged = applied(
+  test('on a name clash the xDS cluster and listener are left out and reported; they return when TOML drops its own', async () => {
+    const state = await withToml();
+    const staged = await applied(
       state,
       'xds',
       change({
@@ -83,7 +83,7 @@ describe('MeshState: TOML wins', () => {
     const reviews = state.model().clusters.find((c) => c.name === 'reviews');
     assert.equal(reviews?.endpoints[0]?.address, '127.0.0.1');
 
-    const back = applied(state, 'toml', replaceAll(state.source('toml'), { clusters: [], listeners: [] }));
+    const back = await applied(state, 'toml', replaceAll(state.source('toml'), { clusters: [], listeners: [] }));
     assert.deepEqual(back.shadowed, []);
     assert.deepEqual(names(state.model()), {
       clusters: ['xds:ratings', 'xds:reviews'],
@@ -93,9 +93,9 @@ describe('MeshState: TOML wins', () => {
     assert.equal(back.delta.clusters.get(fnv1a32('reviews'))?.endpoints.length, 24);
   });
 
-  test('an xDS listener on a TOML address:port (tcp~http, any spelling) is left out; udp on it is kept', () => {
-    const state = withToml();
-    const staged = applied(
+  test('an xDS listener on a TOML address:port (tcp~http, any spelling) is left out; udp on it is kept', async () => {
+    const state = await withToml();
+    const staged = await applied(
       state,
       'xds',
       change({
@@ -117,7 +117,7 @@ describe('MeshState: TOML wins', () => {
       ...toml,
       listeners: [listener('reviews', '127.10.0.7', 9080, [['reviews', 1]], 'tcp', 'toml')],
     };
-    assert.deepEqual(refused(state, 'toml', replaceAll(state.source('toml'), moved)), [
+    assert.deepEqual(await refused(state, 'toml', replaceAll(state.source('toml'), moved)), [
       'listener "mapped" address: ::ffff:127.10.0.1:9080/tcp is already used by listener "127.10.0.1_9080"',
     ]);
     assert.deepEqual(names(state.model()).listeners, ['toml:reviews', 'xds:udp'], 'nothing kept from the refusal');
@@ -125,9 +125,9 @@ describe('MeshState: TOML wins', () => {
 });
 
 describe('MeshState: a change is validated where it reaches', () => {
-  const base = () => {
+  const base = async () => {
     const state = new MeshState();
-    applied(
+    await applied(
       state,
       'xds',
       change({
@@ -138,21 +138,21 @@ describe('MeshState: a change is validated where it reaches', () => {
     return state;
   };
 
-  test('removing a cluster a listener still names is refused, naming the listener', () => {
-    const state = base();
-    assert.deepEqual(refused(state, 'xds', change({ removeClusters: ['a'] })), [
+  test('removing a cluster a listener still names is refused, naming the listener', async () => {
+    const state = await base();
+    assert.deepEqual(await refused(state, 'xds', change({ removeClusters: ['a'] })), [
       'listener "la" cluster: unknown cluster "a"',
     ]);
     // together with the listener it is fine
-    const staged = applied(state, 'xds', change({ removeClusters: ['a'], removeListeners: ['la'] }));
+    const staged = await applied(state, 'xds', change({ removeClusters: ['a'], removeListeners: ['la'] }));
     assert.deepEqual([...staged.delta.clusters.values()], [null]);
     assert.deepEqual(names(state.model()), { clusters: ['xds:b'], listeners: ['xds:lb'] });
   });
 
-  test('a new listener on a taken address, or naming an unknown cluster, is refused; the rest is untouched', () => {
-    const state = base();
+  test('a new listener on a taken address, or naming an unknown cluster, is refused; the rest is untouched', async () => {
+    const state = await base();
     assert.deepEqual(
-      refused(
+      await refused(
         state,
         'xds',
         change({
@@ -168,7 +168,7 @@ describe('MeshState: a change is validated where it reaches', () => {
       ],
     );
     // moving "la" away frees its address in the same change
-    const staged = applied(
+    const staged = await applied(
       state,
       'xds',
       change({
@@ -179,10 +179,10 @@ describe('MeshState: a change is validated where it reaches', () => {
     assert.equal(state.listenerAt(boundKey({ address: '127.10.0.1', port: 80, protocol: 'tcp' })), 'lc');
   });
 
-  test('bad fields and duplicate names are reported like validateModel does', () => {
-    const state = base();
+  test('bad fields and duplicate names are reported like validateModel does', async () => {
+    const state = await base();
     assert.deepEqual(
-      refused(
+      await refused(
         state,
         'xds',
         change({ upsertClusters: [cluster('c', [ep('127.0.0.1', 0)]), cluster('c'), cluster('e', [])] }),
@@ -192,18 +192,18 @@ describe('MeshState: a change is validated where it reaches', () => {
     );
   });
 
-  test('a change touches only what it names: the same objects again are no change at all', () => {
+  test('a change touches only what it names: the same objects again are no change at all', async () => {
     const state = new MeshState();
     const clusters = Array.from({ length: 100 }, (_, i) => cluster(`c${i}`, [ep('127.0.0.1', 1000 + i)]));
     const listeners = clusters.map((c, i) => listener(`l${i}`, `127.10.1.${i}`, 80, [[c.name, 1]]));
     const model = { clusters, listeners };
-    const first = applied(state, 'xds', replaceAll(state.source('xds'), model));
+    const first = await applied(state, 'xds', replaceAll(state.source('xds'), model));
     assert.equal(first.delta.clusters.size, 100);
     assert.equal(first.delta.listeners.size, 100);
     // a SotW resend with one cluster changed: one entry
     const changed = [...clusters];
     changed[7] = cluster('c7', [ep('127.0.0.1', 2007)]);
-    const again = applied(state, 'xds', replaceAll(state.source('xds'), { clusters: changed, listeners }));
+    const again = await applied(state, 'xds', replaceAll(state.source('xds'), { clusters: changed, listeners }));
     assert.deepEqual([...again.delta.clusters.keys()], [fnv1a32('c7')]);
     assert.equal(again.delta.listeners.size, 0);
     // the encoding equals the whole-model one
@@ -212,11 +212,11 @@ describe('MeshState: a change is validated where it reaches', () => {
     assert.deepEqual([...state.desiredKeys().listeners].sort(), [...whole.listeners.keys()].sort());
   });
 
-  test('a colliding new name gets the next free id and keeps it', () => {
+  test('a colliding new name gets the next free id and keeps it', async () => {
     // c1170850 and c693596 collide under FNV-1a
     const state = new MeshState();
-    applied(state, 'xds', change({ upsertClusters: [cluster('c693596')] }));
-    const staged = applied(state, 'xds', change({ upsertClusters: [cluster('c1170850')] }));
+    await applied(state, 'xds', change({ upsertClusters: [cluster('c693596')] }));
+    const staged = await applied(state, 'xds', change({ upsertClusters: [cluster('c1170850')] }));
     assert.deepEqual([...staged.delta.clusters.keys()], [1491248121]);
     assert.equal(state.clusterName(1491248120), 'c693596');
     assert.equal(state.clusterName(1491248121), 'c1170850');

@@ -17,6 +17,7 @@ import * as grpc from '@grpc/grpc-js';
 import type pino from 'pino';
 import { VERSION } from '../../contracts/package.js';
 import type { ModelChange } from '../../model/change.js';
+import { Slicer } from '../../runtime/slicer.js';
 import { Backoff } from './backoff.js';
 import { buildNode, type XdsConfig } from './config.js';
 import { DeltaProtocol } from './delta.js';
@@ -208,7 +209,7 @@ export class XdsClient extends EventEmitter<Events> {
     this.client = client;
     const call = client.makeBidiStreamRequest<Uint8Array, Buffer>(
       this.proto.method,
-      (req) => Buffer.from(req),
+      (req) => Buffer.from(req.buffer, req.byteOffset, req.byteLength), // a view: requests are not reused
       (buf) => buf, // decoded by us, so a malformed message is logged instead of killing the stream
       this.metadata(),
     );
@@ -321,9 +322,10 @@ export class XdsClient extends EventEmitter<Events> {
   private async processBatch(batch: Received[]): Promise<void> {
     const accepted: Received[] = [];
     const note = (msg: string) => this.log.debug({ note: msg }, 'xds');
+    const slice = new Slicer();
     for (const r of batch) {
       try {
-        this.proto.stage(r, this.builder, note);
+        await this.proto.stage(r, this.builder, note, slice);
         accepted.push(r);
       } catch (e) {
         // Anything thrown while reading a control plane's bytes is that response's fault: NACK, never crash.
@@ -339,6 +341,7 @@ export class XdsClient extends EventEmitter<Events> {
 
     let result: ReturnType<XdsModelBuilder['build']>;
     try {
+      await slice.next(); // decoding, building and the daemon's merge each get a turn of their own when large
       const hosts = this.builder.dnsHosts();
       if (hosts.some((h) => !this.builder.dnsTable.has(h))) {
         const { table } = await resolveAll(hosts, this.builder.dnsTable, this.lookup, (h, err) =>
@@ -351,6 +354,7 @@ export class XdsClient extends EventEmitter<Events> {
       refuse(e instanceof XdsResourceError ? e.message : `cannot convert: ${(e as Error).message}`);
       return;
     }
+    await slice.next();
     if (this.stopped) {
       this.builder.rollback();
       this.proto.abort();

@@ -3,10 +3,11 @@
  * defensive: protobufjs yields defaults for absent scalars and null for absent messages.
  */
 import { isIP } from 'node:net';
-import type protobuf from 'protobufjs';
+import protobuf from 'protobufjs';
 import type { Endpoint, HttpRoute, LbPolicy, LocalityWeight, Protocol, WeightedCluster } from '../../model/types.js';
 import { virtualHostProblems } from '../../model/validate.js';
 import { localityName, RESILIENCE_LIMITS } from '../../model/validate-resilience.js';
+import type { Slicer } from '../../runtime/slicer.js';
 import { decodeClusterResilience, overprovisioningFactor } from './cluster-resilience.js';
 import { TYPE, toPlain, xdsTypes } from './protos.js';
 import {
@@ -49,19 +50,71 @@ export interface DecodedResponse {
   resources: Array<{ typeUrl: string; value: Uint8Array }>;
 }
 
-/** Decodes the DiscoveryResponse envelope. Throws (plain Error) on malformed protobuf. */
+const LEN = 2; // wire type of strings, bytes and messages
+const ANY_TYPE_URL = (1 << 3) | LEN;
+const ANY_VALUE = (2 << 3) | LEN;
+
+/** A length-delimited field's end; throws when it runs past `limit`. */
+function delimited(r: protobuf.Reader, limit: number): number {
+  const len = r.uint32();
+  if (r.pos + len > limit) throw new Error(`length ${len} at offset ${r.pos} runs past the end`);
+  return r.pos + len;
+}
+
+function sameBytes(b: Uint8Array, x: number, y: number, len: number): boolean {
+  for (let i = 0; i < len; i++) if (b[x + i] !== b[y + i]) return false;
+  return true;
+}
+
+/**
+ * Decodes the DiscoveryResponse envelope. Throws (plain Error) on malformed protobuf. Read by hand rather than
+ * by protobufjs: a SotW EDS resend carries 1,000 resources, and each Any's type URL decoded into a fresh string
+ * in a fresh object was most of the envelope's cost; here a type URL equal to the previous one (by bytes) is
+ * that one's string. A plain Uint8Array reader: protobufjs's Buffer reader silently truncates a string whose
+ * length runs past the end, while the plain one rejects it — and truncated input must be NACKed, not half-read.
+ */
 export function decodeResponse(buf: Uint8Array): DecodedResponse {
-  const t = xdsTypes();
-  // A plain Uint8Array view, not a Buffer: protobufjs's Buffer reader silently truncates a string whose length
-  // runs past the end, while the plain reader rejects it — and truncated input must be NACKed, not half-read.
-  const view = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  const msg: M = t.DiscoveryResponse.decode(view);
-  return {
-    versionInfo: msg.versionInfo ?? '',
-    typeUrl: msg.typeUrl ?? '',
-    nonce: msg.nonce ?? '',
-    resources: (msg.resources ?? []).map((a: M) => ({ typeUrl: a.typeUrl ?? '', value: a.value ?? new Uint8Array() })),
-  };
+  const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  const r = protobuf.Reader.create(bytes);
+  const out: DecodedResponse = { versionInfo: '', typeUrl: '', nonce: '', resources: [] };
+  let url = { start: 0, len: -1, text: '' };
+  while (r.pos < r.len) {
+    const tag = r.uint32();
+    const field = tag >>> 3;
+    if (field >= 1 && field <= 5 && field !== 3 && (tag & 7) !== LEN)
+      throw new Error(`field ${field}: wire type ${tag & 7}`);
+    if (field === 1) out.versionInfo = r.string();
+    else if (field === 4) out.typeUrl = r.string();
+    else if (field === 5) out.nonce = r.string();
+    else if (field !== 2) r.skipType(tag & 7);
+    else {
+      const end = delimited(r, r.len);
+      let typeUrl = '';
+      let value: Uint8Array = new Uint8Array();
+      while (r.pos < end) {
+        const t = r.uint32();
+        if (t === ANY_TYPE_URL) {
+          const start = r.pos;
+          const stop = delimited(r, end);
+          const len = stop - r.pos;
+          if (len !== url.len || !sameBytes(bytes, r.pos, url.start, len)) {
+            r.pos = start;
+            url = { start: stop - len, len, text: r.string() };
+          }
+          typeUrl = url.text;
+          r.pos = stop;
+        } else if (t === ANY_VALUE) {
+          const stop = delimited(r, end);
+          value = bytes.subarray(r.pos, stop);
+          r.pos = stop;
+        } else if (t >>> 3 === 1 || t >>> 3 === 2) throw new Error(`Any field ${t >>> 3}: wire type ${t & 7}`);
+        else r.skipType(t & 7);
+        if (r.pos > end) throw new Error(`resource at offset ${end} runs past its end`);
+      }
+      out.resources.push({ typeUrl, value });
+    }
+  }
+  return out;
 }
 
 export interface DeltaResource {
@@ -151,12 +204,15 @@ function checkName(name: unknown, kind: string, index: number): string {
  */
 export class ResourceCache<T extends { name: string }> {
   private byBytes = new Map<string, T>();
+  /** Name → its key in byBytes (a resource's bytes include its name: one entry per name). */
+  private keyOf = new Map<string, string>();
 
   /** Decodes all resources of one response (names must be unique); returns the map and the cache to keep. */
-  decode(
+  async decode(
     resp: DecodedResponse,
     one: (bytes: Uint8Array, index: number) => T,
-  ): { resources: Map<string, T>; cache: Map<string, T> } {
+    slice: Slicer,
+  ): Promise<{ resources: Map<string, T>; cache: Map<string, T> }> {
     if (resp.resources.length > LIMITS.resourcesPerResponse) {
       throw new XdsResourceError(
         `${resp.resources.length} resources in one response (limit ${LIMITS.resourcesPerResponse})`,
@@ -164,7 +220,8 @@ export class ResourceCache<T extends { name: string }> {
     }
     const resources = new Map<string, T>();
     const cache = new Map<string, T>();
-    resp.resources.forEach((any, i) => {
+    for (const [i, any] of resp.resources.entries()) {
+      await slice.next();
       const bytes = unwrap(any, resp.typeUrl, i);
       // latin1 maps each byte to one char: an exact, cheap key (V8 one-byte string, hashed in full below 16 KiB).
       const key = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
@@ -172,14 +229,35 @@ export class ResourceCache<T extends { name: string }> {
       if (resources.has(r.name)) throw new XdsResourceError(`duplicate resource name "${r.name}"`);
       resources.set(r.name, r);
       cache.set(key, r);
-    });
+    }
     return { resources, cache };
   }
 
-  /** Keeps `cache` plus the old entries still live in `state` (EDS/RDS responses may carry a subset). */
-  commit(cache: Map<string, T>, state: Map<string, T>, partial: boolean): void {
-    if (partial) for (const [k, v] of this.byBytes) if (state.get(v.name) === v && !cache.has(k)) cache.set(k, v);
-    this.byBytes = cache;
+  /**
+   * Keeps what a response decoded: in place of the cache (CDS/LDS: a response is the whole set), or beside it
+   * (EDS/RDS carry a subset: a resource replaces only the entry of its own name, at the cost of the resources sent).
+   */
+  commit(cache: Map<string, T>, partial: boolean): void {
+    if (!partial) {
+      this.byBytes = new Map();
+      this.keyOf = new Map();
+    }
+    for (const [key, r] of cache) {
+      const old = this.keyOf.get(r.name);
+      if (old !== undefined && old !== key) this.byBytes.delete(old);
+      this.byBytes.set(key, r);
+      this.keyOf.set(r.name, key);
+    }
+  }
+
+  /** Resources the model no longer holds (nothing refers to them). */
+  forget(names: Iterable<string>): void {
+    for (const name of names) {
+      const key = this.keyOf.get(name);
+      if (key === undefined) continue;
+      this.byBytes.delete(key);
+      this.keyOf.delete(name);
+    }
   }
 }
 
@@ -199,9 +277,13 @@ function locality(l: M): Endpoint['locality'] | undefined {
   return out;
 }
 
-/** Endpoints of a ClusterLoadAssignment; UNHEALTHY and DRAINING hosts are skipped (not an error). */
-function loadAssignmentEndpoints(cla: M, what: string, requireIp: boolean): RawEndpoint[] {
-  const out: RawEndpoint[] = [];
+/**
+ * Endpoints of a ClusterLoadAssignment; UNHEALTHY and DRAINING hosts are skipped (not an error). In the model's
+ * shape (EDS hands them on as they are: 10,000 endpoints in a full push); `address` may be a hostname unless
+ * `requireIp`.
+ */
+function loadAssignmentEndpoints(cla: M, what: string, requireIp: boolean): Endpoint[] {
+  const out: Endpoint[] = [];
   for (const loc of cla?.endpoints ?? []) {
     const loca = locality(loc.locality);
     const priority: number = loc.priority ?? 0;
@@ -224,7 +306,7 @@ function loadAssignmentEndpoints(cla: M, what: string, requireIp: boolean): RawE
       const weight: number = lbe.loadBalancingWeight ? lbe.loadBalancingWeight.value : 1;
       if (!(weight >= 1))
         throw new XdsResourceError(`${what}: endpoint ${host}:${port} has weight ${weight} (must be >= 1)`);
-      const ep: RawEndpoint = { host, port, weight };
+      const ep: Endpoint = { address: host, port, weight };
       if (loca) ep.locality = loca;
       if (priority) ep.priority = priority;
       out.push(ep);
@@ -273,13 +355,13 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
   switch (known('envoy.config.cluster.v3.Cluster.DiscoveryType', c.type, what, 'type')) {
     case 0: // STATIC
       out.kind = 'static';
-      out.endpoints = loadAssignmentEndpoints(c.loadAssignment, what, true);
+      out.endpoints = inlineEndpoints(c.loadAssignment, what, true);
       setLocalityWeights(out, c.loadAssignment, what);
       break;
     case 1: // STRICT_DNS
     case 2: // LOGICAL_DNS: resolved the same way; connect-time steering has no connection pool to pin
       out.kind = 'dns';
-      out.endpoints = loadAssignmentEndpoints(c.loadAssignment, what, false);
+      out.endpoints = inlineEndpoints(c.loadAssignment, what, false);
       setLocalityWeights(out, c.loadAssignment, what);
       break;
     case 3: // EDS
@@ -293,6 +375,11 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
   return out;
 }
 
+/** A STATIC/DNS cluster's own endpoints, hosts to resolve or not. */
+function inlineEndpoints(cla: M, what: string, requireIp: boolean): RawEndpoint[] {
+  return loadAssignmentEndpoints(cla, what, requireIp).map(({ address, ...rest }) => ({ host: address, ...rest }));
+}
+
 function setLocalityWeights(out: XCluster, cla: M, what: string): void {
   const weights = localityWeights(cla, what);
   if (weights) out.localityWeights = weights;
@@ -304,8 +391,7 @@ export function decodeLoadAssignment(bytes: Uint8Array, index: number): XLoadAss
   const cla: M = decodeAs(xdsTypes().ClusterLoadAssignment, bytes, `load assignment #${index}`);
   const name = checkName(cla.clusterName, 'load assignment', index);
   const what = `load assignment ${name}`;
-  const raw = loadAssignmentEndpoints(cla, what, true);
-  const out: XLoadAssignment = { name, endpoints: raw.map(({ host, ...rest }) => ({ address: host, ...rest })) };
+  const out: XLoadAssignment = { name, endpoints: loadAssignmentEndpoints(cla, what, true) };
   const weights = localityWeights(cla, what);
   if (weights) out.localityWeights = weights;
   const factor = overprovisioningFactor(cla, what);

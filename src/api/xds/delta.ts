@@ -5,6 +5,7 @@
  * sent again. CDS and LDS are wildcard subscriptions, asked for the legacy way (an empty first request), which
  * every server — istiod included — reads as "everything".
  */
+import type { Slicer } from '../../runtime/slicer.js';
 import { DECODERS, type DecodedDeltaResponse, decodeDeltaResponse, LIMITS, unwrap } from './decode.js';
 import type { XdsModelBuilder } from './model-builder.js';
 import {
@@ -78,7 +79,7 @@ export class DeltaProtocol implements Protocol<DeltaReceived> {
     return s?.has(name) ? s.get(name) : this.versions.get(typeUrl)?.get(name);
   }
 
-  stage(r: DeltaReceived, b: XdsModelBuilder, note: (msg: string) => void): void {
+  async stage(r: DeltaReceived, b: XdsModelBuilder, note: (msg: string) => void, slice: Slicer): Promise<void> {
     const { resp } = r;
     const decoder = DECODERS[r.typeUrl as keyof typeof DECODERS];
     if (!decoder) throw new XdsResourceError(`unknown or unsubscribed type URL "${r.typeUrl}"`);
@@ -91,16 +92,17 @@ export class DeltaProtocol implements Protocol<DeltaReceived> {
     const kind = shortName(r.typeUrl);
     const upserts: Array<[string, string, Decoded]> = [];
     const seen = new Set<string>();
-    resp.resources.forEach((res, i) => {
+    for (const [i, res] of resp.resources.entries()) {
+      await slice.next();
       const name = res.name;
       if (!name) throw new XdsResourceError(`${kind} resource #${i}: missing name`);
       if (seen.has(name)) throw new XdsResourceError(`duplicate resource name "${name}"`);
       seen.add(name);
       // Same name, same version, already held: unchanged (a reconnect's resend, a server that repeats itself).
-      if (res.version !== '' && held.has(name) && this.versionOf(r.typeUrl, name) === res.version) return;
+      if (res.version !== '' && held.has(name) && this.versionOf(r.typeUrl, name) === res.version) continue;
       if (!wanted(b, r.typeUrl, name)) {
         note(`${kind}: "${name}" was not subscribed to; ignored`);
-        return;
+        continue;
       }
       if (!res.resource) throw new XdsResourceError(`${kind} resource "${name}": no resource body`);
       let decoded: Decoded;
@@ -114,7 +116,7 @@ export class DeltaProtocol implements Protocol<DeltaReceived> {
         throw new XdsResourceError(`${kind} resource "${name}": the resource inside is named "${decoded.name}"`);
       }
       upserts.push([name, res.version, decoded]);
-    });
+    }
     const removals: string[] = [];
     for (const name of resp.removed) {
       if (seen.has(name)) throw new XdsResourceError(`${kind} resource "${name}": both updated and removed`);

@@ -2,6 +2,7 @@
  * What the ADS client needs from a wire protocol (state of the world in sotw.ts, incremental in delta.ts): the
  * requests that open and follow a stream, decoding a response, and staging its resources into the builder.
  */
+import type { Slicer } from '../../runtime/slicer.js';
 import type { XdsModelBuilder } from './model-builder.js';
 import { TYPE } from './protos.js';
 import type { XCluster, XListener, XLoadAssignment, XRouteConfig } from './resources.js';
@@ -49,9 +50,9 @@ export interface Protocol<R extends Received = Received> {
   enqueue(queue: R[], r: R): void;
   /**
    * Decodes the response's resources and stages those that changed into the builder. Throws XdsResourceError
-   * (→ NACK of this response) before staging anything.
+   * (→ NACK of this response) before staging anything. Yields to the event loop through `slice` while decoding.
    */
-  stage(r: R, b: XdsModelBuilder, note: (msg: string) => void): void;
+  stage(r: R, b: XdsModelBuilder, note: (msg: string) => void, slice: Slicer): Promise<void>;
   /** The staged responses were applied (commit) or refused (abort). */
   commit(): void;
   abort(): void;

@@ -4,6 +4,7 @@
  * accepted ones by their bytes (ResourceCache): only those that changed are decoded and staged, so a resend of
  * 1,000 clusters with one changed costs one cluster's conversion.
  */
+import type { Slicer } from '../../runtime/slicer.js';
 import { DECODERS, type DecodedResponse, decodeResponse, ResourceCache } from './decode.js';
 import type { XdsModelBuilder } from './model-builder.js';
 import {
@@ -31,8 +32,7 @@ export class SotwProtocol implements Protocol<SotwReceived> {
   private readonly versions = new Map<string, string>();
   /** Per stream: the last nonce per type (a subscription change answers it). */
   private nonces = new Map<string, string>();
-  private staged: Array<{ r: SotwReceived; cache: Map<string, { name: string }>; held: ReadonlyMap<string, unknown> }> =
-    [];
+  private staged: Array<{ r: SotwReceived; cache: Map<string, { name: string }> }> = [];
 
   open(node: Record<string, unknown>, subs: ReadonlyMap<string, string[]>): Uint8Array[] {
     this.nonces = new Map();
@@ -42,12 +42,10 @@ export class SotwProtocol implements Protocol<SotwReceived> {
       if (!WILDCARD.has(t) && (names ?? []).length === 0) continue; // nothing to ask for yet (EDS/RDS follow CDS/LDS)
       // The last ACKed versions, so a server that kept its state need not resend everything.
       out.push(
-        encode({
-          typeUrl: t,
-          versionInfo: this.versions.get(t) ?? '',
-          resourceNames: names ?? [],
-          ...(out.length === 0 ? { node } : {}),
-        }),
+        encode(
+          { typeUrl: t, versionInfo: this.versions.get(t) ?? '', ...(out.length === 0 ? { node } : {}) },
+          names ?? [],
+        ),
       );
     }
     return out;
@@ -73,11 +71,11 @@ export class SotwProtocol implements Protocol<SotwReceived> {
     queue.push(r);
   }
 
-  stage(r: SotwReceived, b: XdsModelBuilder, note: (msg: string) => void): void {
+  async stage(r: SotwReceived, b: XdsModelBuilder, note: (msg: string) => void, slice: Slicer): Promise<void> {
     const cache = this.caches.get(r.typeUrl);
     const decoder = DECODERS[r.typeUrl as keyof typeof DECODERS];
     if (!cache || !decoder) throw new XdsResourceError(`unknown or unsubscribed type URL "${r.typeUrl}"`);
-    const { resources, cache: next } = cache.decode(r.resp, decoder);
+    const { resources, cache: next } = await cache.decode(r.resp, decoder, slice);
     const held = heldOf(b, r.typeUrl);
     // CDS/LDS: what the response leaves out is gone. EDS/RDS: left out keeps its last value.
     const gone = WILDCARD.has(r.typeUrl) ? [...held.keys()].filter((n) => !resources.has(n)) : [];
@@ -86,12 +84,12 @@ export class SotwProtocol implements Protocol<SotwReceived> {
       else note(`${r.typeUrl}: "${name}" was not asked for; ignored`);
     }
     for (const name of gone) stageResource(b, r.typeUrl, name, undefined);
-    this.staged.push({ r, cache: next, held });
+    this.staged.push({ r, cache: next });
   }
 
   commit(): void {
-    for (const { r, cache, held } of this.staged) {
-      this.caches.get(r.typeUrl)?.commit(cache, held as Map<string, { name: string }>, !WILDCARD.has(r.typeUrl));
+    for (const { r, cache } of this.staged) {
+      this.caches.get(r.typeUrl)?.commit(cache, !WILDCARD.has(r.typeUrl));
       this.versions.set(r.typeUrl, r.version);
     }
     this.staged = [];
@@ -102,34 +100,48 @@ export class SotwProtocol implements Protocol<SotwReceived> {
   }
 
   ack(r: SotwReceived, names: string[]): Uint8Array {
-    return encode({ typeUrl: r.typeUrl, versionInfo: r.version, responseNonce: r.nonce, resourceNames: names });
+    return encode({ typeUrl: r.typeUrl, versionInfo: r.version, responseNonce: r.nonce }, names);
   }
 
   nack(r: SotwReceived, message: string, names: string[]): Uint8Array {
-    return encode({
-      typeUrl: r.typeUrl,
-      versionInfo: this.versions.get(r.typeUrl) ?? '',
-      responseNonce: r.nonce,
-      resourceNames: names,
-      errorDetail: { code: GRPC_INVALID_ARGUMENT, message },
-    });
+    return encode(
+      {
+        typeUrl: r.typeUrl,
+        versionInfo: this.versions.get(r.typeUrl) ?? '',
+        responseNonce: r.nonce,
+        errorDetail: { code: GRPC_INVALID_ARGUMENT, message },
+      },
+      names,
+    );
   }
 
   resubscribe(typeUrl: string, _prev: string[], next: string[]): Uint8Array {
-    return encode({
-      typeUrl,
-      versionInfo: this.versions.get(typeUrl) ?? '',
-      responseNonce: this.nonces.get(typeUrl) ?? '',
-      resourceNames: next,
-    });
+    return encode(
+      { typeUrl, versionInfo: this.versions.get(typeUrl) ?? '', responseNonce: this.nonces.get(typeUrl) ?? '' },
+      next,
+    );
   }
 
-  forget(): void {
-    // The ResourceCache keeps only what the state holds (commit); versions are per type.
+  forget(typeUrl: string, names: string[]): void {
+    this.caches.get(typeUrl)?.forget(names);
   }
 }
 
-function encode(req: Record<string, unknown>): Uint8Array {
+/**
+ * resource_names encoded once per subscription (the client replaces the array when it changes): every SotW
+ * request repeats the whole subscription, 1,000 EDS names ≈ 50 KB to encode for each one-endpoint ACK.
+ */
+const encodedNames = new WeakMap<string[], Uint8Array>();
+
+/** A DiscoveryRequest; the names go after the other fields (concatenated messages merge in protobuf). */
+function encode(req: Record<string, unknown>, names: string[]): Uint8Array {
   const t = xdsTypes();
-  return t.DiscoveryRequest.encode(t.DiscoveryRequest.fromObject(req)).finish();
+  const head = t.DiscoveryRequest.encode(t.DiscoveryRequest.fromObject(req)).finish();
+  if (names.length === 0) return head;
+  let tail = encodedNames.get(names);
+  if (!tail) {
+    tail = t.DiscoveryRequest.encode(t.DiscoveryRequest.fromObject({ resourceNames: names })).finish();
+    encodedNames.set(names, tail);
+  }
+  return Buffer.concat([head, tail]);
 }

@@ -1,7 +1,10 @@
 import type { BpfMap } from '../bpf-map.js';
 
 /** What writing and reading a map takes (an in-memory stand-in in unit tests). */
-export type MapAccess = Pick<BpfMap, 'name' | 'maxEntries' | 'update' | 'lookup' | 'delete' | 'entries'>;
+export type MapAccess = Pick<
+  BpfMap,
+  'name' | 'maxEntries' | 'update' | 'updateBatch' | 'lookup' | 'delete' | 'entries'
+>;
 
 /** The maps the daemon writes for the L4 programs, by role. */
 export interface DatapathMaps {

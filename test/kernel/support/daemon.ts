@@ -1,5 +1,5 @@
 /** A real daemon (all its parts, as kmesh-daemon composes them) in the test process, on its own pin directory, always cleaned up. */
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { type Parts, startParts } from '../../../src/bin/compose.js';
 import { cleanupPins } from '../../../src/controller/cleanup.js';
 import { parseConfig } from '../../../src/controller/config/load.js';
@@ -23,12 +23,17 @@ export function configWithPinDir(toml: string, pinDir: string, logLevel = 'warn'
   return `[daemon]\nlog_level = "${logLevel}"\npin_dir = "${pinDir}"\nrescan_interval_ms = 100\n\n${toml}`;
 }
 
-export async function startTestDaemon(label: string, toml: string, path = '/tmp/kmesh-test.toml'): Promise<TestDaemon> {
+export async function startTestDaemon(
+  label: string,
+  toml: string,
+  path = '/tmp/kmesh-test.toml',
+  logger: Logger = pino({ level: 'warn' }),
+): Promise<TestDaemon> {
   const pinDir = testPinDir(label);
   const config = parseConfig(configWithPinDir(toml, pinDir), path);
   let parts: Parts;
   try {
-    parts = await startParts({ config, logger: pino({ level: 'warn' }), pinDir });
+    parts = await startParts({ config, logger, pinDir });
   } catch (err) {
     cleanupPins(pinDir);
     throw err;

@@ -2,7 +2,8 @@
  * An HTTP client process for the L7 tests (run inside a test cgroup). argv: mode, JSON
  * options; prints one JSON result.
  *  keepalive {url, requests: [{path, headers}]}: one keep-alive agent, one socket, in order.
- *  many {url, count, headers}: `count` requests, each on a new connection; tallies x-backend.
+ *  many {url, count, headers, concurrency}: `count` requests, each on a new connection, `concurrency`
+ *    at a time (default 1); tallies x-backend.
  *  raw {host, port, chunks: [text], gapMs}: writes the chunks apart, prints what came back and whether EOF came.
  */
 import { Agent, request } from 'node:http';
@@ -36,15 +37,19 @@ async function main(): Promise<unknown> {
   }
   if (mode === 'many') {
     const tally: Record<string, number> = {};
-    for (let i = 0; i < opts.count; i++) {
-      try {
-        const r = await get(opts.url, opts.path ?? '/', opts.headers ?? {}, false);
-        tally[r.backend] = (tally[r.backend] ?? 0) + 1;
-      } catch (err) {
-        const key = `error:${(err as Error).message}`;
-        tally[key] = (tally[key] ?? 0) + 1;
+    let next = 0;
+    const loop = async () => {
+      while (next++ < opts.count) {
+        try {
+          const r = await get(opts.url, opts.path ?? '/', opts.headers ?? {}, false);
+          tally[r.backend] = (tally[r.backend] ?? 0) + 1;
+        } catch (err) {
+          const key = `error:${(err as Error).message}`;
+          tally[key] = (tally[key] ?? 0) + 1;
+        }
       }
-    }
+    };
+    await Promise.all(Array.from({ length: opts.concurrency ?? 1 }, loop));
     return tally;
   }
   if (mode === 'raw') {

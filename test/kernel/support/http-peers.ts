@@ -16,9 +16,13 @@ export interface HttpBackends {
 /**
  * Each backend answers `<name> <method> <path>` (keep-alive); `/big/<n>` answers n bytes,
  * `/reset` resets the connection, `/close` answers and closes. Request bodies are read and
- * their length reported.
+ * their length reported. `host`: an address of the test's own 127.x range (fixed ports on
+ * 127.0.0.1 can be taken as ephemeral ports by anything else).
  */
-export async function httpBackends(list: Array<{ name: string; port: number }>): Promise<HttpBackends> {
+export async function httpBackends(
+  list: Array<{ name: string; port: number }>,
+  host = '127.0.0.1',
+): Promise<HttpBackends> {
   const servers: Server[] = [];
   const sockets = new Set<Socket>();
   const accepted = new Map<string, number>();
@@ -54,7 +58,7 @@ export async function httpBackends(list: Array<{ name: string; port: number }>):
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(b.port, '127.0.0.1', resolve);
+      server.listen(b.port, host, resolve);
     });
     servers.push(server);
   }

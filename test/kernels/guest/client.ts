@@ -1,7 +1,8 @@
 /**
  * Guest client: dials the VIP over TCP, unconnected UDP (sendmsg hook) and connected
- * UDP (connect + recvmsg hooks) and prints one JSON line with what answered.
- * usage: node client.js VIP PORT   (run by daemon-check.ts inside a chosen cgroup;
+ * UDP (connect + recvmsg hooks), and sends one HTTP request with x-canary: 1 to the
+ * http listener (L7 VIP, same port); prints one JSON line with what answered.
+ * usage: node client.js VIP PORT L7VIP   (run by daemon-check.ts inside a chosen cgroup;
  * answers each "check" line on stdin)
  */
 import { createSocket } from 'node:dgram';
@@ -15,7 +16,7 @@ interface Answer {
 
 const TIMEOUT_MS = 4000;
 
-function tcp(host: string, port: number): Promise<Answer> {
+function tcp(host: string, port: number, request = 'ping\n'): Promise<Answer> {
   return new Promise((resolve) => {
     const s = connect({ host, port });
     let data = '';
@@ -26,7 +27,7 @@ function tcp(host: string, port: number): Promise<Answer> {
     }, TIMEOUT_MS);
     s.on('connect', () => {
       peer = `${s.remoteAddress}:${s.remotePort}`;
-      s.write('ping\n');
+      s.write(request);
     });
     s.on('data', (d) => {
       data += d.toString();
@@ -74,12 +75,13 @@ function udp(host: string, port: number, connected: boolean): Promise<Answer> {
  */
 async function main(): Promise<void> {
   if (process.env.KMESH_GUEST !== '1') return;
-  const [host = '127.10.0.5', portText = '9080'] = process.argv.slice(2);
+  const [host = '127.10.0.5', portText = '9080', l7Host = '127.10.0.6'] = process.argv.slice(2);
   const port = Number(portText);
   const check = async () => ({
     tcp: await tcp(host, port),
     udp: await udp(host, port, false),
     udpConnected: await udp(host, port, true),
+    l7: await tcp(l7Host, port, 'GET / HTTP/1.1\r\nHost: vip\r\nx-canary: 1\r\nConnection: close\r\n\r\n'),
   });
   process.stdout.write('ready\n');
   let pending = '';

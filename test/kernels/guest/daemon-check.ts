@@ -12,6 +12,10 @@ import { join } from 'node:path';
 
 const VIP = '127.10.0.5';
 const VIP_PORT = 9080;
+/** An http listener with an L7 header route: x-canary: 1 goes to L7_CANARY, the rest to L7_DEFAULT. */
+const L7_VIP = '127.10.0.6';
+const L7_DEFAULT = 9083;
+const L7_CANARY = 9084;
 const TCP_BACKEND = 9081;
 const UDP_BACKEND = 9082;
 const CG_ROOT = '/sys/fs/cgroup';
@@ -56,6 +60,26 @@ address = "${VIP}"
 port = ${VIP_PORT}
 protocol = "udp"
 cluster = "udp-backend"
+
+[[clusters]]
+name = "http-v1"
+endpoints = [ { address = "127.0.0.1", port = ${L7_DEFAULT} } ]
+
+[[clusters]]
+name = "http-v2"
+endpoints = [ { address = "127.0.0.1", port = ${L7_CANARY} } ]
+
+[[listeners]]
+name = "vip-http"
+address = "${L7_VIP}"
+port = ${VIP_PORT}
+protocol = "http"
+cluster = "http-v1"
+
+[[listeners.routes]]
+name = "canary"
+match = { headers = [ { name = "x-canary", exact = "1" } ] }
+cluster = "http-v2"
 `;
 
 export interface ClientAnswer {
@@ -67,6 +91,8 @@ export interface ClientResult {
   tcp: ClientAnswer;
   udp: ClientAnswer;
   udpConnected: ClientAnswer;
+  /** GET with x-canary: 1 to the http listener: the body names the backend the kernel routed to. */
+  l7: ClientAnswer;
   stderr?: string;
 }
 export interface ScenarioResult {
@@ -126,6 +152,34 @@ function tcpServer(host: string, port: number, reply: string): Promise<Closer> {
   });
 }
 
+/** Answers one HTTP/1.1 request per connection with `reply` as the body, then closes. */
+function httpServer(host: string, port: number, reply: string): Promise<Closer> {
+  return new Promise((resolve, reject) => {
+    const open = new Set<import('node:net').Socket>();
+    const srv: Server = createServer((sock) => {
+      open.add(sock);
+      sock.on('close', () => open.delete(sock));
+      sock.on('error', () => {});
+      let head = '';
+      sock.on('data', (d) => {
+        head += d.toString();
+        if (!head.includes('\r\n\r\n')) return;
+        sock.end(`HTTP/1.1 200 OK\r\ncontent-length: ${reply.length}\r\nconnection: close\r\n\r\n${reply}`);
+      });
+    });
+    srv.on('error', reject);
+    srv.listen(port, host, () =>
+      resolve(
+        () =>
+          new Promise((r) => {
+            for (const sock of open) sock.destroy();
+            srv.close(() => r());
+          }),
+      ),
+    );
+  });
+}
+
 function udpServer(host: string, port: number, reply: string): Promise<Closer> {
   return new Promise((resolve, reject) => {
     const s = createSocket('udp4');
@@ -145,9 +199,13 @@ function startAgent(root: string, cgroup: string): Promise<ClientAgent> {
   const client = join(root, 'dist/test/kernels/guest/client.js');
   // The shell moves itself into the cgroup, then becomes the client: every socket
   // the client creates belongs to that cgroup.
-  const p = spawn('sh', ['-c', `echo $$ > ${cgroup}/cgroup.procs && exec node ${client} ${VIP} ${VIP_PORT}`], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const p = spawn(
+    'sh',
+    ['-c', `echo $$ > ${cgroup}/cgroup.procs && exec node ${client} ${VIP} ${VIP_PORT} ${L7_VIP}`],
+    {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
   let err = '';
   p.stderr.on('data', (d) => {
     err += d.toString();
@@ -184,7 +242,7 @@ function startAgent(root: string, cgroup: string): Promise<ClientAgent> {
         return { ...(JSON.parse(line) as ClientResult), ...(err ? { stderr: err.slice(-800) } : {}) };
       } catch {
         const fail = { error: `client printed no result: "${line}" ${err}`.slice(0, 800) };
-        return { tcp: fail, udp: fail, udpConnected: fail };
+        return { tcp: fail, udp: fail, udpConnected: fail, l7: fail };
       }
     },
     stop() {
@@ -356,6 +414,8 @@ export async function runDaemonCheck(root: string): Promise<DaemonCheckResult> {
     writeFileSync(CONFIG, DAEMON_CONFIG);
     closers.push(await tcpServer('127.0.0.1', TCP_BACKEND, 'backend-tcp'));
     closers.push(await udpServer('127.0.0.1', UDP_BACKEND, 'backend-udp'));
+    closers.push(await httpServer('127.0.0.1', L7_DEFAULT, 'l7-default'));
+    closers.push(await httpServer('127.0.0.1', L7_CANARY, 'l7-canary'));
     // Decoys on the VIP itself: what an untouched client must reach.
     closers.push(await tcpServer(VIP, VIP_PORT, 'direct-tcp'));
     closers.push(await udpServer(VIP, VIP_PORT, 'direct-udp'));
