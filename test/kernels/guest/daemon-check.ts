@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { mkdirSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 
 const VIP = '127.10.0.5';
@@ -130,14 +130,15 @@ const step = (what: string): void => {
   process.stderr.write(`KMESH-STEP daemon: ${what} (uptime ${process.uptime().toFixed(1)}s)\n`);
 };
 
-function tcpServer(host: string, port: number, reply: string): Promise<Closer> {
+/** A TCP server whose closer also ends the connections still open. */
+function tcpListener(host: string, port: number, onConnection: (sock: Socket) => void): Promise<Closer> {
   return new Promise((resolve, reject) => {
-    const open = new Set<import('node:net').Socket>();
+    const open = new Set<Socket>();
     const srv: Server = createServer((sock) => {
       open.add(sock);
       sock.on('close', () => open.delete(sock));
       sock.on('error', () => {});
-      sock.end(`${reply}\n`);
+      onConnection(sock);
     });
     srv.on('error', reject);
     srv.listen(port, host, () =>
@@ -152,31 +153,19 @@ function tcpServer(host: string, port: number, reply: string): Promise<Closer> {
   });
 }
 
+function tcpServer(host: string, port: number, reply: string): Promise<Closer> {
+  return tcpListener(host, port, (sock) => sock.end(`${reply}\n`));
+}
+
 /** Answers one HTTP/1.1 request per connection with `reply` as the body, then closes. */
 function httpServer(host: string, port: number, reply: string): Promise<Closer> {
-  return new Promise((resolve, reject) => {
-    const open = new Set<import('node:net').Socket>();
-    const srv: Server = createServer((sock) => {
-      open.add(sock);
-      sock.on('close', () => open.delete(sock));
-      sock.on('error', () => {});
-      let head = '';
-      sock.on('data', (d) => {
-        head += d.toString();
-        if (!head.includes('\r\n\r\n')) return;
-        sock.end(`HTTP/1.1 200 OK\r\ncontent-length: ${reply.length}\r\nconnection: close\r\n\r\n${reply}`);
-      });
+  return tcpListener(host, port, (sock) => {
+    let head = '';
+    sock.on('data', (d) => {
+      head += d.toString();
+      if (!head.includes('\r\n\r\n')) return;
+      sock.end(`HTTP/1.1 200 OK\r\ncontent-length: ${reply.length}\r\nconnection: close\r\n\r\n${reply}`);
     });
-    srv.on('error', reject);
-    srv.listen(port, host, () =>
-      resolve(
-        () =>
-          new Promise((r) => {
-            for (const sock of open) sock.destroy();
-            srv.close(() => r());
-          }),
-      ),
-    );
   });
 }
 
