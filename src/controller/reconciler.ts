@@ -14,6 +14,7 @@
 import type { Logger } from 'pino';
 import { KmeshError } from '../contracts/errors.js';
 import { BPF_NOEXIST } from '../runtime/bpf-map.js';
+import { EEXIST } from '../runtime/errno.js';
 import { BpfError } from '../runtime/errors.js';
 import { MapBatch } from '../runtime/maps/batch.js';
 import type { DatapathMaps, MapAccess } from '../runtime/maps/datapath-maps.js';
@@ -89,7 +90,6 @@ interface Retired {
   due: number;
 }
 
-const EEXIST = 17;
 const SLOT_OFFSET = listenerKey.offsetOf('slot');
 const ACTIVE_KEY = activeSlotKey.encode({ index: 0 });
 const ENDPOINT_SIZE = endpointValue.size;

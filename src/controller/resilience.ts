@@ -11,13 +11,13 @@ import { encodeAddr } from '../model/address.js';
 import type { Cluster } from '../model/types.js';
 import { localityName } from '../model/validate-resilience.js';
 import { BPF_NOEXIST } from '../runtime/bpf-map.js';
+import { EEXIST } from '../runtime/errno.js';
 import { BpfError } from '../runtime/errors.js';
 import type { DatapathMaps } from '../runtime/maps/datapath-maps.js';
 import { clusterIdKey, clusterState, ejection, epState, epStateKey, MAX_EJECTED } from '../runtime/maps/layouts.js';
 import type { ConfigDelta } from './reconciler.js';
 import { layoutCluster } from './resilience-encoding.js';
 
-const EEXIST = 17;
 const EJECTIONS_TOTAL = clusterState.offsetOf('ejections_total');
 
 export interface ClusterCounters {

@@ -1,6 +1,6 @@
 import { closeSync } from 'node:fs';
 import { basename } from 'node:path';
-import { ENOENT } from './errno.js';
+import { EINVAL, ENOENT, ENOTSUPP, EOPNOTSUPP } from './errno.js';
 import { check } from './errors.js';
 import { libbpf } from './libbpf.js';
 
@@ -27,7 +27,7 @@ export function numPossibleCpus(): number {
 export const MAP_INFO = { size: 80, type: 0, keySize: 8, valueSize: 12, maxEntries: 16, mapFlags: 20 } as const;
 
 /** errnos of a kernel without BPF_MAP_UPDATE_BATCH for a map (EINVAL: no such command, before 5.6; ENOTSUPP). */
-const NO_BATCH_UPDATE = new Set([22, 95, 524]);
+const NO_BATCH_UPDATE = new Set([EINVAL, EOPNOTSUPP, ENOTSUPP]);
 
 /** Entries per batch; a batch must hold a whole hash bucket, far smaller than this. */
 const BATCH = 1024;
