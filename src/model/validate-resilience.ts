@@ -54,10 +54,13 @@ export function localityRank(own: Locality, ep: Locality | undefined): number {
   return (own.subZone ?? '') === (ep?.subZone ?? '') ? 0 : 1;
 }
 
+/** The values localityRank returns. */
+const LOCALITY_RANKS = 4;
+
 /** An endpoint's place in the failover order: its priority, then (with locality failover) its rank. */
 export function failoverOrder(cluster: Cluster, ep: Endpoint): number {
   const rank = cluster.failoverLocality ? localityRank(cluster.failoverLocality, ep.locality) : 0;
-  return (ep.priority ?? 0) * 4 + rank;
+  return (ep.priority ?? 0) * LOCALITY_RANKS + rank;
 }
 
 const inRange = (v: number, [min, max]: readonly [number, number]) => Number.isInteger(v) && v >= min && v <= max;

@@ -356,13 +356,13 @@ export function decodeCluster(bytes: Uint8Array, index: number): XCluster {
     case 0: // STATIC
       out.kind = 'static';
       out.endpoints = inlineEndpoints(c.loadAssignment, what, true);
-      setLocalityWeights(out, c.loadAssignment, what);
+      setAssignmentPolicy(out, c.loadAssignment, what);
       break;
     case 1: // STRICT_DNS
     case 2: // LOGICAL_DNS: resolved the same way; connect-time steering has no connection pool to pin
       out.kind = 'dns';
       out.endpoints = inlineEndpoints(c.loadAssignment, what, false);
-      setLocalityWeights(out, c.loadAssignment, what);
+      setAssignmentPolicy(out, c.loadAssignment, what);
       break;
     case 3: // EDS
       out.kind = 'eds';
@@ -380,7 +380,12 @@ function inlineEndpoints(cla: M, what: string, requireIp: boolean): RawEndpoint[
   return loadAssignmentEndpoints(cla, what, requireIp).map(({ address, ...rest }) => ({ host: address, ...rest }));
 }
 
-function setLocalityWeights(out: XCluster, cla: M, what: string): void {
+/** A load assignment's locality weights and overprovisioning factor, onto the cluster or assignment it belongs to. */
+function setAssignmentPolicy(
+  out: Pick<XCluster, 'localityWeights' | 'overprovisioningFactor'>,
+  cla: M,
+  what: string,
+): void {
   const weights = localityWeights(cla, what);
   if (weights) out.localityWeights = weights;
   const factor = overprovisioningFactor(cla, what);
@@ -392,10 +397,7 @@ export function decodeLoadAssignment(bytes: Uint8Array, index: number): XLoadAss
   const name = checkName(cla.clusterName, 'load assignment', index);
   const what = `load assignment ${name}`;
   const out: XLoadAssignment = { name, endpoints: loadAssignmentEndpoints(cla, what, true) };
-  const weights = localityWeights(cla, what);
-  if (weights) out.localityWeights = weights;
-  const factor = overprovisioningFactor(cla, what);
-  if (factor !== undefined) out.overprovisioningFactor = factor;
+  setAssignmentPolicy(out, cla, what);
   return out;
 }
 
