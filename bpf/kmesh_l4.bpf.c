@@ -877,13 +877,13 @@ static __always_inline void record_success(__u32 cluster_id, struct kmesh_ep_sta
  * the connection's kmesh_conn flags (`claim` points there; hash entry or stash), else, for an origin in
  * socket storage, in kmesh_res_sock.
  */
-static __always_inline int claim_once(__u32 *claim, struct bpf_sock *sk, __u32 conn_bit, __u32 res_bit)
+static __always_inline int claim_once(__u32 *claim, struct bpf_sock *sk, __u32 bit)
 {
 	if (!claim)
-		return kmesh_res_claim(sk, res_bit);
-	if (*claim & conn_bit)
+		return kmesh_res_claim(sk, bit);
+	if (*claim & bit)
 		return 0;
-	*claim |= conn_bit;
+	*claim |= bit;
 	return 1;
 }
 
@@ -898,7 +898,7 @@ static __always_inline void connection_started(struct bpf_sock_ops *skops, struc
 	struct kmesh_ep_state *st;
 	int retries;
 
-	if (!pol || !claim_once(claim, sk, KMESH_CONN_STARTED, KMESH_RES_STARTED))
+	if (!pol || !claim_once(claim, sk, KMESH_CONN_STARTED))
 		return;
 	__builtin_memcpy(key.addr, origin->endpoint, sizeof(key.addr));
 	st = bpf_map_lookup_elem(&kmesh_ep_state, &key);
@@ -929,7 +929,7 @@ static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct 
 
 	/* not tracked (a plain cluster), or the state went with its endpoint; or counted already by the
 	 * attachment of another registered cgroup this one is nested in */
-	if (!st || !claim_once(claim, sk, KMESH_CONN_ENDED, KMESH_RES_ENDED))
+	if (!st || !claim_once(claim, sk, KMESH_CONN_ENDED))
 		return;
 	__sync_fetch_and_add(&st->active, -1);
 	cs = bpf_map_lookup_elem(&kmesh_cl_state, &origin->cluster_id);
@@ -951,12 +951,13 @@ static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct 
  * hash is full, the L7 handoff) records none, so everything is looked up as for a tracked one. */
 #define CONN_FLAGS_UNKNOWN (KMESH_CONN_TRACKED | KMESH_CONN_SYN_RTO)
 
-/* *claim: the connection's flags to claim callbacks in, NULL for an origin in socket storage. */
-static __always_inline struct kmesh_sock_origin *conn_origin(__u64 cookie, struct bpf_sock *sk, __u32 *flags,
-							     __u32 **claim)
+/*
+ * The origin in `conn` (hash entry or stash), else in the socket's storage. *claim: the connection's
+ * flags to claim callbacks in, NULL for an origin in socket storage.
+ */
+static __always_inline struct kmesh_sock_origin *origin_in(struct kmesh_conn *conn, struct bpf_sock *sk, __u32 *flags,
+							   __u32 **claim)
 {
-	struct kmesh_conn *conn = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
-
 	if (conn) {
 		*flags = conn->flags;
 		*claim = &conn->flags;
@@ -965,6 +966,12 @@ static __always_inline struct kmesh_sock_origin *conn_origin(__u64 cookie, struc
 	*flags = CONN_FLAGS_UNKNOWN;
 	*claim = 0;
 	return bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
+}
+
+static __always_inline struct kmesh_sock_origin *conn_origin(__u64 cookie, struct bpf_sock *sk, __u32 *flags,
+							     __u32 **claim)
+{
+	return origin_in(bpf_map_lookup_elem(&kmesh_conn_origin, &cookie), sk, flags, claim);
 }
 
 /*
@@ -979,17 +986,8 @@ static __always_inline struct kmesh_sock_origin *take_origin(__u64 cookie, __u32
 	__u32 slot = cookie % KMESH_ORIGIN_STASH_SLOTS;
 	struct kmesh_origin_stash *stash;
 
-	if (!conn) {
-		conn = kmesh_stashed_conn(cookie, snd_nxt);
-		if (conn) {
-			*flags = conn->flags;
-			*claim = &conn->flags;
-			return &conn->origin;
-		}
-		*flags = CONN_FLAGS_UNKNOWN;
-		*claim = 0;
-		return bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
-	}
+	if (!conn)
+		return origin_in(kmesh_stashed_conn(cookie, snd_nxt), sk, flags, claim);
 	*claim = 0;
 	stash = bpf_map_lookup_elem(&kmesh_origin_stash, &slot);
 	if (!stash)
@@ -998,9 +996,7 @@ static __always_inline struct kmesh_sock_origin *take_origin(__u64 cookie, __u32
 	stash->snd_nxt = snd_nxt;
 	__builtin_memcpy(&stash->conn, conn, sizeof(stash->conn));
 	bpf_map_delete_elem(&kmesh_conn_origin, &cookie);
-	*flags = stash->conn.flags;
-	*claim = &stash->conn.flags;
-	return &stash->conn.origin;
+	return origin_in(&stash->conn, sk, flags, claim);
 }
 
 /* Keep other sock_ops programs' callback flags: the helper sets, it does not OR. */

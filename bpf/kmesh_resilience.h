@@ -10,12 +10,10 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
-
-#define KMESH_RES_STARTED 0x1
-#define KMESH_RES_ENDED 0x2
+#include "kmesh_maps.h"
 
 struct kmesh_res_sock {
-	__u32 counted; /* KMESH_RES_* */
+	__u32 counted; /* KMESH_CONN_STARTED | KMESH_CONN_ENDED, as in struct kmesh_conn */
 };
 
 struct {
@@ -25,7 +23,7 @@ struct {
 	__type(value, struct kmesh_res_sock);
 } kmesh_res_sock SEC(".maps");
 
-/* True for the first run of `what` (KMESH_RES_STARTED at connect, KMESH_RES_ENDED at close) on
+/* True for the first run of `what` (KMESH_CONN_STARTED at connect, KMESH_CONN_ENDED at close) on
  * this socket. Runs of one callback are sequential on one CPU: no lock needed. Called for
  * tracked clusters only, so plain clusters' sockets get no storage. At close the storage is
  * made too: a connection opened before an upgrade that brought this in still counts once. */
