@@ -33,8 +33,6 @@
 #define KMESH_L7_MAX_CLUSTER_ENDPOINTS 64
 /* Weighted clusters of one route (same as the L4 split). */
 #define KMESH_L7_MAX_ROUTE_CLUSTERS 16
-/* Pre-connected upstream sockets per endpoint (bits of one word). */
-#define KMESH_L7_POOL_SLOTS 64
 #define KMESH_L7_MAX_LISTENERS 1024
 #define KMESH_L7_MAX_VHOSTS 4096
 #define KMESH_L7_MAX_DOMAINS 16384
@@ -182,8 +180,20 @@ enum kmesh_l7_conn_state {
  * redirects the marker out of that client's socket to the anchor. The marker reaching the
  * anchor proves every byte queued before it is in the client's receive queue.
  */
-#define KMESH_L7_MARKER_LEN 16
-#define KMESH_L7_MARKER_RING 4096
+
+/* The limits user space shares (src/abi/kernel.ts, generated): enums, so that BTF carries them. */
+enum kmesh_l7_limits {
+	/* Pre-connected upstream sockets per endpoint (bits of one word). */
+	KMESH_L7_POOL_SLOTS = 64,
+	KMESH_L7_MARKER_LEN = 16,
+	KMESH_L7_MARKER_RING = 4096,
+};
+
+/* See kmesh_maps_exports. */
+struct kmesh_l7_exports {
+	enum kmesh_l7_limits limits;
+};
+struct kmesh_l7_exports kmesh_l7_exports KMESH_BTF_EXPORT;
 
 /* Per client connection, keyed by the client's tuple. */
 struct kmesh_l7_conn {

@@ -12,24 +12,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { L7_MARKER_LEN as MARKER_LEN, L7_MARKER_RING as MARKER_RING } from '../abi/kernel.js';
 import type { BpfMap } from '../runtime/bpf-map.js';
-import { socketFd } from './pool.js';
+import { socketFd, u32Key } from './pool.js';
 
 export interface DrainMaps {
   markers: BpfMap;
   ring: BpfMap;
   head: BpfMap;
 }
-
-/** KMESH_L7_MARKER_LEN and KMESH_L7_MARKER_RING of bpf/kmesh_l7.h. */
-export const MARKER_LEN = 16;
-const MARKER_RING = 4096;
-
-const u32Key = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-};
 
 export class DrainMarkers {
   /** What a marker looks like when it reaches the anchor (random: a client cannot forge it by accident). */

@@ -6,7 +6,7 @@
 import { L7_LIMITS } from '../model/l7-limits.js';
 import { array, bytes, StructCodec, u8, u16, u32, u64 } from '../runtime/maps/struct-codec.js';
 
-export const L7_POOL_SLOTS = 64;
+export { L7_POOL_SLOTS } from '../abi/kernel.js';
 export const L7_MATCHERS_PER_ROUTE = L7_LIMITS.headersPerRoute + 1;
 
 /** The tail-call stages by their index in kmesh_l7_stages (enum STAGE_* in bpf/kmesh_l7.bpf.c). */

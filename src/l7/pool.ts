@@ -36,7 +36,7 @@ export function socketFd(socket: Socket): number {
   return fd;
 }
 
-function u32Key(n: number): Buffer {
+export function u32Key(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(n);
   return b;

@@ -9,7 +9,7 @@ import { assertLayout, type BtfType, hasBpftool, loadBtf, struct } from '../supp
 
 const OBJ = fileURLToPath(new URL('../../../build/bpf/kmesh_l7.bpf.o', import.meta.url));
 /** Structs user space never reads or writes. */
-const KERNEL_ONLY = new Set(['kmesh_l7_sock', 'kmesh_l7_scratch', 'kmesh_l7_capture']);
+const KERNEL_ONLY = new Set(['kmesh_l7_sock', 'kmesh_l7_scratch', 'kmesh_l7_capture', 'kmesh_l7_exports']);
 const skip = !hasBpftool() ? 'bpftool is not installed' : !existsSync(OBJ) ? `${OBJ} is not built` : false;
 
 describe('L7 layouts against the BTF of kmesh_l7.bpf.o', { skip }, () => {
