@@ -575,29 +575,54 @@ steer(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 port, __u8 protocol, __u
 	return pick_endpoint(ctx, *cluster_id, key.slot, conn_flags);
 }
 
-/* TCP by socket cookie, else (UDP, or the hash is full) in the socket's storage: see kmesh_sock_origin_map.h. */
+/* The per-CPU note of this connect for the sockops callbacks that follow it (kmesh_conn_hint). */
+static __always_inline void hint_conn(__u64 cookie, __u32 flags)
+{
+	__u32 zero = 0;
+	struct kmesh_conn_hint *hint = bpf_map_lookup_elem(&kmesh_conn_hint, &zero);
+
+	if (hint) {
+		hint->cookie = cookie;
+		hint->flags = flags;
+	}
+}
+
+/* Same VIP, port and cluster (the endpoint is the shared entry's key). */
+static __always_inline int same_origin(const struct kmesh_sock_origin *a, const struct kmesh_sock_origin *b)
+{
+	const __u32 *x = (const __u32 *)a->vip, *y = (const __u32 *)b->vip;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && a->vip_port == b->vip_port &&
+	       a->cluster_id == b->cluster_id;
+}
+
+/*
+ * TCP: nothing if the endpoint's shared origin is this one and the cluster needs no bookkeeping, else by
+ * socket cookie; else (UDP, or the hash is full) in the socket's storage: see kmesh_sock_origin_map.h.
+ */
 static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 vip_port,
 					    const struct kmesh_endpoint_value *ep, __u32 cluster_id, __u8 protocol,
 					    __u32 conn_flags)
 {
 	struct kmesh_conn conn = { .origin = { .vip_port = vip_port, .endpoint_port = ep->port, .cluster_id = cluster_id },
 				   .flags = conn_flags };
-	struct kmesh_sock_origin *origin;
-	struct kmesh_conn_hint *hint;
-	__u32 zero = 0;
+	struct kmesh_sock_origin *origin, *shared;
 	__u64 cookie;
 
 	__builtin_memcpy(conn.origin.vip, vip, sizeof(conn.origin.vip));
 	__builtin_memcpy(conn.origin.endpoint, ep->addr, sizeof(conn.origin.endpoint));
 	if (protocol == IPPROTO_TCP) {
 		cookie = bpf_get_socket_cookie(ctx);
+		shared = conn_flags ? 0 : kmesh_shared_origin(ep->addr, ep->port);
+		if (shared && same_origin(shared, &conn.origin)) {
+			/* an entry of an earlier attempt of this socket would shadow the shared one */
+			bpf_map_delete_elem(&kmesh_conn_origin, &cookie);
+			hint_conn(cookie, KMESH_CONN_SHARED);
+			return;
+		}
 		/* BPF_ANY: a socket may connect again after a failed attempt */
 		if (bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0) {
-			hint = bpf_map_lookup_elem(&kmesh_conn_hint, &zero);
-			if (hint) {
-				hint->cookie = cookie;
-				hint->flags = conn_flags;
-			}
+			hint_conn(cookie, conn_flags);
 			return;
 		}
 	}
@@ -605,6 +630,28 @@ static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u
 	/* without memory for it the socket is still steered; getpeername shows the endpoint */
 	if (origin)
 		__builtin_memcpy(origin, &conn.origin, sizeof(conn.origin));
+}
+
+/*
+ * A TCP connect to an endpoint's own address, not steered here: marked, so that readers do not take the
+ * endpoint's shared origin for its own. Unless a registered cgroup nested in this one steered it just now
+ * (its program ran first, and left the per-CPU hint).
+ */
+static __always_inline void remember_direct(struct bpf_sock_addr *ctx, const __u8 *addr, __u16 port)
+{
+	struct kmesh_conn conn = { .flags = KMESH_CONN_DIRECT };
+	struct kmesh_conn_hint *hint;
+	__u32 zero = 0;
+	__u64 cookie;
+
+	if (!kmesh_shared_origin(addr, port))
+		return;
+	cookie = bpf_get_socket_cookie(ctx);
+	hint = bpf_map_lookup_elem(&kmesh_conn_hint, &zero);
+	if (hint && hint->cookie == cookie)
+		return;
+	if (bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
+		hint_conn(cookie, KMESH_CONN_DIRECT);
 }
 
 static __always_inline void remember_udp_reverse(void *ctx, const __u8 *vip, __u16 vip_port,
@@ -632,6 +679,8 @@ static __always_inline int steer4(struct bpf_sock_addr *ctx, int is_sendmsg)
 	if (protocol == IPPROTO_TCP && !is_sendmsg && l7_handoff4(ctx, vip, port))
 		return SOCK_ADDR_ALLOW;
 	ep = steer(ctx, vip, port, protocol, &cluster_id, &conn_flags);
+	if (!ep && protocol == IPPROTO_TCP && !is_sendmsg)
+		remember_direct(ctx, vip, port);
 	/* An IPv4 socket cannot reach an IPv6 endpoint: leave it alone. */
 	if (!ep || !addr_is_v4mapped(ep->addr))
 		return SOCK_ADDR_ALLOW;
@@ -655,6 +704,8 @@ static __always_inline int steer6(struct bpf_sock_addr *ctx, int is_sendmsg)
 
 	read_user_ip6(ctx, vip);
 	ep = steer(ctx, vip, port, protocol, &cluster_id, &conn_flags);
+	if (!ep && protocol == IPPROTO_TCP && !is_sendmsg)
+		remember_direct(ctx, vip, port);
 	if (!ep)
 		return SOCK_ADDR_ALLOW;
 
@@ -1039,7 +1090,10 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 	hinted = hint && hint->cookie == cookie;
 	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		/* steered by connect4 just now: a plain cluster needs nothing but the close callback */
+		/* steered by connect4 just now with a shared origin: nothing to do, now or at close */
+		if (hinted && (hint->flags & KMESH_CONN_SHARED))
+			break;
+		/* ... with an entry of its own, for a plain cluster: nothing but the close callback */
 		if (hinted && !(hint->flags & KMESH_CONN_TRACKED)) {
 			want_state_cb(skops);
 			break;

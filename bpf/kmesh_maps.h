@@ -132,6 +132,17 @@ enum kmesh_conn_flags {
 	/* counted at connect / at close already (nested registrations run the program twice) */
 	KMESH_CONN_STARTED = 0x4,
 	KMESH_CONN_ENDED = 0x8,
+	/* connected to an endpoint's address without being steered: its kmesh_ep_origin entry does not apply */
+	KMESH_CONN_DIRECT = 0x10,
+	/* kmesh_conn_hint only: steered, and the endpoint's kmesh_ep_origin entry is its origin (no hash entry) */
+	KMESH_CONN_SHARED = 0x20,
+};
+
+/* kmesh_ep_origin: a TCP endpoint, the key of the origin its steered connections share. */
+struct kmesh_ep_origin_key {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad;
 };
 
 /* The last TCP connect a CPU steered: its cookie and KMESH_CONN_* flags (kmesh_conn_hint). */

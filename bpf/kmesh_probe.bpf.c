@@ -159,16 +159,6 @@ static __always_inline struct kmesh_probe_sock *sock_state(struct bpf_sock_ops *
 	return st;
 }
 
-/* A context field loaded here, as written: clang otherwise sinks such loads into the
- * branches that use them and merges them into one load through a computed context
- * offset, which the verifier rejects. */
-#define CTX_LOAD_U32(field)                      \
-	({                                       \
-		__u32 __v = (field);             \
-		asm volatile("" : "+r"(__v));    \
-		__v;                             \
-	})
-
 /* The socket's peer as 16 bytes (IPv4 as ::ffff:a.b.c.d); returns KMESH_PROBE_F_IPV6 or 0. */
 static __always_inline __u8 read_remote(const struct bpf_sock_ops *skops, __u8 *remote)
 {

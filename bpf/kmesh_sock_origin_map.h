@@ -18,12 +18,28 @@
  * (no route to the endpoint, no free local port) never gets the close callback: its hash
  * entry stays. Such entries only take capacity: once the hash is full, connects use the
  * socket storage again (correct, at the old cost).
+ *
+ * Most TCP connections need neither: kmesh_ep_origin, written by the daemon with the config,
+ * names for an endpoint one origin (VIP, port, cluster) that routes to it. A connect whose
+ * origin is that entry, to a cluster without a policy (nothing for the sockops program to
+ * count), keeps nothing per connection: readers find the origin by the socket's peer. Any
+ * other steered connect (another VIP or a wildcard listener reaching the same endpoint, a
+ * tracked cluster) keeps its own entry as above, and a connect to an endpoint's address that
+ * was not steered keeps a KMESH_CONN_DIRECT marker, so that the peer's entry never applies
+ * to it. Limit: a connection that outlives its route's removal from the config reports the
+ * endpoint's new entry (or none) from then on.
  */
 #ifndef KMESH_SOCK_ORIGIN_MAP_H
 #define KMESH_SOCK_ORIGIN_MAP_H
 
+#include <linux/in.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "kmesh_maps.h"
+
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -41,6 +57,15 @@ struct {
 	__type(value, struct kmesh_conn);
 } kmesh_conn_origin SEC(".maps");
 
+/* Written by the daemon (src/controller/origin-index.ts); read-only here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, KMESH_MAX_ENDPOINTS);
+	__type(key, struct kmesh_ep_origin_key);
+	__type(value, struct kmesh_sock_origin);
+} kmesh_ep_origin SEC(".maps");
+
 /*
  * Programs that run after the deleting one in the same TCP_CLOSE callback (the probe, or
  * the same program of an enclosing registered cgroup) find the origin here. A callback
@@ -54,14 +79,55 @@ struct {
 	__type(value, struct kmesh_origin_stash);
 } kmesh_origin_stash SEC(".maps");
 
+/* The origin connections steered to this endpoint (16-byte address, host-order port) share, if any. */
+static __always_inline struct kmesh_sock_origin *kmesh_shared_origin(const __u8 *addr, __u16 port)
+{
+	struct kmesh_ep_origin_key key = { .port = port };
+
+	__builtin_memcpy(key.addr, addr, sizeof(key.addr));
+	return bpf_map_lookup_elem(&kmesh_ep_origin, &key);
+}
+
+/* A context field loaded here, as written: clang otherwise sinks such loads into the
+ * branches that use them and merges them into one load through a computed context
+ * offset, which the verifier rejects. */
+#define CTX_LOAD_U32(field)                      \
+	({                                       \
+		__u32 __v = (field);             \
+		asm volatile("" : "+r"(__v));    \
+		__v;                             \
+	})
+
+/* A TCP socket's peer's shared origin (a socket with no origin of its own). */
+static __always_inline struct kmesh_sock_origin *kmesh_peer_origin(struct bpf_sock *sk)
+{
+	__u32 ip6[4] = { CTX_LOAD_U32(sk->dst_ip6[0]), CTX_LOAD_U32(sk->dst_ip6[1]), CTX_LOAD_U32(sk->dst_ip6[2]),
+			 CTX_LOAD_U32(sk->dst_ip6[3]) };
+	__u32 ip4[4] = { 0, 0, bpf_htonl(0xffff), CTX_LOAD_U32(sk->dst_ip4) };
+	__u16 port = bpf_ntohs(sk->dst_port);
+
+	if (sk->protocol != IPPROTO_TCP)
+		return 0;
+	if (sk->family == AF_INET6)
+		return kmesh_shared_origin((const __u8 *)ip6, port);
+	return kmesh_shared_origin((const __u8 *)ip4, port);
+}
+
 /* The origin of the socket with this cookie, NULL if it was not steered. */
 static __always_inline struct kmesh_sock_origin *kmesh_origin_of(__u64 cookie, struct bpf_sock *sk)
 {
 	struct kmesh_conn *conn = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
+	struct kmesh_sock_origin *origin;
 
-	if (conn)
+	if (conn) {
+		if (conn->flags & KMESH_CONN_DIRECT)
+			return 0;
 		return &conn->origin;
-	return bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
+	}
+	origin = bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
+	if (origin)
+		return origin;
+	return kmesh_peer_origin(sk);
 }
 
 /* In a TCP_CLOSE callback, the connection the L4 sockops program took out of the hash. */
@@ -82,8 +148,11 @@ static __always_inline struct kmesh_sock_origin *kmesh_closed_origin_of(__u64 co
 {
 	struct kmesh_conn *conn = kmesh_stashed_conn(cookie, snd_nxt);
 
-	if (conn)
+	if (conn) {
+		if (conn->flags & KMESH_CONN_DIRECT)
+			return 0;
 		return &conn->origin;
+	}
 	return kmesh_origin_of(cookie, sk);
 }
 

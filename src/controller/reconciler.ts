@@ -35,6 +35,7 @@ import {
 } from '../runtime/maps/layouts.js';
 import { Slicer } from '../runtime/slicer.js';
 import type { DesiredCluster, DesiredListener } from './desired-state.js';
+import { OriginIndex } from './origin-index.js';
 
 /** What one apply changes: named entries are set whole (or removed: null); all others stay. */
 export interface ConfigDelta {
@@ -122,12 +123,16 @@ export class Reconciler {
   private gcTimer: NodeJS.Timeout | undefined;
   /** Applies and the grace-period work run one at a time (both write the inactive slot). */
   private turn: Promise<unknown> = Promise.resolve();
+  /** kmesh_ep_origin, kept in step with the live config. */
+  private readonly origins: OriginIndex;
 
   constructor(
     private readonly maps: ReconcilerMaps,
     private readonly logger: Logger,
     private readonly graceMs = 1000,
-  ) {}
+  ) {
+    this.origins = new OriginIndex(maps.endpointOrigin, logger);
+  }
 
   /** The live config's slot (what the kernel reads). */
   get activeSlot(): number {
@@ -192,6 +197,10 @@ export class Reconciler {
     for (const key of this.maps.roundRobin.entries().map(([k]) => clusterIdKey.decode(k).id)) {
       if (!this.clusters.has(key)) this.orphanCursors.add(key);
     }
+    this.origins.adopt();
+    for (const [id, live] of this.clusters) this.origins.setCluster(id, live.endpoints);
+    for (const [hex, live] of this.listeners) this.origins.setListener(hex, live);
+    this.origins.flush();
     let stray = 0;
     for (const [set, found] of extras) {
       const [id, generation] = set.split('/').map(Number) as [number, number];
@@ -312,6 +321,11 @@ export class Reconciler {
     this.stale.listeners = new Set([...removedListeners, ...changedListeners.map((l) => l.keyHex)]);
     this.stale.clusters = new Set([...removedClusters, ...fresh.keys()]);
     const due = this.replayAfter;
+    for (const id of removedClusters) this.origins.setCluster(id, null);
+    for (const [id, live] of fresh) this.origins.setCluster(id, live.endpoints);
+    for (const hex of removedListeners) this.origins.setListener(hex, null);
+    for (const listener of changedListeners) this.origins.setListener(listener.keyHex, listener);
+    this.origins.flush();
     for (const hex of removedListeners) this.listeners.delete(hex);
     for (const listener of changedListeners)
       this.listeners.set(listener.keyHex, { key: listener.key, value: listener.value });

@@ -35,6 +35,7 @@ export const MANIFEST = {
       endpointState: 'kmesh_ep_state',
       levels: 'kmesh_levels',
       lbTable: 'kmesh_lb_table',
+      endpointOrigin: 'kmesh_ep_origin',
     },
   },
   probe: {

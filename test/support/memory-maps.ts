@@ -75,5 +75,6 @@ export function memoryMaps(faults = new WriteFaults()): ReconcilerMaps & Record<
     endpointState: new MemoryMap('kmesh_ep_state', MAX_ENDPOINTS, faults),
     levels: new MemoryMap('kmesh_levels', MAX_CLUSTERS, faults),
     lbTable: new MemoryMap('kmesh_lb_table', MAX_LB_TABLE_CHUNKS, faults),
+    endpointOrigin: new MemoryMap('kmesh_ep_origin', MAX_ENDPOINTS, faults),
   };
 }

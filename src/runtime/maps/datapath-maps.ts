@@ -20,4 +20,6 @@ export interface DatapathMaps {
   endpointState: BpfMap;
   levels: BpfMap;
   lbTable: BpfMap;
+  /** A TCP endpoint → the origin its steered connections share (src/controller/origin-index.ts). */
+  endpointOrigin: BpfMap;
 }
