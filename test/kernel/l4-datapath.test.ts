@@ -5,10 +5,12 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { decodeAddr, encodeAddr } from '../../src/model/address.js';
 import { BpfMap } from '../../src/runtime/bpf-map.js';
+import { epOriginKey, sockOrigin } from '../../src/runtime/maps/layouts.js';
 import { makeCgroup, type TestCgroup } from './support/cgroup.js';
 import { startTestDaemon, type TestDaemon } from './support/daemon.js';
-import { type Backends, count, dialFrom, tcpBackends, udpBackends } from './support/peers.js';
+import { type Backends, count, dialFrom, echoBackend, holdFrom, tcpBackends, udpBackends } from './support/peers.js';
 
 const CONFIG = (cgroup: string) => `
 [[services]]
@@ -39,6 +41,10 @@ endpoints = [ { address = "127.0.0.1", port = 21002 } ]
 [[clusters]]
 name = "v6"
 endpoints = [ { address = "::1", port = 21011 } ]
+
+[[clusters]]
+name = "solo"
+endpoints = [ { address = "127.0.0.1", port = 21004 } ]
 
 [[clusters]]
 name = "udp"
@@ -76,6 +82,12 @@ port = 21030
 cluster = "v2"
 
 [[listeners]]
+name = "solo"
+address = "127.10.0.6"
+port = 9080
+cluster = "solo"
+
+[[listeners]]
 name = "udp"
 address = "127.10.0.4"
 port = 5353
@@ -106,6 +118,7 @@ describe('L4 data path (real kernel)', () => {
         { name: 'c', host: '127.0.0.1', port: 21003 },
         { name: 'six', host: '::1', port: 21011 },
       ]),
+      await echoBackend('solo', '127.0.0.1', 21004),
       await udpBackends([
         { name: 'u1', host: '127.0.0.1', port: 21021 },
         { name: 'u2', host: '127.0.0.1', port: 21022 },
@@ -180,6 +193,45 @@ describe('L4 data path (real kernel)', () => {
       for (let i = 0; i < 50 && [...origins.keys()].length > 0; i++) await new Promise((r) => setTimeout(r, 20));
       assert.equal([...origins.keys()].length, 0);
     } finally {
+      origins.close();
+    }
+  });
+
+  test('each of several VIPs reaching one endpoint keeps its own name (kmesh_ep_origin names one of them)', async () => {
+    // 127.0.0.1:21001 and :21002 are reached through three VIPs: all but one keep a per-connection origin
+    for (const vip of ['127.10.0.1', '127.10.0.2', '127.10.0.3']) {
+      const results = await dialFrom(cg.path, 'tcp', vip, 9080, 30);
+      const wrong = results.filter((r) => r.peer !== `${vip}:9080`);
+      assert.equal(wrong.length, 0, `${vip}: ${JSON.stringify(wrong)}`);
+    }
+  });
+
+  test('a connect straight to an endpoint address is not reported as steered', async () => {
+    const [v4] = await dialFrom(cg.path, 'tcp', '127.0.0.1', 21003, 1);
+    assert.equal(v4?.reply, 'c');
+    assert.equal(v4?.peer, '127.0.0.1:21003');
+    const [v6] = await dialFrom(cg.path, 'tcp', '::1', 21011, 1);
+    assert.equal(v6?.reply, 'six');
+    assert.equal(v6?.peer, '::1:21011');
+  });
+
+  test('a plain connection through the VIP its endpoint names keeps nothing per connection', async () => {
+    const shared = BpfMap.openPinned(join(mesh.pinDir, 'maps', 'kmesh_ep_origin'));
+    const origins = BpfMap.openPinned(join(mesh.pinDir, 'maps', 'kmesh_conn_origin'));
+    const held = await holdFrom(cg.path, '127.10.0.6', 9080);
+    try {
+      assert.equal(await held.roundTrip('x'), 'solo:x');
+      // 127.0.0.1:21004 is reached only through the listener 127.10.0.6:9080
+      const entry = shared.lookup(epOriginKey.encode({ addr: encodeAddr('127.0.0.1'), port: 21004 }));
+      assert.ok(entry, 'kmesh_ep_origin has the endpoint');
+      const origin = sockOrigin.decode(entry);
+      assert.deepEqual([decodeAddr(origin.vip), origin.vip_port], ['127.10.0.6', 9080]);
+      const mine = [...origins.entries()].filter(([, v]) => decodeAddr(v.subarray(0, 16)) === '127.10.0.6');
+      assert.equal(mine.length, 0, 'no kmesh_conn_origin entry for the held connection');
+      assert.equal(await held.roundTrip('y'), 'solo:y', 'the connection is still open');
+    } finally {
+      held.close();
+      shared.close();
       origins.close();
     }
   });
