@@ -9,7 +9,14 @@
  */
 import type { Logger } from 'pino';
 import type { MapAccess } from '../runtime/maps/datapath-maps.js';
-import { endpointValue, epOriginKey, IPPROTO_TCP, listenerKey, listenerValue, sockOrigin } from '../runtime/maps/layouts.js';
+import {
+  endpointValue,
+  epOriginKey,
+  IPPROTO_TCP,
+  listenerKey,
+  listenerValue,
+  sockOrigin,
+} from '../runtime/maps/layouts.js';
 
 const EP_SIZE = endpointValue.size;
 const EP_ADDR = endpointValue.offsetOf('addr');

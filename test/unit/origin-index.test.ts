@@ -1,0 +1,108 @@
+/**
+ * kmesh_ep_origin as the reconciler keeps it: one live TCP route per endpoint, kept while it routes there,
+ * never a wildcard or UDP listener, gone with the last route, and the same after a restart.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import pino from 'pino';
+import { desiredState } from '../../src/controller/desired-state.js';
+import { type ConfigDelta, Reconciler } from '../../src/controller/reconciler.js';
+import { decodeAddr } from '../../src/model/address.js';
+import type { MeshModel } from '../../src/model/types.js';
+import { epOriginKey, sockOrigin } from '../../src/runtime/maps/layouts.js';
+import { memoryMaps } from '../support/memory-maps.js';
+import { cluster, ep, listener } from '../support/model-builders.js';
+
+const logger = pino({ level: 'silent' });
+
+function wholeDelta(model: MeshModel, live: { clusters: Iterable<number>; listeners: Iterable<string> }): ConfigDelta {
+  const d = desiredState(model);
+  const delta: ConfigDelta = { clusters: new Map(d.clusters), listeners: new Map(d.listeners) };
+  for (const id of live.clusters) if (!delta.clusters.has(id)) delta.clusters.set(id, null);
+  for (const hex of live.listeners) if (!delta.listeners.has(hex)) delta.listeners.set(hex, null);
+  return delta;
+}
+
+/** endpoint "addr:port" → "vip:port/cluster id", as the map holds it. */
+function view(maps: ReturnType<typeof memoryMaps>, model: MeshModel): Record<string, string> {
+  const ids = desiredState(model).clusterIds;
+  const nameOf = new Map([...ids].map(([name, id]) => [id, name]));
+  const out: Record<string, string> = {};
+  for (const [k, v] of maps.endpointOrigin.entries()) {
+    const key = epOriginKey.decode(k);
+    const o = sockOrigin.decode(v);
+    assert.deepEqual([decodeAddr(o.endpoint), o.endpoint_port], [decodeAddr(key.addr), key.port]);
+    out[`${decodeAddr(key.addr)}:${key.port}`] = `${decodeAddr(o.vip)}:${o.vip_port}/${nameOf.get(o.cluster_id)}`;
+  }
+  return out;
+}
+
+const FIRST: MeshModel = {
+  clusters: [
+    cluster('web', [ep('127.0.0.1', 1), ep('127.0.0.2', 2)]),
+    cluster('api', [ep('127.0.0.2', 2), ep('127.0.0.3', 3)]),
+    cluster('dns', [ep('127.0.0.4', 53)]),
+    cluster('any', [ep('127.0.0.5', 5)]),
+  ],
+  listeners: [
+    listener('web', '127.42.0.1', 32001, [['web', 1]]),
+    listener('dns', '127.42.0.4', 53, [['dns', 1]], 'udp'),
+    listener('any', '0.0.0.0', 32005, [['any', 1]]),
+  ],
+};
+
+// api gets a VIP: 127.0.0.2 is reached twice now, its entry stays web's.
+const PLUS_API: MeshModel = {
+  ...FIRST,
+  listeners: [...FIRST.listeners, listener('api', '127.42.0.2', 32002, [['api', 1]])],
+};
+
+// and web's VIP routes to api instead: web's routes go, 127.0.0.1 with them.
+const SECOND: MeshModel = {
+  ...FIRST,
+  listeners: [
+    listener('api', '127.42.0.2', 32002, [['api', 1]]),
+    listener('web', '127.42.0.1', 32001, [['api', 1]]),
+    listener('dns', '127.42.0.4', 53, [['dns', 1]], 'udp'),
+    listener('any', '0.0.0.0', 32005, [['any', 1]]),
+  ],
+};
+
+test('kmesh_ep_origin: one live TCP route per endpoint, kept while it routes there', async () => {
+  const maps = memoryMaps();
+  const reconciler = new Reconciler(maps, logger, 0);
+  reconciler.adopt();
+  await reconciler.apply(wholeDelta(FIRST, reconciler.liveKeys()));
+  // no entry for the UDP endpoint nor for the one only a wildcard listener reaches
+  assert.deepEqual(view(maps, FIRST), {
+    '127.0.0.1:1': '127.42.0.1:32001/web',
+    '127.0.0.2:2': '127.42.0.1:32001/web',
+  });
+
+  await reconciler.apply(wholeDelta(PLUS_API, reconciler.liveKeys()));
+  assert.deepEqual(view(maps, PLUS_API), {
+    '127.0.0.1:1': '127.42.0.1:32001/web',
+    '127.0.0.2:2': '127.42.0.1:32001/web',
+    '127.0.0.3:3': '127.42.0.2:32002/api',
+  });
+
+  await reconciler.apply(wholeDelta(SECOND, reconciler.liveKeys()));
+  const second = view(maps, SECOND);
+  // web's VIP now routes to api: 127.0.0.2 changes owner (web's route to it is gone), 127.0.0.3 gets one
+  assert.equal(second['127.0.0.1:1'], undefined, 'no route to it: no entry');
+  assert.match(second['127.0.0.2:2'] ?? '', /^127\.42\.0\.[12]:3200[12]\/api$/);
+  assert.match(second['127.0.0.3:3'] ?? '', /^127\.42\.0\.[12]:3200[12]\/api$/);
+  assert.equal(Object.keys(second).length, 2);
+
+  // a restarted daemon keeps the entries it finds (their owners still route there) and writes the same
+  const restarted = new Reconciler(maps, logger, 0);
+  restarted.adopt();
+  assert.deepEqual(view(maps, SECOND), second);
+  await restarted.apply(wholeDelta(FIRST, restarted.liveKeys()));
+  assert.deepEqual(view(maps, FIRST), {
+    '127.0.0.1:1': '127.42.0.1:32001/web',
+    '127.0.0.2:2': '127.42.0.1:32001/web',
+  });
+  await reconciler.flush();
+  await restarted.flush();
+});
