@@ -1035,12 +1035,23 @@ static __always_inline struct kmesh_sock_origin *take_origin(__u64 cookie, __u32
 {
 	struct kmesh_conn *conn = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
 	__u32 slot = cookie % KMESH_ORIGIN_STASH_SLOTS;
-	struct kmesh_origin_stash *stash;
+	struct kmesh_origin_stash *stash = bpf_map_lookup_elem(&kmesh_origin_stash, &slot);
+	struct kmesh_sock_origin *origin;
 
-	if (!conn)
-		return origin_in(kmesh_stashed_conn(cookie, snd_nxt), sk, flags, claim);
+	if (!conn) {
+		conn = kmesh_stashed_conn(cookie, snd_nxt);
+		if (conn || !stash)
+			return origin_in(conn, sk, flags, claim);
+		origin = origin_in(0, sk, flags, claim);
+		/* none of its own: the programs after this one go straight to the endpoint's shared origin */
+		if (!origin) {
+			stash->cookie = cookie;
+			stash->snd_nxt = snd_nxt;
+			stash->conn.flags = KMESH_CONN_SHARED;
+		}
+		return origin;
+	}
 	*claim = 0;
-	stash = bpf_map_lookup_elem(&kmesh_origin_stash, &slot);
 	if (!stash)
 		return 0;
 	stash->cookie = cookie;

@@ -134,7 +134,8 @@ enum kmesh_conn_flags {
 	KMESH_CONN_ENDED = 0x8,
 	/* connected to an endpoint's address without being steered: its kmesh_ep_origin entry does not apply */
 	KMESH_CONN_DIRECT = 0x10,
-	/* kmesh_conn_hint only: steered, and the endpoint's kmesh_ep_origin entry is its origin (no hash entry) */
+	/* kmesh_conn_hint and kmesh_origin_stash only: no origin of its own, the endpoint's kmesh_ep_origin
+	 * entry is its origin if any (no hash entry) */
 	KMESH_CONN_SHARED = 0x20,
 };
 

@@ -142,7 +142,8 @@ static __always_inline struct kmesh_conn *kmesh_stashed_conn(__u64 cookie, __u32
 }
 
 /* As kmesh_origin_of, in a TCP_CLOSE callback: the stash first (the L4 sockops program is attached
- * before kmesh-probe and has usually deleted the entry), then the hash, then the socket's storage. */
+ * before kmesh-probe and has usually deleted the entry, or found none and left a KMESH_CONN_SHARED
+ * record: then only the shared origin is left to look up), then the hash, then the socket's storage. */
 static __always_inline struct kmesh_sock_origin *kmesh_closed_origin_of(__u64 cookie, __u32 snd_nxt,
 									 struct bpf_sock *sk)
 {
@@ -151,6 +152,8 @@ static __always_inline struct kmesh_sock_origin *kmesh_closed_origin_of(__u64 co
 	if (conn) {
 		if (conn->flags & KMESH_CONN_DIRECT)
 			return 0;
+		if (conn->flags & KMESH_CONN_SHARED)
+			return kmesh_peer_origin(sk);
 		return &conn->origin;
 	}
 	return kmesh_origin_of(cookie, sk);

@@ -99,6 +99,31 @@ for (let i = 0; i < ${N}; i++) await new Promise((resolve, reject) => {
   assert.match(text, /^kmesh_map_entries\{map="kmesh_probe_conns"\} 1$/m);
 });
 
+test("a connection dialled straight to an endpoint's address is not labelled as steered", async () => {
+  const body = `
+for (let i = 0; i < ${N}; i++) await new Promise((resolve, reject) => {
+  const c = net.connect(${port}, '127.0.0.1', () => c.end('ping'));
+  c.on('data', () => {}); c.on('close', resolve); c.on('error', reject);
+});`;
+  const res = await runChild(inCgroupScript(cg.path, body));
+  assert.equal(res.code, 0, res.stderr);
+  assert.ok(server);
+  const url = `http://127.0.0.1:${server.address.port}/metrics`;
+  const source = td?.daemon.listServices()[0]?.name ?? '';
+  const labels = `reporter="source",source_workload="${source}",destination_service="unknown",destination_address="127.0.0.1:${port}",destination_cluster="unknown"`;
+  let text = '';
+  await waitFor('unsteered close series', async () => {
+    text = await (await fetch(url)).text();
+    return text.includes(`kmesh_tcp_connections_closed_total{${labels}} ${N}`);
+  });
+  assert.ok(text.includes(`kmesh_tcp_connections_opened_total{${labels}} ${N}`));
+  // the steered series of the test before is unchanged
+  assert.match(
+    text,
+    new RegExp(`kmesh_tcp_connections_closed_total\\{[^}]*destination_cluster="reviews-v1"\\} ${N}\n`),
+  );
+});
+
 test('the access log follows the daemon switch', () => {
   assert.equal(handle?.probe.accessLogEnabled, false);
   td?.daemon.setAccessLog(true);
