@@ -615,8 +615,10 @@ static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u
 		cookie = bpf_get_socket_cookie(ctx);
 		shared = conn_flags ? 0 : kmesh_shared_origin(ep->addr, ep->port);
 		if (shared && same_origin(shared, &conn.origin)) {
-			/* an entry of an earlier attempt of this socket would shadow the shared one */
-			bpf_map_delete_elem(&kmesh_conn_origin, &cookie);
+			/* an entry of an earlier attempt of this socket would shadow the shared one (a lookup
+			 * first: a delete takes the bucket lock even when there is nothing to delete) */
+			if (bpf_map_lookup_elem(&kmesh_conn_origin, &cookie))
+				bpf_map_delete_elem(&kmesh_conn_origin, &cookie);
 			hint_conn(cookie, KMESH_CONN_SHARED);
 			return;
 		}
@@ -1097,7 +1099,8 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 	if (!sk)
 		return 1;
 	cookie = bpf_get_socket_cookie(skops);
-	hint = bpf_map_lookup_elem(&kmesh_conn_hint, &zero);
+	/* the close callback comes long after connect4's hint */
+	hint = op == BPF_SOCK_OPS_STATE_CB ? 0 : bpf_map_lookup_elem(&kmesh_conn_hint, &zero);
 	hinted = hint && hint->cookie == cookie;
 	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
