@@ -154,8 +154,10 @@ export function actionReason(r: M): string {
 
 /**
  * RouteAction.hash_policy as the kernel keeps it: one header or cookie (Istio's consistentHash httpHeaderName /
- * httpCookie.name without a ttl). Envoy combines several policies and goes on past an absent key; the kernel
- * hashes the first one only, and without its key picks by weight: the rest is listed as unenforced.
+ * httpCookie). Envoy combines several policies and goes on past an absent key; the kernel hashes the first one
+ * only, and without its key picks by weight: the rest is listed as unenforced. A cookie with a ttl is hashed when
+ * the request has it; Envoy would also generate it for a request without it (a Set-Cookie on the response), which
+ * the kernel does not: listed.
  */
 export function routeHashPolicy(action: M): { policy?: RouteHashPolicy; unenforced: string[] } {
   const list: M[] = action?.hashPolicy ?? [];
@@ -163,8 +165,9 @@ export function routeHashPolicy(action: M): { policy?: RouteHashPolicy; unenforc
   if (!first) return { unenforced: [] };
   const policy = oneHashPolicy(first);
   if (typeof policy === 'string') return { unenforced: [`hash policy (${policy})`] };
-  const rest = list.length > 1 ? [`hash policy: ${list.length - 1} after the first (only the first is hashed)`] : [];
-  return { policy, unenforced: rest };
+  const unenforced = first.cookie?.ttl ? ['hash policy: cookie generation (ttl)'] : [];
+  if (list.length > 1) unenforced.push(`hash policy: ${list.length - 1} after the first (only the first is hashed)`);
+  return { policy, unenforced };
 }
 
 function oneHashPolicy(p: M): RouteHashPolicy | string {
@@ -173,9 +176,6 @@ function oneHashPolicy(p: M): RouteHashPolicy | string {
       if (p.header.regexRewrite) return 'header with regex rewrite';
       return { kind: 'header', name: String(p.header.headerName ?? '').toLowerCase() };
     case 'cookie':
-      // with a ttl Envoy generates the cookie when it is missing: a response change the kernel does not make
-      if (p.cookie.ttl) return 'cookie with ttl';
-      if ((p.cookie.attributes ?? []).length > 0) return 'cookie with attributes';
       return { kind: 'cookie', name: String(p.cookie.name ?? '') };
     case 'connectionProperties':
       return 'source IP';
