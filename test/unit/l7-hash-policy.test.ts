@@ -175,6 +175,34 @@ describe('xDS RouteAction.hash_policy', () => {
     );
   });
 
+  test('a header policy naming no header: the route configuration is NACKed, naming the route', () => {
+    assert.throws(
+      () => decode([{ header: { headerName: '' } }]),
+      /route configuration 9080 vhost vh: route default: hash_key.header: is empty/,
+    );
+  });
+
+  test('a route that cannot be programmed keeps the virtual host L4, hash policy or not', () => {
+    const vh = decodeRouteConfig(
+      routeConfig('9080', [
+        {
+          name: 'vh',
+          domains: ['*'],
+          routes: [
+            {
+              name: 're',
+              match: { safeRegex: { regex: '.*' } },
+              route: { ...routeAction('c'), hashPolicy: [{ header: { headerName: 'x' } }] },
+            },
+          ],
+        },
+      ]).value,
+      0,
+    ).vhosts[0];
+    assert.equal(vh?.http, undefined);
+    assert.deepEqual(vh?.l4, [{ cluster: 'c', weight: 1 }]);
+  });
+
   for (const [name, policy, reason] of [
     ['a query parameter', { queryParameter: { name: 'id' } }, 'query parameter'],
     ['the source IP', { connectionProperties: { sourceIp: true } }, 'source IP'],

@@ -547,8 +547,10 @@ function virtualHost(vh: M, index: number, what: string): XVirtualHost {
     if (features.length > 0) note(r, i, `${prefix}not enforced: ${features.join(', ')}`);
   };
 
-  // a route that hashes on a header or cookie needs its request seen: no collapsing to one L4 destination
-  const hashing = routes.map((r: M) => routeHashPolicy(r.route).policy);
+  // a programmable route that hashes on a header or cookie needs its request seen: no collapsing to one L4 destination
+  const hashing = routes.map((r: M, i: number) =>
+    targets[i] && typeof routeMatch(r.match) !== 'string' ? routeHashPolicy(r.route).policy : undefined,
+  );
   if (targets.every((x) => sameTargets(x, targets[0])) && hashing.every((p) => !p)) {
     out.l4 = targets[0]; // every route goes to the same place: the vhost is exactly one L4 destination
     routes.forEach((r, i) => {
