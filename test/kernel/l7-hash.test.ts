@@ -9,9 +9,10 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { Cluster, MeshModel, RouteHashPolicy } from '../../src/model/types.js';
 import { cluster, ep, listener, route, vhost } from '../support/model-builders.js';
-import { makeCgroup, type TestCgroup } from './support/cgroup.js';
-import { startTestDaemon, type TestDaemon } from './support/daemon.js';
-import { type HttpBackends, httpBackends, runIn } from './support/http-peers.js';
+import type { TestCgroup } from './support/cgroup.js';
+import type { TestDaemon } from './support/daemon.js';
+import { type L7Mesh, startL7Mesh } from './support/http-mesh.js';
+import { runIn } from './support/http-peers.js';
 
 const CLIENT = join(dirname(fileURLToPath(import.meta.url)), 'support', 'http-client.js');
 /** Our own addresses and ports. */
@@ -54,7 +55,7 @@ function model(ports = BACKENDS.map((b) => b.port)): MeshModel {
 describe('L7 consistent hashing on a header or cookie', () => {
   let cg: TestCgroup;
   let td: TestDaemon;
-  let backends: HttpBackends;
+  let mesh: L7Mesh | undefined;
 
   /** The backends that answered each key's requests (`count` new connections per key). */
   async function keyed(path: string, keys: Array<Record<string, string>>, count = 1): Promise<string[][]> {
@@ -71,18 +72,12 @@ describe('L7 consistent hashing on a header or cookie', () => {
   const counters = () => td.daemon.l7?.counters() ?? {};
 
   before(async () => {
-    cg = makeCgroup('l7hash');
-    backends = await httpBackends(BACKENDS, BACKEND);
-    td = await startTestDaemon('l7hash', `[[services]]\ncgroup = "${cg.path}"\n`);
-    await td.daemon.applyXds(model());
-    assert.ok(await td.daemon.l7Ready(), 'the L7 data path runs');
-    await new Promise((r) => setTimeout(r, 300));
+    mesh = await startL7Mesh('l7hash', BACKENDS, BACKEND, model());
+    ({ cg, td } = mesh);
   });
 
   after(async () => {
-    await td?.destroy();
-    await backends?.close();
-    cg?.remove();
+    await mesh?.close();
   });
 
   for (const [path, policy] of [
