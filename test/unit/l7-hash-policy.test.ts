@@ -12,6 +12,7 @@ import { desiredL7 } from '../../src/l7/encode.js';
 import { l7Hash } from '../../src/l7/hash.js';
 import { l7Cluster, l7Route, NO_POS, SLOT } from '../../src/l7/layouts.js';
 import { L7_HASH_LIMITS } from '../../src/model/l7-limits.js';
+import { routesText } from '../../src/model/route-text.js';
 import type { MeshModel } from '../../src/model/types.js';
 import { routeAction, routeConfig } from '../fixtures/xds-server.js';
 import { cluster, ep, header, listener, route, vhost } from '../support/model-builders.js';
@@ -249,6 +250,13 @@ describe('hash policy map entries', () => {
         [L7_HASH_HEADER, SLOT.firstHeader, 0, 0n],
       ],
     );
+  });
+
+  test('kmeshctl dump shows the hash policy with the route', () => {
+    assert.deepEqual(routesText(model()).web?.routes, [
+      '[*] a: header x-a present -> users (hash cookie sid)',
+      '[*] b: any request -> users (hash header x-a)',
+    ]);
   });
 
   test("table positions follow the kernel's endpoint order (priority 0 first); an IPv6 endpoint has no pool", () => {
