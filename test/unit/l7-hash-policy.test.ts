@@ -6,7 +6,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { L7_HASH_COOKIE, L7_HASH_HEADER } from '../../src/abi/kernel.js';
-import { decodeRouteConfig } from '../../src/api/xds/decode.js';
+import { emptyState } from '../../src/api/xds/convert.js';
+import { decodeCluster, decodeListener, decodeLoadAssignment, decodeRouteConfig } from '../../src/api/xds/decode.js';
+import { convert } from '../../src/api/xds/model-builder.js';
 import { parseConfig } from '../../src/controller/config/load.js';
 import { desiredL7 } from '../../src/l7/encode.js';
 import { l7Hash } from '../../src/l7/hash.js';
@@ -14,7 +16,13 @@ import { l7Cluster, l7Route, NO_POS, SLOT } from '../../src/l7/layouts.js';
 import { L7_HASH_LIMITS } from '../../src/model/l7-limits.js';
 import { routesText } from '../../src/model/route-text.js';
 import type { MeshModel } from '../../src/model/types.js';
-import { routeAction, routeConfig } from '../fixtures/xds-server.js';
+import {
+  httpListener,
+  loadAssignment,
+  routeAction,
+  routeConfig,
+  cluster as xdsCluster,
+} from '../fixtures/xds-server.js';
 import { cluster, ep, header, listener, route, vhost } from '../support/model-builders.js';
 import { errorsOf, PATH, toml } from '../support/toml-config.js';
 
@@ -159,6 +167,36 @@ describe('xDS RouteAction.hash_policy', () => {
     assert.deepEqual(vh?.http?.routes[0]?.hashPolicy, { kind: 'header', name: 'x-user' });
     assert.deepEqual(vh?.l4, [{ cluster: 'c', weight: 1 }], 'the catch-all stays the default');
     assert.deepEqual(vh?.unenforced, []);
+  });
+
+  test('istiod shape end to end: a RING_HASH cluster and its route with a header hash policy → an L7 route that hashes', () => {
+    const name = 'outbound|9080||reviews.default.svc.cluster.local';
+    const s = emptyState();
+    s.clusters.set(name, decodeCluster(xdsCluster({ name, lbPolicy: 'ring_hash' }).value, 0));
+    s.assignments.set(
+      name,
+      decodeLoadAssignment(loadAssignment(name, [{ address: '127.48.1.20', port: 36010 }]).value, 0),
+    );
+    s.listeners.set('0.0.0.0_9080', decodeListener(httpListener(9080).value, 0));
+    const rds = routeConfig('9080', [
+      {
+        name: 'reviews.default.svc.cluster.local:9080',
+        domains: ['reviews.default.svc.cluster.local', '127.48.1.9', '127.48.1.9:9080'],
+        routes: [
+          {
+            name: 'default',
+            match: { prefix: '/' },
+            route: { cluster: name, timeout: {}, retryPolicy: {}, hashPolicy: [{ header: { headerName: 'x-user' } }] },
+          },
+        ],
+      },
+    ]);
+    s.routes.set(rds.name, decodeRouteConfig(rds.value, 0));
+    const { model } = convert(s, new Map());
+    assert.equal(model.clusters[0]?.lbPolicy, 'ring_hash');
+    const l = model.listeners.find((x) => x.address === '127.48.1.9');
+    assert.deepEqual(l?.virtualHosts?.[0]?.routes[0]?.hashPolicy, { kind: 'header', name: 'x-user' });
+    assert.deepEqual(l?.routes, [{ cluster: name, weight: 1 }], 'non-HTTP connections keep the cluster');
   });
 
   test('httpCookie without ttl is enforced; several policies: the first, the rest listed', () => {
