@@ -26,8 +26,10 @@
  * other steered connect (another VIP or a wildcard listener reaching the same endpoint, a
  * tracked cluster) keeps its own entry as above, and a connect to an endpoint's address that
  * was not steered keeps a KMESH_CONN_DIRECT marker, so that the peer's entry never applies
- * to it. Limit: a connection that outlives its route's removal from the config reports the
- * endpoint's new entry (or none) from then on.
+ * to it. Limits: a connection that outlives its route's removal from the config reports the
+ * endpoint's new entry (or none) from then on; getpeername on a connection a registered
+ * workload *accepted* from a peer whose address and source port are a mesh endpoint's
+ * (a client bound to the endpoint's own port) shows that endpoint's VIP.
  */
 #ifndef KMESH_SOCK_ORIGIN_MAP_H
 #define KMESH_SOCK_ORIGIN_MAP_H
