@@ -90,9 +90,15 @@ try {
   if (n > 0) process.stdout.write(`changes: ${changeMs.map((x) => x.toFixed(1)).join(' ')} ms\n`);
   writeFileSync(args.out, JSON.stringify(profile));
   process.stdout.write(`push ${ms.toFixed(1)} ms; profile in ${args.out}\n`);
+  // Where the process's memory is once the grace period is over (daemon and server together).
+  await new Promise((r) => setTimeout(r, 2500));
+  const mb = (x: number) => (x / 1048576).toFixed(1);
+  const m = process.memoryUsage();
+  process.stdout.write(
+    `memory: rss ${mb(m.rss)} MB, V8 heap used ${mb(m.heapUsed)} of ${mb(m.heapTotal)} MB, external ${mb(m.external)} MB (array buffers ${mb(m.arrayBuffers)} MB)\n`,
+  );
   if (args.heap) {
     // --heap FILE: a heap snapshot once the grace period is over (what the daemon holds for this config)
-    await new Promise((r) => setTimeout(r, 2500));
     writeHeapSnapshot(args.heap);
   }
 } finally {
