@@ -6,7 +6,7 @@
  * shared by all connections (they get the socket as `this`).
  */
 import type { Socket } from 'node:net';
-import { type RequestHead, headEnd, parseHead, responseHead } from './http-head.js';
+import { headEnd, parseHead, type RequestHead, responseHead } from './http-head.js';
 
 /** The limits the responder enforces (the server's METRICS_LIMITS). */
 export interface EndpointLimits {
@@ -234,8 +234,8 @@ export class HttpEndpoint {
     const connection = this.connections.get(socket);
     if (!connection) return;
     connection.peerEnded = true;
-    if (connection.phase === 'reading') socket.destroy(); // no request under way: nothing to answer
-    else if (connection.phase === 'closing') socket.destroy();
+    // Reading: no complete request, nothing to answer. Answering: the response closes. Closing: it frees itself.
+    if (connection.phase === 'reading') socket.destroy();
   }
 
   private closed(socket: Socket): void {
