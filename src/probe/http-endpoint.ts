@@ -6,7 +6,7 @@
  * shared by all connections (they get the socket as `this`).
  */
 import type { Socket } from 'node:net';
-import { headEnd, parseHead, type RequestHead, responseHead } from './http-head.js';
+import { dateLine, HEAD_END, headEnd, makeResponse, parseHead, type RequestHead, type Response } from './http-head.js';
 
 /** The limits the responder enforces (the server's METRICS_LIMITS). */
 export interface EndpointLimits {
@@ -24,19 +24,12 @@ export interface EndpointLimits {
   checkIntervalMs: number;
 }
 
-export interface Response {
-  status: number;
-  /** Header lines, each ending in CRLF (Date, Content-Length and Connection are added). */
-  headers: string;
-  body: Buffer;
-}
-
 /**
  * What answers a request: `arrivedAt` (performance.now()) is when the request counts as arrived — a
  * connection's first request when the connection was accepted (it may have waited for its turn), a later
  * one on a kept-alive connection when its head was complete.
  */
-export type Answer = (request: RequestHead, arrivedAt: number) => Promise<Response>; // never rejects
+export type Answer = (request: RequestHead, arrivedAt: number) => Response | Promise<Response>; // never rejects
 
 interface Connection {
   phase: 'waiting' | 'reading' | 'answering' | 'closing';
@@ -53,6 +46,7 @@ interface Connection {
 }
 
 const ignore = (): void => {};
+const TIMED_OUT = makeResponse(408, '', Buffer.alloc(0));
 
 export class HttpEndpoint {
   /** Called when no connection holds or waits for a turn. */
@@ -183,21 +177,22 @@ export class HttpEndpoint {
     }
     connection.phase = 'answering';
     const arrivedAt = connection.answered++ === 0 ? connection.acceptedAt : performance.now();
-    this.answer(head, arrivedAt).then((response) => this.respond(socket, connection, head, response));
+    const response = this.answer(head, arrivedAt);
+    if (response instanceof Promise) response.then((r) => this.respond(socket, connection, head, r));
+    else this.respond(socket, connection, head, response);
   }
 
   private respond(socket: Socket, connection: Connection, request: RequestHead, response: Response): void {
     if (socket.destroyed || this.stopped) return;
     const keepAlive = request.keepAlive && !connection.peerEnded;
-    const sendBody = request.method !== 'HEAD' && response.body.length > 0;
-    const head = responseHead(response.status, response.headers, response.body.length, keepAlive);
+    const sent = [response.head, dateLine(), keepAlive ? HEAD_END.keepAlive : HEAD_END.close];
+    if (request.method !== 'HEAD' && response.body.length > 0) sent.push(response.body);
     if (!keepAlive) {
-      this.close(socket, connection, sendBody ? [head, response.body] : [head]);
+      this.close(socket, connection, sent);
       return;
     }
     socket.cork();
-    socket.write(head);
-    if (sendBody) socket.write(response.body);
+    for (const buf of sent) socket.write(buf);
     socket.uncork();
     connection.phase = 'reading';
     connection.deadline = performance.now() + this.limits.keepAliveTimeoutMs;
@@ -209,8 +204,8 @@ export class HttpEndpoint {
   }
 
   private refuse(socket: Socket, connection: Connection, status: number, why: string): void {
-    const body = Buffer.from(`${why}\n`);
-    this.close(socket, connection, [responseHead(status, 'Content-Type: text/plain\r\n', body.length, false), body]);
+    const response = makeResponse(status, 'Content-Type: text/plain\r\n', Buffer.from(`${why}\n`));
+    this.close(socket, connection, [response.head, dateLine(), HEAD_END.close, response.body]);
   }
 
   /**
@@ -254,7 +249,7 @@ export class HttpEndpoint {
     for (const [socket, connection] of this.connections) {
       if (connection.deadline > now || connection.phase === 'answering') continue;
       const partRead = connection.phase === 'reading' && (connection.answered === 0 || connection.unread);
-      if (partRead) this.close(socket, connection, [responseHead(408, '', 0, false)]);
+      if (partRead) this.close(socket, connection, [TIMED_OUT.head, dateLine(), HEAD_END.close]);
       else socket.destroy();
     }
   }

@@ -34,37 +34,83 @@ export function headEnd(buf: Buffer): number {
   return -1;
 }
 
-const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP\/(\d)\.(\d)$/;
-const HEADER = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*$/;
+/** tchar of RFC 9110: what a method and a header name are made of. */
+const TCHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+  TCHAR[c.charCodeAt(0)] = 1;
+
+/** `s[from, to)` is a non-empty token. Scanned in place: a scrape's head is read without making substrings. */
+function isToken(s: string, from: number, to: number): boolean {
+  if (to <= from) return false;
+  for (let i = from; i < to; i++) if (TCHAR[s.charCodeAt(i)] !== 1) return false;
+  return true;
+}
+
+/** `s[from, to)` is non-empty and has no spaces or control characters (a request target). */
+function isVisible(s: string, from: number, to: number): boolean {
+  if (to <= from) return false;
+  for (let i = from; i < to; i++) if (s.charCodeAt(i) <= 0x20 || s.charCodeAt(i) === 0x7f) return false;
+  return true;
+}
+
+/** `s[from, to)` is `lower` in any case (`lower` is lower-case letters and '-'). */
+function isName(s: string, from: number, to: number, lower: string): boolean {
+  if (to - from !== lower.length) return false;
+  for (let i = 0; i < lower.length; i++) if ((s.charCodeAt(from + i) | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
+}
+
+/** Where the line starting at `from` ends (before its CR LF or LF), and where the next begins. */
+function lineAt(s: string, from: number): { end: number; next: number } {
+  const lf = s.indexOf('\n', from);
+  const next = lf === -1 ? s.length : lf + 1;
+  const end = lf > from && s.charCodeAt(lf - 1) === 13 ? lf - 1 : lf === -1 ? s.length : lf;
+  return { end, next };
+}
 
 /** Reads a complete head (as `headEnd` found it, decoded as latin1). */
 export function parseHead(head: string): RequestHead | BadHead {
-  const lines = head.split('\n').map((line) => (line.endsWith('\r') ? line.slice(0, -1) : line));
-  const request = REQUEST_LINE.exec(lines[0] ?? '');
-  if (!request) return { status: 400, why: 'malformed request line' };
-  const [, method = '', target = '', major, minor] = request;
-  if (major !== '1' || (minor !== '0' && minor !== '1')) {
-    return { status: 505, why: `HTTP/${major}.${minor} is not supported, only HTTP/1.1 and 1.0` };
+  const first = lineAt(head, 0);
+  const sp1 = head.indexOf(' ');
+  const sp2 = sp1 === -1 ? -1 : head.indexOf(' ', sp1 + 1);
+  if (sp2 === -1 || sp2 >= first.end || !isToken(head, 0, sp1)) return { status: 400, why: 'malformed request line' };
+  const target = head.slice(sp1 + 1, sp2);
+  const version = head.slice(sp2 + 1, first.end);
+  if (!isVisible(head, sp1 + 1, sp2) || !/^HTTP\/\d\.\d$/.test(version)) {
+    return { status: 400, why: 'malformed request line' };
+  }
+  if (version !== 'HTTP/1.1' && version !== 'HTTP/1.0') {
+    return { status: 505, why: `${version} is not supported, only HTTP/1.1 and 1.0` };
   }
   let host = false;
-  let close = minor === '0'; // HTTP/1.0 keep-alive is not offered: the connection closes after the response
+  let close = version === 'HTTP/1.0'; // HTTP/1.0 keep-alive is not offered: the connection closes after the response
   let hasBody = false;
-  for (const line of lines.slice(1)) {
-    if (line === '') break;
-    const header = HEADER.exec(line);
-    if (!header) return { status: 400, why: 'malformed header line' };
-    const name = (header[1] as string).toLowerCase();
-    const value = header[2] as string;
-    if (name === 'host') host = true;
-    else if (name === 'connection') close ||= /(^|,)\s*close\s*(,|$)/i.test(value);
-    else if (name === 'transfer-encoding') hasBody = true;
-    else if (name === 'content-length') {
+  for (let line = first; line.next < head.length; ) {
+    const from = line.next;
+    line = lineAt(head, from);
+    if (line.end === from) break;
+    const colon = head.indexOf(':', from);
+    if (colon === -1 || colon > line.end || !isToken(head, from, colon)) {
+      return { status: 400, why: 'malformed header line' };
+    }
+    if (isName(head, from, colon, 'host')) host = true;
+    else if (isName(head, from, colon, 'connection')) {
+      close ||= /(^|,)[ \t]*close[ \t]*(,|$)/i.test(head.slice(colon + 1, line.end));
+    } else if (isName(head, from, colon, 'transfer-encoding')) hasBody = true;
+    else if (isName(head, from, colon, 'content-length')) {
+      const value = head.slice(colon + 1, line.end).trim();
       if (!/^\d+$/.test(value)) return { status: 400, why: 'malformed Content-Length' };
       hasBody ||= Number(value) > 0;
     }
   }
-  if (minor === '1' && !host) return { status: 400, why: 'no Host header' };
-  return { method, path: target.split('?')[0] as string, keepAlive: !close && !hasBody, hasBody };
+  if (version === 'HTTP/1.1' && !host) return { status: 400, why: 'no Host header' };
+  const query = target.indexOf('?');
+  return {
+    method: head.slice(0, sp1),
+    path: query === -1 ? target : target.slice(0, query),
+    keepAlive: !close && !hasBody,
+    hasBody,
+  };
 }
 
 const REASONS: Record<number, string> = {
@@ -78,20 +124,28 @@ const REASONS: Record<number, string> = {
   505: 'HTTP Version Not Supported',
 };
 
-/** The date as HTTP wants it, made at most once a second. */
-let date = { second: -1, text: '' };
-function httpDate(): string {
-  const now = Date.now();
-  const second = Math.floor(now / 1000);
-  if (second !== date.second) date = { second, text: new Date(now).toUTCString() };
-  return date.text;
+/** A response made once and sent as is to every request it answers. */
+export interface Response {
+  /** Status line, the response's headers and `Content-Length`; `Date` and the blank line follow when sent. */
+  head: Buffer;
+  body: Buffer;
 }
 
-/** A response head: status line, `Date`, the given headers, `Content-Length`, `Connection: close` unless kept alive. */
-export function responseHead(status: number, headers: string, contentLength: number, keepAlive: boolean): Buffer {
-  return Buffer.from(
-    `HTTP/1.1 ${status} ${REASONS[status] ?? ''}\r\nDate: ${httpDate()}\r\n${headers}Content-Length: ${contentLength}\r\n` +
-      `${keepAlive ? '' : 'Connection: close\r\n'}\r\n`,
-    'latin1',
-  );
+/** A response to send; `headers` are header lines, each ending in CRLF. */
+export function makeResponse(status: number, headers: string, body: Buffer): Response {
+  const head = `HTTP/1.1 ${status} ${REASONS[status] ?? ''}\r\n${headers}Content-Length: ${body.length}\r\n`;
+  return { head: Buffer.from(head, 'latin1'), body };
 }
+
+/** The `Date` line, made at most once a second. */
+let date = { second: -1, line: Buffer.alloc(0) };
+export function dateLine(): Buffer {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== date.second)
+    date = { second, line: Buffer.from(`Date: ${new Date(now).toUTCString()}\r\n`, 'latin1') };
+  return date.line;
+}
+
+/** What ends a response head: the blank line, after `Connection: close` unless the connection is kept alive. */
+export const HEAD_END = { keepAlive: Buffer.from('\r\n'), close: Buffer.from('Connection: close\r\n\r\n') } as const;

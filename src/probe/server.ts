@@ -5,6 +5,7 @@ import type { Registry } from 'prom-client';
 import { KmeshError } from '../contracts/errors.js';
 import { type HostPort, hostPortProblem, parseHostPort } from '../model/address.js';
 import { type Answer, HttpEndpoint } from './http-endpoint.js';
+import { makeResponse, type Response } from './http-head.js';
 
 /** "host:port", "[v6]:port" or ":port" (all addresses), as the TOML check reads it. */
 export function parseListen(listen: string): HostPort {
@@ -67,35 +68,32 @@ export async function startMetricsServer(
   // encoded body that every response sends (not a copy per connection). Only a connection accepted after
   // the read finished makes a new one, so no scrape is answered with counts older than its arrival. The
   // body is dropped when no connection is left, so an idle daemon keeps none.
-  let latest: { finishedAt: number; body: Promise<Buffer> } | undefined;
+  const metricsHeaders = `Content-Type: ${registry.contentType}\r\n`;
+  let latest: { finishedAt: number; response: Response | Promise<Response> } | undefined;
   let collections = 0;
-  const collect = (arrivedAt: number): Promise<Buffer> => {
-    if (latest && arrivedAt <= latest.finishedAt) return latest.body;
+  const collect = (arrivedAt: number): Response | Promise<Response> => {
+    if (latest && arrivedAt <= latest.finishedAt) return latest.response;
     collections++;
-    const read = { finishedAt: Number.POSITIVE_INFINITY, body: Promise.resolve(Buffer.alloc(0)) };
-    read.body = registry.metrics().then(
+    const read: NonNullable<typeof latest> = { finishedAt: Number.POSITIVE_INFINITY, response: COLLECT_FAILED };
+    read.response = registry.metrics().then(
       (text) => {
         read.finishedAt = performance.now();
-        return Buffer.from(text);
+        read.response = makeResponse(200, metricsHeaders, Buffer.from(text));
+        return read.response;
       },
       (err: unknown) => {
         if (latest === read) latest = undefined; // a failed read is never reused
-        throw err;
+        logger.error({ err }, 'metrics: collecting failed');
+        return COLLECT_FAILED;
       },
     );
     latest = read;
-    return read.body;
+    return read.response;
   };
-  const metricsHeaders = `Content-Type: ${registry.contentType}\r\n`;
-  const answer: Answer = async (request, arrivedAt) => {
+  const answer: Answer = (request, arrivedAt) => {
     if (request.path !== '/metrics') return NOT_FOUND;
     if (request.method !== 'GET' && request.method !== 'HEAD') return NOT_ALLOWED;
-    try {
-      return { status: 200, headers: metricsHeaders, body: await collect(arrivedAt) };
-    } catch (err) {
-      logger.error({ err }, 'metrics: collecting failed');
-      return COLLECT_FAILED;
-    }
+    return collect(arrivedAt);
   };
   const endpoint = new HttpEndpoint(limits, answer);
   endpoint.onIdle = () => {
@@ -142,6 +140,6 @@ export async function startMetricsServer(
 }
 
 const TEXT = 'Content-Type: text/plain\r\n';
-const NOT_FOUND = { status: 404, headers: TEXT, body: Buffer.from('not found: try /metrics\n') };
-const NOT_ALLOWED = { status: 405, headers: 'Allow: GET, HEAD\r\n', body: Buffer.alloc(0) };
-const COLLECT_FAILED = { status: 500, headers: TEXT, body: Buffer.from('collecting metrics failed\n') };
+const NOT_FOUND = makeResponse(404, TEXT, Buffer.from('not found: try /metrics\n'));
+const NOT_ALLOWED = makeResponse(405, 'Allow: GET, HEAD\r\n', Buffer.alloc(0));
+const COLLECT_FAILED = makeResponse(500, TEXT, Buffer.from('collecting metrics failed\n'));
