@@ -55,6 +55,7 @@ export class HttpEndpoint {
   private readonly waiting: Socket[] = [];
   private turns = 0;
   private stopped = false;
+  private offered = 0;
   private readonly sweep: NodeJS.Timeout;
   private readonly onData: (this: Socket, chunk: Buffer) => void;
   private readonly onEnd: (this: Socket) => void;
@@ -82,12 +83,18 @@ export class HttpEndpoint {
     this.sweep = setInterval(() => this.expire(), limits.checkIntervalMs).unref();
   }
 
+  /** Connections accepted so far. */
+  get accepted(): number {
+    return this.offered;
+  }
+
   /** A connection accepted paused (nothing read yet): read it now if a turn is free, else when one is. */
   offer(socket: Socket): void {
     if (this.stopped) {
       socket.destroy();
       return;
     }
+    this.offered++;
     const acceptedAt = performance.now();
     this.connections.set(socket, {
       phase: 'waiting',

@@ -2,8 +2,10 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { test } from 'node:test';
+import { runInNewContext } from 'node:vm';
 import pino from 'pino';
 import { Gauge, Registry } from 'prom-client';
+import { fullGc } from '../../src/probe/full-gc.js';
 import { headEnd, parseHead } from '../../src/probe/http-head.js';
 import { METRICS_LIMITS, type MetricsLimits, type MetricsServer, startMetricsServer } from '../../src/probe/server.js';
 
@@ -161,6 +163,34 @@ test('a request head sent byte by byte is answered; a partial one gets 408 at th
     const partial = await exchange(port, 'GET /metrics HTTP/1.1\r\nHost');
     assert.deepEqual(statusLines(partial.text), ['HTTP/1.1 408 Request Timeout']);
     assert.ok(partial.closedAfter >= 400 && partial.closedAfter < 1500, `closed after ${partial.closedAfter} ms`);
+  } finally {
+    await server.close();
+  }
+});
+
+test('fullGc collects what is unreachable, and leaves no gc behind for other code', async () => {
+  const ref = (() => new WeakRef({ big: Buffer.alloc(1024) }))();
+  await new Promise((r) => setImmediate(r)); // a WeakRef's target lives to the end of the job that made it
+  fullGc();
+  assert.equal(ref.deref(), undefined);
+  assert.equal(typeof (globalThis as { gc?: unknown }).gc, 'undefined');
+  assert.equal(runInNewContext('typeof gc'), 'undefined');
+});
+
+test('a burst of connections is followed by one full GC once the endpoint is idle', async () => {
+  const lines: string[] = [];
+  const logger = pino({ level: 'debug' }, { write: (line: string) => lines.push(line) });
+  const limits = { ...METRICS_LIMITS, fullGcAfterConnections: 20 };
+  const server = await startMetricsServer('127.0.0.1:0', new Registry(), logger, limits);
+  const gcs = () => lines.filter((l) => l.includes('metrics: full GC after a burst of connections')).length;
+  try {
+    const burst = (n: number) => Promise.all(Array.from({ length: n }, () => exchange(server.address.port, GET, true)));
+    await burst(10);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(gcs(), 0, 'not after 10 connections');
+    await burst(15);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(gcs(), 1, 'once after 25');
   } finally {
     await server.close();
   }

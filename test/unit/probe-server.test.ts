@@ -178,6 +178,7 @@ test('the documented limits: 256 connections, 8 served at once, 5 s for a reques
       keepAliveTimeoutMs: 5_000,
       maxHeadBytes: 8_192,
       checkIntervalMs: 1_000,
+      fullGcAfterConnections: 100,
     },
   );
 });
