@@ -1,8 +1,9 @@
 /**
  * The daemon process under faults, with real traffic: kill -9 and SIGTERM while a registered service
  * connects through a VIP without pause (a new connection per request) — not one request may fail; then
- * /metrics abused: 1,100 slow sockets cannot exhaust the daemon's fds, and 10 rounds of 200 concurrent scrapers
- * grow its peak resident set by at most 10 MB (measured, reported). Ports 31020-31039, VIP 127.41.2.1, a test-made cgroup only.
+ * /metrics abused: 1,100 slow sockets cannot exhaust the daemon's fds, and 10 rounds of 200 concurrent
+ * scrapers grow its peak resident set by at most 10 MB (measured, reported). Ports 31020-31039, VIP
+ * 127.41.2.1, a test-made cgroup only.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
