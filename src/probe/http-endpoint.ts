@@ -20,6 +20,8 @@ export interface EndpointLimits {
   keepAliveTimeoutMs: number;
   /** A request head over this many bytes is refused (431). */
   maxHeadBytes: number;
+  /** A response not ready within this of its request is given up: 503, and the connection closed. */
+  answerTimeoutMs: number;
   /** How often the timeouts above are enforced. */
   checkIntervalMs: number;
 }
@@ -34,7 +36,7 @@ export type Answer = (request: RequestHead, arrivedAt: number) => Response | Pro
 interface Connection {
   phase: 'waiting' | 'reading' | 'answering' | 'closing';
   acceptedAt: number;
-  /** Past this (performance.now()) the sweep closes the connection, unless a response is being made. */
+  /** Past this (performance.now()) the sweep closes the connection. */
   deadline: number;
   /** Holding a turn: the timer that gives it up if no head comes; null once a head came; undefined: no turn. */
   turn: NodeJS.Timeout | null | undefined;
@@ -47,6 +49,11 @@ interface Connection {
 
 const ignore = (): void => {};
 const TIMED_OUT = makeResponse(408, '', Buffer.alloc(0));
+const NOT_READY = makeResponse(
+  503,
+  'Content-Type: text/plain\r\n',
+  Buffer.from('the response was not ready in time\n'),
+);
 
 export class HttpEndpoint {
   /** Called when no connection holds or waits for a turn. */
@@ -183,6 +190,7 @@ export class HttpEndpoint {
       connection.turn = null; // the turn lasts until the response is sent
     }
     connection.phase = 'answering';
+    connection.deadline = performance.now() + this.limits.answerTimeoutMs;
     const arrivedAt = connection.answered++ === 0 ? connection.acceptedAt : performance.now();
     const response = this.answer(head, arrivedAt);
     if (response instanceof Promise) response.then((r) => this.respond(socket, connection, head, r));
@@ -190,7 +198,7 @@ export class HttpEndpoint {
   }
 
   private respond(socket: Socket, connection: Connection, request: RequestHead, response: Response): void {
-    if (socket.destroyed || this.stopped) return;
+    if (socket.destroyed || this.stopped || connection.phase !== 'answering') return; // else timed out
     const keepAlive = request.keepAlive && !connection.peerEnded;
     const sent = [response.head, dateLine(), keepAlive ? HEAD_END.keepAlive : HEAD_END.close];
     if (request.method !== 'HEAD' && response.body.length > 0) sent.push(response.body);
@@ -248,13 +256,18 @@ export class HttpEndpoint {
   }
 
   /**
-   * Closes what has no complete request head in time: with a 408 if it was being read (as node:http did), at
-   * once if it still waited for its turn or idled kept alive between requests.
+   * Closes what has no complete request head in time — with a 408 if part of one was read (as node:http
+   * did), at once if it still waited for its turn or idled kept alive between requests — and what waits for
+   * a response too long (503).
    */
   private expire(): void {
     const now = performance.now();
     for (const [socket, connection] of this.connections) {
-      if (connection.deadline > now || connection.phase === 'answering') continue;
+      if (connection.deadline > now) continue;
+      if (connection.phase === 'answering') {
+        this.close(socket, connection, [NOT_READY.head, dateLine(), HEAD_END.close, NOT_READY.body]);
+        continue;
+      }
       const partRead = connection.phase === 'reading' && (connection.answered === 0 || connection.unread);
       if (partRead) this.close(socket, connection, [TIMED_OUT.head, dateLine(), HEAD_END.close]);
       else socket.destroy();

@@ -121,6 +121,7 @@ const REASONS: Record<number, string> = {
   408: 'Request Timeout',
   431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
+  503: 'Service Unavailable',
   505: 'HTTP Version Not Supported',
 };
 

@@ -47,6 +47,8 @@ export const METRICS_LIMITS = {
   keepAliveTimeoutMs: 5_000,
   /** A longer request head is refused (431); Prometheus sends a few hundred bytes. */
   maxHeadBytes: 8_192,
+  /** A scrape whose read of the registry takes longer is answered 503 and its connection closed. */
+  answerTimeoutMs: 10_000,
   /** How often the timeouts above are enforced. */
   checkIntervalMs: 1_000,
   /** Connections accepted since the last full GC after which the endpoint, once idle, runs one. */

@@ -195,3 +195,17 @@ test('a burst of connections is followed by one full GC once the endpoint is idl
     await server.close();
   }
 });
+
+test('a read of the registry that does not finish: 503 at the answer timeout, the connection closed', async () => {
+  const hung = { contentType: 'text/plain', metrics: () => new Promise<string>(() => {}) } as unknown as Registry;
+  const limits = { ...METRICS_LIMITS, answerTimeoutMs: 300, checkIntervalMs: 50 };
+  const server = await startMetricsServer('127.0.0.1:0', hung, silent, limits);
+  try {
+    const { text, closedAfter } = await exchange(server.address.port, GET);
+    assert.deepEqual(statusLines(text), ['HTTP/1.1 503 Service Unavailable']);
+    assert.ok(text.endsWith('the response was not ready in time\n'), text);
+    assert.ok(closedAfter >= 300 && closedAfter < 1500, `closed after ${closedAfter} ms`);
+  } finally {
+    await server.close();
+  }
+});

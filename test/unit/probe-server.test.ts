@@ -177,6 +177,7 @@ test('the documented limits: 256 connections, 8 served at once, 5 s for a reques
       headersTimeoutMs: 5_000,
       keepAliveTimeoutMs: 5_000,
       maxHeadBytes: 8_192,
+      answerTimeoutMs: 10_000,
       checkIntervalMs: 1_000,
       fullGcAfterConnections: 100,
     },
