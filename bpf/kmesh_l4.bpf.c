@@ -11,6 +11,7 @@
 #include "kmesh_maps.h"
 #include "kmesh_sock_origin_map.h"
 #include "kmesh_l7_handoff.h"
+#include "kmesh_lb_maps.h"
 #include "kmesh_resilience.h"
 
 #define SOCK_ADDR_ALLOW 1
@@ -22,23 +23,6 @@ struct {
 	__type(value, struct kmesh_listener_value);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } kmesh_listeners SEC(".maps");
-
-/* HASH, not ARRAY: an update replaces the element whole, so readers never see a torn value. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, KMESH_MAX_CLUSTERS * KMESH_CONFIG_SLOTS);
-	__type(key, struct kmesh_cluster_key);
-	__type(value, struct kmesh_cluster_value);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} kmesh_clusters SEC(".maps");
-
-/* Which slot of kmesh_listeners/kmesh_clusters is the live config (0 or 1). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} kmesh_active_slot SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -169,22 +153,6 @@ find_weighted(__u32 cluster_id, __u32 generation, __u32 lo, __u32 hi, __u32 tick
 	return bpf_map_lookup_elem(&kmesh_endpoints, &key);
 }
 
-/* Read once per connect: the listener and its clusters come from the same config. */
-static __always_inline __u8 active_slot(void)
-{
-	__u32 zero = 0;
-	__u32 *slot = bpf_map_lookup_elem(&kmesh_active_slot, &zero);
-
-	return slot && *slot ? 1 : 0;
-}
-
-static __always_inline struct kmesh_cluster_value *lookup_cluster(__u32 cluster_id, __u8 slot)
-{
-	struct kmesh_cluster_key key = { .id = cluster_id, .slot = slot };
-
-	return bpf_map_lookup_elem(&kmesh_clusters, &key);
-}
-
 /* ---- resilience: see the KMESH_CLUSTER_RESILIENT part of kmesh_maps.h ---- */
 
 struct {
@@ -219,14 +187,6 @@ struct {
 	__type(value, struct kmesh_levels);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } kmesh_levels SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, KMESH_MAX_LB_TABLE_CHUNKS);
-	__type(key, struct kmesh_table_key);
-	__type(value, struct kmesh_table_chunk);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} kmesh_lb_table SEC(".maps");
 
 /* Where a connect over max_connections goes: nothing listens on port 0, so the
  * application's connect() fails with ECONNREFUSED right away (a cgroup/connect verdict
@@ -361,15 +321,6 @@ __attribute__((noinline)) __u32 kmesh_pick_in_level(__u64 cluster_generation, __
 	return first;
 }
 
-static __always_inline __u64 mix64(__u64 h)
-{
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	return h ^ (h >> 33);
-}
-
 /* The consistent-hash key at connect time: the calling workload and/or the socket's
  * bound source address (zero while unbound). */
 static __always_inline __u32 hash_of(struct bpf_sock_addr *ctx, const struct kmesh_cluster_policy *pol)
@@ -391,14 +342,7 @@ static __always_inline __u32 hash_of(struct bpf_sock_addr *ctx, const struct kme
 static __always_inline __u32 hashed_index(struct bpf_sock_addr *ctx, __u32 cluster_id,
 					  const struct kmesh_cluster_value *cv, const struct kmesh_cluster_policy *pol)
 {
-	__u32 h = hash_of(ctx, pol);
-	__u32 slot = cv->lb_policy == KMESH_LB_MAGLEV ? h % KMESH_MAGLEV_TABLE_SIZE : h >> 16;
-	struct kmesh_table_key key = { .cluster_id = cluster_id,
-				       .generation = cv->generation,
-				       .chunk = slot / KMESH_LB_TABLE_CHUNK };
-	struct kmesh_table_chunk *chunk = bpf_map_lookup_elem(&kmesh_lb_table, &key);
-
-	return chunk ? chunk->index[slot % KMESH_LB_TABLE_CHUNK] : NO_INDEX;
+	return lb_table_index(cluster_id, cv, hash_of(ctx, pol), NO_INDEX);
 }
 
 static __always_inline struct kmesh_endpoint_value *endpoint_at(__u32 cluster_id, __u32 generation, __u32 index)

@@ -24,6 +24,7 @@
 #include "kmesh_maps.h"
 #include "kmesh_l7.h"
 #include "kmesh_l7_handoff.h"
+#include "kmesh_lb_maps.h"
 
 #define AF_INET 2
 #define NO_SLOT 0xff
@@ -221,7 +222,17 @@ struct kmesh_l7_scratch {
 	__u32 pow_ready;
 	/* 1: a later request of a spliced connection, parsed only to be compared with the route kept */
 	__u32 later;
-	__u32 pad;
+	/* the chosen route's hash policy (kmesh_l7_route), for the hash stage */
+	__u32 hash_kind;
+	__u32 hash_slot;
+	__u32 cookie_len;
+	__u64 cookie_hash;
+	/* hash stage → pool stage: position in the cluster's pool_ids, or KMESH_L7_NO_POS */
+	__u32 hash_pos;
+	/* cookie search state, here (not in registers) so that the verifier prunes */
+	__u32 ck_start;
+	__u32 ck_eq;
+	__u32 ck_skip;
 	/* pow[k] = B^k */
 	__u64 pow[2 * KMESH_L7_MAX_STRING];
 	struct kmesh_l7_capture slots[KMESH_L7_SLOTS];
@@ -620,20 +631,25 @@ static __always_inline struct kmesh_l7_tuple *claim(__u32 pool_id)
 
 /*
  * Redirect msg to a pooled socket of the cluster: the endpoint chosen by weight first,
- * then the next ones, up to POOL_TRIES, that have a ready socket. Fills conn on success.
+ * then the next ones, up to POOL_TRIES, that have a ready socket; or only the endpoint at
+ * hash_pos (< endpoint_count) that the route's hash key chose. Fills conn on success.
  */
 static __always_inline int send_to_pool(struct sk_msg_md *msg, const struct kmesh_l7_tuple *client,
-					struct kmesh_l7_conn *conn)
+					struct kmesh_l7_conn *conn, __u32 hash_pos)
 {
 	struct kmesh_l7_cluster *cl = bpf_map_lookup_elem(&kmesh_l7_clusters, &conn->cluster_id);
 	struct kmesh_l7_tuple *up;
-	__u32 first, i, n;
+	__u32 first, i, n, tries = POOL_TRIES;
 
 	if (!cl || cl->endpoint_count == 0 || cl->endpoint_count > KMESH_L7_MAX_CLUSTER_ENDPOINTS)
 		return -1;
 	n = cl->endpoint_count;
 	first = 0;
-	if (n > 1 && cl->total_weight) {
+	if (hash_pos < n) {
+		/* the key's endpoint or none: an empty pool goes to the slow path, to the same endpoint */
+		first = hash_pos;
+		tries = 1;
+	} else if (n > 1 && cl->total_weight) {
 		__u32 r = bpf_get_prandom_u32() % cl->total_weight;
 
 		for (i = 0; i < KMESH_L7_MAX_CLUSTER_ENDPOINTS; i++) {
@@ -646,7 +662,7 @@ static __always_inline int send_to_pool(struct sk_msg_md *msg, const struct kmes
 	for (i = 0; i < POOL_TRIES; i++) {
 		__u32 pool;
 
-		if (i >= n)
+		if (i >= n || i >= tries)
 			break;
 		pool = cl->pool_ids[((first + i) % n) & (KMESH_L7_MAX_CLUSTER_ENDPOINTS - 1)];
 		up = claim(pool);
@@ -675,6 +691,7 @@ static __always_inline void tuple_of_msg(struct sk_msg_md *msg, struct kmesh_l7_
 enum {
 	STAGE_PARSE0 = 0, /* .. STAGE_PARSE0 + 7 */
 	STAGE_ROUTE = 8,
+	STAGE_HASH,
 	STAGE_POOL,
 	STAGES,
 };
@@ -849,20 +866,128 @@ int kmesh_l7_route(struct sk_msg_md *msg)
 	conn->cluster_id = pick_weighted(split->cluster_ids, split->cum_weights, split->cluster_count,
 					 split->total_weight, KMESH_L7_MAX_ROUTE_CLUSTERS);
 	count_route(conn->route_id, conn->cluster_id);
+	sc->hash_pos = KMESH_L7_NO_POS;
+	sc->hash_kind = route ? route->hash_kind : KMESH_L7_HASH_NONE;
+	if (sc->hash_kind != KMESH_L7_HASH_NONE) {
+		sc->hash_slot = route->hash_slot;
+		sc->cookie_len = route->cookie_len;
+		sc->cookie_hash = route->cookie_hash;
+		bpf_tail_call(msg, &kmesh_l7_stages, STAGE_HASH);
+	}
 	bpf_tail_call(msg, &kmesh_l7_stages, STAGE_POOL);
 	return SK_PASS;
 }
 
-/* Stage 3: endpoint and a pre-connected socket to it, or the daemon's slow path. */
+/*
+ * The value of the cookie the route names inside the captured Cookie header
+ * ("a=1; name=value; b=2"): 1 and its hash in *key, or 0 when absent, empty, or not
+ * wholly within the captured bytes.
+ */
+static __always_inline int cookie_key(struct kmesh_l7_scratch *sc, const struct kmesh_l7_capture *cap, __u64 *key)
+{
+	__u32 len = cap->len, i, start, eq;
+	__u8 c;
+
+	sc->ck_start = 0;
+	sc->ck_eq = KMESH_L7_NO_POS;
+	sc->ck_skip = 1;
+	for (i = 0; i <= KMESH_L7_MAX_STRING; i++) {
+		if (i > len)
+			break;
+		/* the end of the captured bytes ends the last pair */
+		c = i < len ? cap->bytes[bounded(i, KMESH_L7_MAX_STRING - 1)] : ';';
+		if (sc->ck_skip) {
+			if (c == ' ') {
+				sc->ck_start = i + 1;
+				continue;
+			}
+			sc->ck_skip = 0;
+		}
+		if (c == '=' && sc->ck_eq == KMESH_L7_NO_POS) {
+			sc->ck_eq = i;
+			continue;
+		}
+		if (c != ';')
+			continue;
+		start = sc->ck_start;
+		eq = sc->ck_eq;
+		if (eq != KMESH_L7_NO_POS && eq >= start && eq - start == sc->cookie_len &&
+		    substring_hash(cap, sc->pow, start, eq) == sc->cookie_hash) {
+			if ((i == len && cap->truncated) || i == eq + 1)
+				return 0;
+			*key = substring_hash(cap, sc->pow, eq + 1, i);
+			return 1;
+		}
+		sc->ck_start = i + 1;
+		sc->ck_eq = KMESH_L7_NO_POS;
+		sc->ck_skip = 1;
+	}
+	return 0;
+}
+
+/* The route's hash key from the request: 1 and *key when the request has it. */
+static __always_inline int hash_key(struct kmesh_l7_scratch *sc, __u64 *key)
+{
+	const struct kmesh_l7_capture *cap;
+	__u32 slot = sc->hash_slot;
+
+	if (slot >= KMESH_L7_SLOTS)
+		return 0;
+	cap = &sc->slots[slot];
+	if (!cap->present)
+		return 0;
+	if (sc->hash_kind == KMESH_L7_HASH_COOKIE)
+		return cookie_key(sc, cap, key);
+	/* a value longer than the capture is hashed on its first KMESH_L7_HASH_VALUE_MAX bytes */
+	*key = cap->prefix[bounded(cap->len, KMESH_L7_MAX_STRING)];
+	return 1;
+}
+
+/*
+ * Stage 3 (routes with a hash policy): when the chosen cluster is maglev / ring_hash, the
+ * key's slot in its kmesh_lb_table (the table the L4 path reads) picks the endpoint.
+ * Without the key, the weighted pick of the pool stage.
+ */
+SEC("sk_msg")
+int kmesh_l7_hash(struct sk_msg_md *msg)
+{
+	struct kmesh_l7_tuple client;
+	struct kmesh_l7_conn *conn = conn_of(msg, &client);
+	struct kmesh_l7_scratch *sc = scratch();
+	struct kmesh_cluster_value *cv;
+	struct kmesh_l7_cluster *cl;
+	__u32 index;
+	__u64 key;
+
+	if (!conn || !sc)
+		return SK_PASS;
+	cv = lookup_cluster(conn->cluster_id, active_slot());
+	cl = bpf_map_lookup_elem(&kmesh_l7_clusters, &conn->cluster_id);
+	if (cv && cl && (cv->lb_policy == KMESH_LB_MAGLEV || cv->lb_policy == KMESH_LB_RING_HASH)) {
+		if (hash_key(sc, &key)) {
+			index = lb_table_index(conn->cluster_id, cv, (__u32)mix64(key), KMESH_L7_NO_POS);
+			if (index < KMESH_L7_MAX_CLUSTER_ENDPOINTS)
+				sc->hash_pos = cl->table_pos[index];
+			count(KMESH_L7_CNT_HASHED);
+		} else {
+			count(KMESH_L7_CNT_HASH_KEY_ABSENT);
+		}
+	}
+	bpf_tail_call(msg, &kmesh_l7_stages, STAGE_POOL);
+	return SK_PASS;
+}
+
+/* Stage 4: endpoint and a pre-connected socket to it, or the daemon's slow path. */
 SEC("sk_msg")
 int kmesh_l7_pool(struct sk_msg_md *msg)
 {
 	struct kmesh_l7_tuple client;
 	struct kmesh_l7_conn *conn = conn_of(msg, &client);
+	struct kmesh_l7_scratch *sc = scratch();
 
-	if (!conn)
+	if (!conn || !sc)
 		return SK_PASS;
-	if (send_to_pool(msg, &client, conn) == 0) {
+	if (send_to_pool(msg, &client, conn, sc->hash_pos) == 0) {
 		count(KMESH_L7_CNT_POOL_HIT);
 		return SK_PASS;
 	}

@@ -125,6 +125,13 @@ struct kmesh_l7_matcher {
 	__u8 pad[3];
 };
 
+/* kmesh_l7_route.hash_kind: where a route's consistent-hash key comes from (Envoy's RouteAction.hash_policy) */
+enum kmesh_l7_hash_kind {
+	KMESH_L7_HASH_NONE = 0,
+	KMESH_L7_HASH_HEADER = 1, /* the value of the header captured in hash_slot */
+	KMESH_L7_HASH_COOKIE = 2, /* the value of the cookie named by cookie_hash/cookie_len in the Cookie header (hash_slot) */
+};
+
 struct kmesh_l7_route {
 	/* Global id, the key of the per-route counters. */
 	__u32 route_id;
@@ -132,7 +139,16 @@ struct kmesh_l7_route {
 	/* Path (if any) first: matchers[0] with slot KMESH_L7_SLOT_PATH. */
 	struct kmesh_l7_matcher matchers[KMESH_L7_MAX_ROUTE_HEADERS + 1];
 	struct kmesh_l7_split action;
+	/* Used when the chosen cluster is maglev / ring_hash: its kmesh_lb_table picks the endpoint. */
+	__u32 hash_kind;
+	__u32 hash_slot;
+	__u32 cookie_len;
+	__u32 pad;
+	__u64 cookie_hash;
 };
+
+/* kmesh_l7_cluster.table_pos: the L4 endpoint index names no pool of this cluster (an IPv6 endpoint) */
+#define KMESH_L7_NO_POS 0xffffffff
 
 /* Endpoints of a cluster as pools, for L7; written next to the L4 cluster entry. */
 struct kmesh_l7_cluster {
@@ -140,6 +156,8 @@ struct kmesh_l7_cluster {
 	__u32 total_weight;
 	__u32 pool_ids[KMESH_L7_MAX_CLUSTER_ENDPOINTS];
 	__u32 cum_weights[KMESH_L7_MAX_CLUSTER_ENDPOINTS];
+	/* L4 endpoint index (what kmesh_lb_table holds) → position in pool_ids, or KMESH_L7_NO_POS */
+	__u32 table_pos[KMESH_L7_MAX_CLUSTER_ENDPOINTS];
 };
 
 /*
@@ -187,11 +205,17 @@ enum kmesh_l7_limits {
 	KMESH_L7_POOL_SLOTS = 64,
 	KMESH_L7_MARKER_LEN = 16,
 	KMESH_L7_MARKER_RING = 4096,
+	/* Longest header or cookie name of a hash policy. */
+	KMESH_L7_HASH_NAME_MAX = 64,
+	/* Bytes of a header value hashed (longer values: their first bytes), and bytes of the Cookie
+	 * header searched for the named cookie (a cookie not wholly inside them counts as absent). */
+	KMESH_L7_HASH_VALUE_MAX = KMESH_L7_MAX_STRING,
 };
 
 /* See kmesh_maps_exports. */
 struct kmesh_l7_exports {
 	enum kmesh_l7_limits limits;
+	enum kmesh_l7_hash_kind hash_kind;
 };
 struct kmesh_l7_exports kmesh_l7_exports KMESH_BTF_EXPORT;
 
@@ -217,7 +241,9 @@ enum kmesh_l7_counter {
 	KMESH_L7_CNT_LATER_MISMATCH = 7, /* a later request on the connection would match another route */
 	KMESH_L7_CNT_NO_ENDPOINT = 8,	 /* chosen cluster has no endpoint: connection dropped */
 	KMESH_L7_CNT_TRUNCATED = 9,	 /* head longer than KMESH_L7_MAX_PARSE: routed on what was seen */
-	KMESH_L7_COUNTERS = 10,
+	KMESH_L7_CNT_HASHED = 10,	 /* endpoint chosen by the route's hash key (maglev / ring_hash) */
+	KMESH_L7_CNT_HASH_KEY_ABSENT = 11, /* the route hashes but the request lacks the key: weighted pick */
+	KMESH_L7_COUNTERS = 12,
 };
 
 /* Socket-local mark connect4 leaves on a connection it handed to the anchor. */

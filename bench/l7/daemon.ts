@@ -32,6 +32,13 @@ const model: MeshModel = {
       endpoints: [{ address: '127.0.0.1', port: Number(v2Port), weight: 1 }],
       source: 'xds',
     },
+    // the same server behind a maglev cluster, for the route that hashes on a header (path h)
+    {
+      name: 'v2-hashed',
+      lbPolicy: 'maglev',
+      endpoints: [{ address: '127.0.0.1', port: Number(v2Port), weight: 1 }],
+      source: 'xds',
+    },
   ],
   listeners: [
     {
@@ -46,6 +53,12 @@ const model: MeshModel = {
           name: 'bench',
           domains: ['*'],
           routes: [
+            {
+              name: 'hashed',
+              match: { headers: [{ name: 'x-user', matcher: { kind: 'present' }, invert: false }] },
+              clusters: [{ cluster: 'v2-hashed', weight: 1 }],
+              hashPolicy: { kind: 'header', name: 'x-user' },
+            },
             {
               name: 'canary',
               match: { headers: [{ name: 'x-canary', matcher: { kind: 'exact', value: '1' }, invert: false }] },

@@ -6,8 +6,10 @@
  *   b  kmesh:   wrk in a registered cgroup → VIP, routed by the first request in the kernel
  *               onto a pooled upstream socket (the daemon process runs, its CPU is counted)
  *   c  haproxy: wrk → haproxy A (routes on x-canary) → haproxy B → nginx v2
+ *   h  kmesh, hashed: as b, with x-user: the first route, whose maglev cluster (the same nginx) picks the
+ *      endpoint by the header's value (the hash stage); h/b is the cost of hashing
  * Paths alternate round by round; medians of req/s and p99 per path and mode, ratios b/a
- * and b/c, daemon CPU per 1000 requests; floors: keep-alive b/a ≥ 0.75 and b/c ≥ 2,
+ * and b/c (and h/b), daemon CPU per 1000 requests; floors: keep-alive b/a ≥ 0.75 and b/c ≥ 2,
  * new connection b/a ≥ 0.50 and b/c ≥ 1.5.
  * CPU placement (2 cores): wrk and haproxy A on CPU 0, nginx and haproxy B on CPU 1, the daemon free.
  *
@@ -99,8 +101,8 @@ interface WrkResult {
   errors: Record<string, number>;
 }
 
-function wrk(url: string, mode: string, inCgroup: boolean): Promise<WrkResult> {
-  const headers = ['-H', 'x-canary: 1', ...(mode === 'close' ? ['-H', 'Connection: close'] : [])];
+function wrk(url: string, mode: string, inCgroup: boolean, extra: string[] = []): Promise<WrkResult> {
+  const headers = ['-H', 'x-canary: 1', ...extra, ...(mode === 'close' ? ['-H', 'Connection: close'] : [])];
   const argv = ['-c', '0', 'wrk', '-t', '1', '-c', String(CONNS), '-d', `${DURATION}s`, '-s', LUA, ...headers, url];
   const child = inCgroup
     ? spawn('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec taskset "$@"', cgroup, ...argv], {
@@ -205,6 +207,7 @@ backend be_v2
     a: { url: `http://127.0.0.1:${P.v2}/`, cgroup: false },
     b: { url: `http://${VIP}:${P.vip}/`, cgroup: true },
     c: { url: `http://127.0.0.1:${P.haA}/`, cgroup: false },
+    h: { url: `http://${VIP}:${P.vip}/`, cgroup: true, headers: ['-H', 'x-user: bench-user-1'] },
   } as const;
   // the route must be the one measured
   const check = await wrk(paths.b.url, 'keepalive', true);
@@ -220,13 +223,13 @@ backend be_v2
     for (let rep = 0; rep < REPS; rep++) {
       for (const [name, path] of Object.entries(paths)) {
         const before = cpuMs(daemon.pid as number);
-        const r = await wrk(path.url, mode, path.cgroup);
+        const r = await wrk(path.url, mode, path.cgroup, 'headers' in path ? [...path.headers] : []);
         const spent = cpuMs(daemon.pid as number) - before;
         const slot = results[mode][name] as (typeof results)[string][string];
         slot.rps.push(r.requests / (r.duration_us / 1e6));
         slot.p99.push(r.p99_us);
         slot.errors += Object.values(r.errors).reduce((s, n) => s + n, 0);
-        if (name === 'b') slot.daemonMsPer1k.push((spent * 1000) / Math.max(1, r.requests));
+        if (name === 'b' || name === 'h') slot.daemonMsPer1k.push((spent * 1000) / Math.max(1, r.requests));
       }
     }
   }
@@ -238,25 +241,26 @@ backend be_v2
   for (const mode of MODES) {
     const m = results[mode] as (typeof results)[string];
     const med = (p: string) => median(m[p]?.rps ?? []);
-    for (const p of ['a', 'b', 'c']) {
+    for (const p of ['a', 'b', 'c', 'h']) {
       const r = m[p] as (typeof m)[string];
       console.log(
-        `${mode.padEnd(10)} ${p.padEnd(8)} ${med(p).toFixed(0).padStart(9)} ${(median(r.p99) / 1000).toFixed(2).padStart(9)} ${String(r.errors).padStart(8)}  ${p === 'b' ? median(r.daemonMsPer1k).toFixed(1) : ''}`,
+        `${mode.padEnd(10)} ${p.padEnd(8)} ${med(p).toFixed(0).padStart(9)} ${(median(r.p99) / 1000).toFixed(2).padStart(9)} ${String(r.errors).padStart(8)}  ${p === 'b' || p === 'h' ? median(r.daemonMsPer1k).toFixed(1) : ''}`,
       );
     }
     const ba = med('b') / med('a');
     const bc = med('b') / med('c');
     const floor = floors[mode] as { a: number; c: number };
     console.log(
-      `${mode}: b/a = ${ba.toFixed(2)} (floor ${floor.a}) ${ba >= floor.a ? 'ok' : 'MISSED'}; b/c = ${bc.toFixed(2)} (floor ${floor.c}) ${bc >= floor.c ? 'ok' : 'MISSED'}`,
+      `${mode}: b/a = ${ba.toFixed(2)} (floor ${floor.a}) ${ba >= floor.a ? 'ok' : 'MISSED'}; b/c = ${bc.toFixed(2)} (floor ${floor.c}) ${bc >= floor.c ? 'ok' : 'MISSED'}; h/b = ${(med('h') / med('b')).toFixed(2)}`,
     );
     summary[mode] = {
-      rps: { a: med('a'), b: med('b'), c: med('c') },
-      p99_ms: Object.fromEntries(['a', 'b', 'c'].map((p) => [p, median(m[p]?.p99 ?? []) / 1000])),
-      errors: Object.fromEntries(['a', 'b', 'c'].map((p) => [p, m[p]?.errors])),
+      rps: { a: med('a'), b: med('b'), c: med('c'), h: med('h') },
+      p99_ms: Object.fromEntries(['a', 'b', 'c', 'h'].map((p) => [p, median(m[p]?.p99 ?? []) / 1000])),
+      errors: Object.fromEntries(['a', 'b', 'c', 'h'].map((p) => [p, m[p]?.errors])),
       daemon_cpu_ms_per_1k: median(m.b?.daemonMsPer1k ?? []),
       ratio_b_a: ba,
       ratio_b_c: bc,
+      ratio_h_b: med('h') / med('b'),
     };
   }
   const json = JSON.stringify({ connections: CONNS, duration_s: DURATION, reps: REPS, ...summary });

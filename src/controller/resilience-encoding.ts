@@ -5,7 +5,7 @@
  */
 import type { Cluster, Endpoint, HashKey } from '../model/types.js';
 import { addressKey } from '../model/validate.js';
-import { failoverOrder, localityName } from '../model/validate-resilience.js';
+import { endpointLevels, localityName } from '../model/validate-resilience.js';
 import {
   clusterPolicy,
   HASH_CGROUP,
@@ -42,15 +42,14 @@ const LOCALITY_SCALE = 1000;
 
 export function layoutCluster(cluster: Cluster): ClusterLayout {
   // Levels: the priorities present, each split by locality match to the daemon when it fails over by locality.
-  const orderOf = cluster.endpoints.map((ep) => failoverOrder(cluster, ep));
-  const priorities = [...new Set(orderOf)].sort((a, b) => a - b);
-  const levelOfPriority = new Map(priorities.map((p, i) => [p, i]));
-  const order = cluster.endpoints
-    .map((ep, i) => ({ ep, i, level: levelOfPriority.get(orderOf[i] as number) as number }))
-    .sort((a, b) => a.level - b.level || a.i - b.i);
+  const order = endpointLevels(cluster);
   const endpoints = order.map((o) => o.ep);
   const levelOf = order.map((o) => o.level);
-  const spans = priorities.map((_, l) => ({ start: levelOf.indexOf(l), count: levelOf.filter((x) => x === l).length }));
+  const levelCount = new Set(levelOf).size;
+  const spans = Array.from({ length: levelCount }, (_, l) => ({
+    start: levelOf.indexOf(l),
+    count: levelOf.filter((x) => x === l).length,
+  }));
   let weights = endpoints.map((ep) => ep.weight);
   if (cluster.localityWeights) {
     const localityWeight = new Map(cluster.localityWeights.map((lw) => [localityName(lw.locality), lw.weight]));

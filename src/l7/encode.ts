@@ -4,9 +4,20 @@
  * the listener/route when something does not fit the kernel's limits.
  */
 import { isIPv4 } from 'node:net';
+import { L7_HASH_COOKIE, L7_HASH_HEADER, L7_HASH_NONE } from '../abi/kernel.js';
 import { encodeAddr } from '../model/address.js';
+import { hashes, hashHeaderName } from '../model/hash-policy.js';
 import { L7_LIMITS } from '../model/l7-limits.js';
-import type { Cluster, HeaderMatcher, HttpRoute, Listener, MeshModel, WeightedCluster } from '../model/types.js';
+import type {
+  Cluster,
+  HeaderMatcher,
+  HttpRoute,
+  Listener,
+  MeshModel,
+  RouteHashPolicy,
+  WeightedCluster,
+} from '../model/types.js';
+import { endpointLevels } from '../model/validate-resilience.js';
 import { IPPROTO_TCP, listenerKey } from '../runtime/maps/layouts.js';
 import { l7Hash } from './hash.js';
 import {
@@ -23,6 +34,7 @@ import {
   l7RouteKey,
   l7Vhost,
   MATCH_KIND,
+  NO_POS,
   SLOT,
 } from './layouts.js';
 
@@ -99,13 +111,13 @@ function domainEntry(domain: string): { kind: number; hash: bigint } {
   return { kind: DOMAIN_KIND.exact, hash: l7Hash(d) };
 }
 
-/** Slot of each header name the listener's routes match on (host and :method have fixed slots). */
+/** Slot of each header name the listener's routes match on or hash (host and :method have fixed slots). */
 function headerSlots(l: Listener): Map<string, number> {
   const slots = new Map<string, number>();
   for (const vh of l.virtualHosts ?? []) {
     for (const r of vh.routes) {
-      for (const h of r.match.headers) {
-        const name = lower(h.name);
+      const hashed = r.hashPolicy ? [hashHeaderName(r.hashPolicy)] : [];
+      for (const name of [...r.match.headers.map((h) => lower(h.name)), ...hashed]) {
         if (name === ':method' || name === ':authority' || name === 'host' || slots.has(name)) continue;
         if (slots.size >= L7_LIMITS.headerNamesPerListener) {
           throw new Error(
@@ -137,6 +149,21 @@ function headerMatcher(h: HeaderMatcher, slots: Map<string, number>, what: strin
   };
 }
 
+/** A route's hash policy as kmesh_l7_route fields: the captured header, and the cookie's name within it. */
+function hashFields(p: RouteHashPolicy | undefined, slots: Map<string, number>, what: string) {
+  if (!p) return { hash_kind: L7_HASH_NONE, hash_slot: 0, cookie_len: 0, cookie_hash: 0n };
+  const header = hashHeaderName(p);
+  const slot = header === 'host' ? SLOT.host : slots.get(header);
+  if (slot === undefined) throw new Error(`${what}: hash header ${header} has no slot`);
+  const cookie = p.kind === 'cookie';
+  return {
+    hash_kind: cookie ? L7_HASH_COOKIE : L7_HASH_HEADER,
+    hash_slot: slot,
+    cookie_len: cookie ? Buffer.byteLength(p.name) : 0,
+    cookie_hash: cookie ? l7Hash(p.name) : 0n,
+  };
+}
+
 function routeValue(r: HttpRoute, routeId: number, slots: Map<string, number>, ids: Map<string, number>, what: string) {
   const matchers: Array<{ slot: number; kind: number; invert: number; len: number; hash: bigint }> = [];
   if (r.match.path) {
@@ -163,6 +190,7 @@ function routeValue(r: HttpRoute, routeId: number, slots: Map<string, number>, i
     matcher_count: matchers.length,
     matchers: packed,
     ...split(r.clusters, ids, what),
+    ...hashFields(r.hashPolicy, slots, what),
   });
 }
 
@@ -278,6 +306,13 @@ function clusterValue(cluster: Cluster, endpoints: Set<string>, poolIdOf: (endpo
   let sum = 0;
   const keys = eps.map((e) => `${e.address}:${e.port}`);
   for (const k of keys) endpoints.add(k);
+  // kmesh_lb_table names endpoints by their index in the L4 layout (priority order): where each is here
+  const tablePos = hashes(cluster)
+    ? endpointLevels(cluster)
+        .slice(0, L7_LIMITS.endpointsPerCluster)
+        .map((o) => eps.indexOf(o.ep))
+        .map((i) => (i < 0 ? NO_POS : i))
+    : [];
   return l7Cluster.encode({
     endpoint_count: eps.length,
     total_weight: eps.reduce((s, e) => s + e.weight, 0),
@@ -286,6 +321,7 @@ function clusterValue(cluster: Cluster, endpoints: Set<string>, poolIdOf: (endpo
       sum += e.weight;
       return sum;
     }),
+    table_pos: [...tablePos, ...new Array(L7_LIMITS.endpointsPerCluster - tablePos.length).fill(NO_POS)],
   });
 }
 

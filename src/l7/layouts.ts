@@ -13,6 +13,7 @@ export const L7_MATCHERS_PER_ROUTE = L7_LIMITS.headersPerRoute + 1;
 export const L7_STAGES = [
   ...Array.from({ length: 8 }, (_, i) => `kmesh_l7_parse${i}`),
   'kmesh_l7_route',
+  'kmesh_l7_hash',
   'kmesh_l7_pool',
 ] as const;
 
@@ -21,6 +22,10 @@ export const SLOT = { path: 0, host: 1, method: 2, firstHeader: 3 } as const;
 
 export const DOMAIN_KIND = { exact: 0, suffix: 1, prefix: 2, any: 3 } as const;
 export const MATCH_KIND = { exact: 0, prefix: 1, suffix: 2, present: 3, separated_prefix: 4 } as const;
+/** kmesh_l7_route.hash_kind (enum kmesh_l7_hash_kind). */
+export const HASH_KIND = { none: 0, header: 1, cookie: 2 } as const;
+/** kmesh_l7_cluster.table_pos of an L4 endpoint index with no pool here (KMESH_L7_NO_POS). */
+export const NO_POS = 0xffffffff;
 export const LISTENER_FLAGS = { suffixDomains: 0x1, prefixDomains: 0x2, anyDomain: 0x4 } as const;
 export const CONN_STATE = { new: 0, spliced: 1, slow: 2, draining: 3 } as const;
 export const NO_ROUTE = 0xffffffff;
@@ -37,6 +42,8 @@ export const L7_COUNTERS = [
   'later_mismatch',
   'no_endpoint',
   'truncated',
+  'hashed',
+  'hash_key_absent',
 ] as const;
 
 const split = {
@@ -78,6 +85,11 @@ export const l7Route = new StructCodec('kmesh_l7_route', {
   matcher_count: u32,
   matchers: bytes(l7Matcher.size * L7_MATCHERS_PER_ROUTE),
   ...split,
+  hash_kind: u32,
+  hash_slot: u32,
+  cookie_len: u32,
+  pad: u32,
+  cookie_hash: u64,
 });
 
 export const l7Cluster = new StructCodec('kmesh_l7_cluster', {
@@ -85,6 +97,7 @@ export const l7Cluster = new StructCodec('kmesh_l7_cluster', {
   total_weight: u32,
   pool_ids: array(u32, L7_LIMITS.endpointsPerCluster),
   cum_weights: array(u32, L7_LIMITS.endpointsPerCluster),
+  table_pos: array(u32, L7_LIMITS.endpointsPerCluster),
 });
 
 /** Ports and addresses in network order: the bytes are written as they travel. */

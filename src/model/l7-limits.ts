@@ -2,6 +2,8 @@
  * Limits of the kernel's L7 routing, as bpf/kmesh_l7.h defines them (test/unit/l7-limits.test.ts
  * holds the two together). Config validation (TOML and xDS) refuses a route table over them.
  */
+import { L7_HASH_NAME_MAX, L7_HASH_VALUE_MAX } from '../abi/kernel.js';
+
 export const L7_LIMITS = {
   /** Routes per virtual host. */
   routesPerVirtualHost: 16,
@@ -36,3 +38,11 @@ export const L7_LIMIT_MACROS: Record<keyof typeof L7_LIMITS, string> = {
   virtualHosts: 'KMESH_L7_MAX_VHOSTS',
   domains: 'KMESH_L7_MAX_DOMAINS',
 };
+
+/** Route hash policies (enum kmesh_l7_limits in bpf/kmesh_l7.h, read from BTF at build time). */
+export const L7_HASH_LIMITS = {
+  /** Longest header or cookie name. */
+  nameBytes: L7_HASH_NAME_MAX,
+  /** Header value bytes hashed; Cookie header bytes searched for the named cookie. */
+  valueBytes: L7_HASH_VALUE_MAX,
+} as const;

@@ -34,7 +34,8 @@ export function routeText(vh: VirtualHost, r: HttpRoute): string {
     ...(path ? [`${PATH_KEYS[path.kind]} ${path.value}`] : []),
     ...headers.map(headerText),
   ];
-  return `[${vh.domains.join(' ')}] ${r.name}: ${conditions.join(' and ') || 'any request'} -> ${clustersText(r.clusters)}`;
+  const hash = r.hashPolicy ? ` (hash ${r.hashPolicy.kind} ${r.hashPolicy.name})` : '';
+  return `[${vh.domains.join(' ')}] ${r.name}: ${conditions.join(' and ') || 'any request'} -> ${clustersText(r.clusters)}${hash}`;
 }
 
 function headerText(h: HeaderMatcher): string {

@@ -122,11 +122,22 @@ export interface RouteMatch {
   headers: HeaderMatcher[];
 }
 
+/**
+ * Where a route's consistent-hash key comes from when its cluster is maglev / ring_hash (Envoy's
+ * RouteAction.hash_policy `header` / `cookie`): a header's value, or one cookie's value in the Cookie header.
+ */
+export interface RouteHashPolicy {
+  kind: 'header' | 'cookie';
+  /** Header names in lower case; cookie names as written (they are case-sensitive). */
+  name: string;
+}
+
 export interface HttpRoute {
   name: string;
   match: RouteMatch;
   /** One entry for a plain cluster; several for a gray release split of this route. */
   clusters: WeightedCluster[];
+  hashPolicy?: RouteHashPolicy;
 }
 
 /** Ordered routes for a set of domains: exact, `*.suffix`, `prefix.*`, `*`, each optionally with `:port`. */

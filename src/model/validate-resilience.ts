@@ -63,6 +63,19 @@ export function failoverOrder(cluster: Cluster, ep: Endpoint): number {
   return (ep.priority ?? 0) * LOCALITY_RANKS + rank;
 }
 
+/**
+ * The kernel's endpoint order of a cluster (kmesh_endpoints indexes, what kmesh_lb_table names): by failover
+ * level (0 = the lowest order present), the configured order within a level.
+ */
+export function endpointLevels(cluster: Cluster): Array<{ ep: Endpoint; level: number }> {
+  const orderOf = cluster.endpoints.map((ep) => failoverOrder(cluster, ep));
+  const levelOf = new Map([...new Set(orderOf)].sort((a, b) => a - b).map((p, i) => [p, i]));
+  return cluster.endpoints
+    .map((ep, i) => ({ ep, i, level: levelOf.get(orderOf[i] as number) as number }))
+    .sort((a, b) => a.level - b.level || a.i - b.i)
+    .map(({ ep, level }) => ({ ep, level }));
+}
+
 const inRange = (v: number, [min, max]: readonly [number, number]) => Number.isInteger(v) && v >= min && v <= max;
 const range = ([min, max]: readonly [number, number]) => `an integer ${min}..${max}`;
 

@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import { MAX_CLUSTERS, MAX_ENDPOINTS, MAX_LISTENERS, MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
 import { encodeAddr } from './address.js';
+import { hashClusterProblem, hashHeaderName, hashPolicyProblems } from './hash-policy.js';
 import { L7_LIMITS } from './l7-limits.js';
 import {
   type Cluster,
@@ -248,12 +249,17 @@ function httpRouteProblems(listener: Listener, clusterExists: ClusterExists): Ke
 function httpModelProblems(model: MeshModel, at: ModelLocator): string[] {
   const errors: string[] = [];
   const endpoints = new Map(model.clusters.map((c) => [c.name, c.endpoints.length]));
+  const clusters = new Map(model.clusters.map((c) => [c.name, c]));
   const totals = { listeners: 0, virtualHosts: 0, domains: 0 };
   model.listeners.forEach((listener, i) => {
     const vhosts = listener.virtualHosts;
     if (!vhosts) return;
     for (const [k, vh] of vhosts.entries()) {
       for (const [j, r] of vh.routes.entries()) {
+        const inert = listener.source === 'toml' ? hashClusterProblem(r, clusters) : undefined;
+        if (inert && r.hashPolicy) {
+          errors.push(`${at.listener(i, `virtual_hosts[${k}].routes[${j}].hash_key.${r.hashPolicy.kind}`)}: ${inert}`);
+        }
         for (const [n, c] of r.clusters.entries()) {
           const count = endpoints.get(c.cluster) ?? 0;
           if (count <= L7_LIMITS.endpointsPerCluster) continue;
@@ -283,11 +289,18 @@ function httpModelProblems(model: MeshModel, at: ModelLocator): string[] {
   return errors;
 }
 
-/** Header names (not :method, :authority) the kernel captures from a request for the routes of one listener. */
+/**
+ * Header names (not :method, :authority, host) the kernel captures from a request for the routes of one listener:
+ * those matched on and those hashed (Cookie for a cookie).
+ */
 function capturedHeaderNames(vhosts: VirtualHost[]): Set<string> {
   const names = new Set<string>();
   for (const vh of vhosts) {
-    for (const r of vh.routes) for (const h of r.match.headers) if (!PSEUDO_HEADERS.includes(h.name)) names.add(h.name);
+    for (const r of vh.routes) {
+      for (const h of r.match.headers) if (!PSEUDO_HEADERS.includes(h.name)) names.add(h.name);
+      const hashed = r.hashPolicy && hashHeaderName(r.hashPolicy);
+      if (hashed && hashed !== 'host') names.add(hashed);
+    }
   }
   return names;
 }
@@ -361,6 +374,7 @@ function routeProblems(route: HttpRoute, clusterExists: ClusterExists): KeyedPro
   headers.forEach((h, k) => {
     for (const p of headerProblems(h)) push(`match.headers[${k}].${p.key}`, p.problem);
   });
+  if (route.hashPolicy) problems.push(...hashPolicyProblems(route.hashPolicy));
   problems.push(...clusterChoiceProblems(route.clusters, clusterExists, '', L7_LIMITS.clustersPerRoute));
   return problems;
 }

@@ -12,9 +12,10 @@ import { Registry } from 'prom-client';
 import { registerL7Metrics } from '../../src/l7/metrics.js';
 import type { MeshModel } from '../../src/model/types.js';
 import { cluster, ep, header, listener, route, vhost } from '../support/model-builders.js';
-import { makeCgroup, type TestCgroup } from './support/cgroup.js';
-import { startTestDaemon, type TestDaemon } from './support/daemon.js';
-import { type HttpBackends, httpBackends, run, runIn } from './support/http-peers.js';
+import type { TestCgroup } from './support/cgroup.js';
+import type { TestDaemon } from './support/daemon.js';
+import { type L7Mesh, startL7Mesh } from './support/http-mesh.js';
+import { type HttpBackends, run, runIn } from './support/http-peers.js';
 
 const CLIENT = join(dirname(fileURLToPath(import.meta.url)), 'support', 'http-client.js');
 const VIP = '127.45.0.1';
@@ -76,29 +77,25 @@ describe('L7 routing in the kernel', () => {
   let cg: TestCgroup;
   let td: TestDaemon;
   let backends: HttpBackends;
+  let mesh: L7Mesh | undefined;
 
   before(async () => {
-    cg = makeCgroup('l7');
-    backends = await httpBackends(
+    mesh = await startL7Mesh(
+      'l7',
       [
         { name: 'v1', port: 35001 },
         { name: 'v2', port: 35002 },
         { name: 'v3', port: 35003 },
       ],
       BACKEND,
+      model(),
+      (d) => assert.equal(d.daemon.l7, undefined, 'no L7 object is loaded before a listener has routes'),
     );
-    td = await startTestDaemon('l7', `[[services]]\ncgroup = "${cg.path}"\n`);
-    assert.equal(td.daemon.l7, undefined, 'no L7 object is loaded before a listener has routes');
-    await td.daemon.applyXds(model());
-    assert.ok(await td.daemon.l7Ready(), 'the L7 data path runs');
-    // let the pools fill
-    await new Promise((r) => setTimeout(r, 300));
+    ({ cg, td, backends } = mesh);
   });
 
   after(async () => {
-    await td?.destroy();
-    await backends?.close();
-    cg?.remove();
+    await mesh?.close();
   });
 
   test('curl: a header route, a path route, a method route and the default route', async () => {

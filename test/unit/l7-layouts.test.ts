@@ -39,6 +39,9 @@ describe('L7 layouts against the BTF of kmesh_l7.bpf.o', { skip }, () => {
     assert.equal(l7Listener.offsetOf('anchor_port'), offsetIn('kmesh_l7_listener', 'anchor_port'));
     assert.equal(l7Route.offsetOf('matchers'), offsetIn('kmesh_l7_route', 'matchers'));
     assert.equal(l7Route.offsetOf('cluster_count'), offsetIn('kmesh_l7_route', 'action'));
+    for (const m of ['hash_kind', 'hash_slot', 'cookie_len', 'cookie_hash']) {
+      assert.equal(l7Route.offsetOf(m as 'hash_kind'), offsetIn('kmesh_l7_route', m), m);
+    }
     assert.equal(l7Conn.offsetOf('upstream'), offsetIn('kmesh_l7_conn', 'upstream'));
     assert.equal(l7Conn.offsetOf('listener'), offsetIn('kmesh_l7_conn', 'listener'));
   });

@@ -221,7 +221,7 @@ describe('xDS HTTP routes from istiod', () => {
         'redirect: not programmed (redirect)',
         'direct: not programmed (direct response)',
         'by-header: not programmed (cluster from a request header)',
-        'rewrite: programmed; not enforced: path rewrite, timeout, mirroring, hash policy, request header changes, filter envoy.filters.http.fault',
+        'rewrite: programmed; not enforced: path rewrite, timeout, mirroring, hash policy (empty), request header changes, filter envoy.filters.http.fault',
         'default: programmed; not enforced: retries',
       ],
     );

@@ -21,7 +21,7 @@ import {
   type XTarget,
   type XVirtualHost,
 } from './resources.js';
-import { actionReason, routeMatch, unenforcedFeatures } from './routes.js';
+import { actionReason, routeHashPolicy, routeMatch, unenforcedFeatures } from './routes.js';
 
 /** Limits against a control plane that sends garbage or floods: beyond them the response is NACKed. */
 export const LIMITS = { resourcesPerResponse: 200_000, endpointsPerAssignment: 100_000, nameLength: 1024 };
@@ -547,7 +547,11 @@ function virtualHost(vh: M, index: number, what: string): XVirtualHost {
     if (features.length > 0) note(r, i, `${prefix}not enforced: ${features.join(', ')}`);
   };
 
-  if (targets.every((x) => sameTargets(x, targets[0]))) {
+  // a programmable route that hashes on a header or cookie needs its request seen: no collapsing to one L4 destination
+  const hashing = routes.map((r: M, i: number) =>
+    targets[i] && typeof routeMatch(r.match) !== 'string' ? routeHashPolicy(r.route).policy : undefined,
+  );
+  if (targets.every((x) => sameTargets(x, targets[0])) && hashing.every((p) => !p)) {
     out.l4 = targets[0]; // every route goes to the same place: the vhost is exactly one L4 destination
     routes.forEach((r, i) => {
       noteFeatures(r, i, '');
@@ -562,12 +566,14 @@ function virtualHost(vh: M, index: number, what: string): XVirtualHost {
       note(r, i, `not programmed (${match})`);
       return;
     }
-    http.push({ name: r.name || `routes[${i}]`, match, clusters });
+    const hashPolicy = hashing[i];
+    http.push({ name: r.name || `routes[${i}]`, match, clusters, ...(hashPolicy ? { hashPolicy } : {}) });
     noteFeatures(r, i, 'programmed; ');
     const catchAll = !match.path && match.method === undefined && match.headers.length === 0;
     if (catchAll && !out.l4) out.l4 = clusters;
   });
-  if (http.every((r) => sameTargets(r.clusters, out.l4))) return out; // what is programmable is one destination
+  // what is programmable is one destination
+  if (http.every((r) => sameTargets(r.clusters, out.l4) && !r.hashPolicy)) return out;
   out.http = { name, domains: ['*'], routes: http };
   const problems = virtualHostProblems([out.http]).map((p) => {
     const key = p.key

@@ -3,7 +3,7 @@
  * exactly, else why not; and the features of a route or virtual host it does not enforce (rewrites, retries,
  * mirrors, faults, header changes), which are listed in `unenforcedRoutes` rather than dropped silently.
  */
-import type { HeaderMatcher, PathMatcher, RouteMatch, StringMatcher } from '../../model/types.js';
+import type { HeaderMatcher, PathMatcher, RouteHashPolicy, RouteMatch, StringMatcher } from '../../model/types.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: decoded protobuf messages are dynamic
 type M = any;
@@ -129,7 +129,7 @@ export function unenforcedFeatures(r: M, action?: M): string[] {
     if (nonZero(action.idleTimeout)) out.push('idle timeout');
     if (action.retryPolicy) out.push('retries');
     if (has(action.requestMirrorPolicies)) out.push('mirroring');
-    if (has(action.hashPolicy)) out.push('hash policy');
+    out.push(...routeHashPolicy(action).unenforced);
   }
   if (r.retryPolicy) out.push('retries');
   if (has(r.requestHeadersToAdd) || has(r.requestHeadersToRemove)) out.push('request header changes');
@@ -150,4 +150,40 @@ export function actionReason(r: M): string {
   if (r.directResponse) return 'direct response';
   if (r.route?.clusterHeader) return 'cluster from a request header';
   return r.route ? 'no cluster' : 'no route action';
+}
+
+/**
+ * RouteAction.hash_policy as the kernel keeps it: one header or cookie (Istio's consistentHash httpHeaderName /
+ * httpCookie). Envoy combines several policies and goes on past an absent key; the kernel hashes the first one
+ * only, and without its key picks by weight: the rest is listed as unenforced. A cookie with a ttl is hashed when
+ * the request has it; Envoy would also generate it for a request without it (a Set-Cookie on the response), which
+ * the kernel does not: listed.
+ */
+export function routeHashPolicy(action: M): { policy?: RouteHashPolicy; unenforced: string[] } {
+  const list: M[] = action?.hashPolicy ?? [];
+  const first = list[0];
+  if (!first) return { unenforced: [] };
+  const policy = oneHashPolicy(first);
+  if (typeof policy === 'string') return { unenforced: [`hash policy (${policy})`] };
+  const unenforced = first.cookie?.ttl ? ['hash policy: cookie generation (ttl)'] : [];
+  if (list.length > 1) unenforced.push(`hash policy: ${list.length - 1} after the first (only the first is hashed)`);
+  return { policy, unenforced };
+}
+
+function oneHashPolicy(p: M): RouteHashPolicy | string {
+  switch (p.policySpecifier) {
+    case 'header':
+      if (p.header.regexRewrite) return 'header with regex rewrite';
+      return { kind: 'header', name: String(p.header.headerName ?? '').toLowerCase() };
+    case 'cookie':
+      return { kind: 'cookie', name: String(p.cookie.name ?? '') };
+    case 'connectionProperties':
+      return 'source IP';
+    case 'queryParameter':
+      return 'query parameter';
+    case 'filterState':
+      return 'filter state';
+    default:
+      return `${p.policySpecifier ?? 'empty'}`;
+  }
 }

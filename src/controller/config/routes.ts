@@ -7,6 +7,7 @@ import type {
   HeaderMatcher,
   HttpRoute,
   PathMatcher,
+  RouteHashPolicy,
   RouteMatch,
   VirtualHost,
   WeightedCluster,
@@ -113,12 +114,26 @@ function required(t: TableReader, key: string): never[] {
 }
 
 function readRoute(r: TableReader, index: number): HttpRoute {
-  return {
+  const route: HttpRoute = {
     name: r.optionalString('name') ?? `routes[${index}]`,
     // No match: every request.
     match: r.subTable('match', readMatch) ?? { headers: [] },
     clusters: readClusterChoice(r),
   };
+  const hashPolicy = r.subTable('hash_key', readHashKey);
+  if (hashPolicy) route.hashPolicy = hashPolicy;
+  return route;
+}
+
+/** `hash_key = { header = "x-user" }` or `{ cookie = "session" }`: the maglev / ring_hash key of the route. */
+function readHashKey(h: TableReader): RouteHashPolicy | undefined {
+  const found = (['header', 'cookie'] as const).flatMap((kind) => {
+    const name = h.optionalString(kind);
+    // header names compare case-insensitively, cookie names do not
+    return name === undefined ? [] : [{ kind, name: kind === 'header' ? name.toLowerCase() : name }];
+  });
+  if (found.length !== 1) h.fail(undefined, 'needs exactly one of header = "name" or cookie = "name"');
+  return found.length === 1 ? found[0] : undefined;
 }
 
 function readMatch(m: TableReader): RouteMatch {

@@ -5,6 +5,8 @@
  *  many {url, count, headers, concurrency}: `count` requests, each on a new connection, `concurrency`
  *    at a time (default 1); tallies x-backend.
  *  raw {host, port, chunks: [text], gapMs}: writes the chunks apart, prints what came back and whether EOF came.
+ *  keyed {url, path, keys: [headers], count}: for each header set, `count` requests on new connections, one at a
+ *    time; the x-backend values that answered each set, in order.
  */
 import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
@@ -51,6 +53,22 @@ async function main(): Promise<unknown> {
     };
     await Promise.all(Array.from({ length: opts.concurrency ?? 1 }, loop));
     return tally;
+  }
+  if (mode === 'keyed') {
+    const out: string[][] = [];
+    for (const headers of opts.keys as Array<Record<string, string>>) {
+      const seen: string[] = [];
+      for (let i = 0; i < (opts.count ?? 1); i++) {
+        seen.push(
+          await get(opts.url, opts.path ?? '/', headers, false).then(
+            (r) => r.backend,
+            (e) => `error:${e.message}`,
+          ),
+        );
+      }
+      out.push(seen);
+    }
+    return out;
   }
   if (mode === 'raw') {
     return new Promise((resolve) => {
