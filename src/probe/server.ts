@@ -32,8 +32,8 @@ export const METRICS_LIMITS = {
   /** Open connections; more are closed as soon as they are accepted. */
   maxConnections: 256,
   /**
-   * Scrapes served at once; further connections wait, accepted but not read, in arrival order: the
-   * garbage of 200 served at once outlives V8's young generation and grows the heap (docs/metrics.md).
+   * Scrapes served at once: the work in flight is bounded whatever the number of scrapers; further
+   * connections wait, accepted but not read, in arrival order.
    */
   maxActive: 8,
   /**
@@ -70,9 +70,9 @@ export async function startMetricsServer(
   const { host, port } = parseListen(listen);
   // Scrapes share reads: a scrape whose connection arrived before a read finished (while it was under
   // way, or earlier and waiting its turn) gets that read's result — one read of the kernel maps and one
-  // encoded body that every response sends (not a copy per connection). Only a connection accepted after
-  // the read finished makes a new one, so no scrape is answered with counts older than its arrival. The
-  // body is dropped when no connection is left, so an idle daemon keeps none.
+  // encoded response that every scrape is sent (not a copy per connection). Only a connection accepted
+  // after the read finished makes a new one, so no scrape is answered with counts older than its arrival.
+  // The response is dropped when no connection is left, so an idle daemon keeps none.
   const metricsHeaders = `Content-Type: ${registry.contentType}\r\n`;
   let latest: { finishedAt: number; response: Response | Promise<Response> } | undefined;
   let collections = 0;
