@@ -171,14 +171,6 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } kmesh_cl_state SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, KMESH_MAX_ENDPOINTS);
-	__type(key, struct kmesh_ep_state_key);
-	__type(value, struct kmesh_ep_state);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} kmesh_ep_state SEC(".maps");
-
 /* Double-buffered with the endpoint sets, like kmesh_endpoints. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -194,14 +186,6 @@ struct {
 static const struct kmesh_endpoint_value kmesh_overflow_endpoint = {
 	.addr = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 },
 };
-
-static __always_inline struct kmesh_ep_state *ep_state_of(__u32 cluster_id, const __u8 *addr, __u16 port)
-{
-	struct kmesh_ep_state_key key = { .port = port, .cluster_id = cluster_id };
-
-	__builtin_memcpy(key.addr, addr, sizeof(key.addr));
-	return bpf_map_lookup_elem(&kmesh_ep_state, &key);
-}
 
 /* The endpoint's state, made on first sight with its level (ejections count per level). */
 static __always_inline struct kmesh_ep_state *ep_state_at_pick(__u32 cluster_id, const struct kmesh_endpoint_value *ep)
