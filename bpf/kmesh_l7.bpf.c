@@ -25,6 +25,7 @@
 #include "kmesh_l7.h"
 #include "kmesh_l7_handoff.h"
 #include "kmesh_lb_maps.h"
+#include "kmesh_outlier.h"
 
 #define AF_INET 2
 #define NO_SLOT 0xff
@@ -1116,6 +1117,55 @@ int kmesh_l7_upstream_parser(struct __sk_buff *skb)
 	return skb->len;
 }
 
+/* The endpoint's outlier state, made on first sight: a cluster only L7 uses has had no L4 pick. */
+static __always_inline struct kmesh_ep_state *upstream_state(__u32 cluster_id, __u32 ip4, __u16 port)
+{
+	struct kmesh_ep_state_key key = { .addr = { [10] = 0xff, [11] = 0xff }, .port = port, .cluster_id = cluster_id };
+	struct kmesh_ep_state init = {};
+	struct kmesh_ep_state *st;
+
+	__builtin_memcpy(&key.addr[12], &ip4, sizeof(ip4));
+	st = bpf_map_lookup_elem(&kmesh_ep_state, &key);
+	if (st)
+		return st;
+	bpf_map_update_elem(&kmesh_ep_state, &key, &init, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&kmesh_ep_state, &key);
+}
+
+/*
+ * Outlier detection from responses (Envoy's consecutive_5xx; the same counter connect
+ * failures feed): the first bytes the upstream sends after its socket was handed to a client
+ * start the first response, "HTTP/1.x NNN". A 5xx status counts as a failure of the
+ * endpoint, 2xx-4xx as a success (it resets the count); a 1xx or anything else counts as
+ * nothing. Later responses on the connection are not looked at: where they start depends on
+ * the framing of the ones before.
+ */
+static __always_inline void count_response(struct __sk_buff *skb, const struct kmesh_l7_tuple *client)
+{
+	struct kmesh_l7_conn *conn = bpf_map_lookup_elem(&kmesh_l7_conns, client);
+	struct kmesh_ep_state *st;
+	__u8 line[12];
+
+	if (!conn || conn->responded)
+		return;
+	/* one verdict at a time per upstream socket, and this socket serves this client alone */
+	conn->responded = 1;
+	if (!bpf_map_lookup_elem(&kmesh_cl_policy, &conn->cluster_id))
+		return;
+	if (bpf_skb_load_bytes(skb, 0, line, sizeof(line)))
+		return;
+	if (line[0] != 'H' || line[1] != 'T' || line[2] != 'T' || line[3] != 'P' || line[4] != '/' || line[5] != '1' ||
+	    line[6] != '.' || line[8] != ' ' || line[9] < '2' || line[9] > '5')
+		return;
+	st = upstream_state(conn->cluster_id, skb->remote_ip4, bpf_ntohs(skb->remote_port >> 16));
+	if (!st)
+		return;
+	if (line[9] == '5')
+		record_failure(conn->cluster_id, st, 0);
+	else
+		record_success(conn->cluster_id, st);
+}
+
 SEC("sk_skb/stream_verdict")
 int kmesh_l7_upstream_verdict(struct __sk_buff *skb)
 {
@@ -1129,6 +1179,7 @@ int kmesh_l7_upstream_verdict(struct __sk_buff *skb)
 
 	if (!client)
 		return SK_PASS;
+	count_response(skb, client);
 	return bpf_sk_redirect_hash(skb, &kmesh_l7_clients, client, BPF_F_INGRESS);
 }
 

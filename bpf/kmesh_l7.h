@@ -231,6 +231,7 @@ struct kmesh_l7_conn {
 	__u32 pool_id;	  /* chosen endpoint */
 	struct kmesh_l7_tuple upstream;
 	struct kmesh_listener_key listener;
+	__u32 responded;  /* the upstream's first response was seen (outlier detection) */
 };
 
 /* kmesh_l7_counters index (per CPU) */

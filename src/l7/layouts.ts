@@ -120,6 +120,7 @@ export const l7Conn = new StructCodec('kmesh_l7_conn', {
   pool_id: u32,
   upstream: bytes(l7Tuple.size),
   listener: bytes(20),
+  responded: u32,
 });
 
 export const l7RouteStatKey = new StructCodec('kmesh_l7_route_stat_key', { route_id: u32, cluster_id: u32 });

@@ -1,7 +1,8 @@
 /**
  * Outlier ejection at L7, on the real kernel: an endpoint the kernel ejected (its L4 connects refused, counted by
  * the L4 sockops program) takes no new L7 connections, neither by the weighted pick nor by a header hash
- * (maglev), until its ejection time is up. Addresses 127.49.0.x, ports 31400-31499.
+ * (maglev), until its ejection time is up; and 5xx responses eject as connect failures do, a 2xx resetting the
+ * count. Addresses 127.49.0.x, ports 31400-31499.
  */
 import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
@@ -43,6 +44,10 @@ function model(): MeshModel {
           ...route('/user', { path: { kind: 'prefix' as const, value: '/user' } }, 'mag'),
           hashPolicy: { kind: 'header', name: 'x-user' },
         },
+        {
+          ...route('/five', { path: { kind: 'prefix' as const, value: '/five' } }, 'five'),
+          hashPolicy: { kind: 'header', name: 'x-user' },
+        },
         route('default', {}, 'web'),
       ],
     ),
@@ -50,6 +55,8 @@ function model(): MeshModel {
   const clusters: Cluster[] = [
     cluster('web', eps, { outlierDetection: OD }),
     cluster('mag', eps, { lbPolicy: 'maglev', outlierDetection: OD }),
+    // only L7 uses it: its endpoints' outlier state starts with their first response
+    cluster('five', eps, { lbPolicy: 'maglev', outlierDetection: OD }),
   ];
   return {
     clusters,
@@ -78,8 +85,8 @@ describe('L7 picks honour outlier ejection', () => {
   const many = (n: number) =>
     client('many', { url: `http://${VIP}:${PORT}`, count: n }) as Promise<Record<string, number>>;
   const keys = Array.from({ length: 16 }, (_, i) => ({ 'x-user': `od-${i}` }));
-  const keyed = async () =>
-    ((await client('keyed', { url: `http://${VIP}:${PORT}`, path: '/user', keys, count: 1 })) as string[][]).flat();
+  const keyed = async (path = '/user', keySet = keys) =>
+    ((await client('keyed', { url: `http://${VIP}:${PORT}`, path, keys: keySet, count: 1 })) as string[][]).flat();
 
   before(async () => {
     // no backend listens yet: every connect through the L4 listeners is refused
@@ -122,5 +129,25 @@ describe('L7 picks honour outlier ejection', () => {
     assert.ok((back[ejected.web as string] ?? 0) >= 5, `web after the ejection: ${JSON.stringify(back)}`);
     const rehashed = await keyed();
     assert.ok(rehashed.includes(ejected.mag as string), `mag after the ejection: ${rehashed.join(' ')}`);
+  });
+
+  test('5xx responses count: 3 in a row eject the endpoint, a 2xx in between resets the count; back after the ejection time', async () => {
+    const state = (port: number) => mesh?.td.daemon.endpointStatus('five').find((e) => e.port === port);
+    // a key the table gives b2
+    const onB2 = keys[(await keyed('/five')).indexOf('b2')];
+    assert.ok(onB2, 'some key hashes to b2');
+    const ask = async (path: string) => (await keyed(path, [onB2]))[0];
+    for (const path of ['/five/fail-on/b2', '/five/fail-on/b2', '/five', '/five/fail-on/b2', '/five/fail-on/b2'])
+      assert.equal(await ask(path), 'b2', path);
+    assert.equal(state(31402)?.healthy, true, 'two 5xx after a 200: still in');
+    assert.equal(state(31402)?.consecutiveFailures, 2);
+    assert.equal(state(31402)?.failuresTotal, 4);
+    const ejectedAt = Date.now();
+    assert.equal(await ask('/five/fail-on/b2'), 'b2');
+    assert.equal(state(31402)?.healthy, false, 'the third 5xx in a row ejects');
+    assert.equal(await ask('/five'), 'b1', 'the key moves on to the next endpoint while b2 is ejected');
+    await sleep(ejectedAt + EJECT_MS + 300 - Date.now());
+    assert.equal(await ask('/five'), 'b2', 'back after the ejection time');
+    assert.equal(state(31402)?.healthy, true);
   });
 });
