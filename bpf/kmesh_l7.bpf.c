@@ -700,6 +700,9 @@ static __always_inline int send_to_pool(struct sk_msg_md *msg, const struct kmes
 				break;
 		}
 		first = kmesh_l7_skip_ejected(conn->cluster_id, i < n ? i : 0, now);
+		/* it reads the cluster again: an endpoint set swapped in between may be shorter */
+		if (first >= n)
+			first = 0;
 	}
 	conn->pool_id = cl->pool_ids[first & (KMESH_L7_MAX_CLUSTER_ENDPOINTS - 1)];
 	for (i = 0; i < POOL_TRIES; i++) {
@@ -708,7 +711,7 @@ static __always_inline int send_to_pool(struct sk_msg_md *msg, const struct kmes
 		if (i >= n || i >= tries)
 			break;
 		pos = (first + i) % n;
-		/* the first is the pick (ejected only if all are); the next ones are alternatives */
+		/* the first is the pick (ejected only when the walk found none other); the next ones are alternatives */
 		if (i > 0 && ejected(conn->cluster_id, cl, pos, now))
 			continue;
 		pool = cl->pool_ids[pos & (KMESH_L7_MAX_CLUSTER_ENDPOINTS - 1)];
