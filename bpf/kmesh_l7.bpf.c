@@ -25,6 +25,7 @@
 #include "kmesh_l7.h"
 #include "kmesh_l7_handoff.h"
 #include "kmesh_lb_maps.h"
+#include "kmesh_outlier.h"
 
 #define AF_INET 2
 #define NO_SLOT 0xff
@@ -630,16 +631,58 @@ static __always_inline struct kmesh_l7_tuple *claim(__u32 pool_id)
 #define POOL_TRIES 4
 
 /*
- * Redirect msg to a pooled socket of the cluster: the endpoint chosen by weight first,
- * then the next ones, up to POOL_TRIES, that have a ready socket; or only the endpoint at
- * hash_pos (< endpoint_count) that the route's hash key chose. Fills conn on success.
+ * Is the endpoint at pos of the cluster ejected? The L4 sockops program ejects an endpoint
+ * (kmesh_ep_state.ejected_until_ns) when its failures reach the cluster's threshold; the pick
+ * compares with the clock, as the L4 pick does, so it comes back by itself.
+ */
+static __always_inline int ejected(__u32 cluster_id, const struct kmesh_l7_cluster *cl, __u32 pos, __u64 now)
+{
+	__u8 addr[16] = { [10] = 0xff, [11] = 0xff };
+	struct kmesh_ep_state *st;
+
+	pos &= KMESH_L7_MAX_CLUSTER_ENDPOINTS - 1;
+	__builtin_memcpy(&addr[12], &cl->ep_ip4[pos], sizeof(__u32));
+	st = ep_state_of(cluster_id, addr, cl->ep_port[pos]);
+	return st && st->ejected_until_ns > now;
+}
+
+/*
+ * From first on, the first position of the cluster's pools that is not ejected, within
+ * KMESH_EJECT_PROBE_STEPS steps (the L4 pick's rule); all of them ejected: first, as Envoy's
+ * panic mode would. A global function, so the verifier checks its loop once (scalar arguments:
+ * 5.10).
+ */
+__attribute__((noinline)) __u32 kmesh_l7_skip_ejected(__u32 cluster_id, __u32 first, __u64 now)
+{
+	struct kmesh_l7_cluster *cl = bpf_map_lookup_elem(&kmesh_l7_clusters, &cluster_id);
+	__u32 step, n, pos = first;
+
+	if (!cl)
+		return first;
+	n = cl->endpoint_count;
+	for (step = 0; step < KMESH_EJECT_PROBE_STEPS; step++) {
+		if (step >= n)
+			break;
+		if (!ejected(cluster_id, cl, pos, now))
+			return pos;
+		pos = pos + 1 >= n ? 0 : pos + 1;
+	}
+	return first;
+}
+
+/*
+ * Redirect msg to a pooled socket of the cluster: the endpoint chosen by weight first (moved
+ * on past ejected ones), then the next ones that are not ejected, up to POOL_TRIES, that have a
+ * ready socket; or only the endpoint at hash_pos (< endpoint_count) that the route's hash key
+ * chose (the hash stage skipped ejected ones). Fills conn on success.
  */
 static __always_inline int send_to_pool(struct sk_msg_md *msg, const struct kmesh_l7_tuple *client,
 					struct kmesh_l7_conn *conn, __u32 hash_pos)
 {
 	struct kmesh_l7_cluster *cl = bpf_map_lookup_elem(&kmesh_l7_clusters, &conn->cluster_id);
 	struct kmesh_l7_tuple *up;
-	__u32 first, i, n, tries = POOL_TRIES;
+	__u32 first, i, n, pos, tries = POOL_TRIES;
+	__u64 now = bpf_ktime_get_ns();
 
 	if (!cl || cl->endpoint_count == 0 || cl->endpoint_count > KMESH_L7_MAX_CLUSTER_ENDPOINTS)
 		return -1;
@@ -656,7 +699,10 @@ static __always_inline int send_to_pool(struct sk_msg_md *msg, const struct kmes
 			if (i >= n || r < cl->cum_weights[i])
 				break;
 		}
-		first = i < n ? i : 0;
+		first = kmesh_l7_skip_ejected(conn->cluster_id, i < n ? i : 0, now);
+		/* it reads the cluster again: an endpoint set swapped in between may be shorter */
+		if (first >= n)
+			first = 0;
 	}
 	conn->pool_id = cl->pool_ids[first & (KMESH_L7_MAX_CLUSTER_ENDPOINTS - 1)];
 	for (i = 0; i < POOL_TRIES; i++) {
@@ -664,7 +710,11 @@ static __always_inline int send_to_pool(struct sk_msg_md *msg, const struct kmes
 
 		if (i >= n || i >= tries)
 			break;
-		pool = cl->pool_ids[((first + i) % n) & (KMESH_L7_MAX_CLUSTER_ENDPOINTS - 1)];
+		pos = (first + i) % n;
+		/* the first is the pick (ejected only when the walk found none other); the next ones are alternatives */
+		if (i > 0 && ejected(conn->cluster_id, cl, pos, now))
+			continue;
+		pool = cl->pool_ids[pos & (KMESH_L7_MAX_CLUSTER_ENDPOINTS - 1)];
 		up = claim(pool);
 		/* a NULL redirect means the server closed that idle socket: the daemon replaces it */
 		if (up && bpf_msg_redirect_hash(msg, &kmesh_l7_upstreams, up, 0) == SK_PASS) {
@@ -944,9 +994,36 @@ static __always_inline int hash_key(struct kmesh_l7_scratch *sc, __u64 *key)
 }
 
 /*
+ * The pool position of the endpoint at L4 index `index` of the live endpoint set (n endpoints),
+ * moved on past ejected endpoints to the next L4 index as the L4 maglev pick does (wrapping
+ * over the cluster's endpoints, up to KMESH_EJECT_PROBE_STEPS); all of them ejected: index's
+ * own (panic). Global, as kmesh_l7_skip_ejected.
+ */
+__attribute__((noinline)) __u32 kmesh_l7_hashed_pos(__u32 cluster_id, __u32 index, __u32 n)
+{
+	struct kmesh_l7_cluster *cl = bpf_map_lookup_elem(&kmesh_l7_clusters, &cluster_id);
+	__u32 step, pos, first = KMESH_L7_NO_POS;
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!cl)
+		return first;
+	for (step = 0; step < KMESH_EJECT_PROBE_STEPS; step++) {
+		if (index >= n || index >= KMESH_L7_MAX_CLUSTER_ENDPOINTS)
+			break;
+		pos = cl->table_pos[bounded(index, KMESH_L7_MAX_CLUSTER_ENDPOINTS - 1)];
+		if (step == 0)
+			first = pos;
+		if (pos < KMESH_L7_MAX_CLUSTER_ENDPOINTS && !ejected(cluster_id, cl, pos, now))
+			return pos;
+		index = index + 1 >= n ? 0 : index + 1;
+	}
+	return first;
+}
+
+/*
  * Stage 3 (routes with a hash policy): when the chosen cluster is maglev / ring_hash, the
- * key's slot in its kmesh_lb_table (the table the L4 path reads) picks the endpoint.
- * Without the key, the weighted pick of the pool stage.
+ * key's slot in its kmesh_lb_table (the table the L4 path reads) picks the endpoint, or
+ * the next one that is not ejected. Without the key, the weighted pick of the pool stage.
  */
 SEC("sk_msg")
 int kmesh_l7_hash(struct sk_msg_md *msg)
@@ -966,8 +1043,7 @@ int kmesh_l7_hash(struct sk_msg_md *msg)
 	if (cv && cl && (cv->lb_policy == KMESH_LB_MAGLEV || cv->lb_policy == KMESH_LB_RING_HASH)) {
 		if (hash_key(sc, &key)) {
 			index = lb_table_index(conn->cluster_id, cv, (__u32)mix64(key), KMESH_L7_NO_POS);
-			if (index < KMESH_L7_MAX_CLUSTER_ENDPOINTS)
-				sc->hash_pos = cl->table_pos[index];
+			sc->hash_pos = kmesh_l7_hashed_pos(conn->cluster_id, index, cv->endpoint_count);
 			count(KMESH_L7_CNT_HASHED);
 		} else {
 			count(KMESH_L7_CNT_HASH_KEY_ABSENT);
@@ -1044,6 +1120,55 @@ int kmesh_l7_upstream_parser(struct __sk_buff *skb)
 	return skb->len;
 }
 
+/* The endpoint's outlier state, made on first sight: a cluster only L7 uses has had no L4 pick. */
+static __always_inline struct kmesh_ep_state *upstream_state(__u32 cluster_id, __u32 ip4, __u16 port)
+{
+	struct kmesh_ep_state_key key = { .addr = { [10] = 0xff, [11] = 0xff }, .port = port, .cluster_id = cluster_id };
+	struct kmesh_ep_state init = {};
+	struct kmesh_ep_state *st;
+
+	__builtin_memcpy(&key.addr[12], &ip4, sizeof(ip4));
+	st = bpf_map_lookup_elem(&kmesh_ep_state, &key);
+	if (st)
+		return st;
+	bpf_map_update_elem(&kmesh_ep_state, &key, &init, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&kmesh_ep_state, &key);
+}
+
+/*
+ * Outlier detection from responses (Envoy's consecutive_5xx; the same counter connect
+ * failures feed): the first bytes the upstream sends after its socket was handed to a client
+ * start the first response, "HTTP/1.x NNN". A 5xx status counts as a failure of the
+ * endpoint, 2xx-4xx as a success (it resets the count); a 1xx or anything else counts as
+ * nothing. Later responses on the connection are not looked at: where they start depends on
+ * the framing of the ones before.
+ */
+static __always_inline void count_response(struct __sk_buff *skb, const struct kmesh_l7_tuple *client)
+{
+	struct kmesh_l7_conn *conn = bpf_map_lookup_elem(&kmesh_l7_conns, client);
+	struct kmesh_ep_state *st;
+	__u8 line[12];
+
+	if (!conn || conn->responded)
+		return;
+	/* one verdict at a time per upstream socket, and this socket serves this client alone */
+	conn->responded = 1;
+	if (!bpf_map_lookup_elem(&kmesh_cl_policy, &conn->cluster_id))
+		return;
+	if (bpf_skb_load_bytes(skb, 0, line, sizeof(line)))
+		return;
+	if (line[0] != 'H' || line[1] != 'T' || line[2] != 'T' || line[3] != 'P' || line[4] != '/' || line[5] != '1' ||
+	    line[6] != '.' || line[8] != ' ' || line[9] < '2' || line[9] > '5')
+		return;
+	st = upstream_state(conn->cluster_id, skb->remote_ip4, bpf_ntohs(skb->remote_port >> 16));
+	if (!st)
+		return;
+	if (line[9] == '5')
+		record_failure(conn->cluster_id, st, 0);
+	else
+		record_success(conn->cluster_id, st);
+}
+
 SEC("sk_skb/stream_verdict")
 int kmesh_l7_upstream_verdict(struct __sk_buff *skb)
 {
@@ -1057,6 +1182,7 @@ int kmesh_l7_upstream_verdict(struct __sk_buff *skb)
 
 	if (!client)
 		return SK_PASS;
+	count_response(skb, client);
 	return bpf_sk_redirect_hash(skb, &kmesh_l7_clients, client, BPF_F_INGRESS);
 }
 

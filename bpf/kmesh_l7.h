@@ -158,6 +158,10 @@ struct kmesh_l7_cluster {
 	__u32 cum_weights[KMESH_L7_MAX_CLUSTER_ENDPOINTS];
 	/* L4 endpoint index (what kmesh_lb_table holds) → position in pool_ids, or KMESH_L7_NO_POS */
 	__u32 table_pos[KMESH_L7_MAX_CLUSTER_ENDPOINTS];
+	/* Each position's endpoint as kmesh_ep_state keys it (its ejection): IPv4 in network
+	 * order, port in host order. */
+	__u32 ep_ip4[KMESH_L7_MAX_CLUSTER_ENDPOINTS];
+	__u16 ep_port[KMESH_L7_MAX_CLUSTER_ENDPOINTS];
 };
 
 /*
@@ -227,6 +231,7 @@ struct kmesh_l7_conn {
 	__u32 pool_id;	  /* chosen endpoint */
 	struct kmesh_l7_tuple upstream;
 	struct kmesh_listener_key listener;
+	__u32 responded;  /* the upstream's first response was seen (outlier detection) */
 };
 
 /* kmesh_l7_counters index (per CPU) */

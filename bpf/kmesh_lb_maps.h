@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The live cluster config and its consistent-hash tables, included by the L4 object
- * (connect-time picks) and the L7 object (maglev / ring_hash on a request's header or
- * cookie): the loader pins maps by name, so the identical definitions here are one live
- * instance, written by the daemon's L4 reconciler only.
+ * The live cluster config, its consistent-hash tables and the endpoints' outlier state,
+ * included by the L4 object (connect-time picks) and the L7 object (request-time picks):
+ * the loader pins maps by name, so the identical definitions here are one live instance.
+ * The config and tables are written by the daemon's L4 reconciler only.
  */
 #ifndef KMESH_LB_MAPS_H
 #define KMESH_LB_MAPS_H
@@ -36,6 +36,24 @@ struct {
 	__type(value, struct kmesh_table_chunk);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } kmesh_lb_table SEC(".maps");
+
+/* Per endpoint of a cluster (outlier ejection, active connections): written by the L4 sockops
+ * program, read by every pick, L4 and L7. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KMESH_MAX_ENDPOINTS);
+	__type(key, struct kmesh_ep_state_key);
+	__type(value, struct kmesh_ep_state);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} kmesh_ep_state SEC(".maps");
+
+static __always_inline struct kmesh_ep_state *ep_state_of(__u32 cluster_id, const __u8 *addr, __u16 port)
+{
+	struct kmesh_ep_state_key key = { .port = port, .cluster_id = cluster_id };
+
+	__builtin_memcpy(key.addr, addr, sizeof(key.addr));
+	return bpf_map_lookup_elem(&kmesh_ep_state, &key);
+}
 
 /* Read once per connect: the listener and its clusters come from the same config. */
 static __always_inline __u8 active_slot(void)

@@ -3,9 +3,10 @@
  * profiled from its start: the profiler's signals make program loading fail with EAGAIN). The profiler starts
  * once the daemon is up and the server's resources are encoded, and stops at the EDS ACK.
  * --changes N goes on profiling N one-endpoint changes after the push (RESEND=1: as full SotW resends); --heap FILE
- * writes a heap snapshot after it; BENCH_N sets the number of clusters (default 1,000).
+ * writes a heap snapshot after it; --changes-only leaves the push out of the profile; BENCH_N sets the number of
+ * clusters (default 1,000).
  * Needs root. Usage: node --optimize-for-size --max-semi-space-size=1 dist/bench/xds/profile.js [--out FILE]
- *   [--mode sotw|delta] [--changes N] [--heap FILE]
+ *   [--mode sotw|delta] [--changes N [--changes-only]] [--heap FILE]
  */
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
@@ -23,6 +24,7 @@ const { values: args } = parseArgs({
     mode: { type: 'string', default: 'sotw' },
     heap: { type: 'string' },
     changes: { type: 'string', default: '0' },
+    'changes-only': { type: 'boolean' },
   },
 });
 const N = Number(process.env.BENCH_N ?? 1000);
@@ -52,7 +54,7 @@ try {
   session.connect();
   await session.post('Profiler.enable');
   await session.post('Profiler.setSamplingInterval', { interval: 200 });
-  await session.post('Profiler.start');
+  if (!args['changes-only']) await session.post('Profiler.start');
   const t0 = performance.now();
   server.set(TYPE.endpoint, clas);
   server.set(TYPE.cluster, clusters);
@@ -68,6 +70,7 @@ try {
   const n = Number(args.changes);
   const changeMs: number[] = [];
   if (n > 0) await new Promise((r) => setTimeout(r, 1500));
+  if (args['changes-only']) await session.post('Profiler.start');
   for (let k = 1; k <= n; k++) {
     const i = (k * 37) % N;
     const eps = endpoints(i);
@@ -87,9 +90,15 @@ try {
   if (n > 0) process.stdout.write(`changes: ${changeMs.map((x) => x.toFixed(1)).join(' ')} ms\n`);
   writeFileSync(args.out, JSON.stringify(profile));
   process.stdout.write(`push ${ms.toFixed(1)} ms; profile in ${args.out}\n`);
+  // Where the process's memory is once the grace period is over (daemon and server together).
+  await new Promise((r) => setTimeout(r, 2500));
+  const mb = (x: number) => (x / 1048576).toFixed(1);
+  const m = process.memoryUsage();
+  process.stdout.write(
+    `memory: rss ${mb(m.rss)} MB, V8 heap used ${mb(m.heapUsed)} of ${mb(m.heapTotal)} MB, external ${mb(m.external)} MB (array buffers ${mb(m.arrayBuffers)} MB)\n`,
+  );
   if (args.heap) {
     // --heap FILE: a heap snapshot once the grace period is over (what the daemon holds for this config)
-    await new Promise((r) => setTimeout(r, 2500));
     writeHeapSnapshot(args.heap);
   }
 } finally {

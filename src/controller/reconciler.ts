@@ -13,8 +13,6 @@
  */
 import type { Logger } from 'pino';
 import { KmeshError } from '../contracts/errors.js';
-import { BPF_NOEXIST } from '../runtime/bpf-map.js';
-import { EEXIST } from '../runtime/errno.js';
 import { BpfError } from '../runtime/errors.js';
 import { MapBatch } from '../runtime/maps/batch.js';
 import type { DatapathMaps, MapAccess } from '../runtime/maps/datapath-maps.js';
@@ -95,6 +93,8 @@ const SLOT_OFFSET = listenerKey.offsetOf('slot');
 const ACTIVE_KEY = activeSlotKey.encode({ index: 0 });
 const ENDPOINT_SIZE = endpointValue.size;
 const INDEX_OFFSET = endpointKey.offsetOf('index');
+/** A new round-robin cursor: at the first endpoint. */
+const RR_START = rrValue.encode({});
 
 const endpointCount = (endpoints: Buffer) => endpoints.length / ENDPOINT_SIZE;
 
@@ -275,12 +275,14 @@ export class Reconciler {
     const slice = new Slicer();
     try {
       const endpoints = new MapBatch(this.maps.endpoints, endpointKey.size, ENDPOINT_SIZE);
+      const cursors = new MapBatch(this.maps.roundRobin, clusterIdKey.size, rrValue.size);
       for (const cluster of changedClusters) {
-        const entry = await this.prepareCluster(cluster, undo, slice, endpoints);
+        const entry = await this.prepareCluster(cluster, undo, slice, endpoints, cursors);
         result.written += entry.written;
         fresh.set(cluster.id, entry.live);
       }
       endpoints.flush(); // every new endpoint set is whole before any cluster entry names it
+      cursors.flush();
       // The inactive slot: what it still lacks from the last apply plus this change (stale until overwritten).
       for (const hex of removedListeners) this.stale.listeners.add(hex);
       for (const id of removedClusters) this.stale.clusters.add(id);
@@ -385,6 +387,7 @@ export class Reconciler {
     undo: Array<() => void>,
     slice: Slicer,
     endpoints: MapBatch,
+    cursors: MapBatch,
   ): Promise<{ live: LiveCluster; written: number }> {
     const before = this.clusters.get(cluster.id);
     const samePolicy = before !== undefined && clusterValue.decode(before.value).lb_policy === cluster.lbPolicy;
@@ -413,15 +416,13 @@ export class Reconciler {
       written += count;
       written += this.writeExtras(cluster, generation, undo);
     }
-    // Re-added within the grace period: the cursor keeps its place in the order.
+    // A new cluster's cursor, batched (1,000 of them in a full push). Cursors exist for the live clusters and the
+    // orphans only (the programs never create one), so nothing else is overwritten; re-added within the grace
+    // period, the cursor keeps its place in the order.
     if (!before && !this.orphanCursors.has(cluster.id)) {
       const rrKey = clusterIdKey.encode({ id: cluster.id });
-      try {
-        this.maps.roundRobin.update(rrKey, rrValue.encode({}), BPF_NOEXIST);
-        undo.push(() => this.maps.roundRobin.delete(rrKey));
-      } catch (err) {
-        if (!(err instanceof BpfError && err.errno === EEXIST)) throw err;
-      }
+      undo.push(() => this.maps.roundRobin.delete(rrKey));
+      rrKey.copy(cursors.add(RR_START));
     }
     return {
       live: {

@@ -322,6 +322,12 @@ function clusterValue(cluster: Cluster, endpoints: Set<string>, poolIdOf: (endpo
       return sum;
     }),
     table_pos: [...tablePos, ...new Array(L7_LIMITS.endpointsPerCluster - tablePos.length).fill(NO_POS)],
+    // the ejection state of each endpoint is looked up by these (the last 4 bytes of ::ffff:a.b.c.d)
+    ep_ip4: Buffer.concat(
+      eps.map((e) => encodeAddr(e.address).subarray(12)),
+      4 * L7_LIMITS.endpointsPerCluster,
+    ),
+    ep_port: [...eps.map((e) => e.port), ...new Array(L7_LIMITS.endpointsPerCluster - eps.length).fill(0)],
   });
 }
 

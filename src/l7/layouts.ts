@@ -98,6 +98,9 @@ export const l7Cluster = new StructCodec('kmesh_l7_cluster', {
   pool_ids: array(u32, L7_LIMITS.endpointsPerCluster),
   cum_weights: array(u32, L7_LIMITS.endpointsPerCluster),
   table_pos: array(u32, L7_LIMITS.endpointsPerCluster),
+  /** Each position's endpoint as kmesh_ep_state keys it: IPv4 bytes as they travel, port in host order. */
+  ep_ip4: bytes(4 * L7_LIMITS.endpointsPerCluster),
+  ep_port: array(u16, L7_LIMITS.endpointsPerCluster),
 });
 
 /** Ports and addresses in network order: the bytes are written as they travel. */
@@ -117,6 +120,7 @@ export const l7Conn = new StructCodec('kmesh_l7_conn', {
   pool_id: u32,
   upstream: bytes(l7Tuple.size),
   listener: bytes(20),
+  responded: u32,
 });
 
 export const l7RouteStatKey = new StructCodec('kmesh_l7_route_stat_key', { route_id: u32, cluster_id: u32 });

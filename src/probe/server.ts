@@ -1,10 +1,12 @@
 /** The Prometheus endpoint: GET /metrics on `[metrics] listen`. */
-import { createServer as createHttpServer, type ServerResponse } from 'node:http';
-import { createServer as createTcpServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { KmeshError } from '../contracts/errors.js';
 import { type HostPort, hostPortProblem, parseHostPort } from '../model/address.js';
+import { fullGc } from './full-gc.js';
+import { type Answer, HttpEndpoint } from './http-endpoint.js';
+import { makeResponse, type Response } from './http-head.js';
 
 /** "host:port", "[v6]:port" or ":port" (all addresses), as the TOML check reads it. */
 export function parseListen(listen: string): HostPort {
@@ -30,9 +32,8 @@ export const METRICS_LIMITS = {
   /** Open connections; more are closed as soon as they are accepted. */
   maxConnections: 256,
   /**
-   * Scrapes served at once; further connections wait, accepted but not read, in arrival order. Each one
-   * being served costs Node's HTTP objects; with 200 at once their garbage outlives V8's young generation
-   * and grows the heap (docs/metrics.md).
+   * Scrapes served at once: the work in flight is bounded whatever the number of scrapers; further
+   * connections wait, accepted but not read, in arrival order.
    */
   maxActive: 8,
   /**
@@ -40,14 +41,18 @@ export const METRICS_LIMITS = {
    * (it stays open, under the header timeout): slow or idle sockets cannot hold the turns of scrapers.
    */
   turnWithoutRequestMs: 100,
-  /** A request's headers must arrive within this (slowloris). */
+  /** A connection's first request head must be complete within this of the accept (slowloris). */
   headersTimeoutMs: 5_000,
-  /** The whole request, likewise. */
-  requestTimeoutMs: 10_000,
-  /** An idle keep-alive connection is closed after this. */
+  /** A kept-alive connection's next request head, likewise, from the last response. */
   keepAliveTimeoutMs: 5_000,
+  /** A longer request head is refused (431); Prometheus sends a few hundred bytes. */
+  maxHeadBytes: 8_192,
+  /** A scrape whose read of the registry takes longer is answered 503 and its connection closed. */
+  answerTimeoutMs: 10_000,
   /** How often the timeouts above are enforced. */
   checkIntervalMs: 1_000,
+  /** Connections accepted since the last full GC after which the endpoint, once idle, runs one. */
+  fullGcAfterConnections: 100,
 } as const;
 
 export type MetricsLimits = { [K in keyof typeof METRICS_LIMITS]: number };
@@ -63,68 +68,57 @@ export async function startMetricsServer(
   limits: MetricsLimits = METRICS_LIMITS,
 ): Promise<MetricsServer> {
   const { host, port } = parseListen(listen);
-  const admission = new Admission(limits);
   // Scrapes share reads: a scrape whose connection arrived before a read finished (while it was under
   // way, or earlier and waiting its turn) gets that read's result — one read of the kernel maps and one
-  // encoded body that every response sends (not a copy per connection). Only a connection accepted after
-  // the read finished makes a new one, so no scrape is answered with counts older than its arrival. The
-  // body is dropped when no connection is left, so an idle daemon keeps none.
-  let latest: { finishedAt: number; body: Promise<Buffer> } | undefined;
+  // encoded response that every scrape is sent (not a copy per connection). Only a connection accepted
+  // after the read finished makes a new one, so no scrape is answered with counts older than its arrival.
+  // The response is dropped when no connection is left, so an idle daemon keeps none.
+  const metricsHeaders = `Content-Type: ${registry.contentType}\r\n`;
+  let latest: { finishedAt: number; response: Response | Promise<Response> } | undefined;
   let collections = 0;
-  admission.onIdle = () => {
-    if (latest && latest.finishedAt < Number.POSITIVE_INFINITY) latest = undefined;
-  };
-  const collect = (arrivedAt: number): Promise<Buffer> => {
-    if (latest && arrivedAt <= latest.finishedAt) return latest.body;
+  const collect = (arrivedAt: number): Response | Promise<Response> => {
+    if (latest && arrivedAt <= latest.finishedAt) return latest.response;
     collections++;
-    const read = { finishedAt: Number.POSITIVE_INFINITY, body: Promise.resolve(Buffer.alloc(0)) };
-    read.body = registry.metrics().then(
+    const read: NonNullable<typeof latest> = { finishedAt: Number.POSITIVE_INFINITY, response: COLLECT_FAILED };
+    read.response = registry.metrics().then(
       (text) => {
         read.finishedAt = performance.now();
-        return Buffer.from(text);
+        read.response = makeResponse(200, metricsHeaders, Buffer.from(text));
+        return read.response;
       },
       (err: unknown) => {
         if (latest === read) latest = undefined; // a failed read is never reused
-        throw err;
+        logger.error({ err }, 'metrics: collecting failed');
+        return COLLECT_FAILED;
       },
     );
     latest = read;
-    return read.body;
+    return read.response;
   };
-  const http = createHttpServer(
-    {
-      headersTimeout: limits.headersTimeoutMs,
-      requestTimeout: limits.requestTimeoutMs,
-      connectionsCheckingInterval: limits.checkIntervalMs,
-    },
-    (req, res) => {
-      const arrivedAt = admission.requestStarted(req.socket, res);
-      const path = (req.url ?? '/').split('?')[0];
-      if (path !== '/metrics') {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
-        return;
-      }
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.writeHead(405, { allow: 'GET, HEAD' }).end();
-        return;
-      }
-      collect(arrivedAt).then(
-        (body) => {
-          res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : body);
-        },
-        (err: unknown) => {
-          logger.error({ err }, 'metrics: collecting failed');
-          res.writeHead(500, { 'content-type': 'text/plain' }).end('collecting metrics failed\n');
-        },
-      );
-    },
+  const answer: Answer = (request, arrivedAt) => {
+    if (request.path !== '/metrics') return NOT_FOUND;
+    if (request.method !== 'GET' && request.method !== 'HEAD') return NOT_ALLOWED;
+    return collect(arrivedAt);
+  };
+  const endpoint = new HttpEndpoint(limits, answer);
+  // After a burst of connections, their objects that lived through young-generation collections sit in V8's
+  // old space until its next full collection, which its growth policy puts off by several MB: one full
+  // collection when the burst is over returns them at once (docs/metrics.md has the numbers).
+  let acceptedAtLastGc = 0;
+  endpoint.onIdle = () => {
+    if (latest && latest.finishedAt < Number.POSITIVE_INFINITY) latest = undefined;
+    if (endpoint.accepted - acceptedAtLastGc < limits.fullGcAfterConnections) return;
+    acceptedAtLastGc = endpoint.accepted;
+    setImmediate(() => {
+      const started = performance.now();
+      fullGc();
+      logger.debug({ ms: performance.now() - started }, 'metrics: full GC after a burst of connections');
+    });
+  };
+  // allowHalfOpen: a client that sends its request and then its FIN still gets the response.
+  const server: Server = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) =>
+    endpoint.offer(socket),
   );
-  http.keepAliveTimeout = limits.keepAliveTimeoutMs;
-  // The HTTP server never listens itself (the TCP server below accepts and hands connections over in
-  // turn); 'listening' is what starts its header/request timeout checks.
-  http.emit('listening');
-  admission.serve = (socket) => http.emit('connection', socket);
-  const server: Server = createTcpServer({ pauseOnConnect: true }, (socket) => admission.offer(socket));
   server.maxConnections = limits.maxConnections;
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
@@ -156,114 +150,12 @@ export async function startMetricsServer(
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
-        admission.stop();
-        http.close();
-        http.closeAllConnections();
+        endpoint.stop();
       }),
   };
 }
 
-/**
- * Hands accepted connections (paused: nothing read yet) to the HTTP server in arrival order, at most
- * `maxActive` holding a turn at once. A turn lasts until the connection's first response is sent — or
- * `turnWithoutRequestMs` if no request head came by then. The header timeout counts from the accept: a
- * connection without a request head by then is closed, whether it still waits for its turn or gave it up.
- */
-class Admission {
-  serve: (socket: Socket) => void = () => {};
-  onIdle: () => void = () => {};
-  private turns = 0;
-  private readonly waiting: Socket[] = [];
-  private readonly arrived = new WeakMap<Socket, number>();
-  /** Connections holding a turn with no request yet: how to end the turn. */
-  private readonly pending = new Map<Socket, { end: () => void; timer: NodeJS.Timeout }>();
-  /** Connections that gave their turn up with no request head yet, in arrival order. */
-  private readonly slow = new Set<Socket>();
-  private readonly sweep: NodeJS.Timeout;
-
-  constructor(private readonly limits: MetricsLimits) {
-    this.sweep = setInterval(() => this.expire(), limits.checkIntervalMs).unref();
-  }
-
-  offer(socket: Socket): void {
-    socket.on('error', () => {}); // a peer's reset; the HTTP server logs nothing for it either
-    this.arrived.set(socket, performance.now());
-    if (this.turns < this.limits.maxActive) this.admit(socket);
-    else this.waiting.push(socket);
-  }
-
-  /** When the connection was accepted (performance.now()). */
-  private acceptedAt(socket: Socket): number {
-    return this.arrived.get(socket) ?? 0;
-  }
-
-  /**
-   * A request head arrived: the connection keeps its turn until the response is done. Returns when the
-   * request counts as arrived: a connection's first request when the connection was accepted (it may have
-   * waited for its turn), a later one on a kept-alive connection now.
-   */
-  requestStarted(socket: Socket, res: ServerResponse): number {
-    this.slow.delete(socket);
-    const turn = this.pending.get(socket);
-    if (!turn) return performance.now();
-    this.pending.delete(socket);
-    clearTimeout(turn.timer);
-    res.once('close', turn.end);
-    return this.acceptedAt(socket);
-  }
-
-  stop(): void {
-    clearInterval(this.sweep);
-    for (const { timer } of this.pending.values()) clearTimeout(timer);
-    this.pending.clear();
-    this.slow.clear();
-    for (const socket of this.waiting.splice(0)) socket.destroy();
-  }
-
-  private admit(socket: Socket): void {
-    this.turns++;
-    let ended = false;
-    const end = (): void => {
-      if (ended) return;
-      ended = true;
-      this.turns--;
-      const turn = this.pending.get(socket);
-      if (turn) clearTimeout(turn.timer);
-      this.pending.delete(socket);
-      this.next();
-    };
-    const giveUp = (): void => {
-      if (!socket.destroyed) this.slow.add(socket);
-      end();
-    };
-    this.pending.set(socket, { end, timer: setTimeout(giveUp, this.limits.turnWithoutRequestMs) });
-    socket.once('close', () => {
-      this.slow.delete(socket);
-      end();
-    });
-    this.serve(socket);
-    socket.resume();
-  }
-
-  private next(): void {
-    while (this.turns < this.limits.maxActive) {
-      const socket = this.waiting.shift();
-      if (!socket) break;
-      if (!socket.destroyed) this.admit(socket);
-    }
-    if (this.turns === 0 && this.waiting.length === 0) this.onIdle();
-  }
-
-  /** Both lists are in arrival order: close from their heads what has no request head in time. */
-  private expire(): void {
-    const deadline = performance.now() - this.limits.headersTimeoutMs;
-    while (this.waiting.length > 0 && this.acceptedAt(this.waiting[0] as Socket) < deadline) {
-      this.waiting.shift()?.destroy();
-    }
-    for (const socket of this.slow) {
-      if (this.acceptedAt(socket) >= deadline) break;
-      this.slow.delete(socket);
-      socket.destroy();
-    }
-  }
-}
+const TEXT = 'Content-Type: text/plain\r\n';
+const NOT_FOUND = makeResponse(404, TEXT, Buffer.from('not found: try /metrics\n'));
+const NOT_ALLOWED = makeResponse(405, 'Allow: GET, HEAD\r\n', Buffer.alloc(0));
+const COLLECT_FAILED = makeResponse(500, TEXT, Buffer.from('collecting metrics failed\n'));

@@ -1,8 +1,9 @@
 /**
  * The daemon process under faults, with real traffic: kill -9 and SIGTERM while a registered service
  * connects through a VIP without pause (a new connection per request) — not one request may fail; then
- * /metrics abused: 1,100 slow sockets cannot exhaust the daemon's fds, and 200 concurrent scrapers cost it
- * little memory (measured, reported). Ports 31020-31039, VIP 127.41.2.1, a test-made cgroup only.
+ * /metrics abused: 1,100 slow sockets cannot exhaust the daemon's fds, and 10 rounds of 200 concurrent
+ * scrapers grow its peak resident set by at most 10 MB (measured, reported). Ports 31020-31039, VIP
+ * 127.41.2.1, a test-made cgroup only.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -119,5 +120,6 @@ test('kill -9 and SIGTERM under load: 0 failed requests; /metrics abuse: fds cap
   t.diagnostic(
     `RSS ${(rssBefore / 1024).toFixed(1)} MB before, peak growth ${growthMb.toFixed(1)} MB under 10 × 200 concurrent scrapes`,
   );
-  assert.ok(growthMb <= 20, `peak RSS grew by ${growthMb.toFixed(1)} MB`);
+  // Issue 10's bound; measured 3.5–4.9 MB on the 2-core machine under load 5–7 (docs/metrics.md).
+  assert.ok(growthMb <= 10, `peak RSS grew by ${growthMb.toFixed(1)} MB (bound 10 MB)`);
 });

@@ -32,6 +32,7 @@ const BASELINE = new Set([
   // the L7 programs' (sk_msg 4.17, sk_skb 4.14, sockmap helpers by 4.18, sk lookups 4.20, spin locks 5.1):
   // in every supported kernel (5.10+)
   12, // tail_call
+  26, // skb_load_bytes (sk_skb since 4.14: the upstream verdict reads a response's status line)
   62, // msg_cork_bytes
   63, // msg_pull_data
   70, // sock_hash_update

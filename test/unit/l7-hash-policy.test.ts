@@ -302,4 +302,10 @@ describe('hash policy map entries', () => {
     // L4 order: ::1 (p0), 127.48.1.12 (p0), 127.48.1.11 (p1); pools here: .11, .12
     assert.deepEqual((c.table_pos as number[]).slice(0, 4), [NO_POS, 1, 0, NO_POS]);
   });
+
+  test('each pool position names its endpoint as the kernel keys its ejection state (IPv4 bytes, port)', () => {
+    const c = l7Cluster.decode([...out.tables.clusters.values()][0]?.value as Buffer);
+    assert.deepEqual([...(c.ep_ip4 as Buffer).subarray(0, 12)], [127, 48, 1, 11, 127, 48, 1, 12, 0, 0, 0, 0]);
+    assert.deepEqual((c.ep_port as number[]).slice(0, 3), [1, 3, 0]);
+  });
 });

@@ -7,7 +7,6 @@ import protobuf from 'protobufjs';
 import type { Endpoint, HttpRoute, LbPolicy, LocalityWeight, Protocol, WeightedCluster } from '../../model/types.js';
 import { virtualHostProblems } from '../../model/validate.js';
 import { localityName, RESILIENCE_LIMITS } from '../../model/validate-resilience.js';
-import type { Slicer } from '../../runtime/slicer.js';
 import { decodeClusterResilience, overprovisioningFactor } from './cluster-resilience.js';
 import { TYPE, toPlain, xdsTypes } from './protos.js';
 import {
@@ -195,70 +194,6 @@ function checkName(name: unknown, kind: string, index: number): string {
   if (name.length > LIMITS.nameLength)
     throw new XdsResourceError(`${kind} #${index}: name longer than ${LIMITS.nameLength}`);
   return name;
-}
-
-/**
- * Decoded resources by their exact bytes. A SotW push resends every resource; the ones whose bytes did not change
- * keep their decoded object, so decoding is skipped and the client can tell "nothing changed" by object identity
- * (and the model keeps the same objects for unchanged clusters).
- */
-export class ResourceCache<T extends { name: string }> {
-  private byBytes = new Map<string, T>();
-  /** Name → its key in byBytes (a resource's bytes include its name: one entry per name). */
-  private keyOf = new Map<string, string>();
-
-  /** Decodes all resources of one response (names must be unique); returns the map and the cache to keep. */
-  async decode(
-    resp: DecodedResponse,
-    one: (bytes: Uint8Array, index: number) => T,
-    slice: Slicer,
-  ): Promise<{ resources: Map<string, T>; cache: Map<string, T> }> {
-    if (resp.resources.length > LIMITS.resourcesPerResponse) {
-      throw new XdsResourceError(
-        `${resp.resources.length} resources in one response (limit ${LIMITS.resourcesPerResponse})`,
-      );
-    }
-    const resources = new Map<string, T>();
-    const cache = new Map<string, T>();
-    for (const [i, any] of resp.resources.entries()) {
-      await slice.next();
-      const bytes = unwrap(any, resp.typeUrl, i);
-      // latin1 maps each byte to one char: an exact, cheap key (V8 one-byte string, hashed in full below 16 KiB).
-      const key = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
-      const r = this.byBytes.get(key) ?? one(bytes, i);
-      if (resources.has(r.name)) throw new XdsResourceError(`duplicate resource name "${r.name}"`);
-      resources.set(r.name, r);
-      cache.set(key, r);
-    }
-    return { resources, cache };
-  }
-
-  /**
-   * Keeps what a response decoded: in place of the cache (CDS/LDS: a response is the whole set), or beside it
-   * (EDS/RDS carry a subset: a resource replaces only the entry of its own name, at the cost of the resources sent).
-   */
-  commit(cache: Map<string, T>, partial: boolean): void {
-    if (!partial) {
-      this.byBytes = new Map();
-      this.keyOf = new Map();
-    }
-    for (const [key, r] of cache) {
-      const old = this.keyOf.get(r.name);
-      if (old !== undefined && old !== key) this.byBytes.delete(old);
-      this.byBytes.set(key, r);
-      this.keyOf.set(r.name, key);
-    }
-  }
-
-  /** Resources the model no longer holds (nothing refers to them). */
-  forget(names: Iterable<string>): void {
-    for (const name of names) {
-      const key = this.keyOf.get(name);
-      if (key === undefined) continue;
-      this.byBytes.delete(key);
-      this.keyOf.delete(name);
-    }
-  }
 }
 
 function checkPort(port: unknown, what: string): number {

@@ -5,7 +5,7 @@
  * 1,000 clusters with one changed costs one cluster's conversion.
  */
 import type { Slicer } from '../../runtime/slicer.js';
-import { DECODERS, type DecodedResponse, decodeResponse, ResourceCache } from './decode.js';
+import { DECODERS, type DecodedResponse, decodeResponse } from './decode.js';
 import type { XdsModelBuilder } from './model-builder.js';
 import {
   GRPC_INVALID_ARGUMENT,
@@ -18,6 +18,7 @@ import {
   wanted,
 } from './protocol.js';
 import { ADS_METHOD, xdsTypes } from './protos.js';
+import { ResourceCache } from './resource-cache.js';
 import { XdsResourceError } from './resources.js';
 
 export interface SotwReceived extends Received {
@@ -32,7 +33,7 @@ export class SotwProtocol implements Protocol<SotwReceived> {
   private readonly versions = new Map<string, string>();
   /** Per stream: the last nonce per type (a subscription change answers it). */
   private nonces = new Map<string, string>();
-  private staged: Array<{ r: SotwReceived; cache: Map<string, { name: string }> }> = [];
+  private staged: Array<{ r: SotwReceived; commit: () => void }> = [];
 
   open(node: Record<string, unknown>, subs: ReadonlyMap<string, string[]>): Uint8Array[] {
     this.nonces = new Map();
@@ -75,7 +76,7 @@ export class SotwProtocol implements Protocol<SotwReceived> {
     const cache = this.caches.get(r.typeUrl);
     const decoder = DECODERS[r.typeUrl as keyof typeof DECODERS];
     if (!cache || !decoder) throw new XdsResourceError(`unknown or unsubscribed type URL "${r.typeUrl}"`);
-    const { resources, cache: next } = await cache.decode(r.resp, decoder, slice);
+    const { resources, staged } = await cache.decode(r.resp, decoder, slice);
     const held = heldOf(b, r.typeUrl);
     // CDS/LDS: what the response leaves out is gone. EDS/RDS: left out keeps its last value.
     const gone = WILDCARD.has(r.typeUrl) ? [...held.keys()].filter((n) => !resources.has(n)) : [];
@@ -84,12 +85,12 @@ export class SotwProtocol implements Protocol<SotwReceived> {
       else note(`${r.typeUrl}: "${name}" was not asked for; ignored`);
     }
     for (const name of gone) stageResource(b, r.typeUrl, name, undefined);
-    this.staged.push({ r, cache: next });
+    this.staged.push({ r, commit: () => cache.commit(staged, !WILDCARD.has(r.typeUrl)) });
   }
 
   commit(): void {
-    for (const { r, cache } of this.staged) {
-      this.caches.get(r.typeUrl)?.commit(cache, !WILDCARD.has(r.typeUrl));
+    for (const { r, commit } of this.staged) {
+      commit();
       this.versions.set(r.typeUrl, r.version);
     }
     this.staged = [];

@@ -15,7 +15,8 @@ export interface HttpBackends {
 
 /**
  * Each backend answers `<name> <method> <path>` (keep-alive); `/big/<n>` answers n bytes,
- * `/reset` resets the connection, `/close` answers and closes. Request bodies are read and
+ * `/reset` resets the connection, `/close` answers and closes; a path containing `/fail-on/<name>`
+ * is answered 503 by the backend of that name (200 by the others). Request bodies are read and
  * their length reported. `host`: an address of the test's own 127.x range (fixed ports on
  * 127.0.0.1 can be taken as ephemeral ports by anything else).
  */
@@ -46,7 +47,8 @@ export async function httpBackends(
         }
         if (path === '/close') res.setHeader('connection', 'close');
         const text = `${b.name} ${req.method} ${path}${body ? ` body=${body}` : ''}\n`;
-        res.writeHead(200, { 'content-type': 'text/plain', 'x-backend': b.name });
+        const status = /\/fail-on\/([^/?]+)/.exec(path)?.[1] === b.name ? 503 : 200;
+        res.writeHead(status, { 'content-type': 'text/plain', 'x-backend': b.name });
         res.end(text);
       });
     });
