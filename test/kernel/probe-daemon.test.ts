@@ -71,10 +71,19 @@ after(async () => {
   }
 });
 
-test('steered connections are labelled with listener, cluster and endpoint; /metrics serves them', async () => {
+/**
+ * N connections from the registered cgroup to host:port (each sends "ping"); resolves with /metrics once the
+ * closed series of `service` / `cluster` to the backend reaches N, and that series' labels.
+ */
+async function connectAndScrape(
+  host: string,
+  dialPort: number,
+  service: string,
+  cluster: string,
+): Promise<{ text: string; labels: string }> {
   const body = `
 for (let i = 0; i < ${N}; i++) await new Promise((resolve, reject) => {
-  const c = net.connect(9080, '${VIP}', () => c.end('ping'));
+  const c = net.connect(${dialPort}, '${host}', () => c.end('ping'));
   c.on('data', () => {}); c.on('close', resolve); c.on('error', reject);
 });`;
   const res = await runChild(inCgroupScript(cg.path, body));
@@ -82,12 +91,17 @@ for (let i = 0; i < ${N}; i++) await new Promise((resolve, reject) => {
   assert.ok(server);
   const url = `http://127.0.0.1:${server.address.port}/metrics`;
   const source = td?.daemon.listServices()[0]?.name ?? '';
-  const labels = `reporter="source",source_workload="${source}",destination_service="reviews",destination_address="127.0.0.1:${port}",destination_cluster="reviews-v1"`;
+  const labels = `reporter="source",source_workload="${source}",destination_service="${service}",destination_address="127.0.0.1:${port}",destination_cluster="${cluster}"`;
   let text = '';
-  await waitFor('labelled close series', async () => {
+  await waitFor(`close series of ${service}`, async () => {
     text = await (await fetch(url)).text();
     return text.includes(`kmesh_tcp_connections_closed_total{${labels}} ${N}`);
   });
+  return { text, labels };
+}
+
+test('steered connections are labelled with listener, cluster and endpoint; /metrics serves them', async () => {
+  const { text, labels } = await connectAndScrape(VIP, 9080, 'reviews', 'reviews-v1');
   assert.ok(text.includes(`kmesh_tcp_connections_opened_total{${labels}} ${N}`));
   assert.ok(text.includes(`kmesh_tcp_sent_bytes_total{${labels}} ${N * 4}`));
   assert.ok(text.includes(`kmesh_tcp_received_bytes_total{${labels}} ${N * 5}`));
@@ -100,22 +114,7 @@ for (let i = 0; i < ${N}; i++) await new Promise((resolve, reject) => {
 });
 
 test("a connection dialled straight to an endpoint's address is not labelled as steered", async () => {
-  const body = `
-for (let i = 0; i < ${N}; i++) await new Promise((resolve, reject) => {
-  const c = net.connect(${port}, '127.0.0.1', () => c.end('ping'));
-  c.on('data', () => {}); c.on('close', resolve); c.on('error', reject);
-});`;
-  const res = await runChild(inCgroupScript(cg.path, body));
-  assert.equal(res.code, 0, res.stderr);
-  assert.ok(server);
-  const url = `http://127.0.0.1:${server.address.port}/metrics`;
-  const source = td?.daemon.listServices()[0]?.name ?? '';
-  const labels = `reporter="source",source_workload="${source}",destination_service="unknown",destination_address="127.0.0.1:${port}",destination_cluster="unknown"`;
-  let text = '';
-  await waitFor('unsteered close series', async () => {
-    text = await (await fetch(url)).text();
-    return text.includes(`kmesh_tcp_connections_closed_total{${labels}} ${N}`);
-  });
+  const { text, labels } = await connectAndScrape('127.0.0.1', port, 'unknown', 'unknown');
   assert.ok(text.includes(`kmesh_tcp_connections_opened_total{${labels}} ${N}`));
   // the steered series of the test before is unchanged
   assert.match(

@@ -6,22 +6,15 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pino from 'pino';
 import { desiredState } from '../../src/controller/desired-state.js';
-import { type ConfigDelta, Reconciler } from '../../src/controller/reconciler.js';
+import { Reconciler } from '../../src/controller/reconciler.js';
 import { decodeAddr } from '../../src/model/address.js';
 import type { MeshModel } from '../../src/model/types.js';
 import { epOriginKey, sockOrigin } from '../../src/runtime/maps/layouts.js';
 import { memoryMaps } from '../support/memory-maps.js';
 import { cluster, ep, listener } from '../support/model-builders.js';
+import { wholeDelta } from '../support/whole-delta.js';
 
 const logger = pino({ level: 'silent' });
-
-function wholeDelta(model: MeshModel, live: { clusters: Iterable<number>; listeners: Iterable<string> }): ConfigDelta {
-  const d = desiredState(model);
-  const delta: ConfigDelta = { clusters: new Map(d.clusters), listeners: new Map(d.listeners) };
-  for (const id of live.clusters) if (!delta.clusters.has(id)) delta.clusters.set(id, null);
-  for (const hex of live.listeners) if (!delta.listeners.has(hex)) delta.listeners.set(hex, null);
-  return delta;
-}
 
 /** endpoint "addr:port" → "vip:port/cluster id", as the map holds it. */
 function view(maps: ReturnType<typeof memoryMaps>, model: MeshModel): Record<string, string> {

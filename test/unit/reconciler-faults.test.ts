@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 import pino from 'pino';
 import { KmeshError } from '../../src/contracts/errors.js';
 import { desiredState } from '../../src/controller/desired-state.js';
-import { type ConfigDelta, Reconciler } from '../../src/controller/reconciler.js';
+import { Reconciler } from '../../src/controller/reconciler.js';
 import type { MeshModel } from '../../src/model/types.js';
 import {
   activeSlotKey,
@@ -21,6 +21,7 @@ import {
 } from '../../src/runtime/maps/layouts.js';
 import { type MemoryMap, memoryMaps, WriteFaults } from '../support/memory-maps.js';
 import { cluster, ep, listener } from '../support/model-builders.js';
+import { wholeDelta } from '../support/whole-delta.js';
 
 const logger = pino({ level: 'silent' });
 
@@ -57,15 +58,6 @@ const NEW: MeshModel = {
     listener('d', '127.42.0.4', 32001, [['comes', 1]]),
   ],
 };
-
-/** The whole of `model` as a delta against whatever is live (what is live and not in it goes). */
-function wholeDelta(model: MeshModel, live: { clusters: Iterable<number>; listeners: Iterable<string> }): ConfigDelta {
-  const d = desiredState(model);
-  const delta: ConfigDelta = { clusters: new Map(d.clusters), listeners: new Map(d.listeners) };
-  for (const id of live.clusters) if (!delta.clusters.has(id)) delta.clusters.set(id, null);
-  for (const hex of live.listeners) if (!delta.listeners.has(hex)) delta.listeners.set(hex, null);
-  return delta;
-}
 
 type Maps = ReturnType<typeof memoryMaps>;
 
