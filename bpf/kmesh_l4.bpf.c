@@ -54,6 +54,14 @@ struct {
 	__type(value, struct kmesh_conn_hint);
 } kmesh_conn_hint SEC(".maps");
 
+/* kmesh_l4_mode[0]: enum kmesh_l4_mode bits, written by the daemon (src/controller/l4-sockops.ts). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} kmesh_l4_mode SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, KMESH_MAX_TRACKED_SOCKETS);
@@ -500,6 +508,15 @@ static __always_inline void hint_conn(__u64 cookie, __u32 flags)
 	}
 }
 
+/* kmesh_l4_sockops runs on this connection's cgroups and deletes its kmesh_conn_origin entry at close. Read
+ * only by connects that would keep an entry: a plain connect with its endpoint's shared origin never looks. */
+static __always_inline int sockops_attached(void)
+{
+	__u32 zero = 0, *mode = bpf_map_lookup_elem(&kmesh_l4_mode, &zero);
+
+	return mode && (*mode & KMESH_L4_SOCKOPS);
+}
+
 /* Same VIP, port and cluster (the endpoint is the shared entry's key). */
 static __always_inline int same_origin(const struct kmesh_sock_origin *a, const struct kmesh_sock_origin *b)
 {
@@ -511,7 +528,9 @@ static __always_inline int same_origin(const struct kmesh_sock_origin *a, const 
 
 /*
  * TCP: nothing if the endpoint's shared origin is this one and the cluster needs no bookkeeping, else by
- * socket cookie; else (UDP, or the hash is full) in the socket's storage: see kmesh_sock_origin_map.h.
+ * socket cookie while kmesh_l4_sockops is attached; else (UDP, no L4 sockops, or the hash is full) in the
+ * socket's storage: see kmesh_sock_origin_map.h. The hint is left either way: a registered cgroup this one
+ * is nested in then knows the connect was steered (remember_direct).
  */
 static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u8 *vip, __u16 vip_port,
 					    const struct kmesh_endpoint_value *ep, __u32 cluster_id, __u8 protocol,
@@ -535,11 +554,10 @@ static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u
 			hint_conn(cookie, KMESH_CONN_SHARED);
 			return;
 		}
+		hint_conn(cookie, conn_flags);
 		/* BPF_ANY: a socket may connect again after a failed attempt */
-		if (bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0) {
-			hint_conn(cookie, conn_flags);
+		if (sockops_attached() && bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
 			return;
-		}
 	}
 	origin = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	/* without memory for it the socket is still steered; getpeername shows the endpoint */
@@ -549,12 +567,14 @@ static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u
 
 /*
  * A TCP connect to an endpoint's own address, not steered here: marked, so that readers do not take the
- * endpoint's shared origin for its own. Unless a registered cgroup nested in this one steered it just now
- * (its program ran first, and left the per-CPU hint).
+ * endpoint's shared origin for its own (in the hash while kmesh_l4_sockops deletes entries at close, else
+ * in the socket's storage as an all-zero origin). Unless a registered cgroup nested in this one steered it
+ * just now (its program ran first, and left the per-CPU hint).
  */
 static __always_inline void remember_direct(struct bpf_sock_addr *ctx, const __u8 *addr, __u16 port)
 {
 	struct kmesh_conn conn = { .flags = KMESH_CONN_DIRECT };
+	struct kmesh_sock_origin *marker;
 	struct kmesh_conn_hint *hint;
 	__u32 zero = 0;
 	__u64 cookie;
@@ -565,8 +585,12 @@ static __always_inline void remember_direct(struct bpf_sock_addr *ctx, const __u
 	hint = bpf_map_lookup_elem(&kmesh_conn_hint, &zero);
 	if (hint && hint->cookie == cookie)
 		return;
-	if (bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
-		hint_conn(cookie, KMESH_CONN_DIRECT);
+	hint_conn(cookie, KMESH_CONN_DIRECT);
+	if (sockops_attached() && bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
+		return;
+	marker = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (marker)
+		__builtin_memset(marker, 0, sizeof(*marker));
 }
 
 static __always_inline void remember_udp_reverse(void *ctx, const __u8 *vip, __u16 vip_port,
@@ -765,6 +789,12 @@ static __always_inline int claim_once(__u32 *claim, struct bpf_sock *sk, __u32 b
 	return 1;
 }
 
+/* The connection was counted at connect (see kmesh_res_started): else its end is not counted either. */
+static __always_inline int was_started(__u32 *claim, struct bpf_sock *sk)
+{
+	return claim ? (*claim & KMESH_CONN_STARTED) != 0 : kmesh_res_started(sk);
+}
+
 /* Only clusters with resilience settings are tracked: a plain cluster costs one policy lookup here. */
 static __always_inline void connection_started(struct bpf_sock_ops *skops, struct bpf_sock *sk,
 					       const struct kmesh_sock_origin *origin, __u32 *claim)
@@ -805,9 +835,9 @@ static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct 
 	struct kmesh_cluster_state *cs;
 	int err, failed;
 
-	/* not tracked (a plain cluster), or the state went with its endpoint; or counted already by the
-	 * attachment of another registered cgroup this one is nested in */
-	if (!st || !claim_once(claim, sk, KMESH_CONN_ENDED))
+	/* not tracked (a plain cluster), or the state went with its endpoint; or not counted at connect; or
+	 * counted already by the attachment of another registered cgroup this one is nested in */
+	if (!st || !was_started(claim, sk) || !claim_once(claim, sk, KMESH_CONN_ENDED))
 		return;
 	__sync_fetch_and_add(&st->active, -1);
 	cs = bpf_map_lookup_elem(&kmesh_cl_state, &origin->cluster_id);

@@ -139,6 +139,16 @@ enum kmesh_conn_flags {
 	KMESH_CONN_SHARED = 0x20,
 };
 
+/*
+ * kmesh_l4_mode[0]: how the daemon runs the L4 programs. KMESH_L4_SOCKOPS: kmesh_l4_sockops is attached
+ * to every registered cgroup (set after the attach, never cleared while the pins live), so connect4 may
+ * keep origins in kmesh_conn_origin, whose entries that program deletes at close. Without it a plain
+ * config pays no L4 sockops at all: origins of their own go to socket storage, freed with the socket.
+ */
+enum kmesh_l4_mode {
+	KMESH_L4_SOCKOPS = 0x1,
+};
+
 /* kmesh_ep_origin: a TCP endpoint, the key of the origin its steered connections share. */
 struct kmesh_ep_origin_key {
 	__u8 addr[16];
@@ -298,6 +308,7 @@ struct kmesh_maps_exports {
 	enum kmesh_resilience_limits resilience_limits;
 	enum kmesh_hash_key hash_key;
 	enum kmesh_conn_flags conn_flags;
+	enum kmesh_l4_mode l4_mode;
 };
 struct kmesh_maps_exports kmesh_maps_exports KMESH_BTF_EXPORT;
 

@@ -25,8 +25,7 @@ struct {
 
 /* True for the first run of `what` (KMESH_CONN_STARTED at connect, KMESH_CONN_ENDED at close) on
  * this socket. Runs of one callback are sequential on one CPU: no lock needed. Called for
- * tracked clusters only, so plain clusters' sockets get no storage. At close the storage is
- * made too: a connection opened before an upgrade that brought this in still counts once. */
+ * tracked clusters only, so plain clusters' sockets get no storage. */
 static __always_inline int kmesh_res_claim(struct bpf_sock *sk, __u32 what)
 {
 	struct kmesh_res_sock *st = bpf_sk_storage_get(&kmesh_res_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -35,6 +34,15 @@ static __always_inline int kmesh_res_claim(struct bpf_sock *sk, __u32 what)
 		return 0;
 	st->counted |= what;
 	return 1;
+}
+
+/* True when this socket's start was counted: only such a connection's end is counted (one opened before
+ * the L4 sockops program was attached, or before its cluster had a policy, never was). */
+static __always_inline int kmesh_res_started(struct bpf_sock *sk)
+{
+	struct kmesh_res_sock *st = bpf_sk_storage_get(&kmesh_res_sock, sk, 0, 0);
+
+	return st && (st->counted & KMESH_CONN_STARTED);
 }
 
 #endif /* KMESH_RESILIENCE_H */

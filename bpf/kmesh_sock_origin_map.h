@@ -6,14 +6,19 @@
  * connect(); getpeername, the L4 sockops program and kmesh-probe read it.
  *
  * Two places, one reader function:
- * - TCP: kmesh_conn_origin, a hash by socket cookie. connect() adds the entry, the L4
- *   sockops program (attached with connect4 to every registered cgroup) deletes it when
- *   the connection reaches TCP_CLOSE. Why not socket-local storage: creating it costs
- *   two allocations with memcg charging at connect and an RCU free at close, ≈1.5 µs a
- *   connection (perf, bench/l4), against ≈0.2 µs for a hash element with its delete.
- * - Everything else, and TCP when the hash is full: kmesh_sock_origin, the socket's
- *   local storage (UDP has no close callback to delete a hash entry; the L7 handoff
- *   keeps its own). It goes with the socket, so it needs no capacity and no clean-up.
+ * - TCP while the L4 sockops program is attached (kmesh_l4_mode has KMESH_L4_SOCKOPS: the
+ *   daemon attaches it to every registered cgroup once the config has a cluster with a
+ *   policy, src/controller/l4-sockops.ts): kmesh_conn_origin, a hash by socket cookie.
+ *   connect() adds the entry, the sockops program deletes it when the connection reaches
+ *   TCP_CLOSE. Why not socket-local storage: creating it costs two allocations with memcg
+ *   charging at connect and an RCU free at close, ≈1.5 µs a connection (perf, bench/l4),
+ *   against ≈0.2 µs for a hash element with its delete.
+ * - Everything else, TCP without the L4 sockops program and TCP when the hash is full:
+ *   kmesh_sock_origin, the socket's local storage (UDP has no close callback to delete a
+ *   hash entry; the L7 handoff keeps its own). It goes with the socket, so it needs no
+ *   capacity and no clean-up. Without the sockops program a plain config runs no L4
+ *   program after connect at all, and only origins of their own (a second VIP, a wildcard
+ *   listener) pay for the storage.
  * A TCP connect that fails inside the kernel after connect4 but before it sends the SYN
  * (no route to the endpoint, no free local port) never gets the close callback: its hash
  * entry stays. Such entries only take capacity: once the hash is full, connects use the
@@ -25,8 +30,8 @@
  * count), keeps nothing per connection: readers find the origin by the socket's peer. Any
  * other steered connect (another VIP or a wildcard listener reaching the same endpoint, a
  * tracked cluster) keeps its own entry as above, and a connect to an endpoint's address that
- * was not steered keeps a KMESH_CONN_DIRECT marker, so that the peer's entry never applies
- * to it. Limits: a connection that outlives its route's removal from the config reports the
+ * was not steered keeps a KMESH_CONN_DIRECT marker (in socket storage: an all-zero origin),
+ * so that the peer's entry never applies to it. Limits: a connection that outlives its route's removal from the config reports the
  * endpoint's new entry (or none) from then on; getpeername on a connection a registered
  * workload *accepted* from a peer whose address and source port are a mesh endpoint's
  * (a client bound to the endpoint's own port) shows that endpoint's VIP.
@@ -115,6 +120,12 @@ static __always_inline struct kmesh_sock_origin *kmesh_peer_origin(struct bpf_so
 	return kmesh_shared_origin((const __u8 *)ip4, port);
 }
 
+/* The direct marker in socket storage: no VIP port (a steered origin always has one). */
+static __always_inline int kmesh_origin_is_direct(const struct kmesh_sock_origin *origin)
+{
+	return origin->vip_port == 0;
+}
+
 /* The origin of the socket with this cookie, NULL if it was not steered. */
 static __always_inline struct kmesh_sock_origin *kmesh_origin_of(__u64 cookie, struct bpf_sock *sk)
 {
@@ -128,7 +139,7 @@ static __always_inline struct kmesh_sock_origin *kmesh_origin_of(__u64 cookie, s
 	}
 	origin = bpf_sk_storage_get(&kmesh_sock_origin, sk, 0, 0);
 	if (origin)
-		return origin;
+		return kmesh_origin_is_direct(origin) ? 0 : origin;
 	return kmesh_peer_origin(sk);
 }
 

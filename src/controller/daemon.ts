@@ -32,6 +32,7 @@ import { type AppliedConfig, appliedView } from './applied.js';
 import { assignClusterIds } from './cluster-ids.js';
 import { loadConfigFile } from './config/load.js';
 import type { KmeshConfig } from './config/schema.js';
+import { L4_SOCKOPS_PROGRAM, L4Sockops } from './l4-sockops.js';
 import { dumpMaps } from './map-dump.js';
 import { MemoryReturn } from './memory-return.js';
 import { MeshState, replaceAll } from './mesh-state.js';
@@ -92,6 +93,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
   private reconciler: Reconciler | undefined;
   private resilience: Resilience | undefined;
   private registry: ServiceRegistry | undefined;
+  /** Whether the L4 sockops program is attached (only a config with a cluster policy needs it). */
+  private sockops: L4Sockops | undefined;
   private cgroupView: Cgroup2View | undefined;
   private l7Datapath: L7Datapath | undefined;
   /** The L7 object is loaded when the first listener with routes arrives (its verification costs a second or more). */
@@ -137,13 +140,16 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     this.resilience = new Resilience(this.maps, this.logger, this.mesh);
     this.resilience.adopt();
     this.resilience.watch(1000);
+    const links = new CgroupLinks(pinPaths(this.options.pinDir).links, this.cgroups);
+    const sockops = new L4Sockops(this.maps.l4Mode);
+    sockops.adopt(links.attachedIds().some((id) => links.programsOf(id).includes(L4_SOCKOPS_PROGRAM)));
+    this.sockops = sockops;
     await this.applyChange('toml', replaceAll(this.mesh.source('toml'), this.config.model), true);
 
-    const links = new CgroupLinks(pinPaths(this.options.pinDir).links, this.cgroups);
     const { datapath } = this.options;
     this.registry = new ServiceRegistry(
       links,
-      () => [...datapath.programs(), ...this.l7Programs],
+      () => sockops.select([...datapath.programs(), ...this.l7Programs]),
       this.cgroups,
       this.options.unitResolver ?? null,
       this.logger,
@@ -151,6 +157,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
     );
     this.registry.on('changed', (name, change) => this.emit('service-changed', name, change));
     await this.registerConfigured(this.config.services);
+    // the registry attached what the first apply needed: connect4 may use the hash now
+    sockops.publish();
     this.registry.pruneStale();
     this.registry.startWatching(this.config.daemon.rescanIntervalMs, () => this.restorePins());
     this.setState('running');
@@ -222,6 +230,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       for (const id of live.clusters) if (!keep.clusters.has(id)) staged.delta.clusters.set(id, null);
       for (const hex of live.listeners) if (!keep.listeners.has(hex)) staged.delta.listeners.set(hex, null);
     }
+    if (this.sockops?.switchOn(staged.delta)) this.attachSockops();
     const result = await this.reconciler.apply(staged.delta);
     staged.commit();
     this.resilience?.sync(staged.delta);
@@ -234,6 +243,17 @@ export class Daemon extends EventEmitter<DaemonEvents> implements DaemonControl 
       'config applied',
     );
     this.emit('config-applied', this.configVersion);
+  }
+
+  /**
+   * Make-before-break for the first cluster with a policy: the L4 sockops program is attached to every registered
+   * cgroup, then connect4 is told so. Before start() has its registry, start() does both once it has attached.
+   */
+  private attachSockops(): void {
+    if (!this.registry) return;
+    this.registry.resyncAll();
+    this.sockops?.publish();
+    this.logger.info('L4 sockops attached: the config has a cluster with a resilience policy');
   }
 
   /** The L7 route tables follow the committed model (stage validated its routes against the L7 limits). */

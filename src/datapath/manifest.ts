@@ -36,6 +36,7 @@ export const MANIFEST = {
       levels: 'kmesh_levels',
       lbTable: 'kmesh_lb_table',
       endpointOrigin: 'kmesh_ep_origin',
+      l4Mode: 'kmesh_l4_mode',
     },
   },
   probe: {

@@ -76,5 +76,6 @@ export function memoryMaps(faults = new WriteFaults()): ReconcilerMaps & Record<
     levels: new MemoryMap('kmesh_levels', MAX_CLUSTERS, faults),
     lbTable: new MemoryMap('kmesh_lb_table', MAX_LB_TABLE_CHUNKS, faults),
     endpointOrigin: new MemoryMap('kmesh_ep_origin', MAX_ENDPOINTS, faults),
+    l4Mode: new MemoryMap('kmesh_l4_mode', 1, faults),
   };
 }

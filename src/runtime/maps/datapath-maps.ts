@@ -22,4 +22,6 @@ export interface DatapathMaps {
   lbTable: BpfMap;
   /** A TCP endpoint → the origin its steered connections share (src/controller/origin-index.ts). */
   endpointOrigin: BpfMap;
+  /** Whether kmesh_l4_sockops is attached (src/controller/l4-sockops.ts). */
+  l4Mode: BpfMap;
 }

@@ -13,6 +13,7 @@ export {
   CONFIG_SLOTS,
   HASH_CGROUP,
   HASH_SOURCE,
+  L4_SOCKOPS,
   LB_TABLE_CHUNK,
   MAGLEV_TABLE_SIZE,
   MAX_CLUSTERS,
@@ -37,6 +38,8 @@ export const clusterIdKey = new StructCodec('cluster id', { id: u32 });
 /** kmesh_active_slot: key 0 → the live slot (plain __u32s). */
 export const activeSlotKey = new StructCodec('array index', { index: u32 });
 export const activeSlotValue = new StructCodec('slot', { slot: u32 });
+/** kmesh_l4_mode: key 0 (activeSlotKey's layout) → enum kmesh_l4_mode bits. */
+export const l4ModeValue = new StructCodec('l4 mode', { mode: u32 });
 
 // linux/in.h
 export const IPPROTO_TCP = 6;
