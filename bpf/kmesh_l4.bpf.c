@@ -831,7 +831,10 @@ static __always_inline void connection_ended(struct bpf_sock_ops *skops, struct 
 					     const struct kmesh_sock_origin *origin, __u32 *claim)
 {
 	struct kmesh_ep_state *st = origin_state(origin);
-	int connecting = skops->args[0] == BPF_TCP_SYN_SENT;
+	/* The state it leaves: the socket's own, which tcp_set_state() stores only after this callback. Not
+	 * args[0]: it shares its word with reply, which kmesh-probe sets at close (its once-per-callback mark)
+	 * and which this program sees when it runs after the probe (linked to the cgroup after it). */
+	int connecting = skops->state == BPF_TCP_SYN_SENT;
 	struct kmesh_cluster_state *cs;
 	int err, failed;
 

@@ -49,14 +49,12 @@ struct sock___kmesh {
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /*
- * skops->replylong[3] of one sock_ops invocation is shared by every program the kernel runs
+ * skops->reply of one sock_ops invocation is shared by every program the kernel runs
  * for it, the innermost cgroup's first, and the callbacks counted here ignore it. A
  * registration nested inside another marks a connection event it counted, so that the
  * enclosing registration's run of this program leaves it alone: the innermost
  * registration owns the connection, as it does through the socket state while the
- * access log is on. Not `reply`: it shares its word with args[0], which the L4 sockops
- * program reads (the state a closing connection leaves) when it runs after this one.
- * args[3] is free in these callbacks (two arguments at most; the kernel zeroes the rest).
+ * access log is on.
  */
 #define KMESH_PROBE_REPLY_COUNTED 0x6b6d7368 /* "kmsh" */
 
@@ -409,19 +407,19 @@ int kmesh_probe_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		/* also covers connects that started before the program was attached */
 		want_state_cb(skops);
-		if (skops->replylong[3] == KMESH_PROBE_REPLY_COUNTED)
+		if (skops->reply == KMESH_PROBE_REPLY_COUNTED)
 			break;
 		report_open(skops, my_cgroup());
-		skops->replylong[3] = KMESH_PROBE_REPLY_COUNTED;
+		skops->reply = KMESH_PROBE_REPLY_COUNTED;
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* args[0] = old state, args[1] = new state */
-		if (skops->args[1] != BPF_TCP_CLOSE || skops->replylong[3] == KMESH_PROBE_REPLY_COUNTED)
+		if (skops->args[1] != BPF_TCP_CLOSE || skops->reply == KMESH_PROBE_REPLY_COUNTED)
 			break;
 		sk = skops->sk;
 		if (sk)
 			report_close(skops, sk, my_cgroup());
-		skops->replylong[3] = KMESH_PROBE_REPLY_COUNTED;
+		skops->reply = KMESH_PROBE_REPLY_COUNTED;
 		break;
 	default:
 		break;

@@ -78,6 +78,11 @@ function hasL4Sockops(cgroup: string): boolean {
     progs.some((p) => p.type === 'inet4_connect' && p.name.startsWith('kmesh_connect4')),
     `connect4 attached: ${JSON.stringify(progs)}`,
   );
+  // kmesh-probe's too: once attached later, the L4 program runs after it (which must not matter)
+  assert.ok(
+    progs.some((p) => p.type === 'sock_ops' && p.name.startsWith('kmesh_probe_soc')),
+    `kmesh-probe attached: ${JSON.stringify(progs)}`,
+  );
   return progs.some((p) => p.type === 'sock_ops' && p.name.startsWith('kmesh_l4_sock'));
 }
 
