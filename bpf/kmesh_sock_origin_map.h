@@ -154,9 +154,10 @@ static __always_inline struct kmesh_conn *kmesh_stashed_conn(__u64 cookie, __u32
 	return &stash->conn;
 }
 
-/* As kmesh_origin_of, in a TCP_CLOSE callback: the stash first (the L4 sockops program is attached
- * before kmesh-probe and has usually deleted the entry, or found none and left a KMESH_CONN_SHARED
- * record: then only the shared origin is left to look up), then the hash, then the socket's storage. */
+/* As kmesh_origin_of, in a TCP_CLOSE callback: the stash first (the L4 sockops program, when it runs
+ * before kmesh-probe, has usually deleted the entry, or found none and left a KMESH_CONN_SHARED record:
+ * then only the shared origin is left to look up), then the hash (it runs after the probe on a cgroup
+ * it was attached to later, or not at all), then the socket's storage. */
 static __always_inline struct kmesh_sock_origin *kmesh_closed_origin_of(__u64 cookie, __u32 snd_nxt,
 									 struct bpf_sock *sk)
 {

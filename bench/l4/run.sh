@@ -78,7 +78,9 @@ for m in "${MODE_LIST[@]}"; do
 done
 want() { [[ " ${PATH_LIST[*]} " == *" $1 "* ]]; }
 # path o (optional, --paths a,b,o): the same nginx behind a cluster with outlier detection and least_request
-# (docs/resilience.md), through the same daemon as b at VIP 127.10.0.6; o/a is compared with b/a
+# (docs/resilience.md), through the same daemon as b at VIP 127.10.0.6; o/a is compared with b/a. With o in the
+# run, b's cgroup has the L4 sockops program too (the config has a cluster with a policy): run --paths a,r,b for a
+# plain config's b.
 if want o && ! want b; then PATH_LIST=("${PATH_LIST[@]}" b); fi
 VIP_RESILIENT=127.10.0.6
 
@@ -335,6 +337,11 @@ address = "$VIP"
 port = $VIP_PORT
 protocol = "tcp"
 cluster = "bench-backend"
+EOF
+  # Only with path o: a cluster with a policy makes the daemon attach the L4 sockops program to the cgroup, which
+  # path b then pays too (src/controller/l4-sockops.ts); without o, b measures a plain config.
+  if want o; then
+    cat >>"$WORK/kmesh.toml" <<EOF
 
 [[clusters]]
 name = "bench-resilient"
@@ -349,6 +356,7 @@ port = $VIP_PORT
 protocol = "tcp"
 cluster = "bench-resilient"
 EOF
+  fi
   node "$DAEMON_JS" --check --config "$WORK/kmesh.toml" >"$WORK/daemon-check.log" 2>&1 ||
     die "kmesh-daemon --check rejected the bench config: $(cat "$WORK/daemon-check.log")"
   log "starting kmesh-daemon (cgroup $CG, pins $PIN_DIR)"
