@@ -29,6 +29,13 @@ interface Route {
   clusters: number[];
 }
 
+/** What an endpoint's entry says, by whom. */
+interface Owner {
+  listener: string;
+  cluster: number;
+  origin: string;
+}
+
 export class OriginIndex {
   /** TCP listeners on a concrete address, by key hex. */
   private readonly routes = new Map<string, Route>();
@@ -36,10 +43,12 @@ export class OriginIndex {
   private readonly routedBy = new Map<number, Map<string, number>>();
   /** Cluster id → its live endpoint values (count × kmesh_endpoint_value). */
   private readonly endpointsOf = new Map<number, Buffer>();
-  /** Endpoint key hex → candidate origin hex → how many routes make it one. */
-  private readonly owners = new Map<string, Map<string, number>>();
-  /** What kmesh_ep_origin holds: endpoint key hex → origin hex. */
-  private readonly written = new Map<string, string>();
+  /** Endpoint key hex → the clusters it is in. */
+  private readonly clustersOf = new Map<string, Set<number>>();
+  /** What kmesh_ep_origin holds: endpoint key hex → its owner. */
+  private readonly written = new Map<string, Owner>();
+  /** Listener key hex → the endpoints whose entry it owns. */
+  private readonly owned = new Map<string, Set<string>>();
   private readonly dirty = new Set<string>();
 
   constructor(
@@ -49,22 +58,35 @@ export class OriginIndex {
 
   /** A cluster's live endpoint set changed (null: the cluster is gone). */
   setCluster(id: number, endpoints: Buffer | null): void {
-    const before = this.endpointsOf.get(id);
-    for (const [hex, n] of this.routedBy.get(id) ?? []) {
-      const route = this.routes.get(hex) as Route;
-      if (before) this.count(route, id, before, -n);
-      if (endpoints) this.count(route, id, endpoints, n);
+    const before = new Set(endpointKeys(this.endpointsOf.get(id)));
+    const after = new Set(endpointKeys(endpoints ?? undefined));
+    for (const ep of before) {
+      if (after.has(ep)) continue;
+      const clusters = this.clustersOf.get(ep);
+      clusters?.delete(id);
+      if (clusters?.size === 0) this.clustersOf.delete(ep);
+      this.dirty.add(ep);
+    }
+    for (const ep of after) {
+      if (before.has(ep)) continue;
+      const clusters = this.clustersOf.get(ep) ?? new Set<number>();
+      clusters.add(id);
+      this.clustersOf.set(ep, clusters);
+      this.dirty.add(ep);
     }
     if (endpoints) this.endpointsOf.set(id, endpoints);
     else this.endpointsOf.delete(id);
   }
 
-  /** A listener changed (its kmesh_listener_key with slot 0 and value; null: the listener is gone). */
+  /**
+   * A listener changed (its kmesh_listener_key with slot 0 and value; null: the listener is gone). Costs the
+   * endpoints it owned, plus the endpoints of a cluster nobody routed to before: an endpoint that some route
+   * reaches always has an owner, so a further route to the same cluster changes no entry.
+   */
   setListener(hex: string, live: { key: Buffer; value: Buffer } | null): void {
     const before = this.routes.get(hex);
     if (before) {
       for (const id of before.clusters) {
-        this.count(before, id, this.endpointsOf.get(id), -1);
         const by = this.routedBy.get(id);
         const left = (by?.get(hex) ?? 0) - 1;
         if (left > 0) by?.set(hex, left);
@@ -72,6 +94,7 @@ export class OriginIndex {
         if (by?.size === 0) this.routedBy.delete(id);
       }
       this.routes.delete(hex);
+      for (const ep of this.owned.get(hex) ?? []) this.dirty.add(ep);
     }
     if (!live) return;
     const k = listenerKey.decode(live.key);
@@ -81,60 +104,83 @@ export class OriginIndex {
     this.routes.set(hex, route);
     for (const id of route.clusters) {
       const by = this.routedBy.get(id) ?? new Map<string, number>();
+      if (by.size === 0) for (const ep of endpointKeys(this.endpointsOf.get(id))) this.dirty.add(ep);
       by.set(hex, (by.get(hex) ?? 0) + 1);
       this.routedBy.set(id, by);
-      this.count(route, id, this.endpointsOf.get(id), 1);
     }
   }
 
   /** The entries of a previous daemon, as a starting point (kept where their owner still routes). */
   adopt(): void {
     for (const [key, value] of this.map.entries()) {
-      const hex = key.toString('hex');
-      this.written.set(hex, value.toString('hex'));
-      this.dirty.add(hex);
+      const ep = key.toString('hex');
+      const o = sockOrigin.decode(value);
+      const listener = listenerKey.encode({ addr: o.vip, port: o.vip_port, protocol: IPPROTO_TCP }).toString('hex');
+      this.own(ep, { listener, cluster: o.cluster_id, origin: value.toString('hex') });
+      this.dirty.add(ep);
     }
   }
 
   /** Writes what the changes since the last flush decided. A failed write only costs connects their fast path. */
   flush(): void {
     for (const ep of this.dirty) {
-      const candidates = this.owners.get(ep);
       const current = this.written.get(ep);
+      if (current && this.routesTo(current.listener, current.cluster, ep)) continue;
+      const next = this.candidate(ep);
       try {
-        if (!candidates) {
-          if (current !== undefined) this.map.delete(Buffer.from(ep, 'hex'));
-          this.written.delete(ep);
-          continue;
-        }
-        if (current !== undefined && candidates.has(current)) continue;
-        const owner = candidates.keys().next().value as string;
-        this.map.update(Buffer.from(ep, 'hex'), Buffer.from(owner, 'hex'));
-        this.written.set(ep, owner);
+        if (next) this.map.update(Buffer.from(ep, 'hex'), Buffer.from(next.origin, 'hex'));
+        else if (current) this.map.delete(Buffer.from(ep, 'hex'));
       } catch (err) {
         this.logger.warn({ err, endpoint: ep }, 'kmesh_ep_origin write failed');
+        continue;
       }
+      if (current) this.disown(ep, current);
+      if (next) this.own(ep, next);
     }
     this.dirty.clear();
   }
 
-  private count(route: Route, clusterId: number, endpoints: Buffer | undefined, n: number): void {
-    if (!endpoints) return;
-    for (let at = 0; at < endpoints.length; at += EP_SIZE) {
-      const addr = endpoints.subarray(at + EP_ADDR, at + EP_ADDR + 16);
-      const port = endpoints.readUInt16LE(at + EP_PORT);
-      const ep = epOriginKey.encode({ addr, port }).toString('hex');
+  private routesTo(listener: string, cluster: number, ep: string): boolean {
+    return (this.routedBy.get(cluster)?.has(listener) ?? false) && (this.clustersOf.get(ep)?.has(cluster) ?? false);
+  }
+
+  /** The first route that reaches the endpoint, as its entry. */
+  private candidate(ep: string): Owner | undefined {
+    for (const cluster of this.clustersOf.get(ep) ?? []) {
+      const listener = this.routedBy.get(cluster)?.keys().next().value;
+      if (listener === undefined) continue;
+      const route = this.routes.get(listener) as Route;
+      const { addr, port } = epOriginKey.decode(Buffer.from(ep, 'hex'));
       const origin = sockOrigin
-        .encode({ vip: route.vip, endpoint: addr, vip_port: route.port, endpoint_port: port, cluster_id: clusterId })
+        .encode({ vip: route.vip, endpoint: addr, vip_port: route.port, endpoint_port: port, cluster_id: cluster })
         .toString('hex');
-      const owners = this.owners.get(ep) ?? new Map<string, number>();
-      const left = (owners.get(origin) ?? 0) + n;
-      if (left > 0) owners.set(origin, left);
-      else owners.delete(origin);
-      if (owners.size > 0) this.owners.set(ep, owners);
-      else this.owners.delete(ep);
-      this.dirty.add(ep);
+      return { listener, cluster, origin };
     }
+    return undefined;
+  }
+
+  private own(ep: string, owner: Owner): void {
+    this.written.set(ep, owner);
+    const eps = this.owned.get(owner.listener) ?? new Set<string>();
+    eps.add(ep);
+    this.owned.set(owner.listener, eps);
+  }
+
+  private disown(ep: string, owner: Owner): void {
+    this.written.delete(ep);
+    const eps = this.owned.get(owner.listener);
+    eps?.delete(ep);
+    if (eps?.size === 0) this.owned.delete(owner.listener);
+  }
+}
+
+/** The kmesh_ep_origin key hex of each endpoint in a cluster's endpoint values. */
+function* endpointKeys(endpoints: Buffer | undefined): Generator<string> {
+  if (!endpoints) return;
+  for (let at = 0; at < endpoints.length; at += EP_SIZE) {
+    const addr = endpoints.subarray(at + EP_ADDR, at + EP_ADDR + 16);
+    const port = endpoints.readUInt16LE(at + EP_PORT);
+    yield epOriginKey.encode({ addr, port }).toString('hex');
   }
 }
 

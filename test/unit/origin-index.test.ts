@@ -99,3 +99,31 @@ test('kmesh_ep_origin: one live TCP route per endpoint, kept while it routes the
   await reconciler.flush();
   await restarted.flush();
 });
+
+// Many VIPs on one big cluster: one owner for all, and when it goes every entry moves to one remaining route.
+// (The index keeps one owner per endpoint, not a candidate per route and endpoint: 10,000 VIPs on 100,000
+// endpoints, test/kernel/capacity.test.ts, ran a daemon out of memory that way.)
+test('kmesh_ep_origin: many routes to one big cluster, the owner removed', async () => {
+  const endpoints = Array.from({ length: 5_000 }, (_, i) => ep(`127.1.${i >> 8}.${i & 255}`, 8080));
+  const vips = (n: number) =>
+    Array.from({ length: n }, (_, i) => listener(`v${i}`, `127.43.${i >> 8}.${i & 255}`, 32000, [['big', 1]]));
+  const model = (n: number): MeshModel => ({ clusters: [cluster('big', endpoints)], listeners: vips(n) });
+  const maps = memoryMaps();
+  const reconciler = new Reconciler(maps, logger, 0);
+  reconciler.adopt();
+  await reconciler.apply(wholeDelta(model(2_000), reconciler.liveKeys()));
+  const first = view(maps, model(2_000));
+  assert.equal(Object.keys(first).length, 5_000);
+  const owner = new Set(Object.values(first));
+  assert.equal(owner.size, 1, 'every endpoint named by the same route');
+
+  // the owner's VIP goes: every entry moves to one remaining route
+  const rest = model(2_000);
+  const gone = [...owner][0]?.split(':')[0];
+  rest.listeners = rest.listeners.filter((l) => l.address !== gone);
+  await reconciler.apply(wholeDelta(rest, reconciler.liveKeys()));
+  const after = view(maps, rest);
+  assert.equal(Object.keys(after).length, 5_000);
+  assert.ok(!Object.values(after).some((o) => o.startsWith(`${gone}:`)));
+  await reconciler.flush();
+});
