@@ -8,6 +8,7 @@
  * that connections relying on it keep their labels when another VIP starts reaching the same endpoint.
  */
 import type { Logger } from 'pino';
+import { MapBatch } from '../runtime/maps/batch.js';
 import type { MapAccess } from '../runtime/maps/datapath-maps.js';
 import {
   endpointValue,
@@ -17,10 +18,13 @@ import {
   listenerValue,
   sockOrigin,
 } from '../runtime/maps/layouts.js';
+import type { Slicer } from '../runtime/slicer.js';
 
 const EP_SIZE = endpointValue.size;
 const EP_ADDR = endpointValue.offsetOf('addr');
 const EP_PORT = endpointValue.offsetOf('port');
+/** Endpoints between two looks at the clock. */
+const SLICE_ENDPOINTS = 256;
 const V4_WILDCARD = Buffer.from('00000000000000000000ffff00000000', 'hex');
 
 interface Route {
@@ -29,11 +33,20 @@ interface Route {
   clusters: number[];
 }
 
+/** An entry to write: the endpoint, its owner so far, its new one. */
+interface Change {
+  ep: string;
+  key: Buffer;
+  current: Owner | undefined;
+  next: Owner;
+  /** The kmesh_sock_origin the entry gets. */
+  value: Buffer;
+}
+
 /** What an endpoint's entry says, by whom. */
 interface Owner {
   listener: string;
   cluster: number;
-  origin: string;
 }
 
 export class OriginIndex {
@@ -50,11 +63,14 @@ export class OriginIndex {
   /** Listener key hex → the endpoints whose entry it owns. */
   private readonly owned = new Map<string, Set<string>>();
   private readonly dirty = new Set<string>();
+  private readonly batch: MapBatch;
 
   constructor(
     private readonly map: MapAccess,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.batch = new MapBatch(map, epOriginKey.size, sockOrigin.size);
+  }
 
   /** A cluster's live endpoint set changed (null: the cluster is gone). */
   setCluster(id: number, endpoints: Buffer | null): void {
@@ -116,45 +132,85 @@ export class OriginIndex {
       const ep = key.toString('hex');
       const o = sockOrigin.decode(value);
       const listener = listenerKey.encode({ addr: o.vip, port: o.vip_port, protocol: IPPROTO_TCP }).toString('hex');
-      this.own(ep, { listener, cluster: o.cluster_id, origin: value.toString('hex') });
+      this.own(ep, { listener, cluster: o.cluster_id });
       this.dirty.add(ep);
     }
   }
 
-  /** Writes what the changes since the last flush decided. A failed write only costs connects their fast path. */
-  flush(): void {
+  /**
+   * Writes what the changes since the last flush decided, yielding to the event loop through `slice` (without
+   * one it runs to the end at once). A failed write only costs connects their fast path.
+   */
+  async flush(slice?: Slicer): Promise<void> {
+    const pending: Change[] = [];
+    let seen = 0;
     for (const ep of this.dirty) {
+      if (slice && ++seen % SLICE_ENDPOINTS === 0) await slice.next();
       const current = this.written.get(ep);
       if (current && this.routesTo(current.listener, current.cluster, ep)) continue;
-      const next = this.candidate(ep);
-      try {
-        if (next) this.map.update(Buffer.from(ep, 'hex'), Buffer.from(next.origin, 'hex'));
-        else if (current) this.map.delete(Buffer.from(ep, 'hex'));
-      } catch (err) {
-        this.logger.warn({ err, endpoint: ep }, 'kmesh_ep_origin write failed');
+      const key = Buffer.from(ep, 'hex');
+      const next = this.candidate(ep, key);
+      if (next) {
+        if (this.batch.full) this.write(pending);
+        key.copy(this.batch.add(next.value));
+        pending.push({ ep, key, current, ...next });
         continue;
       }
-      if (current) this.disown(ep, current);
-      if (next) this.own(ep, next);
+      if (!current) continue;
+      try {
+        this.map.delete(key);
+        this.disown(ep, current);
+      } catch (err) {
+        this.logger.warn({ err, endpoint: ep }, 'kmesh_ep_origin delete failed');
+      }
     }
+    this.write(pending);
     this.dirty.clear();
+  }
+
+  /** Sends the batch; if it fails, entry by entry, so that what is recorded is what the map holds. */
+  private write(pending: Change[]): void {
+    if (pending.length === 0) return;
+    let batched = true;
+    try {
+      this.batch.flush();
+    } catch {
+      batched = false;
+    }
+    for (const { ep, key, current, next, value } of pending) {
+      if (!batched) {
+        try {
+          this.map.update(key, value);
+        } catch (err) {
+          this.logger.warn({ err, endpoint: ep }, 'kmesh_ep_origin write failed');
+          continue;
+        }
+      }
+      if (current) this.disown(ep, current);
+      this.own(ep, next);
+    }
+    pending.length = 0;
   }
 
   private routesTo(listener: string, cluster: number, ep: string): boolean {
     return (this.routedBy.get(cluster)?.has(listener) ?? false) && (this.clustersOf.get(ep)?.has(cluster) ?? false);
   }
 
-  /** The first route that reaches the endpoint, as its entry. */
-  private candidate(ep: string): Owner | undefined {
+  /** The first route that reaches the endpoint (its kmesh_ep_origin key as hex and bytes), and the entry it makes. */
+  private candidate(ep: string, key: Buffer): { next: Owner; value: Buffer } | undefined {
     for (const cluster of this.clustersOf.get(ep) ?? []) {
       const listener = this.routedBy.get(cluster)?.keys().next().value;
       if (listener === undefined) continue;
       const route = this.routes.get(listener) as Route;
-      const { addr, port } = epOriginKey.decode(Buffer.from(ep, 'hex'));
-      const origin = sockOrigin
-        .encode({ vip: route.vip, endpoint: addr, vip_port: route.port, endpoint_port: port, cluster_id: cluster })
-        .toString('hex');
-      return { listener, cluster, origin };
+      const { addr, port } = epOriginKey.decode(key);
+      const value = sockOrigin.encode({
+        vip: route.vip,
+        endpoint: addr,
+        vip_port: route.port,
+        endpoint_port: port,
+        cluster_id: cluster,
+      });
+      return { next: { listener, cluster }, value };
     }
     return undefined;
   }

@@ -200,7 +200,7 @@ export class Reconciler {
     this.origins.adopt();
     for (const [id, live] of this.clusters) this.origins.setCluster(id, live.endpoints);
     for (const [hex, live] of this.listeners) this.origins.setListener(hex, live);
-    this.origins.flush();
+    void this.origins.flush();
     let stray = 0;
     for (const [set, found] of extras) {
       const [id, generation] = set.split('/').map(Number) as [number, number];
@@ -323,11 +323,6 @@ export class Reconciler {
     this.stale.listeners = new Set([...removedListeners, ...changedListeners.map((l) => l.keyHex)]);
     this.stale.clusters = new Set([...removedClusters, ...fresh.keys()]);
     const due = this.replayAfter;
-    for (const id of removedClusters) this.origins.setCluster(id, null);
-    for (const [id, live] of fresh) this.origins.setCluster(id, live.endpoints);
-    for (const hex of removedListeners) this.origins.setListener(hex, null);
-    for (const listener of changedListeners) this.origins.setListener(listener.keyHex, listener);
-    this.origins.flush();
     for (const hex of removedListeners) this.listeners.delete(hex);
     for (const listener of changedListeners)
       this.listeners.set(listener.keyHex, { key: listener.key, value: listener.value });
@@ -343,6 +338,19 @@ export class Reconciler {
       this.clusters.set(id, live);
       this.liveEndpoints += endpointCount(live.endpoints);
     }
+    // After the commit and in slices, like the writes before it: until its entry is written, a plain connect to
+    // an endpoint keeps an origin of its own, which is correct, only slower.
+    for (const id of removedClusters) this.origins.setCluster(id, null);
+    for (const [id, live] of fresh) {
+      this.origins.setCluster(id, live.endpoints);
+      await slice.next();
+    }
+    for (const hex of removedListeners) this.origins.setListener(hex, null);
+    for (const listener of changedListeners) {
+      this.origins.setListener(listener.keyHex, listener);
+      await slice.next();
+    }
+    await this.origins.flush(slice);
     this.scheduleGc();
     return result;
   }
