@@ -6,9 +6,12 @@
 import { L7_HASH_LIMITS } from './l7-limits.js';
 import type { Cluster, HttpRoute, RouteHashPolicy } from './types.js';
 
-/** The header the kernel captures for a policy: the named one, or the Cookie header. */
+/**
+ * The header the kernel captures for a policy: the named one, or the Cookie header. Lower case, as the kernel
+ * compares header names (a cookie's own name is case-sensitive and stays as written).
+ */
 export function hashHeaderName(p: RouteHashPolicy): string {
-  return p.kind === 'cookie' ? 'cookie' : p.name;
+  return p.kind === 'cookie' ? 'cookie' : p.name.toLowerCase();
 }
 
 /** RFC 9110 token: header names, and cookie names (RFC 6265). */

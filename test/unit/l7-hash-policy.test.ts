@@ -290,6 +290,18 @@ describe('hash policy map entries', () => {
     );
   });
 
+  test('a hashed header name is matched case-insensitively, as the kernel lower-cases request header names', () => {
+    const mixed = model();
+    const routes = mixed.listeners[0]?.virtualHosts?.[0]?.routes ?? [];
+    routes[1] = { ...(routes[1] as (typeof routes)[1]), hashPolicy: { kind: 'header', name: 'X-A' } };
+    const encoded = desiredL7(mixed, new Map([['users', 7]]), { address: '127.0.0.1', port: 1 }, () => 5, ids);
+    const slots = [...encoded.tables.routes.values()]
+      .map((e) => l7Route.decode(e.value))
+      .sort((a, b) => Number(a.route_id) - Number(b.route_id))
+      .map((r) => r.hash_slot);
+    assert.deepEqual(slots, [SLOT.firstHeader + 1, SLOT.firstHeader]);
+  });
+
   test('kmeshctl dump shows the hash policy with the route', () => {
     assert.deepEqual(routesText(model()).web?.routes, [
       '[*] a: header x-a present -> users (hash cookie sid)',
