@@ -15,13 +15,13 @@ export function hashHeaderName(p: RouteHashPolicy): string {
 }
 
 /** RFC 9110 token: header names, and cookie names (RFC 6265). */
-const TOKEN = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+export const HTTP_TOKEN = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
 
 /** Problems of a route's policy on its own; keys relative to the route (`hash_key.header`). */
 export function hashPolicyProblems(p: RouteHashPolicy): Array<{ key: string; problem: string }> {
   const key = `hash_key.${p.kind}`;
   if (p.name === '') return [{ key, problem: 'is empty: name the header or cookie whose value is hashed' }];
-  if (!TOKEN.test(p.name)) return [{ key, problem: `not a ${p.kind} name, got ${JSON.stringify(p.name)}` }];
+  if (!HTTP_TOKEN.test(p.name)) return [{ key, problem: `not a ${p.kind} name, got ${JSON.stringify(p.name)}` }];
   const n = Buffer.byteLength(p.name);
   if (n > L7_HASH_LIMITS.nameBytes) return [{ key, problem: `longer than ${L7_HASH_LIMITS.nameBytes} bytes (${n})` }];
   return [];

@@ -6,7 +6,7 @@
 import { isIP } from 'node:net';
 import { MAX_CLUSTERS, MAX_ENDPOINTS, MAX_LISTENERS, MAX_ROUTE_CLUSTERS } from '../abi/kernel.js';
 import { encodeAddr } from './address.js';
-import { hashClusterProblem, hashHeaderName, hashPolicyProblems } from './hash-policy.js';
+import { HTTP_TOKEN, hashClusterProblem, hashHeaderName, hashPolicyProblems } from './hash-policy.js';
 import { L7_LIMITS } from './l7-limits.js';
 import {
   type Cluster,
@@ -412,13 +412,13 @@ function methodProblem(method: string): string | undefined {
   return tooLong(method);
 }
 
-/** Header names as the kernel compares them: lower case token characters, or the two pseudo-headers it knows. */
-const HEADER_NAME = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
+/** Header names as the kernel compares them: lower case tokens, or the two pseudo-headers it knows. */
+const isHeaderName = (name: string) => HTTP_TOKEN.test(name) && name === name.toLowerCase();
 const PSEUDO_HEADERS = [':method', ':authority'];
 
 function headerProblems(h: HeaderMatcher): KeyedProblem[] {
   const problems: KeyedProblem[] = [];
-  if (!HEADER_NAME.test(h.name) && !PSEUDO_HEADERS.includes(h.name)) {
+  if (!isHeaderName(h.name) && !PSEUDO_HEADERS.includes(h.name)) {
     problems.push({
       key: 'name',
       problem: `not a lower-case header name (or ${PSEUDO_HEADERS.join(', ')}), got ${JSON.stringify(h.name)}`,
