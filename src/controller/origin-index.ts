@@ -20,33 +20,50 @@ import {
 } from '../runtime/maps/layouts.js';
 import type { Slicer } from '../runtime/slicer.js';
 
+/*
+ * An endpoint is named by the 18 bytes its kmesh_ep_origin key starts with (address, then port), as a latin1
+ * string read straight off the endpoint values: one small string per endpoint, no Buffer, no hex. A full push
+ * indexes 10,000 endpoints; the per-endpoint objects and codec calls of a general encoding were most of its cost.
+ */
 const EP_SIZE = endpointValue.size;
 const EP_ADDR = endpointValue.offsetOf('addr');
-const EP_PORT = endpointValue.offsetOf('port');
+const ID_LEN = 18;
+const KEY_ADDR = epOriginKey.offsetOf('addr');
+const O_VIP = sockOrigin.offsetOf('vip');
+const O_ENDPOINT = sockOrigin.offsetOf('endpoint');
+const O_VIP_PORT = sockOrigin.offsetOf('vip_port');
+const O_ENDPOINT_PORT = sockOrigin.offsetOf('endpoint_port');
+const O_CLUSTER = sockOrigin.offsetOf('cluster_id');
+const LK_ADDR = listenerKey.offsetOf('addr');
+const LK_PORT = listenerKey.offsetOf('port');
+const LK_PROTOCOL = listenerKey.offsetOf('protocol');
+const LV_COUNT = listenerValue.offsetOf('cluster_count');
+const LV_IDS = listenerValue.offsetOf('cluster_ids');
+// The id is both the endpoint value's and the key's first bytes only while both say address, then port.
+if (
+  endpointValue.offsetOf('port') !== EP_ADDR + 16 ||
+  epOriginKey.offsetOf('port') !== KEY_ADDR + 16 ||
+  sockOrigin.offsetOf('endpoint_port') !== O_VIP_PORT + 2
+)
+  throw new Error('kmesh_ep_origin index: endpoint layouts changed');
 /** Endpoints between two looks at the clock. */
 const SLICE_ENDPOINTS = 256;
-const V4_WILDCARD = Buffer.from('00000000000000000000ffff00000000', 'hex');
 
+/** A TCP listener on a concrete address; owners are made once per cluster it routes to and shared. */
 interface Route {
+  listener: string;
   vip: Buffer;
   port: number;
   clusters: number[];
+  owners: Map<number, Owner>;
 }
 
-/** An entry to write: the endpoint, its owner so far, its new one. */
-interface Change {
-  ep: string;
-  key: Buffer;
-  current: Owner | undefined;
-  next: Owner;
-  /** The kmesh_sock_origin the entry gets. */
-  value: Buffer;
-}
-
-/** What an endpoint's entry says, by whom. */
+/** What an endpoint's entry says, by whom (shared by every endpoint the same route and cluster own). */
 interface Owner {
-  listener: string;
+  route: Route;
   cluster: number;
+  /** How many entries say so. */
+  count: number;
 }
 
 export class OriginIndex {
@@ -54,16 +71,17 @@ export class OriginIndex {
   private readonly routes = new Map<string, Route>();
   /** Cluster id → the listeners routing to it → how many of their routes do. */
   private readonly routedBy = new Map<number, Map<string, number>>();
-  /** Cluster id → its live endpoint values (count × kmesh_endpoint_value). */
-  private readonly endpointsOf = new Map<number, Buffer>();
-  /** Endpoint key hex → the clusters it is in. */
-  private readonly clustersOf = new Map<string, Set<number>>();
-  /** What kmesh_ep_origin holds: endpoint key hex → its owner. */
+  /** Cluster id → the ids of its live endpoints. */
+  private readonly endpointsOf = new Map<number, string[]>();
+  /** Endpoint id → the cluster it is in, or the clusters (an endpoint in several). */
+  private readonly clustersOf = new Map<string, number | number[]>();
+  /** What kmesh_ep_origin holds: endpoint id → its owner. */
   private readonly written = new Map<string, Owner>();
-  /** Listener key hex → the endpoints whose entry it owns. */
-  private readonly owned = new Map<string, Set<string>>();
   private readonly dirty = new Set<string>();
   private readonly batch: MapBatch;
+  /** One entry's key and value, built in place. */
+  private readonly key = Buffer.alloc(epOriginKey.size);
+  private readonly value = Buffer.alloc(sockOrigin.size);
 
   constructor(
     private readonly map: MapAccess,
@@ -74,23 +92,21 @@ export class OriginIndex {
 
   /** A cluster's live endpoint set changed (null: the cluster is gone). */
   setCluster(id: number, endpoints: Buffer | null): void {
-    const before = new Set(endpointKeys(this.endpointsOf.get(id)));
-    const after = new Set(endpointKeys(endpoints ?? undefined));
-    for (const ep of before) {
-      if (after.has(ep)) continue;
-      const clusters = this.clustersOf.get(ep);
-      clusters?.delete(id);
-      if (clusters?.size === 0) this.clustersOf.delete(ep);
+    const before = this.endpointsOf.get(id);
+    const after = endpoints ? endpointIds(endpoints) : [];
+    const kept = before && after.length > 0 ? new Set(after) : undefined;
+    for (const ep of before ?? []) {
+      if (kept?.has(ep)) continue;
+      this.leave(ep, id);
       this.dirty.add(ep);
     }
+    const had = before && before.length > 0 ? new Set(before) : undefined;
     for (const ep of after) {
-      if (before.has(ep)) continue;
-      const clusters = this.clustersOf.get(ep) ?? new Set<number>();
-      clusters.add(id);
-      this.clustersOf.set(ep, clusters);
+      if (had?.has(ep)) continue;
+      this.join(ep, id);
       this.dirty.add(ep);
     }
-    if (endpoints) this.endpointsOf.set(id, endpoints);
+    if (after.length > 0) this.endpointsOf.set(id, after);
     else this.endpointsOf.delete(id);
   }
 
@@ -110,17 +126,20 @@ export class OriginIndex {
         if (by?.size === 0) this.routedBy.delete(id);
       }
       this.routes.delete(hex);
-      for (const ep of this.owned.get(hex) ?? []) this.dirty.add(ep);
+      // What it owns: endpoints of the clusters it routed to (an endpoint that left one is dirty already).
+      for (const [id, owner] of before.owners)
+        if (owner.count > 0) for (const ep of this.endpointsOf.get(id) ?? []) this.dirty.add(ep);
     }
-    if (!live) return;
-    const k = listenerKey.decode(live.key);
-    if (k.protocol !== IPPROTO_TCP || isWildcard(k.addr)) return;
-    const v = listenerValue.decode(live.value);
-    const route: Route = { vip: k.addr, port: k.port, clusters: v.cluster_ids.slice(0, v.cluster_count) };
+    if (!live || live.key[LK_PROTOCOL] !== IPPROTO_TCP) return;
+    const vip = live.key.subarray(LK_ADDR, LK_ADDR + 16);
+    if (vip.every((b) => b === 0) || isV4Wildcard(vip)) return;
+    const count = live.value.readUInt32LE(LV_COUNT);
+    const clusters = Array.from({ length: count }, (_, i) => live.value.readUInt32LE(LV_IDS + 4 * i));
+    const route: Route = { listener: hex, vip, port: live.key.readUInt16LE(LK_PORT), clusters, owners: new Map() };
     this.routes.set(hex, route);
-    for (const id of route.clusters) {
+    for (const id of clusters) {
       const by = this.routedBy.get(id) ?? new Map<string, number>();
-      if (by.size === 0) for (const ep of endpointKeys(this.endpointsOf.get(id))) this.dirty.add(ep);
+      if (by.size === 0) for (const ep of this.endpointsOf.get(id) ?? []) this.dirty.add(ep);
       by.set(hex, (by.get(hex) ?? 0) + 1);
       this.routedBy.set(id, by);
     }
@@ -128,11 +147,18 @@ export class OriginIndex {
 
   /** The entries of a previous daemon, as a starting point (kept where their owner still routes). */
   adopt(): void {
+    const adopted = new Map<string, Route>();
     for (const [key, value] of this.map.entries()) {
-      const ep = key.toString('hex');
+      const ep = key.toString('latin1', KEY_ADDR, KEY_ADDR + ID_LEN);
       const o = sockOrigin.decode(value);
       const listener = listenerKey.encode({ addr: o.vip, port: o.vip_port, protocol: IPPROTO_TCP }).toString('hex');
-      this.own(ep, { listener, cluster: o.cluster_id });
+      // A placeholder route: it names the listener until setListener says whether it still routes there.
+      let route = adopted.get(listener);
+      if (!route) {
+        route = { listener, vip: o.vip, port: o.vip_port, clusters: [], owners: new Map() };
+        adopted.set(listener, route);
+      }
+      this.own(ep, ownerOf(route, o.cluster_id));
       this.dirty.add(ep);
     }
   }
@@ -142,105 +168,162 @@ export class OriginIndex {
    * one it runs to the end at once). A failed write only costs connects their fast path.
    */
   async flush(slice?: Slicer): Promise<void> {
-    const pending: Change[] = [];
+    const eps: string[] = [];
+    const owners: Owner[] = [];
     let seen = 0;
     for (const ep of this.dirty) {
       if (slice && ++seen % SLICE_ENDPOINTS === 0) await slice.next();
       const current = this.written.get(ep);
-      if (current && this.routesTo(current.listener, current.cluster, ep)) continue;
-      const key = Buffer.from(ep, 'hex');
-      const next = this.candidate(ep, key);
+      if (current && this.routesTo(current, ep)) {
+        // Still routed, maybe by a newer version of the listener (same VIP and port): the entry stays, its
+        // owner becomes that version's, whose changes are the ones that will concern it.
+        const live = this.routes.get(current.route.listener) as Route;
+        if (live !== current.route) this.own(ep, ownerOf(live, current.cluster));
+        continue;
+      }
+      const next = this.candidate(ep);
       if (next) {
-        if (this.batch.full) this.write(pending);
-        key.copy(this.batch.add(next.value));
-        pending.push({ ep, key, current, ...next });
+        if (this.batch.full) this.write(eps, owners);
+        const key = this.entry(ep, next);
+        key.copy(this.batch.add(this.value));
+        eps.push(ep);
+        owners.push(next);
         continue;
       }
       if (!current) continue;
       try {
-        this.map.delete(key);
-        this.disown(ep, current);
+        this.map.delete(this.keyOf(ep));
+        this.written.delete(ep);
+        current.count--;
       } catch (err) {
-        this.logger.warn({ err, endpoint: ep }, 'kmesh_ep_origin delete failed');
+        this.logger.warn({ err, endpoint: endpointName(ep) }, 'kmesh_ep_origin delete failed');
       }
     }
-    this.write(pending);
+    this.write(eps, owners);
     this.dirty.clear();
   }
 
   /** Sends the batch; if it fails, entry by entry, so that what is recorded is what the map holds. */
-  private write(pending: Change[]): void {
-    if (pending.length === 0) return;
+  private write(eps: string[], owners: Owner[]): void {
+    if (eps.length === 0) return;
     let batched = true;
     try {
       this.batch.flush();
     } catch {
       batched = false;
     }
-    for (const { ep, key, current, next, value } of pending) {
+    for (let i = 0; i < eps.length; i++) {
+      const ep = eps[i] as string;
+      const next = owners[i] as Owner;
       if (!batched) {
         try {
-          this.map.update(key, value);
+          this.map.update(this.entry(ep, next), this.value);
         } catch (err) {
-          this.logger.warn({ err, endpoint: ep }, 'kmesh_ep_origin write failed');
+          this.logger.warn({ err, endpoint: endpointName(ep) }, 'kmesh_ep_origin write failed');
           continue;
         }
       }
-      if (current) this.disown(ep, current);
       this.own(ep, next);
     }
-    pending.length = 0;
+    eps.length = 0;
+    owners.length = 0;
   }
 
-  private routesTo(listener: string, cluster: number, ep: string): boolean {
-    return (this.routedBy.get(cluster)?.has(listener) ?? false) && (this.clustersOf.get(ep)?.has(cluster) ?? false);
+  private routesTo(owner: Owner, ep: string): boolean {
+    if (!this.routedBy.get(owner.cluster)?.has(owner.route.listener)) return false;
+    const clusters = this.clustersOf.get(ep);
+    return typeof clusters === 'number' ? clusters === owner.cluster : (clusters?.includes(owner.cluster) ?? false);
   }
 
-  /** The first route that reaches the endpoint (its kmesh_ep_origin key as hex and bytes), and the entry it makes. */
-  private candidate(ep: string, key: Buffer): { next: Owner; value: Buffer } | undefined {
-    for (const cluster of this.clustersOf.get(ep) ?? []) {
-      const listener = this.routedBy.get(cluster)?.keys().next().value;
-      if (listener === undefined) continue;
-      const route = this.routes.get(listener) as Route;
-      const { addr, port } = epOriginKey.decode(key);
-      const value = sockOrigin.encode({
-        vip: route.vip,
-        endpoint: addr,
-        vip_port: route.port,
-        endpoint_port: port,
-        cluster_id: cluster,
-      });
-      return { next: { listener, cluster }, value };
+  /** The first route that reaches the endpoint. */
+  private candidate(ep: string): Owner | undefined {
+    const clusters = this.clustersOf.get(ep);
+    if (typeof clusters === 'number') return this.routeTo(clusters);
+    for (const cluster of clusters ?? []) {
+      const owner = this.routeTo(cluster);
+      if (owner) return owner;
     }
     return undefined;
   }
 
+  /** The first listener routing to the cluster, as an owner. */
+  private routeTo(cluster: number): Owner | undefined {
+    const by = this.routedBy.get(cluster);
+    if (by === undefined) return undefined;
+    for (const listener of by.keys()) return ownerOf(this.routes.get(listener) as Route, cluster);
+    return undefined;
+  }
+
+  /** The endpoint's kmesh_ep_origin key and (in this.value) the entry its owner gives it. */
+  private entry(ep: string, owner: Owner): Buffer {
+    const v = this.value;
+    owner.route.vip.copy(v, O_VIP);
+    v.write(ep, O_ENDPOINT, 16, 'latin1');
+    v.writeUInt16LE(owner.route.port, O_VIP_PORT);
+    v.writeUInt16LE(ep.charCodeAt(16) | (ep.charCodeAt(17) << 8), O_ENDPOINT_PORT);
+    v.writeUInt32LE(owner.cluster, O_CLUSTER);
+    return this.keyOf(ep);
+  }
+
+  private keyOf(ep: string): Buffer {
+    this.key.fill(0);
+    this.key.write(ep, KEY_ADDR, ID_LEN, 'latin1');
+    return this.key;
+  }
+
+  private join(ep: string, cluster: number): void {
+    const clusters = this.clustersOf.get(ep);
+    if (clusters === undefined) this.clustersOf.set(ep, cluster);
+    else if (typeof clusters === 'number') {
+      if (clusters !== cluster) this.clustersOf.set(ep, [clusters, cluster]);
+    } else if (!clusters.includes(cluster)) clusters.push(cluster);
+  }
+
+  private leave(ep: string, cluster: number): void {
+    const clusters = this.clustersOf.get(ep);
+    if (clusters === cluster) this.clustersOf.delete(ep);
+    else if (Array.isArray(clusters)) {
+      const rest = clusters.filter((c) => c !== cluster);
+      this.clustersOf.set(ep, rest.length === 1 ? (rest[0] as number) : rest);
+    }
+  }
+
   private own(ep: string, owner: Owner): void {
+    const current = this.written.get(ep);
+    if (current) current.count--;
     this.written.set(ep, owner);
-    const eps = this.owned.get(owner.listener) ?? new Set<string>();
-    eps.add(ep);
-    this.owned.set(owner.listener, eps);
-  }
-
-  private disown(ep: string, owner: Owner): void {
-    this.written.delete(ep);
-    const eps = this.owned.get(owner.listener);
-    eps?.delete(ep);
-    if (eps?.size === 0) this.owned.delete(owner.listener);
+    owner.count++;
   }
 }
 
-/** The kmesh_ep_origin key hex of each endpoint in a cluster's endpoint values. */
-function* endpointKeys(endpoints: Buffer | undefined): Generator<string> {
-  if (!endpoints) return;
-  for (let at = 0; at < endpoints.length; at += EP_SIZE) {
-    const addr = endpoints.subarray(at + EP_ADDR, at + EP_ADDR + 16);
-    const port = endpoints.readUInt16LE(at + EP_PORT);
-    yield epOriginKey.encode({ addr, port }).toString('hex');
-  }
+/** The ids of the endpoints in a cluster's endpoint values. */
+function endpointIds(endpoints: Buffer): string[] {
+  const ids: string[] = new Array(endpoints.length / EP_SIZE);
+  for (let i = 0, at = EP_ADDR; at < endpoints.length; i++, at += EP_SIZE)
+    ids[i] = endpoints.toString('latin1', at, at + ID_LEN);
+  return ids;
 }
 
-/** The unspecified address of either family: the listener matches whatever address was dialled. */
-function isWildcard(addr: Buffer): boolean {
-  return addr.equals(V4_WILDCARD) || addr.every((b) => b === 0);
+function ownerOf(route: Route, cluster: number): Owner {
+  let owner = route.owners.get(cluster);
+  if (!owner) {
+    owner = { route, cluster, count: 0 };
+    route.owners.set(cluster, owner);
+  }
+  return owner;
+}
+
+/** For logs: the endpoint's address bytes and port. */
+function endpointName(ep: string): string {
+  return `${Buffer.from(ep.slice(0, 16), 'latin1').toString('hex')} port ${ep.charCodeAt(16) | (ep.charCodeAt(17) << 8)}`;
+}
+
+/** ::ffff:0.0.0.0, the IPv4 unspecified address: the listener matches whatever address was dialled. */
+function isV4Wildcard(addr: Buffer): boolean {
+  return (
+    addr.readUInt32BE(8) === 0xffff &&
+    addr.readUInt32BE(12) === 0 &&
+    addr.readUInt32BE(0) === 0 &&
+    addr.readUInt32BE(4) === 0
+  );
 }

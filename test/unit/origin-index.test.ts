@@ -127,3 +127,43 @@ test('kmesh_ep_origin: many routes to one big cluster, the owner removed', async
   assert.ok(!Object.values(after).some((o) => o.startsWith(`${gone}:`)));
   await reconciler.flush();
 });
+
+// The entries a listener owns are found by the listener's own version: one changed in place (same VIP and port)
+// or adopted after a restart must still take its entries with it when it goes.
+test('kmesh_ep_origin: a listener changed in place or adopted keeps its entries, and they go with it', async () => {
+  const clusters = [cluster('web', [ep('127.0.0.1', 1), ep('127.0.0.2', 2)]), cluster('api', [ep('127.0.0.3', 3)])];
+  const webOnly: MeshModel = { clusters, listeners: [listener('web', '127.42.0.1', 32001, [['web', 1]])] };
+  const split: MeshModel = {
+    clusters,
+    listeners: [
+      listener('web', '127.42.0.1', 32001, [
+        ['web', 1],
+        ['api', 1],
+      ]),
+    ],
+  };
+  const apiOnly: MeshModel = { clusters, listeners: [listener('api', '127.42.0.2', 32002, [['api', 1]])] };
+  const maps = memoryMaps();
+  let reconciler = new Reconciler(maps, logger, 0);
+  reconciler.adopt();
+  await reconciler.apply(wholeDelta(webOnly, reconciler.liveKeys()));
+  await reconciler.apply(wholeDelta(split, reconciler.liveKeys()));
+  const both = {
+    '127.0.0.1:1': '127.42.0.1:32001/web',
+    '127.0.0.2:2': '127.42.0.1:32001/web',
+    '127.0.0.3:3': '127.42.0.1:32001/api',
+  };
+  assert.deepEqual(view(maps, split), both);
+  await reconciler.apply(wholeDelta(apiOnly, reconciler.liveKeys()));
+  assert.deepEqual(view(maps, apiOnly), { '127.0.0.3:3': '127.42.0.2:32002/api' });
+
+  // again, the listener's version of the entries being a restarted daemon's adopted ones
+  await reconciler.apply(wholeDelta(split, reconciler.liveKeys()));
+  await reconciler.flush();
+  reconciler = new Reconciler(maps, logger, 0);
+  reconciler.adopt();
+  assert.deepEqual(view(maps, split), both);
+  await reconciler.apply(wholeDelta(apiOnly, reconciler.liveKeys()));
+  assert.deepEqual(view(maps, apiOnly), { '127.0.0.3:3': '127.42.0.2:32002/api' });
+  await reconciler.flush();
+});
