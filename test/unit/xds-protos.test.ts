@@ -85,6 +85,17 @@ describe('xds protos', () => {
     assert.throws(() => decodeListener(new Uint8Array([0x0a, 0x50, 0x41]), 0), /malformed Listener/);
   });
 
+  it('strings: UTF-8 read in place, a length past the end is an error also when the bytes are a Buffer', () => {
+    const name = 'svc-ü-名前.default';
+    const good = cluster({ name }).value;
+    assert.equal(decodeCluster(good, 0).name, name);
+    assert.equal(decodeCluster(Buffer.from(good), 0).name, name);
+    // the name's length says 40 bytes, 3 follow: the Buffer reader would return a 3-character name
+    const cut = Buffer.from([...tag(1, 2), 40, 0x61, 0x62, 0x63]);
+    assert.throws(() => decodeCluster(cut, 0), /malformed Cluster: index out of range: 2 \+ 40 > 5/);
+    assert.throws(() => decodeResponse(Buffer.from([...tag(4, 2), 40, 0x61])), /index out of range/);
+  });
+
   it('a malformed DiscoveryResponse envelope throws; a response carries type URL, version, nonce', () => {
     assert.throws(() => decodeResponse(new Uint8Array([0x12, 0x40, 0x00])));
     const t = xdsTypes();

@@ -3,12 +3,13 @@
  * defensive: protobufjs yields defaults for absent scalars and null for absent messages.
  */
 import { isIP } from 'node:net';
-import protobuf from 'protobufjs';
+import type protobuf from 'protobufjs';
 import type { Endpoint, HttpRoute, LbPolicy, LocalityWeight, Protocol, WeightedCluster } from '../../model/types.js';
 import { virtualHostProblems } from '../../model/validate.js';
 import { localityName, RESILIENCE_LIMITS } from '../../model/validate-resilience.js';
 import { decodeClusterResilience, overprovisioningFactor } from './cluster-resilience.js';
 import { TYPE, toPlain, xdsTypes } from './protos.js';
+import { strictReader } from './reader.js';
 import {
   type RawEndpoint,
   type XCluster,
@@ -73,8 +74,8 @@ function sameBytes(b: Uint8Array, x: number, y: number, len: number): boolean {
  * length runs past the end, while the plain one rejects it — and truncated input must be NACKed, not half-read.
  */
 export function decodeResponse(buf: Uint8Array): DecodedResponse {
-  const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  const r = protobuf.Reader.create(bytes);
+  const r = strictReader(buf);
+  const bytes = r.buf;
   const out: DecodedResponse = { versionInfo: '', typeUrl: '', nonce: '', resources: [] };
   let url = { start: 0, len: -1, text: '' };
   while (r.pos < r.len) {
@@ -133,8 +134,7 @@ export interface DecodedDeltaResponse {
 
 /** Decodes a DeltaDiscoveryResponse envelope (strict reader, as decodeResponse). Throws on malformed protobuf. */
 export function decodeDeltaResponse(buf: Uint8Array): DecodedDeltaResponse {
-  const view = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  const msg: M = xdsTypes().DeltaDiscoveryResponse.decode(view);
+  const msg: M = xdsTypes().DeltaDiscoveryResponse.decode(strictReader(buf));
   return {
     systemVersionInfo: msg.systemVersionInfo ?? '',
     typeUrl: msg.typeUrl ?? '',
@@ -150,10 +150,7 @@ export function decodeDeltaResponse(buf: Uint8Array): DecodedDeltaResponse {
 
 function decodeAs(type: protobuf.Type, value: Uint8Array, what: string): M {
   try {
-    // Plain view for the strict reader (see decodeResponse); a no-op for the views decodeResponse hands out.
-    return type.decode(
-      Buffer.isBuffer(value) ? new Uint8Array(value.buffer, value.byteOffset, value.byteLength) : value,
-    );
+    return type.decode(strictReader(value));
   } catch (e) {
     throw new XdsResourceError(`${what}: malformed ${type.name}: ${(e as Error).message}`);
   }

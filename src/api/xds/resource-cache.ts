@@ -10,9 +10,9 @@
  * the cache: V8's old generation grew by that much per resend.) Position and name only find the candidate; equal
  * bytes decide, so a wrong candidate is just a miss.
  */
-import protobuf from 'protobufjs';
 import type { Slicer } from '../../runtime/slicer.js';
 import { type DecodedResponse, LIMITS, unwrap } from './decode.js';
+import { strictReader } from './reader.js';
 import { XdsResourceError } from './resources.js';
 
 interface Held<T> {
@@ -26,7 +26,7 @@ const NAME_TAG = (1 << 3) | 2; // field 1, length-delimited
 /** Field 1 of a resource as a string ('' when it is not the first field or the bytes do not parse). */
 function nameOf(bytes: Uint8Array): string {
   try {
-    const reader = protobuf.Reader.create(bytes);
+    const reader = strictReader(bytes);
     return reader.uint32() === NAME_TAG ? reader.string() : '';
   } catch {
     return ''; // malformed: the full decode NACKs it
