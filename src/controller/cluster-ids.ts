@@ -5,10 +5,17 @@
  */
 export function fnv1a32(text: string): number {
   let hash = 0x811c9dc5;
-  for (const byte of Buffer.from(text, 'utf8')) {
-    hash ^= byte;
-    hash = Math.imul(hash, 0x01000193) >>> 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x80) return fnv1a32Bytes(Buffer.from(text, 'utf8')); // not ASCII: hash its UTF-8 bytes
+    hash = Math.imul(hash ^ c, 0x01000193) >>> 0;
   }
+  return hash;
+}
+
+function fnv1a32Bytes(bytes: Buffer): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < bytes.length; i++) hash = Math.imul(hash ^ (bytes[i] as number), 0x01000193) >>> 0;
   return hash;
 }
 

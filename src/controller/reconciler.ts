@@ -96,6 +96,9 @@ const INDEX_OFFSET = endpointKey.offsetOf('index');
 /** A new round-robin cursor: at the first endpoint. */
 const RR_START = rrValue.encode({});
 
+/** Clusters or listeners between two looks at the clock (an await each is a microtask and a promise). */
+const SLICE_EVERY = 32;
+
 const endpointCount = (endpoints: Buffer) => endpoints.length / ENDPOINT_SIZE;
 
 function listenerKeyIn(key: Buffer, slot: number): Buffer {
@@ -341,14 +344,15 @@ export class Reconciler {
     // After the commit and in slices, like the writes before it: until its entry is written, a plain connect to
     // an endpoint keeps an origin of its own, which is correct, only slower.
     for (const id of removedClusters) this.origins.setCluster(id, null);
+    let step = 0;
     for (const [id, live] of fresh) {
       this.origins.setCluster(id, live.endpoints);
-      await slice.next();
+      if (++step % SLICE_EVERY === 0) await slice.next();
     }
     for (const hex of removedListeners) this.origins.setListener(hex, null);
     for (const listener of changedListeners) {
       this.origins.setListener(listener.keyHex, listener);
-      await slice.next();
+      if (++step % SLICE_EVERY === 0) await slice.next();
     }
     await this.origins.flush(slice);
     this.scheduleGc();
