@@ -51,6 +51,8 @@ export interface DecodedResponse {
 }
 
 const LEN = 2; // wire type of strings, bytes and messages
+/** An Any without a value (read-only; a fresh empty Uint8Array per resource was most of a resend's envelope). */
+const NO_BYTES = new Uint8Array(0);
 const ANY_TYPE_URL = (1 << 3) | LEN;
 const ANY_VALUE = (2 << 3) | LEN;
 
@@ -90,7 +92,7 @@ export function decodeResponse(buf: Uint8Array): DecodedResponse {
     else {
       const end = delimited(r, r.len);
       let typeUrl = '';
-      let value: Uint8Array = new Uint8Array();
+      let value: Uint8Array = NO_BYTES;
       while (r.pos < end) {
         const t = r.uint32();
         if (t === ANY_TYPE_URL) {

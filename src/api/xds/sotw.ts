@@ -80,10 +80,12 @@ export class SotwProtocol implements Protocol<SotwReceived> {
     const held = heldOf(b, r.typeUrl);
     // CDS/LDS: what the response leaves out is gone. EDS/RDS: left out keeps its last value.
     const gone = WILDCARD.has(r.typeUrl) ? [...held.keys()].filter((n) => !resources.has(n)) : [];
-    for (const [name, res] of resources) {
+    resources.forEach((res, name) => {
+      // What the builder holds as is (the cache handed back the same object): nothing to stage or look up.
+      if (held.get(name) === res) return;
       if (wanted(b, r.typeUrl, name)) stageResource(b, r.typeUrl, name, res as Parameters<typeof stageResource>[3]);
       else note(`${r.typeUrl}: "${name}" was not asked for; ignored`);
-    }
+    });
     for (const name of gone) stageResource(b, r.typeUrl, name, undefined);
     this.staged.push({ r, commit: () => cache.commit(staged, !WILDCARD.has(r.typeUrl)) });
   }
