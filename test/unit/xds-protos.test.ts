@@ -1,7 +1,13 @@
 /** The hand-written protos: wire compatibility with known encodings, unknown fields tolerated, bad bytes rejected. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeCluster, decodeListener, decodeLoadAssignment, decodeResponse } from '../../src/api/xds/decode.js';
+import {
+  anyAt,
+  decodeCluster,
+  decodeListener,
+  decodeLoadAssignment,
+  decodeResponse,
+} from '../../src/api/xds/decode.js';
 import { TYPE, xdsTypes } from '../../src/api/xds/protos.js';
 import { XdsResourceError } from '../../src/api/xds/resources.js';
 import { cluster, tcpListener } from '../fixtures/xds-server.js';
@@ -102,7 +108,25 @@ describe('xds protos', () => {
     const bytes = t.DiscoveryResponse.encode(
       t.DiscoveryResponse.fromObject({ versionInfo: '7', typeUrl: TYPE.cluster, nonce: 'n1', resources: [] }),
     ).finish();
-    assert.deepEqual(decodeResponse(bytes), { versionInfo: '7', typeUrl: TYPE.cluster, nonce: 'n1', resources: [] });
+    const { resources, ...envelope } = decodeResponse(bytes);
+    assert.deepEqual(envelope, { versionInfo: '7', typeUrl: TYPE.cluster, nonce: 'n1' });
+    assert.deepEqual([resources.typeUrls, resources.bounds], [[], []]);
+  });
+
+  it('the resources of a response are places in its bytes: type URL and value of each, an Any without value empty', () => {
+    const t = xdsTypes();
+    const a = cluster({ name: 'a' });
+    const b = tcpListener('127.62.0.1', 80, 'a');
+    const resources = [a, { typeUrl: TYPE.cluster, value: new Uint8Array() }, b];
+    const bytes = t.DiscoveryResponse.encode(
+      t.DiscoveryResponse.fromObject({ versionInfo: '1', typeUrl: TYPE.cluster, nonce: '1', resources }),
+    ).finish();
+    const list = decodeResponse(bytes).resources;
+    assert.deepEqual(list.typeUrls, [TYPE.cluster, TYPE.cluster, TYPE.listener]);
+    assert.deepEqual(
+      [0, 1, 2].map((i) => Buffer.from(anyAt(list, i).value).toString('hex')),
+      [Buffer.from(a.value).toString('hex'), '', Buffer.from(b.value).toString('hex')],
+    );
   });
 
   it('DiscoveryRequest NACK encodes error_detail (field 6) with google.rpc.Status code/message', () => {

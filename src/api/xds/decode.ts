@@ -47,12 +47,27 @@ export interface DecodedResponse {
   versionInfo: string;
   typeUrl: string;
   nonce: string;
-  resources: Array<{ typeUrl: string; value: Uint8Array }>;
+  resources: AnyList;
+}
+
+/**
+ * The resources (google.protobuf.Any) of a response as places in its bytes: no object and no view per resource
+ * (a SotW resend carries 1,000, nearly all unchanged: those objects and views were most of what a resend allocated).
+ */
+export interface AnyList {
+  bytes: Uint8Array;
+  /** Each resource's type URL (equal ones are one string). */
+  typeUrls: string[];
+  /** Where each resource's value starts and ends in `bytes`: two numbers per resource. */
+  bounds: number[];
+}
+
+/** Resource `i` of the list as an Any (a view of the response's bytes). */
+export function anyAt(list: AnyList, i: number): { typeUrl: string; value: Uint8Array } {
+  return { typeUrl: list.typeUrls[i] ?? '', value: list.bytes.subarray(list.bounds[2 * i], list.bounds[2 * i + 1]) };
 }
 
 const LEN = 2; // wire type of strings, bytes and messages
-/** An Any without a value (read-only; a fresh empty Uint8Array per resource was most of a resend's envelope). */
-const NO_BYTES = new Uint8Array(0);
 const ANY_TYPE_URL = (1 << 3) | LEN;
 const ANY_VALUE = (2 << 3) | LEN;
 
@@ -78,7 +93,8 @@ function sameBytes(b: Uint8Array, x: number, y: number, len: number): boolean {
 export function decodeResponse(buf: Uint8Array): DecodedResponse {
   const r = strictReader(buf);
   const bytes = r.buf;
-  const out: DecodedResponse = { versionInfo: '', typeUrl: '', nonce: '', resources: [] };
+  const resources: AnyList = { bytes, typeUrls: [], bounds: [] };
+  const out: DecodedResponse = { versionInfo: '', typeUrl: '', nonce: '', resources };
   let url = { start: 0, len: -1, text: '' };
   while (r.pos < r.len) {
     const tag = r.uint32();
@@ -92,7 +108,7 @@ export function decodeResponse(buf: Uint8Array): DecodedResponse {
     else {
       const end = delimited(r, r.len);
       let typeUrl = '';
-      let value: Uint8Array = NO_BYTES;
+      let [valueStart, valueEnd] = [0, 0]; // an Any without a value: empty
       while (r.pos < end) {
         const t = r.uint32();
         if (t === ANY_TYPE_URL) {
@@ -107,13 +123,14 @@ export function decodeResponse(buf: Uint8Array): DecodedResponse {
           r.pos = stop;
         } else if (t === ANY_VALUE) {
           const stop = delimited(r, end);
-          value = bytes.subarray(r.pos, stop);
+          [valueStart, valueEnd] = [r.pos, stop];
           r.pos = stop;
         } else if (t >>> 3 === 1 || t >>> 3 === 2) throw new Error(`Any field ${t >>> 3}: wire type ${t & 7}`);
         else r.skipType(t & 7);
         if (r.pos > end) throw new Error(`resource at offset ${end} runs past its end`);
       }
-      out.resources.push({ typeUrl, value });
+      resources.typeUrls.push(typeUrl);
+      resources.bounds.push(valueStart, valueEnd);
     }
   }
   return out;

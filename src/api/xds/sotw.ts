@@ -59,7 +59,7 @@ export class SotwProtocol implements Protocol<SotwReceived> {
       typeUrl: resp.typeUrl,
       nonce: resp.nonce,
       version: resp.versionInfo,
-      count: resp.resources.length,
+      count: resp.resources.typeUrls.length,
       receivedAt,
       resp,
     };
