@@ -39,6 +39,22 @@ const od = {
   intervalMs: 10_000,
 };
 
+const failoverCluster = (localityFailover: LocalityFailover | undefined, endpoints: Endpoint[]): Cluster => ({
+  name: 'c',
+  lbPolicy: 'round_robin',
+  source: 'toml',
+  outlierDetection: od,
+  ...(localityFailover ? { localityFailover } : {}),
+  endpoints,
+});
+
+/** The source is refused with exactly one error, starting with `expected`. */
+function assertOneError(source: string, expected: string): void {
+  const errors = errorsOf(source);
+  assert.equal(errors.length, 1, errors.join('\n'));
+  assert.ok(errors[0]?.startsWith(expected), `${errors[0]} does not start with ${expected}`);
+}
+
 describe('locality failover: ranking and levels', () => {
   test('istiod ranks: same subzone 0, same zone 1, same region 2, elsewhere (or no locality) 3', () => {
     const own = loc('eu/a/1');
@@ -53,14 +69,14 @@ describe('locality failover: ranking and levels', () => {
   });
 
   test('levels: by priority, then by locality match within it; the configured order within a level', () => {
-    const cluster: Cluster = {
-      name: 'c',
-      lbPolicy: 'round_robin',
-      source: 'toml',
-      outlierDetection: od,
-      localityFailover: { own: loc('eu/a/1') },
-      endpoints: [ep(1, 'us/x'), ep(2, 'eu/a/2'), ep(3, 'eu/a/1'), ep(4, 'eu/a/1', 1), ep(5, 'eu/b'), ep(6, 'eu/a/1')],
-    };
+    const cluster = failoverCluster({ own: loc('eu/a/1') }, [
+      ep(1, 'us/x'),
+      ep(2, 'eu/a/2'),
+      ep(3, 'eu/a/1'),
+      ep(4, 'eu/a/1', 1),
+      ep(5, 'eu/b'),
+      ep(6, 'eu/a/1'),
+    ]);
     const layout = layoutCluster(cluster);
     assert.deepEqual(
       layout.endpoints.map((e) => e.port),
@@ -68,7 +84,7 @@ describe('locality failover: ranking and levels', () => {
     );
     assert.deepEqual(layout.levelOf, [0, 0, 1, 2, 3, 4]);
     // without the daemon's locality the same endpoints are two levels: the priorities
-    const plain = layoutCluster({ ...cluster, localityFailover: undefined });
+    const plain = layoutCluster(failoverCluster(undefined, cluster.endpoints));
     assert.deepEqual(plain.levelOf, [0, 0, 0, 0, 0, 1]);
   });
 
@@ -163,12 +179,7 @@ describe('kmesh.toml: [daemon] locality, locality_failover, overprovisioning_fac
     ],
   ];
   for (const [expected, lines, extra] of bad) {
-    test(expected, () => {
-      const source = lines.length > 0 ? toml(...lines) : withDaemon(extra);
-      const errors = errorsOf(source);
-      assert.equal(errors.length, 1, errors.join('\n'));
-      assert.ok(errors[0]?.startsWith(expected), `${errors[0]} does not start with ${expected}`);
-    });
+    test(expected, () => assertOneError(lines.length > 0 ? toml(...lines) : withDaemon(extra), expected));
   }
 
   test('more than 8 levels (priorities × locality matches) are refused naming the cluster', () => {
@@ -231,34 +242,24 @@ describe("locality failover: Istio's failover and failoverPriority lists", () =>
   });
 
   test('levels: with a failover region, the `to` region comes before the other regions', () => {
-    const cluster: Cluster = {
-      name: 'c',
-      lbPolicy: 'round_robin',
-      source: 'toml',
-      outlierDetection: od,
-      localityFailover: { own, regions: [{ from: 'eu', to: 'ap' }] },
-      endpoints: [ep(1, 'us/x'), ep(2, 'ap/y'), ep(3, 'eu/a/1')],
-    };
+    const cluster = failoverCluster({ own, regions: [{ from: 'eu', to: 'ap' }] }, [
+      ep(1, 'us/x'),
+      ep(2, 'ap/y'),
+      ep(3, 'eu/a/1'),
+    ]);
     assert.deepEqual(
       layoutCluster(cluster).endpoints.map((e) => e.port),
       [3, 2, 1],
     );
-    const byDefault = layoutCluster({ ...cluster, localityFailover: { own } });
+    const byDefault = layoutCluster(failoverCluster({ own }, cluster.endpoints));
     assert.deepEqual(byDefault.levelOf, [0, 1, 1], 'us and ap share the "elsewhere" level');
   });
 
   const endpoints =
     'endpoints = [ { address = "127.0.0.1", port = 1, locality = "eu/a/1" }, { address = "127.0.0.2", port = 1, locality = "us" } ]';
-  const cluster = (...lines: string[]) =>
-    toml(
-      '[daemon]',
-      'locality = "eu/a/1"',
-      '[[clusters]]',
-      'name = "c"',
-      endpoints,
-      'outlier_detection = {}',
-      ...lines,
-    );
+  const plainCluster = (...lines: string[]) =>
+    toml('[daemon]', 'locality = "eu/a/1"', '[[clusters]]', 'name = "c"', endpoints, ...lines);
+  const cluster = (...lines: string[]) => plainCluster('outlier_detection = {}', ...lines);
 
   test('kmesh.toml: locality_failover_regions and locality_failover_priority', () => {
     const config = parseConfig(
@@ -309,24 +310,11 @@ describe("locality failover: Istio's failover and failoverPriority lists", () =>
     ],
   ];
   for (const [expected, lines] of bad) {
-    test(expected, () => {
-      const errors = errorsOf(cluster(...lines));
-      assert.equal(errors.length, 1, errors.join('\n'));
-      assert.ok(errors[0]?.startsWith(expected), `${errors[0]} does not start with ${expected}`);
-    });
+    test(expected, () => assertOneError(cluster(...lines), expected));
   }
 
   test('without outlier detection the lists are refused (nothing would ever fail over)', () => {
-    const errors = errorsOf(
-      toml(
-        '[daemon]',
-        'locality = "eu/a/1"',
-        '[[clusters]]',
-        'name = "c"',
-        endpoints,
-        'locality_failover_priority = [ "region" ]',
-      ),
-    );
+    const errors = errorsOf(plainCluster('locality_failover_priority = [ "region" ]'));
     assert.deepEqual(errors, [
       'kmesh.toml:6: clusters[0].locality_failover_priority: needs outlier_detection: endpoints fail over only when ejected',
     ]);
