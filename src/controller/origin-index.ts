@@ -185,7 +185,7 @@ export class OriginIndex {
       if (next) {
         if (this.batch.full) this.write(eps, owners);
         const key = this.entry(ep, next);
-        key.copy(this.batch.keyBuffer, this.batch.addAt(this.value));
+        key.copy(this.batch.add(this.value));
         eps.push(ep);
         owners.push(next);
         continue;

@@ -421,9 +421,9 @@ export class Reconciler {
           endpoints.flush();
           await slice.next();
         }
-        const at = endpoints.addAt(cluster.endpoints, index * ENDPOINT_SIZE);
-        key.copy(endpoints.keyBuffer, at);
-        endpoints.keyBuffer.writeUInt32LE(index, at + INDEX_OFFSET);
+        const slot = endpoints.add(cluster.endpoints, index * ENDPOINT_SIZE);
+        key.copy(slot);
+        slot.writeUInt32LE(index, INDEX_OFFSET);
       }
       written += count;
       written += this.writeExtras(cluster, generation, undo);
