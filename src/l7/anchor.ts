@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { BpfMap } from '../runtime/bpf-map.js';
 import { type DrainMarkers, MarkerScan } from './drain.js';
 import { CONN_STATE, l7Conn, tupleKey } from './layouts.js';
+import { type ConnectFailure, connectFailure } from './pool.js';
 
 export interface AnchorMaps {
   conns: BpfMap;
@@ -25,8 +26,22 @@ export interface AnchorHooks {
   /** A client arrived: a pooled socket was probably just taken. */
   accepted(): void;
   /** The endpoint of a pool, for the slow path. */
-  endpointOfPool(poolId: number): { address: string; port: number } | undefined;
+  endpointOfPool(poolId: number): { address: string; port: number; connectTimeoutMs?: number } | undefined;
+  /** The cluster's max_pending_requests: slow-path connects it may have waiting at once. */
+  maxPending(clusterId: number): number | undefined;
+  /** A slow-path connect failed (outlier detection). */
+  connectFailed(clusterId: number, endpoint: { address: string; port: number }, cause: ConnectFailure): void;
+  /** A first request refused by max_pending_requests (the cluster's overflow count). */
+  overflow(clusterId: number): void;
 }
+
+/** Envoy's answer to a request over a circuit breaker: the client sees a clean 503 at once, never a hang. */
+const OVERFLOW_RESPONSE = Buffer.from(
+  'HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 8\r\n' +
+    'x-envoy-overloaded: true\r\nconnection: close\r\n\r\noverflow',
+);
+/** A request line's start: only HTTP gets the 503, anything else a plain close. */
+const REQUEST_START = /^[A-Z]+ /;
 
 /**
  * Without a drain marker (the client half-closed: its socket cannot send one; or no marker
@@ -62,7 +77,16 @@ export class Anchor {
   /** By the client's tuple (hex). */
   private readonly pairs = new Map<string, Pair>();
   /** Counted here: connections the daemon spliced itself, and connections closed because nothing could serve them. */
-  readonly stats = { slowPathSpliced: 0, slowPathFailed: 0, accepted: 0, drainMarkers: 0, finFallbacks: 0 };
+  readonly stats = {
+    slowPathSpliced: 0,
+    slowPathFailed: 0,
+    slowPathOverflows: 0,
+    accepted: 0,
+    drainMarkers: 0,
+    finFallbacks: 0,
+  };
+  /** Slow-path connects in progress per cluster id (max_pending_requests). */
+  private readonly pending = new Map<number, number>();
 
   private markers: DrainMarkers | undefined;
 
@@ -253,28 +277,75 @@ export class Anchor {
     const client = pair.client;
     if (!client || pair.upstream) return;
     const state = this.connState(key);
+    // over max_requests: the kernel counted the overflow and sent the request here
+    if (state?.state === CONN_STATE.overflow) {
+      this.refuse(client, chunk);
+      return;
+    }
     const endpoint = state?.state === CONN_STATE.slow ? this.hooks.endpointOfPool(state.pool_id) : undefined;
-    if (!endpoint) {
+    if (!state || !endpoint) {
       this.stats.slowPathFailed++;
       client.destroy();
       return;
     }
+    const clusterId = state.cluster_id;
+    const pending = this.pending.get(clusterId) ?? 0;
+    if (pending >= (this.hooks.maxPending(clusterId) ?? Number.POSITIVE_INFINITY)) {
+      this.stats.slowPathOverflows++;
+      this.hooks.overflow(clusterId);
+      this.refuse(client, chunk);
+      return;
+    }
+    this.pending.set(clusterId, pending + 1);
+    let waiting = true;
+    const connected = () => {
+      if (!waiting) return;
+      waiting = false;
+      clearTimeout(timer);
+      const left = (this.pending.get(clusterId) ?? 1) - 1;
+      if (left > 0) this.pending.set(clusterId, left);
+      else this.pending.delete(clusterId);
+    };
     this.stats.slowPathSpliced++;
     client.pause();
     const upstream = connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true });
+    const failed = (err: Error, cause: ConnectFailure) => {
+      if (!waiting) return;
+      connected();
+      this.stats.slowPathFailed++;
+      this.hooks.connectFailed(clusterId, endpoint, cause);
+      this.logger.debug({ endpoint: `${endpoint.address}:${endpoint.port}`, err: err.message }, 'L7 slow-path connect');
+      hardClose(client, false);
+      upstream.destroy();
+    };
+    const ms = endpoint.connectTimeoutMs;
+    const timer =
+      ms === undefined ? undefined : setTimeout(() => failed(new Error('connect timed out'), 'timeout'), ms);
     pair.upstream = upstream;
     upstream.write(chunk);
     client.removeAllListeners('data');
     upstream.once('connect', () => {
+      connected();
       client.pipe(upstream);
       upstream.pipe(client);
       client.resume();
     });
-    upstream.on('error', (err) => hardClose(client, isReset(err)));
+    upstream.on('error', (err) => {
+      if (waiting) failed(err, connectFailure(err));
+      else hardClose(client, isReset(err));
+    });
     upstream.on('close', () => {
       hardClose(client, false);
       this.forget(hex, key);
     });
+  }
+
+  /** A clean refusal: 503 with x-envoy-overloaded for HTTP, a close for anything else; what follows is discarded. */
+  private refuse(client: Socket, chunk: Buffer): void {
+    client.removeAllListeners('data');
+    client.on('data', () => {});
+    if (REQUEST_START.test(chunk.subarray(0, 16).toString('latin1'))) client.end(OVERFLOW_RESPONSE);
+    else client.end();
   }
 
   close(): Promise<void> {

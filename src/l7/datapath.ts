@@ -13,9 +13,17 @@ import { check } from '../runtime/errors.js';
 import { libbpf } from '../runtime/libbpf.js';
 import { Anchor } from './anchor.js';
 import { DrainMarkers } from './drain.js';
-import { type Anchor as AnchorAddress, type DesiredL7, desiredL7, type Entry, type RouteName } from './encode.js';
+import {
+  type Anchor as AnchorAddress,
+  type DesiredL7,
+  desiredL7,
+  type Entry,
+  type PoolPlan,
+  type RouteName,
+} from './encode.js';
 import { L7_COUNTERS, L7_STAGES, l7RouteStatKey } from './layouts.js';
-import { UpstreamPool } from './pool.js';
+import { type ConnectFailure, UpstreamPool } from './pool.js';
+import { KernelReports } from './reports.js';
 
 export const L7_OBJECT = 'kmesh_l7.bpf.o';
 export const L7_SOCKOPS = 'kmesh_l7_sockops';
@@ -53,7 +61,12 @@ export class L7Datapath {
   private refillQueued = false;
   private anchorAddress: AnchorAddress;
   private markers: DrainMarkers | undefined;
+  private reports: KernelReports | undefined;
+  /** The clusters each pooled endpoint serves (its failed connects count for each). */
+  private poolPlans = new Map<string, PoolPlan>();
+  private maxPending = new Map<number, number>();
   connectFailures = 0;
+  connectTimeouts = 0;
 
   private constructor(
     private readonly obj: BpfObject,
@@ -78,9 +91,12 @@ export class L7Datapath {
         collectTaken: () => this.refillAll(),
         accepted: () => this.scheduleRefill(),
         endpointOfPool: (id) => {
-          for (const pool of this.pools.values()) if (pool.id === id) return { address: pool.address, port: pool.port };
+          for (const pool of this.pools.values()) if (pool.id === id) return pool;
           return undefined;
         },
+        maxPending: (clusterId) => this.maxPending.get(clusterId),
+        connectFailed: (clusterId, endpoint, cause) => this.report([clusterId], endpoint, cause),
+        overflow: (clusterId) => this.reports?.overflow(clusterId),
       },
       options.logger,
     );
@@ -111,6 +127,8 @@ export class L7Datapath {
       attach('kmesh_l7_upstream_verdict', 'kmesh_l7_upstreams');
       attach('kmesh_l7_marker_parser', 'kmesh_l7_markers');
       attach('kmesh_l7_marker_verdict', 'kmesh_l7_markers');
+      attach('kmesh_l7_report_parser', 'kmesh_l7_reports');
+      attach('kmesh_l7_report_verdict', 'kmesh_l7_reports');
     } catch (err) {
       obj.close();
       throw err;
@@ -135,6 +153,7 @@ export class L7Datapath {
       this.anchorAddress.address,
     );
     this.anchor.useMarkers(this.markers);
+    this.reports = await KernelReports.open(this.obj.map('kmesh_l7_reports'), this.anchorAddress.address);
     this.refillTimer = setInterval(() => this.refillAll(), REFILL_MS);
     this.refillTimer.unref();
   }
@@ -161,14 +180,20 @@ export class L7Datapath {
   }
 
   write(desired: DesiredL7): void {
-    for (const endpoint of desired.endpoints) {
-      if (this.pools.has(endpoint)) continue;
-      const [address, port] = [
-        endpoint.slice(0, endpoint.lastIndexOf(':')),
-        Number(endpoint.slice(endpoint.lastIndexOf(':') + 1)),
-      ];
-      this.pools.set(endpoint, this.newPool(this.poolIdOf(endpoint), address, port));
+    for (const [endpoint, plan] of desired.endpoints) {
+      let pool = this.pools.get(endpoint);
+      if (!pool) {
+        const [address, port] = [
+          endpoint.slice(0, endpoint.lastIndexOf(':')),
+          Number(endpoint.slice(endpoint.lastIndexOf(':') + 1)),
+        ];
+        pool = this.newPool(this.poolIdOf(endpoint), address, port);
+        this.pools.set(endpoint, pool);
+      }
+      pool.connectTimeoutMs = plan.connectTimeoutMs;
     }
+    this.poolPlans = desired.endpoints;
+    this.maxPending = desired.maxPending;
     for (const [table, map] of TABLE_MAPS) this.writeTable(table, this.obj.map(map), desired.tables[table], 'upsert');
     for (const [table, map] of [...TABLE_MAPS].reverse())
       this.writeTable(table, this.obj.map(map), desired.tables[table], 'delete');
@@ -214,12 +239,27 @@ export class L7Datapath {
       },
       {
         adopted: (socket, key, giveUp) => this.anchor.adoptUpstream(socket, key, giveUp),
-        connectFailed: (pool, err) => {
+        connectFailed: (pool, err, cause) => {
+          const endpoint = `${pool.address}:${pool.port}`;
+          // one line when an endpoint starts failing; the pool then backs off and probes one connect at a time
+          if (pool.failing === 1) this.options.logger.warn({ endpoint, err: err.message }, 'L7 pool cannot connect');
           this.connectFailures++;
-          this.options.logger.debug({ endpoint: `${pool.address}:${pool.port}`, err: err.message }, 'L7 pool connect');
+          if (cause === 'timeout') this.connectTimeouts++;
+          this.report(this.poolPlans.get(endpoint)?.clusterIds ?? [], pool, cause);
         },
+        recovered: (pool, failures) =>
+          this.options.logger.info({ endpoint: `${pool.address}:${pool.port}`, failures }, 'L7 pool connects again'),
       },
     );
+  }
+
+  /**
+   * A pool or slow-path connect failed: when the endpoint is to blame, a failure of it in each of the
+   * clusters for the kernel's outlier detection (as a failed application connect at L4).
+   */
+  private report(clusterIds: number[], endpoint: { address: string; port: number }, cause: ConnectFailure): void {
+    if (cause === 'local') return;
+    for (const id of clusterIds) this.reports?.connectFailed(id, endpoint.address, endpoint.port, cause === 'timeout');
   }
 
   /** Top the pools up; coalesced so a burst of accepts costs one pass. */
@@ -250,6 +290,8 @@ export class L7Datapath {
     }
     out.pool_connects = [...this.pools.values()].reduce((s, p) => s + p.connects, 0);
     out.pool_connect_failures = this.connectFailures;
+    out.pool_connect_timeouts = this.connectTimeouts;
+    out.slow_path_overflows = this.anchor.stats.slowPathOverflows;
     out.slow_path_spliced = this.anchor.stats.slowPathSpliced;
     out.slow_path_failed = this.anchor.stats.slowPathFailed;
     out.accepted = this.anchor.stats.accepted;
@@ -293,6 +335,7 @@ export class L7Datapath {
     this.pools.clear();
     await this.anchor.close();
     this.markers?.close();
+    this.reports?.close();
     this.obj.close();
   }
 }
