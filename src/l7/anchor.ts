@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import type { BpfMap } from '../runtime/bpf-map.js';
 import { type DrainMarkers, MarkerScan } from './drain.js';
 import { CONN_STATE, l7Conn, tupleKey } from './layouts.js';
-import { type ConnectFailure, connectFailure } from './pool.js';
+import { type ConnectFailure, connectFailure, socketFd } from './pool.js';
 
 export interface AnchorMaps {
   conns: BpfMap;
@@ -101,12 +101,16 @@ export class Anchor {
     this.markers = markers;
   }
 
-  /** Returns the address bound (the port the kernel chose for port 0). */
-  async listen(address: string, port: number): Promise<{ address: string; port: number }> {
+  /**
+   * Returns the address bound (the port the kernel chose for port 0). `fd`: a listening socket a previous
+   * daemon left in systemd's store, listened on as it is (its backlog holds the connections that arrived
+   * meanwhile).
+   */
+  async listen(address: string, port: number, fd?: number): Promise<{ address: string; port: number }> {
     const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.onAccept(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ host: address, port, backlog: 4096 }, () => {
+      server.listen(fd === undefined ? { host: address, port, backlog: 4096 } : { fd }, () => {
         server.off('error', reject);
         resolve();
       });
@@ -121,6 +125,61 @@ export class Anchor {
     return this.pairs.size;
   }
 
+  /** The listening socket's fd (for systemd's store). */
+  listenFd(): number | undefined {
+    const fd = (this.server as unknown as { _handle?: { fd?: number } } | undefined)?._handle?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
+  /** Every open socket of every pair (for systemd's store at a stop). */
+  pairFds(): number[] {
+    const fds: number[] = [];
+    for (const pair of this.pairs.values()) {
+      for (const socket of [pair.client, pair.upstream]) {
+        if (socket && !socket.destroyed) fds.push(socketFd(socket));
+      }
+    }
+    return fds;
+  }
+
+  /**
+   * Sockets a previous daemon handed over: accepted clients (their local end is the anchor) and upstream
+   * sockets, each taken back as when it was new — an upstream the kernel gave a client joins it (kmesh_l7_peers),
+   * a slow-path one is spliced again to the client whose state names it, the rest (ready pool sockets: the new
+   * pools refill) are closed.
+   */
+  adopt(sockets: Socket[], anchor: { address: string; port: number }): void {
+    const upstreams = new Map<string, Socket>();
+    const clients: Socket[] = [];
+    for (const socket of sockets) {
+      if (socket.localAddress === anchor.address && socket.localPort === anchor.port) clients.push(socket);
+      else upstreams.set(this.keyOf(socket).toString('hex'), socket);
+    }
+    for (const client of clients) {
+      const key = this.onAccept(client);
+      const state = this.connState(key);
+      const upstream = state?.state === CONN_STATE.slow ? upstreams.get(state.upstream.toString('hex')) : undefined;
+      if (!upstream) continue;
+      upstreams.delete(state?.upstream.toString('hex') ?? '');
+      const hex = key.toString('hex');
+      const pair = this.pairOf(hex);
+      pair.upstream = upstream;
+      client.removeAllListeners('data');
+      this.splice(hex, key, client, upstream);
+    }
+    for (const [hex, upstream] of upstreams) this.adoptUpstream(upstream, Buffer.from(hex, 'hex'), true);
+  }
+
+  /** A socket's tuple as seen from its local end. */
+  private keyOf(socket: Socket): Buffer {
+    return tupleKey(
+      socket.localAddress ?? '',
+      socket.localPort ?? 0,
+      socket.remoteAddress ?? '',
+      socket.remotePort ?? 0,
+    );
+  }
+
   private pairOf(clientHex: string): Pair {
     let pair = this.pairs.get(clientHex);
     if (!pair) {
@@ -130,7 +189,8 @@ export class Anchor {
     return pair;
   }
 
-  private onAccept(client: Socket): void {
+  /** A client's anchor-side socket; returns the client's tuple. */
+  private onAccept(client: Socket): Buffer {
     this.stats.accepted++;
     this.hooks.accepted();
     const key = tupleKey(
@@ -163,6 +223,7 @@ export class Anchor {
       this.forget(hex, key);
     });
     if (pair.upstreamEnded) this.drain(hex, key);
+    return key;
   }
 
   /** The upstream ended: pass its FIN on behind the bytes queued to the client. */
@@ -326,14 +387,25 @@ export class Anchor {
     client.removeAllListeners('data');
     upstream.once('connect', () => {
       connected();
-      client.pipe(upstream);
-      upstream.pipe(client);
-      client.resume();
+      // the upstream's tuple in the client's state: a daemon taking the sockets over splices them again
+      const now = this.maps.conns.lookup(key);
+      if (now) {
+        this.keyOf(upstream).copy(now, l7Conn.offsetOf('upstream'));
+        this.maps.conns.update(key, now);
+      }
+      this.splice(hex, key, client, upstream);
     });
     upstream.on('error', (err) => {
       if (waiting) failed(err, connectFailure(err));
-      else hardClose(client, isReset(err));
     });
+  }
+
+  /** The slow path's user-space splice of a client and its upstream, until either closes. */
+  private splice(hex: string, key: Buffer, client: Socket, upstream: Socket): void {
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.resume();
+    upstream.on('error', (err) => hardClose(client, isReset(err)));
     upstream.on('close', () => {
       hardClose(client, false);
       this.forget(hex, key);

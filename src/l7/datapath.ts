@@ -4,6 +4,9 @@
  * socket-map programs, writes the route tables, keeps the upstream pools filled and runs
  * the anchor listener.
  */
+
+import { closeSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { MeshModel } from '../model/types.js';
@@ -21,7 +24,8 @@ import {
   type PoolPlan,
   type RouteName,
 } from './encode.js';
-import { L7_COUNTERS, L7_STAGES, l7RouteStatKey } from './layouts.js';
+import { ANCHOR_FDNAME, CONN_FDNAME, dropStoredFds, fdStoreAvailable, storeFds, takeInheritedFds } from './fd-store.js';
+import { L7_COUNTERS, L7_STAGES, l7Cluster, l7RouteStatKey } from './layouts.js';
 import { type ConnectFailure, UpstreamPool } from './pool.js';
 import { KernelReports } from './reports.js';
 
@@ -85,6 +89,7 @@ export class L7Datapath {
         ),
       );
     }
+    this.keepPoolIds();
     this.anchor = new Anchor(
       { conns: obj.map('kmesh_l7_conns'), peers: obj.map('kmesh_l7_peers'), clients: obj.map('kmesh_l7_clients') },
       {
@@ -100,6 +105,20 @@ export class L7Datapath {
       },
       options.logger,
     );
+  }
+
+  /**
+   * A previous daemon's pool ids stay: connections it routed name them (kmesh_l7_conns.pool_id), and one that
+   * waited in the anchor's backlog through a restart takes the slow path to the endpoint its id meant.
+   */
+  private keepPoolIds(): void {
+    for (const value of this.live.get('clusters')?.values() ?? []) {
+      const c = l7Cluster.decode(value);
+      for (let i = 0; i < c.endpoint_count; i++) {
+        const ip = [...c.ep_ip4.subarray(4 * i, 4 * i + 4)].join('.');
+        this.poolIds.set(`${ip}:${c.ep_port[i]}`, c.pool_ids[i] as number);
+      }
+    }
   }
 
   /** Loads the object and attaches the socket-map programs; throws when the kernel refuses. */
@@ -143,7 +162,11 @@ export class L7Datapath {
 
   /** Listens on the anchor address (port 0: one the kernel picks); connect4 learns it from the listener entries. */
   async start(): Promise<void> {
-    this.anchorAddress = await this.anchor.listen(this.options.anchor.address, this.options.anchor.port);
+    const inherited = takeInheritedFds();
+    const anchorFd = inherited.find((f) => f.name === ANCHOR_FDNAME)?.fd;
+    this.anchorAddress = await this.anchor.listen(this.options.anchor.address, this.options.anchor.port, anchorFd);
+    const listenFd = this.anchor.listenFd();
+    if (anchorFd === undefined && listenFd !== undefined && fdStoreAvailable()) storeFds(ANCHOR_FDNAME, [listenFd]);
     this.markers = await DrainMarkers.open(
       {
         markers: this.obj.map('kmesh_l7_markers'),
@@ -154,6 +177,30 @@ export class L7Datapath {
     );
     this.anchor.useMarkers(this.markers);
     this.reports = await KernelReports.open(this.obj.map('kmesh_l7_reports'), this.anchorAddress.address);
+    const handed = inherited.filter((f) => f.name === CONN_FDNAME);
+    if (handed.length > 0) {
+      // ours now: systemd's copies would keep every socket open that we close
+      dropStoredFds(CONN_FDNAME);
+      const sockets = handed.flatMap(({ fd }) => {
+        try {
+          return [new Socket({ fd, readable: true, writable: true, allowHalfOpen: true })];
+        } catch (err) {
+          this.options.logger.debug({ fd, err: (err as Error).message }, 'L7 handed-over fd not a TCP socket');
+          closeSync(fd);
+          return [];
+        }
+      });
+      this.anchor.adopt(sockets, this.anchorAddress);
+      this.options.logger.info(
+        {
+          sockets: sockets.length,
+          unusable: handed.length - sockets.length,
+          pairs: this.anchor.openPairs,
+          anchor: anchorFd !== undefined,
+        },
+        'L7 sockets taken over from the previous daemon',
+      );
+    }
     this.refillTimer = setInterval(() => this.refillAll(), REFILL_MS);
     this.refillTimer.unref();
   }
@@ -329,9 +376,19 @@ export class L7Datapath {
     return this.obj.map(name);
   }
 
+  /**
+   * Stops; under systemd with a file-descriptor store the sockets go to the store first, so the L7
+   * connections outlive this process and the next daemon takes them back (fd-store.ts).
+   */
   async stop(): Promise<void> {
     if (this.refillTimer) clearInterval(this.refillTimer);
-    for (const pool of this.pools.values()) pool.close();
+    const fds = [...this.anchor.pairFds(), ...[...this.pools.values()].flatMap((p) => p.fds())];
+    const handedOver = fdStoreAvailable() && storeFds(CONN_FDNAME, fds);
+    if (handedOver) this.options.logger.info({ sockets: fds.length }, 'L7 sockets handed to the systemd store');
+    for (const pool of this.pools.values()) {
+      if (handedOver) pool.release();
+      else pool.close();
+    }
     this.pools.clear();
     await this.anchor.close();
     this.markers?.close();

@@ -223,6 +223,23 @@ export class UpstreamPool {
     return this.sockets.filter(Boolean).length;
   }
 
+  /** Every socket it holds (for systemd's store at a stop). */
+  fds(): number[] {
+    return this.sockets.flatMap((entry) => (entry && !entry.socket.destroyed ? [socketFd(entry.socket)] : []));
+  }
+
+  /**
+   * Closes its sockets here and leaves the kernel's view as it is: they were handed to systemd's store, ready
+   * ones keep serving first requests until the next daemon takes them back.
+   */
+  release(): void {
+    this.closed = true;
+    for (const [slot, entry] of this.sockets.entries()) {
+      this.sockets[slot] = undefined;
+      entry?.socket.destroy();
+    }
+  }
+
   /** Withdraws every ready socket (the endpoint left the config). */
   close(): void {
     this.closed = true;

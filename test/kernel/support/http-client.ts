@@ -10,6 +10,9 @@
  *  breaker {url, path, hold, gapMs, retries}: `hold` requests, each on a keep-alive connection of its own that
  *    stays open; after gapMs one more on a new connection (its status, x-envoy-overloaded and time); the held
  *    ones' outcomes; then, held connections closed, a new request until it gets a 200 (at most `retries` tries).
+ *  load {url, ms, keepalive: {count, headers}, fresh: {count, headers}}: for `ms`, `keepalive.count` loops of
+ *    requests each on its own keep-alive connection and `fresh.count` loops of a new connection per request;
+ *    answers by x-backend per kind, errors by message, and the connections the keep-alive loops opened.
  */
 import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
@@ -107,6 +110,35 @@ async function main(): Promise<unknown> {
       after = await outcome(get(opts.url, opts.path, {}, false));
     }
     return { held: heldOutcomes, over, overMs, after };
+  }
+  if (mode === 'load') {
+    const end = Date.now() + opts.ms;
+    const tally: Record<string, number> = {};
+    const add = (key: string) => {
+      tally[key] = (tally[key] ?? 0) + 1;
+    };
+    const sockets = new Set<unknown>();
+    const loop = async (kind: string, headers: Record<string, string>, agent: Agent | false) => {
+      while (Date.now() < end) {
+        try {
+          const r = await get(opts.url, '/', headers, agent);
+          add(r.status === 200 ? `${kind}:${r.backend}` : `${kind}:status ${r.status}`);
+        } catch (err) {
+          add(`error:${kind}:${(err as Error).message}`);
+        }
+      }
+    };
+    const agents = Array.from({ length: opts.keepalive.count }, () => {
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      agent.on('free', (socket) => sockets.add(socket));
+      return agent;
+    });
+    await Promise.all([
+      ...agents.map((agent) => loop('keepalive', opts.keepalive.headers ?? {}, agent)),
+      ...Array.from({ length: opts.fresh.count }, () => loop('fresh', opts.fresh.headers ?? {}, false)),
+    ]);
+    for (const agent of agents) agent.destroy();
+    return { tally, keepaliveConnections: sockets.size };
   }
   if (mode === 'raw') {
     return new Promise((resolve) => {
