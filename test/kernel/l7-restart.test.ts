@@ -131,33 +131,33 @@ test('SIGTERM restart under L7 load, sockets kept in the fd store: 0 failed requ
   await expect(/^stored kmesh-l7-anchor 1$/m);
   await sleep(500);
 
-  const load = runIn(
-    cg.path,
-    process.execPath,
-    [
-      CLIENT,
-      'load',
-      JSON.stringify({
-        url: `http://${VIP}:${PORT}`,
-        ms: LOAD_MS,
-        keepalive: { count: 4, headers: { 'x-canary': '1' } },
-        fresh: { count: 2 },
-      }),
-    ],
-    LOAD_MS + 20_000,
-  );
+  const underLoad = async () => {
+    const r = await runIn(
+      cg.path,
+      process.execPath,
+      [
+        CLIENT,
+        'load',
+        JSON.stringify({
+          url: `http://${VIP}:${PORT}`,
+          ms: LOAD_MS,
+          keepalive: { count: 4, headers: { 'x-canary': '1' } },
+          fresh: { count: 2 },
+        }),
+      ],
+      LOAD_MS + 20_000,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as { tally: Record<string, number>; keepaliveConnections: number };
+  };
+  const load = underLoad();
   await sleep(RESTART_AT_MS);
   store.stdin?.write('restart\n');
   const stored = Number((await expect(/^stored kmesh-l7-conn (\d+)$/m))[1]);
   await expect(/^exited 0$/m);
   await expect(/^ready 2$/m);
   await expect(/^removed kmesh-l7-conn \d+$/m);
-  const r = await load;
-  assert.equal(r.code, 0, r.stderr);
-  const { tally, keepaliveConnections } = JSON.parse(r.stdout) as {
-    tally: Record<string, number>;
-    keepaliveConnections: number;
-  };
+  const { tally, keepaliveConnections } = await load;
   t.diagnostic(`restart under load: ${JSON.stringify(tally)}; ${stored} sockets handed over`);
   for (const line of log().split('\n')) if (/L7 sockets/.test(line)) t.diagnostic(line);
   const errors = Object.keys(tally).filter((k) => !/^(keepalive:canary|fresh:web)$/.test(k));
@@ -166,4 +166,18 @@ test('SIGTERM restart under L7 load, sockets kept in the fd store: 0 failed requ
   assert.ok((tally['fresh:web'] ?? 0) >= 50, JSON.stringify(tally));
   assert.ok(stored >= 8, `the 4 keep-alive pairs (and pooled sockets) were handed over: ${stored}`);
   assert.match(log(), /L7 sockets taken over from the previous daemon/);
+
+  // A crash (SIGKILL) stores nothing more: the connections the dead daemon carried close with it; the anchor
+  // listener stays in the store, so new connections are not refused: they wait in its backlog for the next daemon.
+  const crashLoad = underLoad();
+  await sleep(RESTART_AT_MS);
+  store.stdin?.write('crash\n');
+  await expect(/^ready 3$/m);
+  const crash = await crashLoad;
+  t.diagnostic(
+    `crash (kill -9) under load: ${JSON.stringify(crash.tally)}; ${crash.keepaliveConnections} keep-alive connections`,
+  );
+  const refused = Object.keys(crash.tally).filter((k) => /ECONNREFUSED/.test(k));
+  assert.deepEqual(refused, [], 'no connect refused while no daemon ran');
+  assert.ok((crash.tally['fresh:web'] ?? 0) >= 50, JSON.stringify(crash.tally));
 });
