@@ -31,33 +31,22 @@ const PORT = 31750;
 const LOAD_MS = 5000;
 const RESTART_AT_MS = 1500;
 
-/** The stand-in's event lines, and a way to wait for one. */
+/** The stand-in's event lines, and a way to wait for one (polled: a few waits per test). */
 function supervise(child: ChildProcess) {
   let out = '';
-  const waiters = new Set<() => void>();
   child.stdout?.on('data', (c) => {
     out += c;
-    for (const w of waiters) w();
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const waitFor = (pattern: RegExp, timeoutMs = 20_000) =>
-    new Promise<RegExpExecArray>((resolve, reject) => {
-      const check = () => {
-        const m = pattern.exec(out);
-        if (m) done(() => resolve(m));
-        else if (child.exitCode !== null) done(() => reject(new Error(`fd store exited: ${out}`)));
-      };
-      const timer = setTimeout(() => done(() => reject(new Error(`no ${pattern} in: ${out}`))), timeoutMs);
-      const done = (settle: () => void) => {
-        clearTimeout(timer);
-        waiters.delete(check);
-        settle();
-      };
-      waiters.add(check);
-      void exited.then(check);
-      check();
-    });
-  return { waitFor, exited, events: () => out };
+  const waitFor = async (pattern: RegExp, timeoutMs = 20_000): Promise<RegExpExecArray> => {
+    for (const end = Date.now() + timeoutMs; Date.now() < end; await sleep(50)) {
+      const m = pattern.exec(out);
+      if (m) return m;
+      if (child.exitCode !== null) throw new Error(`fd store exited: ${out}`);
+    }
+    throw new Error(`no ${pattern} in: ${out}`);
+  };
+  return { waitFor, exited };
 }
 
 test('SIGTERM restart under L7 load, sockets kept in the fd store: 0 failed requests, keep-alive connections survive', async (t) => {
