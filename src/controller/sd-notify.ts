@@ -38,33 +38,6 @@ export function sdNotify(state: string): boolean {
   return sender(state);
 }
 
-type FdSender = (state: string, fds: number[]) => boolean;
-let fdSender: FdSender | null | undefined;
-
-/** sd_pid_notify_with_fds(3): fds go with the message (SCM_RIGHTS); libsystemd only, no fallback binary can do it. */
-function loadFdSender(): FdSender | null {
-  if (!process.env.NOTIFY_SOCKET) return null;
-  try {
-    const lib = koffi.load('libsystemd.so.0');
-    const send = lib.func(
-      'int sd_pid_notify_with_fds(int pid, int unset_environment, const char *state, const int *fds, unsigned int n_fds)',
-    );
-    return (state, fds) => (send(0, 0, state, Int32Array.from(fds), fds.length) as number) > 0;
-  } catch {
-    return null;
-  }
-}
-
-/**
- * Sends `state` with file descriptors (e.g. FDSTORE=1 for systemd's file-descriptor store). False when not under
- * systemd, without libsystemd, or when sending failed.
- */
-export function sdNotifyWithFds(state: string, fds: number[]): boolean {
-  if (fdSender === undefined) fdSender = loadFdSender();
-  if (fdSender === null) return false;
-  return fdSender(state, fds);
-}
-
 /** STATUS= must be one line; systemd shows it in `systemctl status`. */
 function oneLine(status: string): string {
   return status.replace(/[\r\n]+/g, ' ').slice(0, 200);
@@ -121,5 +94,4 @@ export function startWatchdog(healthy: () => boolean = () => true): () => void {
 /** For tests: forget the loaded sender so a changed $NOTIFY_SOCKET is picked up. */
 export function resetNotifyForTests(): void {
   sender = undefined;
-  fdSender = undefined;
 }

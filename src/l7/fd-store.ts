@@ -9,7 +9,7 @@
  * nothing is stored: a stop closes the L7 connections, and connect4 sends new ones to the listener's default
  * route while no anchor listens.
  */
-import { sdNotify, sdNotifyWithFds } from '../controller/sd-notify.js';
+import koffi from 'koffi';
 
 export const ANCHOR_FDNAME = 'kmesh-l7-anchor';
 export const CONN_FDNAME = 'kmesh-l7-conn';
@@ -17,6 +17,33 @@ export const CONN_FDNAME = 'kmesh-l7-conn';
 const FDS_PER_MESSAGE = 250;
 /** sd_listen_fds(3): passed fds start here. */
 const LISTEN_FDS_START = 3;
+
+type Sender = (state: string, fds: number[]) => boolean;
+let sender: Sender | null | undefined;
+
+/**
+ * sd_pid_notify_with_fds(3) from libsystemd through koffi (as src/controller/sd-notify.ts sends its states): the
+ * fds go with the message by SCM_RIGHTS, from the main pid (NotifyAccess=main). Null without $NOTIFY_SOCKET or
+ * libsystemd.
+ */
+function loadSender(): Sender | null {
+  if (!process.env.NOTIFY_SOCKET) return null;
+  try {
+    const send = koffi
+      .load('libsystemd.so.0')
+      .func(
+        'int sd_pid_notify_with_fds(int pid, int unset_environment, const char *state, const int *fds, unsigned int n_fds)',
+      );
+    return (state, fds) => (send(0, 0, state, Int32Array.from(fds), fds.length) as number) > 0;
+  } catch {
+    return null;
+  }
+}
+
+function notify(state: string, fds: number[] = []): boolean {
+  if (sender === undefined) sender = loadSender();
+  return sender ? sender(state, fds) : false;
+}
 
 export interface InheritedFd {
   fd: number;
@@ -43,12 +70,12 @@ export function fdStoreAvailable(env: NodeJS.ProcessEnv = process.env): boolean 
 /** FDSTORE=1 under one name; false when systemd could not be told (then nothing can be relied on). */
 export function storeFds(name: string, fds: number[]): boolean {
   for (let i = 0; i < fds.length; i += FDS_PER_MESSAGE) {
-    if (!sdNotifyWithFds(`FDSTORE=1\nFDNAME=${name}`, fds.slice(i, i + FDS_PER_MESSAGE))) return false;
+    if (!notify(`FDSTORE=1\nFDNAME=${name}`, fds.slice(i, i + FDS_PER_MESSAGE))) return false;
   }
   return true;
 }
 
 /** systemd closes its copies of the fds stored under `name`. */
 export function dropStoredFds(name: string): boolean {
-  return sdNotify(`FDSTOREREMOVE=1\nFDNAME=${name}`);
+  return notify(`FDSTOREREMOVE=1\nFDNAME=${name}`);
 }
