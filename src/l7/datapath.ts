@@ -383,7 +383,7 @@ export class L7Datapath {
   async stop(): Promise<void> {
     if (this.refillTimer) clearInterval(this.refillTimer);
     const fds = [...this.anchor.pairFds(), ...[...this.pools.values()].flatMap((p) => p.fds())];
-    const handedOver = fdStoreAvailable() && storeFds(CONN_FDNAME, fds);
+    const handedOver = fdStoreAvailable() && storeFds(CONN_FDNAME, fds, true);
     if (handedOver) this.options.logger.info({ sockets: fds.length }, 'L7 sockets handed to the systemd store');
     for (const pool of this.pools.values()) {
       if (handedOver) pool.release();

@@ -9,7 +9,7 @@
  * nothing is stored: a stop closes the L7 connections, and connect4 sends new ones to the listener's default
  * route while no anchor listens.
  */
-import koffi from 'koffi';
+import koffi, { type LibraryHandle } from 'koffi';
 
 export const ANCHOR_FDNAME = 'kmesh-l7-anchor';
 export const CONN_FDNAME = 'kmesh-l7-conn';
@@ -18,8 +18,10 @@ const FDS_PER_MESSAGE = 250;
 /** sd_listen_fds(3): passed fds start here. */
 const LISTEN_FDS_START = 3;
 
-type Sender = (state: string, fds: number[]) => boolean;
+type Sender = { send(state: string, fds: number[]): boolean; barrier(): void };
 let sender: Sender | null | undefined;
+/** How long a stopping daemon waits for systemd to have taken its fds. */
+const BARRIER_US = 5_000_000;
 
 /**
  * sd_pid_notify_with_fds(3) from libsystemd through koffi (as src/controller/sd-notify.ts sends its states): the
@@ -29,20 +31,32 @@ let sender: Sender | null | undefined;
 function loadSender(): Sender | null {
   if (!process.env.NOTIFY_SOCKET) return null;
   try {
-    const send = koffi
-      .load('libsystemd.so.0')
-      .func(
-        'int sd_pid_notify_with_fds(int pid, int unset_environment, const char *state, const int *fds, unsigned int n_fds)',
-      );
-    return (state, fds) => (send(0, 0, state, Int32Array.from(fds), fds.length) as number) > 0;
+    const lib = koffi.load('libsystemd.so.0');
+    const send = lib.func(
+      'int sd_pid_notify_with_fds(int pid, int unset_environment, const char *state, const int *fds, unsigned int n_fds)',
+    );
+    return {
+      send: (state, fds) => (send(0, 0, state, Int32Array.from(fds), fds.length) as number) > 0,
+      barrier: loadBarrier(lib),
+    };
   } catch {
     return null;
   }
 }
 
+/** sd_notify_barrier(3) (libsystemd ≥ 246): returns once systemd has read every message sent before it. */
+function loadBarrier(lib: LibraryHandle): () => void {
+  try {
+    const barrier = lib.func('int sd_notify_barrier(int unset_environment, uint64_t timeout)');
+    return () => barrier(0, BARRIER_US);
+  } catch {
+    return () => {};
+  }
+}
+
 function notify(state: string, fds: number[] = []): boolean {
   if (sender === undefined) sender = loadSender();
-  return sender ? sender(state, fds) : false;
+  return sender ? sender.send(state, fds) : false;
 }
 
 export interface InheritedFd {
@@ -67,11 +81,16 @@ export function fdStoreAvailable(env: NodeJS.ProcessEnv = process.env): boolean 
   return Boolean(env.NOTIFY_SOCKET) && env.FDSTORE !== '0';
 }
 
-/** FDSTORE=1 under one name; false when systemd could not be told (then nothing can be relied on). */
-export function storeFds(name: string, fds: number[]): boolean {
+/**
+ * FDSTORE=1 under one name; false when systemd could not be told (then nothing can be relied on). `beforeExit`:
+ * waits until systemd has read them (a message still queued when the process is gone may not be attributed
+ * to the service any more).
+ */
+export function storeFds(name: string, fds: number[], beforeExit = false): boolean {
   for (let i = 0; i < fds.length; i += FDS_PER_MESSAGE) {
     if (!notify(`FDSTORE=1\nFDNAME=${name}`, fds.slice(i, i + FDS_PER_MESSAGE))) return false;
   }
+  if (beforeExit) sender?.barrier();
   return true;
 }
 
