@@ -54,14 +54,6 @@ struct {
 	__type(value, struct kmesh_conn_hint);
 } kmesh_conn_hint SEC(".maps");
 
-/* kmesh_l4_mode[0]: enum kmesh_l4_mode bits, written by the daemon (src/controller/l4-sockops.ts). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} kmesh_l4_mode SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, KMESH_MAX_TRACKED_SOCKETS);
@@ -508,15 +500,6 @@ static __always_inline void hint_conn(__u64 cookie, __u32 flags)
 	}
 }
 
-/* kmesh_l4_sockops runs on this connection's cgroups and deletes its kmesh_conn_origin entry at close. Read
- * only by connects that would keep an entry: a plain connect with its endpoint's shared origin never looks. */
-static __always_inline int sockops_attached(void)
-{
-	__u32 zero = 0, *mode = bpf_map_lookup_elem(&kmesh_l4_mode, &zero);
-
-	return mode && (*mode & KMESH_L4_SOCKOPS);
-}
-
 /* Same VIP, port and cluster (the endpoint is the shared entry's key). */
 static __always_inline int same_origin(const struct kmesh_sock_origin *a, const struct kmesh_sock_origin *b)
 {
@@ -548,15 +531,16 @@ static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u
 		shared = conn_flags ? 0 : kmesh_shared_origin(ep->addr, ep->port);
 		if (shared && same_origin(shared, &conn.origin)) {
 			/* an entry of an earlier attempt of this socket would shadow the shared one (a lookup
-			 * first: a delete takes the bucket lock even when there is nothing to delete) */
-			if (bpf_map_lookup_elem(&kmesh_conn_origin, &cookie))
+			 * first: a delete takes the bucket lock even when there is nothing to delete; none
+			 * at all without the L4 sockops program, which keeps the hash empty) */
+			if (kmesh_conns_by_cookie() && bpf_map_lookup_elem(&kmesh_conn_origin, &cookie))
 				bpf_map_delete_elem(&kmesh_conn_origin, &cookie);
 			hint_conn(cookie, KMESH_CONN_SHARED);
 			return;
 		}
 		hint_conn(cookie, conn_flags);
 		/* BPF_ANY: a socket may connect again after a failed attempt */
-		if (sockops_attached() && bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
+		if (kmesh_conns_by_cookie() && bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
 			return;
 	}
 	origin = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -586,7 +570,7 @@ static __always_inline void remember_direct(struct bpf_sock_addr *ctx, const __u
 	if (hint && hint->cookie == cookie)
 		return;
 	hint_conn(cookie, KMESH_CONN_DIRECT);
-	if (sockops_attached() && bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
+	if (kmesh_conns_by_cookie() && bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
 		return;
 	marker = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (marker)
