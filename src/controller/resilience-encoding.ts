@@ -113,7 +113,7 @@ export function needsLayout(cluster: Cluster): boolean {
   return (
     hashes(cluster) ||
     cluster.localityWeights !== undefined ||
-    cluster.failoverLocality !== undefined ||
+    cluster.localityFailover !== undefined ||
     cluster.endpoints.some((ep) => ep.priority)
   );
 }

@@ -54,6 +54,32 @@ export interface LocalityWeight {
   weight: number;
 }
 
+/** Istio's `failover` entry: from the daemon's region, fail over to this region before any other. */
+export interface RegionFailover {
+  from: string;
+  to: string;
+}
+
+/** One of Istio's `failoverPriority` labels, as the part of a locality it names. */
+export interface FailoverPriorityLabel {
+  /** As written (for messages and dumps). */
+  label: string;
+  part: keyof Locality;
+  /** `label=value`: compared instead of the daemon's own value. */
+  value?: string;
+}
+
+/**
+ * Ranks endpoints by the daemon's own locality as istiod does. Default: its subzone, then its zone, then its
+ * region, then the rest. `regions` puts a region's `to` before the rest; `priority` ranks by the labels instead
+ * (all match first, then all but the last, …), with `regions` within each of those ranks.
+ */
+export interface LocalityFailover {
+  own: Locality;
+  regions?: RegionFailover[];
+  priority?: FailoverPriorityLabel[];
+}
+
 export interface Cluster {
   name: string;
   lbPolicy: LbPolicy;
@@ -67,11 +93,8 @@ export interface Cluster {
   hashKey?: HashKey;
   /** Locality-weighted load balancing: endpoints of a locality share its weight. */
   localityWeights?: LocalityWeight[];
-  /**
-   * Failover by locality (Istio's localityLbSetting): the daemon's own locality. Within each priority, the
-   * endpoints in its subzone come first, then its zone, then its region, then the rest — each a level.
-   */
-  failoverLocality?: Locality;
+  /** Failover by locality (Istio's localityLbSetting): within each priority, levels by closeness to the daemon. */
+  localityFailover?: LocalityFailover;
   /** Envoy's overprovisioning factor in percent (the CLA's policy; 140 when absent). */
   overprovisioningFactor?: number;
   /** Settings the source gave that the kernel does not enforce, said plainly (e.g. max_requests). */

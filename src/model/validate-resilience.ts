@@ -3,7 +3,14 @@
  * consistent-hash key, priorities and localities). The ranges are written here once; the TOML reader
  * and the xDS decoder rely on these messages.
  */
-import { type Cluster, type Endpoint, HASH_KEYS, type Locality } from './types.js';
+import {
+  type Cluster,
+  type Endpoint,
+  type FailoverPriorityLabel,
+  HASH_KEYS,
+  type Locality,
+  type LocalityFailover,
+} from './types.js';
 
 /** Each bound is what the kernel side can hold or what makes sense for a connect-time decision. */
 export const RESILIENCE_LIMITS = {
@@ -54,13 +61,58 @@ export function localityRank(own: Locality, ep: Locality | undefined): number {
   return (own.subZone ?? '') === (ep?.subZone ?? '') ? 0 : 1;
 }
 
-/** The values localityRank returns. */
-const LOCALITY_RANKS = 4;
+/** Istio's topology labels (and their short names here) for the locality parts failover_priority can name. */
+const PRIORITY_LABEL_PARTS: Record<string, keyof Locality> = {
+  'topology.kubernetes.io/region': 'region',
+  'topology.kubernetes.io/zone': 'zone',
+  'topology.istio.io/subzone': 'subZone',
+  region: 'region',
+  zone: 'zone',
+  subzone: 'subZone',
+};
+
+/** `label` or `label=value` → the locality part it ranks by; undefined for a label endpoints do not carry. */
+export function parseFailoverPriorityLabel(text: string): FailoverPriorityLabel | undefined {
+  const eq = text.indexOf('=');
+  const name = eq < 0 ? text : text.slice(0, eq);
+  const part = Object.hasOwn(PRIORITY_LABEL_PARTS, name) ? PRIORITY_LABEL_PARTS[name] : undefined;
+  if (!part) return undefined;
+  return eq < 0 ? { label: text, part } : { label: text, part, value: text.slice(eq + 1) };
+}
+
+export const FAILOVER_PRIORITY_LABELS = Object.keys(PRIORITY_LABEL_PARTS);
+
+/** The values regionRank returns: localityRank's, and 4 for a region that a `regions` entry puts last. */
+const REGION_RANKS = 5;
+
+/** localityRank, with Istio's `failover` list: the first entry from the daemon's region keeps only its `to` at 3. */
+function regionRank(lf: LocalityFailover, ep: Locality | undefined): number {
+  const rank = localityRank(lf.own, ep);
+  if (rank < 3) return rank;
+  const rule = lf.regions?.find((r) => r.from === lf.own.region);
+  return rule && ep?.region !== rule.to ? 4 : 3;
+}
+
+/** failoverPriority: 0 when every label matches, else the number of labels from the first that does not. */
+function labelRank(lf: LocalityFailover, labels: FailoverPriorityLabel[], ep: Locality | undefined): number {
+  const miss = labels.findIndex(({ part, value }) => (value ?? lf.own[part] ?? '') !== (ep?.[part] ?? ''));
+  return miss < 0 ? 0 : labels.length - miss;
+}
+
+/** An endpoint's rank by locality: failoverPriority's, with the region ranks inside it only when `regions` is set. */
+export function failoverRank(lf: LocalityFailover, ep: Locality | undefined): number {
+  if (!lf.priority) return regionRank(lf, ep);
+  const rank = labelRank(lf, lf.priority, ep);
+  return lf.regions ? rank * REGION_RANKS + regionRank(lf, ep) : rank;
+}
+
+/** Every value failoverRank can return is below this (each locality part labelled at most once). */
+const RANK_SPAN = (new Set(Object.values(PRIORITY_LABEL_PARTS)).size + 1) * REGION_RANKS;
 
 /** An endpoint's place in the failover order: its priority, then (with locality failover) its rank. */
 export function failoverOrder(cluster: Cluster, ep: Endpoint): number {
-  const rank = cluster.failoverLocality ? localityRank(cluster.failoverLocality, ep.locality) : 0;
-  return (ep.priority ?? 0) * LOCALITY_RANKS + rank;
+  const rank = cluster.localityFailover ? failoverRank(cluster.localityFailover, ep.locality) : 0;
+  return (ep.priority ?? 0) * RANK_SPAN + rank;
 }
 
 /**
@@ -78,6 +130,34 @@ export function endpointLevels(cluster: Cluster): Array<{ ep: Endpoint; level: n
 
 const inRange = (v: number, [min, max]: readonly [number, number]) => Number.isInteger(v) && v >= min && v <= max;
 const range = ([min, max]: readonly [number, number]) => `an integer ${min}..${max}`;
+
+const isRegionName = (text: string) => {
+  const locality = parseLocality(text);
+  return locality !== undefined && locality.zone === undefined;
+};
+
+function localityFailoverProblems(lf: LocalityFailover, at: (key: string) => string): string[] {
+  const errors: string[] = [];
+  const froms = new Set<string>();
+  lf.regions?.forEach(({ from, to }, j) => {
+    const where = at(`locality_failover_regions[${j}]`);
+    for (const [key, name] of [
+      ['from', from],
+      ['to', to],
+    ] as const) {
+      if (!isRegionName(name)) errors.push(`${where}.${key}: must be a region name (no "/" or spaces), got "${name}"`);
+    }
+    if (from === to) errors.push(`${where}: fails over from "${from}" to itself`);
+    if (froms.has(from)) errors.push(`${where}.from: "${from}" is listed twice (only the first would apply)`);
+    froms.add(from);
+  });
+  const parts = new Set<string>();
+  lf.priority?.forEach(({ label, part }, j) => {
+    if (parts.has(part)) errors.push(`${at(`locality_failover_priority[${j}]`)}: "${label}" ranks by ${part} again`);
+    parts.add(part);
+  });
+  return errors;
+}
 
 /** Problems of one cluster's resilience settings; `at(key)` names the place. */
 export function resilienceProblems(cluster: Cluster, at: (key: string) => string): string[] {
@@ -117,7 +197,8 @@ export function resilienceProblems(cluster: Cluster, at: (key: string) => string
       errors.push(`${at(`endpoints[${j}].priority`)}: must be ${range(L.priority)}, got ${ep.priority}`);
     }
   });
-  if (cluster.failoverLocality) {
+  if (cluster.localityFailover) {
+    errors.push(...localityFailoverProblems(cluster.localityFailover, at));
     const levels = new Set(cluster.endpoints.map((ep) => failoverOrder(cluster, ep))).size;
     if (levels > MAX_LEVELS) {
       errors.push(

@@ -80,6 +80,17 @@ endpoints = ${eps([
       ])}`,
     ],
     [
+      // as 'byloc', with Istio's failover list: from r1 to r3 first, so 34001 (r3) takes over before 34002 (r2)
+      'byregion',
+      '127.44.0.17',
+      `lb_policy = "random"\n${od(2, 100, EJECT_MS)}\nlocality_failover_regions = [ { from = "r1", to = "r3" } ]
+endpoints = ${eps([
+        `{ address = "${L}", port = 34002, locality = "r2/z9" }`,
+        `{ address = "${L}", port = 34001, locality = "r3/z1" }`,
+        `{ address = "${L}", port = 34017, locality = "r1/z1/s1" }`,
+      ])}`,
+    ],
+    [
       // as 'spill', with overprovisioning 1.0
       'spill100',
       '127.44.0.14',
@@ -319,6 +330,9 @@ describe('resilience in the kernel (real kernel)', () => {
 
   test('locality failover: the local endpoint takes all, its zone takes over when it is ejected, and it fails back', () =>
     failoverAndBack('127.44.0.13', 34014, 34001, 'the same subzone'));
+
+  test('locality_failover_regions: the local endpoint ejected, the failover region takes over, not any other', () =>
+    failoverAndBack('127.44.0.17', 34017, 34001, 'the local endpoint'));
 
   test('overprovisioning_factor 100: half of priority 0 ejected sends half to priority 1', () =>
     spillShare('spill100', '127.44.0.14', 0.5));

@@ -12,8 +12,13 @@ import { TYPE, xdsTypes } from '../../src/api/xds/protos.js';
 import { XdsResourceError } from '../../src/api/xds/resources.js';
 import { parseConfig } from '../../src/controller/config/load.js';
 import { encodeLevels, layoutCluster } from '../../src/controller/resilience-encoding.js';
-import type { Cluster, Endpoint } from '../../src/model/types.js';
-import { localityRank, parseLocality } from '../../src/model/validate-resilience.js';
+import type { Cluster, Endpoint, LocalityFailover } from '../../src/model/types.js';
+import {
+  failoverRank,
+  localityRank,
+  parseFailoverPriorityLabel,
+  parseLocality,
+} from '../../src/model/validate-resilience.js';
 import { levels } from '../../src/runtime/maps/layouts.js';
 import { cluster as xdsCluster } from '../fixtures/xds-server.js';
 import { errorsOf, PATH, toml } from '../support/toml-config.js';
@@ -34,6 +39,22 @@ const od = {
   intervalMs: 10_000,
 };
 
+const failoverCluster = (localityFailover: LocalityFailover | undefined, endpoints: Endpoint[]): Cluster => ({
+  name: 'c',
+  lbPolicy: 'round_robin',
+  source: 'toml',
+  outlierDetection: od,
+  ...(localityFailover ? { localityFailover } : {}),
+  endpoints,
+});
+
+/** The source is refused with exactly one error, starting with `expected`. */
+function assertOneError(source: string, expected: string): void {
+  const errors = errorsOf(source);
+  assert.equal(errors.length, 1, errors.join('\n'));
+  assert.ok(errors[0]?.startsWith(expected), `${errors[0]} does not start with ${expected}`);
+}
+
 describe('locality failover: ranking and levels', () => {
   test('istiod ranks: same subzone 0, same zone 1, same region 2, elsewhere (or no locality) 3', () => {
     const own = loc('eu/a/1');
@@ -48,14 +69,14 @@ describe('locality failover: ranking and levels', () => {
   });
 
   test('levels: by priority, then by locality match within it; the configured order within a level', () => {
-    const cluster: Cluster = {
-      name: 'c',
-      lbPolicy: 'round_robin',
-      source: 'toml',
-      outlierDetection: od,
-      failoverLocality: loc('eu/a/1'),
-      endpoints: [ep(1, 'us/x'), ep(2, 'eu/a/2'), ep(3, 'eu/a/1'), ep(4, 'eu/a/1', 1), ep(5, 'eu/b'), ep(6, 'eu/a/1')],
-    };
+    const cluster = failoverCluster({ own: loc('eu/a/1') }, [
+      ep(1, 'us/x'),
+      ep(2, 'eu/a/2'),
+      ep(3, 'eu/a/1'),
+      ep(4, 'eu/a/1', 1),
+      ep(5, 'eu/b'),
+      ep(6, 'eu/a/1'),
+    ]);
     const layout = layoutCluster(cluster);
     assert.deepEqual(
       layout.endpoints.map((e) => e.port),
@@ -63,7 +84,7 @@ describe('locality failover: ranking and levels', () => {
     );
     assert.deepEqual(layout.levelOf, [0, 0, 1, 2, 3, 4]);
     // without the daemon's locality the same endpoints are two levels: the priorities
-    const plain = layoutCluster({ ...cluster, failoverLocality: undefined });
+    const plain = layoutCluster(failoverCluster(undefined, cluster.endpoints));
     assert.deepEqual(plain.levelOf, [0, 0, 0, 0, 0, 1]);
   });
 
@@ -110,10 +131,10 @@ describe('kmesh.toml: [daemon] locality, locality_failover, overprovisioning_fac
     );
     assert.deepEqual(config.daemon.locality, { region: 'eu', zone: 'a', subZone: '1' });
     const [odc, plain, out] = config.model.clusters;
-    assert.deepEqual(odc?.failoverLocality, { region: 'eu', zone: 'a', subZone: '1' });
+    assert.deepEqual(odc?.localityFailover?.own, { region: 'eu', zone: 'a', subZone: '1' });
     assert.equal(odc?.overprovisioningFactor, 120);
-    assert.equal(plain?.failoverLocality, undefined);
-    assert.equal(out?.failoverLocality, undefined);
+    assert.equal(plain?.localityFailover, undefined);
+    assert.equal(out?.localityFailover, undefined);
   });
 
   test('the daemon locality becomes the xDS node locality', () => {
@@ -158,12 +179,7 @@ describe('kmesh.toml: [daemon] locality, locality_failover, overprovisioning_fac
     ],
   ];
   for (const [expected, lines, extra] of bad) {
-    test(expected, () => {
-      const source = lines.length > 0 ? toml(...lines) : withDaemon(extra);
-      const errors = errorsOf(source);
-      assert.equal(errors.length, 1, errors.join('\n'));
-      assert.ok(errors[0]?.startsWith(expected), `${errors[0]} does not start with ${expected}`);
-    });
+    test(expected, () => assertOneError(lines.length > 0 ? toml(...lines) : withDaemon(extra), expected));
   }
 
   test('more than 8 levels (priorities × locality matches) are refused naming the cluster', () => {
@@ -184,6 +200,123 @@ describe('kmesh.toml: [daemon] locality, locality_failover, overprovisioning_fac
     );
     assert.deepEqual(errors, [
       'kmesh.toml:3: clusters[0].locality_failover: priorities × locality matches make 9 failover levels, the kernel keeps 8',
+    ]);
+  });
+});
+
+describe("locality failover: Istio's failover and failoverPriority lists", () => {
+  const own = loc('eu/a/1');
+  const rankOf = (lf: Omit<LocalityFailover, 'own'>, at?: string) =>
+    failoverRank({ own, ...lf }, at ? loc(at) : undefined);
+  const labels = (...texts: string[]) => texts.map((t) => parseFailoverPriorityLabel(t) ?? assert.fail(t));
+
+  test('failover: from the daemon region, its `to` keeps rank 3 and every other region drops to 4', () => {
+    const regions = [
+      { from: 'us', to: 'ap' },
+      { from: 'eu', to: 'us' },
+    ];
+    assert.deepEqual(
+      ['eu/a/1', 'eu/a/2', 'eu/b', 'us/x', 'ap/y'].map((at) => rankOf({ regions }, at)),
+      [0, 1, 2, 3, 4],
+    );
+    assert.equal(rankOf({ regions }), 4, 'no locality is not the `to` region');
+    // no entry from the daemon's region: the default ranking
+    assert.equal(rankOf({ regions: [{ from: 'us', to: 'ap' }] }, 'ap/y'), 3);
+  });
+
+  test('failoverPriority: labels matched in order, 0 when all match; =value replaces the daemon value', () => {
+    const priority = labels('topology.kubernetes.io/region', 'topology.kubernetes.io/zone');
+    assert.deepEqual(
+      ['eu/a/9', 'eu/b', 'us/a'].map((at) => rankOf({ priority }, at)),
+      [0, 1, 2],
+    );
+    const pinned = labels('region=us', 'zone');
+    assert.deepEqual(
+      ['us/a', 'us/b', 'eu/a'].map((at) => rankOf({ priority: pinned }, at)),
+      [0, 1, 2],
+    );
+    // with `failover` too, the region ranks order each failoverPriority rank (as istiod: rank × 5 + region rank)
+    const both = rankOf({ priority: labels('zone'), regions: [{ from: 'eu', to: 'us' }] }, 'ap/a');
+    assert.equal(both, 4);
+    assert.equal(rankOf({ priority: labels('zone'), regions: [{ from: 'eu', to: 'us' }] }, 'us/b'), 5 + 3);
+  });
+
+  test('levels: with a failover region, the `to` region comes before the other regions', () => {
+    const cluster = failoverCluster({ own, regions: [{ from: 'eu', to: 'ap' }] }, [
+      ep(1, 'us/x'),
+      ep(2, 'ap/y'),
+      ep(3, 'eu/a/1'),
+    ]);
+    assert.deepEqual(
+      layoutCluster(cluster).endpoints.map((e) => e.port),
+      [3, 2, 1],
+    );
+    const byDefault = layoutCluster(failoverCluster({ own }, cluster.endpoints));
+    assert.deepEqual(byDefault.levelOf, [0, 1, 1], 'us and ap share the "elsewhere" level');
+  });
+
+  const endpoints =
+    'endpoints = [ { address = "127.0.0.1", port = 1, locality = "eu/a/1" }, { address = "127.0.0.2", port = 1, locality = "us" } ]';
+  const plainCluster = (...lines: string[]) =>
+    toml('[daemon]', 'locality = "eu/a/1"', '[[clusters]]', 'name = "c"', endpoints, ...lines);
+  const cluster = (...lines: string[]) => plainCluster('outlier_detection = {}', ...lines);
+
+  test('kmesh.toml: locality_failover_regions and locality_failover_priority', () => {
+    const config = parseConfig(
+      cluster(
+        'locality_failover_regions = [ { from = "eu", to = "us" } ]',
+        'locality_failover_priority = [ "topology.kubernetes.io/region", "zone=b" ]',
+      ),
+      PATH,
+    );
+    assert.deepEqual(config.model.clusters[0]?.localityFailover, {
+      own,
+      regions: [{ from: 'eu', to: 'us' }],
+      priority: [
+        { label: 'topology.kubernetes.io/region', part: 'region' },
+        { label: 'zone=b', part: 'zone', value: 'b' },
+      ],
+    });
+  });
+
+  const bad: Array<[string, string[]]> = [
+    [
+      'kmesh.toml:7: clusters[0].locality_failover_priority[0]: endpoints carry only a locality',
+      ['locality_failover_priority = [ "topology.istio.io/network" ]'],
+    ],
+    [
+      'kmesh.toml:7: clusters[0].locality_failover_priority: must be a non-empty array of label names',
+      ['locality_failover_priority = []'],
+    ],
+    [
+      'kmesh.toml:7: clusters[0].locality_failover_priority[1]: "topology.kubernetes.io/zone" ranks by zone again',
+      ['locality_failover_priority = [ "zone", "topology.kubernetes.io/zone" ]'],
+    ],
+    [
+      'kmesh.toml:7: clusters[0].locality_failover_regions[0]: fails over from "eu" to itself',
+      ['locality_failover_regions = [ { from = "eu", to = "eu" } ]'],
+    ],
+    [
+      'kmesh.toml:7: clusters[0].locality_failover_regions[0].to: must be a region name',
+      ['locality_failover_regions = [ { from = "eu", to = "us/east" } ]'],
+    ],
+    [
+      'kmesh.toml:7: clusters[0].locality_failover_regions[1].from: "eu" is listed twice',
+      ['locality_failover_regions = [ { from = "eu", to = "us" }, { from = "eu", to = "ap" } ]'],
+    ],
+    [
+      'kmesh.toml:8: clusters[0].locality_failover_regions: contradicts locality_failover = false',
+      ['locality_failover = false', 'locality_failover_regions = [ { from = "eu", to = "us" } ]'],
+    ],
+  ];
+  for (const [expected, lines] of bad) {
+    test(expected, () => assertOneError(cluster(...lines), expected));
+  }
+
+  test('without outlier detection the lists are refused (nothing would ever fail over)', () => {
+    const errors = errorsOf(plainCluster('locality_failover_priority = [ "region" ]'));
+    assert.deepEqual(errors, [
+      'kmesh.toml:6: clusters[0].locality_failover_priority: needs outlier_detection: endpoints fail over only when ejected',
     ]);
   });
 });

@@ -8,6 +8,7 @@ import { hostPortProblem } from '../../model/address.js';
 import {
   type Cluster,
   type Endpoint,
+  type FailoverPriorityLabel,
   HASH_KEYS,
   LB_POLICIES,
   type Listener,
@@ -16,11 +17,18 @@ import {
   type MeshModel,
   type OutlierDetection,
   PROTOCOLS,
+  type RegionFailover,
   type ServiceSpec,
 } from '../../model/types.js';
 import { isUnitName, UNIT_NAME_RULE } from '../../model/unit-name.js';
 import { capacityProblems, PORT_RANGE, validateModel, WEIGHT_RANGE } from '../../model/validate.js';
-import { OUTLIER_DEFAULTS, parseLocality, RESILIENCE_LIMITS } from '../../model/validate-resilience.js';
+import {
+  FAILOVER_PRIORITY_LABELS,
+  OUTLIER_DEFAULTS,
+  parseFailoverPriorityLabel,
+  parseLocality,
+  RESILIENCE_LIMITS,
+} from '../../model/validate-resilience.js';
 import { isPinDir } from '../../runtime/bpffs.js';
 import { type Cgroup2View, guardCgroupPath } from '../../runtime/cgroup2.js';
 import { KeyLocator } from './locator.js';
@@ -277,19 +285,61 @@ function readCluster(t: TableReader, daemonLocality: Locality | undefined): Clus
 
 /**
  * As istiod: clusters with outlier detection fail over by the daemon's locality unless
- * `locality_failover = false` (without ejections nothing would ever fail over).
+ * `locality_failover = false` (without ejections nothing would ever fail over). The `failover` and
+ * `failoverPriority` lists of Istio's localityLbSetting refine the ranking.
  */
 function readLocalityFailover(t: TableReader, cluster: Cluster, daemonLocality: Locality | undefined): void {
-  const asked = t.has('locality_failover');
-  if (!t.boolean('locality_failover', true)) return;
-  if (!daemonLocality) {
-    if (asked)
-      t.fail('locality_failover', 'needs the daemon\'s own locality: [daemon] locality = "region/zone/subzone"');
-  } else if (!cluster.outlierDetection) {
-    if (asked) t.fail('locality_failover', 'needs outlier_detection: endpoints fail over only when ejected');
-  } else {
-    cluster.failoverLocality = daemonLocality;
+  const regions = t.tables(
+    'locality_failover_regions',
+    (r): RegionFailover => ({
+      from: r.string('from') ?? '',
+      to: r.string('to') ?? '',
+    }),
+  );
+  const priority = readFailoverPriority(t, 'locality_failover_priority');
+  const refined = [
+    ['locality_failover_regions', regions],
+    ['locality_failover_priority', priority],
+  ] as const;
+  const asked =
+    refined.find(([, value]) => value !== undefined)?.[0] ??
+    (t.has('locality_failover') ? 'locality_failover' : undefined);
+  if (!t.boolean('locality_failover', true)) {
+    for (const [key, value] of refined) if (value) t.fail(key, 'contradicts locality_failover = false');
+    return;
   }
+  if (!daemonLocality) {
+    if (asked) t.fail(asked, 'needs the daemon\'s own locality: [daemon] locality = "region/zone/subzone"');
+  } else if (!cluster.outlierDetection) {
+    if (asked) t.fail(asked, 'needs outlier_detection: endpoints fail over only when ejected');
+  } else {
+    cluster.localityFailover = {
+      own: daemonLocality,
+      ...(regions ? { regions } : {}),
+      ...(priority ? { priority } : {}),
+    };
+  }
+}
+
+/** Istio's failoverPriority: an array of topology labels, each optionally `label=value`. */
+function readFailoverPriority(t: TableReader, key: string): FailoverPriorityLabel[] | undefined {
+  const raw = t.raw(key);
+  if (raw === undefined) return undefined;
+  if (!Array.isArray(raw) || raw.length === 0 || raw.some((v) => typeof v !== 'string')) {
+    t.fail(key, 'must be a non-empty array of label names');
+    return undefined;
+  }
+  const labels = (raw as string[]).map((text, j) => {
+    const label = parseFailoverPriorityLabel(text);
+    if (!label) {
+      t.fail(
+        `${key}[${j}]`,
+        `endpoints carry only a locality: the label must be one of ${FAILOVER_PRIORITY_LABELS.join(', ')} (optionally =value), got "${text}"`,
+      );
+    }
+    return label;
+  });
+  return labels.every((l) => l !== undefined) ? labels : undefined;
 }
 
 function missingLocality(t: TableReader): undefined {
