@@ -85,7 +85,9 @@ struct {
  * Programs that run after the deleting one in the same TCP_CLOSE callback (the probe, or
  * the same program of an enclosing registered cgroup) find the origin here. A callback
  * runs on one CPU without migrating; slots by cookie, so that a callback of another
- * socket interrupting this one (softirq) rarely takes the same slot.
+ * socket interrupting this one (softirq) rarely takes the same slot; when it does, the
+ * slot's cookie and snd_nxt no longer match, and the L4 sockops program, which counts
+ * outcomes, works on its own copy (see take_origin).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
