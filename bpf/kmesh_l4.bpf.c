@@ -54,14 +54,6 @@ struct {
 	__type(value, struct kmesh_conn_hint);
 } kmesh_conn_hint SEC(".maps");
 
-/* kmesh_l4_mode[0]: enum kmesh_l4_mode bits, written by the daemon (src/controller/l4-sockops.ts). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} kmesh_l4_mode SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, KMESH_MAX_TRACKED_SOCKETS);
@@ -508,15 +500,6 @@ static __always_inline void hint_conn(__u64 cookie, __u32 flags)
 	}
 }
 
-/* kmesh_l4_sockops runs on this connection's cgroups and deletes its kmesh_conn_origin entry at close. Read
- * only by connects that would keep an entry: a plain connect with its endpoint's shared origin never looks. */
-static __always_inline int sockops_attached(void)
-{
-	__u32 zero = 0, *mode = bpf_map_lookup_elem(&kmesh_l4_mode, &zero);
-
-	return mode && (*mode & KMESH_L4_SOCKOPS);
-}
-
 /* Same VIP, port and cluster (the endpoint is the shared entry's key). */
 static __always_inline int same_origin(const struct kmesh_sock_origin *a, const struct kmesh_sock_origin *b)
 {
@@ -548,15 +531,16 @@ static __always_inline void remember_origin(struct bpf_sock_addr *ctx, const __u
 		shared = conn_flags ? 0 : kmesh_shared_origin(ep->addr, ep->port);
 		if (shared && same_origin(shared, &conn.origin)) {
 			/* an entry of an earlier attempt of this socket would shadow the shared one (a lookup
-			 * first: a delete takes the bucket lock even when there is nothing to delete) */
-			if (bpf_map_lookup_elem(&kmesh_conn_origin, &cookie))
+			 * first: a delete takes the bucket lock even when there is nothing to delete; none
+			 * at all without the L4 sockops program, which keeps the hash empty) */
+			if (kmesh_conns_by_cookie() && bpf_map_lookup_elem(&kmesh_conn_origin, &cookie))
 				bpf_map_delete_elem(&kmesh_conn_origin, &cookie);
 			hint_conn(cookie, KMESH_CONN_SHARED);
 			return;
 		}
 		hint_conn(cookie, conn_flags);
 		/* BPF_ANY: a socket may connect again after a failed attempt */
-		if (sockops_attached() && bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
+		if (kmesh_conns_by_cookie() && bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
 			return;
 	}
 	origin = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -586,7 +570,7 @@ static __always_inline void remember_direct(struct bpf_sock_addr *ctx, const __u
 	if (hint && hint->cookie == cookie)
 		return;
 	hint_conn(cookie, KMESH_CONN_DIRECT);
-	if (sockops_attached() && bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
+	if (kmesh_conns_by_cookie() && bpf_map_update_elem(&kmesh_conn_origin, &cookie, &conn, BPF_ANY) == 0)
 		return;
 	marker = bpf_sk_storage_get(&kmesh_sock_origin, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (marker)
@@ -888,10 +872,13 @@ static __always_inline struct kmesh_sock_origin *conn_origin(__u64 cookie, struc
 /*
  * A closing connection, taken out of kmesh_conn_origin (its entry is deleted, so the hash
  * holds live connections only) and stashed for the programs that run after this one in the
- * same callback (kmesh-probe, this program of an enclosing registered cgroup).
+ * same callback (kmesh-probe, this program of an enclosing registered cgroup). This run works
+ * on its own copy, *mine: a close in process context (a reset read from the socket's backlog,
+ * an abort) can be interrupted by a softirq close on the same CPU that takes the same stash
+ * slot, and would then count its outcome against the other connection's endpoint, or not at all.
  */
 static __always_inline struct kmesh_sock_origin *take_origin(__u64 cookie, __u32 snd_nxt, struct bpf_sock *sk,
-							     __u32 *flags, __u32 **claim)
+							     struct kmesh_conn *mine, __u32 *flags, __u32 **claim)
 {
 	struct kmesh_conn *conn = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
 	__u32 slot = cookie % KMESH_ORIGIN_STASH_SLOTS;
@@ -900,11 +887,13 @@ static __always_inline struct kmesh_sock_origin *take_origin(__u64 cookie, __u32
 
 	if (!conn) {
 		conn = kmesh_stashed_conn(cookie, snd_nxt);
-		if (conn || !stash)
-			return origin_in(conn, sk, flags, claim);
+		if (conn) {
+			__builtin_memcpy(mine, conn, sizeof(*mine));
+			return origin_in(mine, sk, flags, claim);
+		}
 		origin = origin_in(0, sk, flags, claim);
 		/* none of its own: the programs after this one go straight to the endpoint's shared origin */
-		if (!origin) {
+		if (!origin && stash) {
 			stash->cookie = cookie;
 			stash->snd_nxt = snd_nxt;
 			stash->conn.flags = KMESH_CONN_SHARED;
@@ -914,11 +903,21 @@ static __always_inline struct kmesh_sock_origin *take_origin(__u64 cookie, __u32
 	*claim = 0;
 	if (!stash)
 		return 0;
+	__builtin_memcpy(mine, conn, sizeof(*mine));
 	stash->cookie = cookie;
 	stash->snd_nxt = snd_nxt;
-	__builtin_memcpy(&stash->conn, conn, sizeof(stash->conn));
+	__builtin_memcpy(&stash->conn, mine, sizeof(stash->conn));
 	bpf_map_delete_elem(&kmesh_conn_origin, &cookie);
-	return origin_in(&stash->conn, sk, flags, claim);
+	return origin_in(mine, sk, flags, claim);
+}
+
+/* The claims of this run (in *mine) for the programs after it, while the stash slot is still this connection's. */
+static __always_inline void publish_claims(__u64 cookie, __u32 snd_nxt, const struct kmesh_conn *mine)
+{
+	struct kmesh_conn *stashed = kmesh_stashed_conn(cookie, snd_nxt);
+
+	if (stashed)
+		stashed->flags = mine->flags;
 }
 
 /* Keep other sock_ops programs' callback flags: the helper sets, it does not OR. */
@@ -942,6 +941,7 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 	struct kmesh_sock_origin *origin;
 	struct kmesh_cluster_policy *pol;
 	struct kmesh_conn_hint *hint;
+	struct kmesh_conn mine;
 	struct bpf_sock *sk;
 	__u32 op = skops->op, flags, zero = 0, *claim;
 	__u64 cookie;
@@ -990,9 +990,12 @@ int kmesh_l4_sockops(struct bpf_sock_ops *skops)
 			skops->reply = pol->syn_rto_jiffies;
 		break;
 	default:
-		origin = take_origin(cookie, skops->snd_nxt, sk, &flags, &claim);
-		if (origin && (flags & KMESH_CONN_TRACKED) && origin->endpoint_port)
-			connection_ended(skops, sk, origin, claim);
+		origin = take_origin(cookie, skops->snd_nxt, sk, &mine, &flags, &claim);
+		if (!origin || !(flags & KMESH_CONN_TRACKED) || !origin->endpoint_port)
+			break;
+		connection_ended(skops, sk, origin, claim);
+		if (claim)
+			publish_claims(cookie, skops->snd_nxt, &mine);
 		break;
 	}
 	return 1;

@@ -149,6 +149,32 @@ struct {
 	__type(value, __u64);
 } kmesh_l7_marker_head SEC(".maps");
 
+/* The daemon's report socket (key 0): see struct kmesh_l7_report. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} kmesh_l7_reports SEC(".maps");
+
+/* Cluster id → its routed connections open now, for clusters with max_requests. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KMESH_MAX_CLUSTERS);
+	__type(key, __u32);
+	__type(value, __s64);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} kmesh_l7_requests SEC(".maps");
+
+/* Client tuple → the cluster whose kmesh_l7_requests counts it; deleted (and uncounted) at the client's close. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KMESH_L7_MAX_CONNS);
+	__type(key, struct kmesh_l7_tuple);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} kmesh_l7_inflight SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, KMESH_L7_COUNTERS);
@@ -746,6 +772,7 @@ enum {
 	STAGES,
 };
 _Static_assert(8 * 256 == KMESH_L7_MAX_PARSE, "one parse stage per 256 bytes of KMESH_L7_MAX_PARSE");
+_Static_assert(sizeof(struct kmesh_l7_report) == KMESH_L7_REPORT_LEN, "one report, one parser message");
 
 /* Filled by user space with the stage programs, by index (src/l7/layouts.ts L7_STAGES). */
 struct {
@@ -1053,6 +1080,44 @@ int kmesh_l7_hash(struct sk_msg_md *msg)
 	return SK_PASS;
 }
 
+/*
+ * Circuit breaker max_requests (HTTP/1.1: one request in flight per routed connection, so
+ * the cluster's routed connections open now): 0 when the connection may go on (counted in
+ * kmesh_l7_requests until the client closes, kmesh_l7_sockops), -1 over the limit.
+ * Concurrent first requests on other CPUs can overshoot by the number racing (as
+ * max_connections at L4).
+ */
+static __always_inline int take_request(__u32 cluster_id, __u32 max, const struct kmesh_l7_tuple *client)
+{
+	__s64 zero = 0, *open;
+
+	if (!max)
+		return 0;
+	open = bpf_map_lookup_elem(&kmesh_l7_requests, &cluster_id);
+	if (!open) {
+		bpf_map_update_elem(&kmesh_l7_requests, &cluster_id, &zero, BPF_NOEXIST);
+		open = bpf_map_lookup_elem(&kmesh_l7_requests, &cluster_id);
+		if (!open)
+			return 0;
+	}
+	if (*open >= max)
+		return -1;
+	__sync_fetch_and_add(open, 1);
+	/* no entry (table full): not counted, so never uncounted either */
+	if (bpf_map_update_elem(&kmesh_l7_inflight, client, &cluster_id, BPF_NOEXIST))
+		__sync_fetch_and_add(open, -1);
+	return 0;
+}
+
+/* An overflow in the cluster's circuit-breaker counter (the one max_connections uses at L4). */
+static __always_inline void count_overflow(__u32 cluster_id)
+{
+	struct kmesh_cluster_state *cs = bpf_map_lookup_elem(&kmesh_cl_state, &cluster_id);
+
+	if (cs)
+		__sync_fetch_and_add(&cs->overflows, 1);
+}
+
 /* Stage 4: endpoint and a pre-connected socket to it, or the daemon's slow path. */
 SEC("sk_msg")
 int kmesh_l7_pool(struct sk_msg_md *msg)
@@ -1060,21 +1125,58 @@ int kmesh_l7_pool(struct sk_msg_md *msg)
 	struct kmesh_l7_tuple client;
 	struct kmesh_l7_conn *conn = conn_of(msg, &client);
 	struct kmesh_l7_scratch *sc = scratch();
+	struct kmesh_l7_cluster *cl;
 
 	if (!conn || !sc)
 		return SK_PASS;
+	cl = bpf_map_lookup_elem(&kmesh_l7_clusters, &conn->cluster_id);
+	if (!cl) {
+		count(KMESH_L7_CNT_NO_ENDPOINT);
+		return SK_DROP;
+	}
+	/* the bytes go to the anchor, which answers 503 (x-envoy-overloaded) and closes */
+	if (take_request(conn->cluster_id, cl->max_requests, &client)) {
+		conn->state = KMESH_L7_CONN_OVERFLOW;
+		count(KMESH_L7_CNT_OVERFLOW);
+		count_overflow(conn->cluster_id);
+		return SK_PASS;
+	}
 	if (send_to_pool(msg, &client, conn, sc->hash_pos) == 0) {
 		count(KMESH_L7_CNT_POOL_HIT);
 		return SK_PASS;
-	}
-	if (!bpf_map_lookup_elem(&kmesh_l7_clusters, &conn->cluster_id)) {
-		count(KMESH_L7_CNT_NO_ENDPOINT);
-		return SK_DROP;
 	}
 	/* the daemon reads conn->pool_id, connects and splices */
 	conn->state = KMESH_L7_CONN_SLOW;
 	count(KMESH_L7_CNT_SLOW_PATH);
 	return SK_PASS;
+}
+
+static __always_inline void sockops_tuple(struct bpf_sock_ops *skops, struct kmesh_l7_tuple *t)
+{
+	t->local_ip4 = skops->local_ip4;
+	t->remote_ip4 = skops->remote_ip4;
+	t->local_port = bpf_htons(skops->local_port);
+	t->remote_port = skops->remote_port >> 16;
+}
+
+/* A client counted by max_requests closed: its request slot is free (the delete wins once). */
+static __always_inline void client_closed(struct bpf_sock_ops *skops)
+{
+	struct kmesh_l7_tuple t;
+	__u32 *cluster_id;
+	__s64 *open;
+	__u32 id;
+
+	sockops_tuple(skops, &t);
+	cluster_id = bpf_map_lookup_elem(&kmesh_l7_inflight, &t);
+	if (!cluster_id)
+		return;
+	id = *cluster_id;
+	if (bpf_map_delete_elem(&kmesh_l7_inflight, &t))
+		return;
+	open = bpf_map_lookup_elem(&kmesh_l7_requests, &id);
+	if (open)
+		__sync_fetch_and_add(open, -1);
 }
 
 SEC("sockops")
@@ -1085,7 +1187,14 @@ int kmesh_l7_sockops(struct bpf_sock_ops *skops)
 	struct kmesh_l7_sock *mark;
 	struct bpf_sock *sk;
 
-	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB || skops->family != AF_INET)
+	if (skops->family != AF_INET)
+		return 1;
+	if (skops->op == BPF_SOCK_OPS_STATE_CB) {
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			client_closed(skops);
+		return 1;
+	}
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
 	sk = skops->sk;
 	if (!sk)
@@ -1093,10 +1202,10 @@ int kmesh_l7_sockops(struct bpf_sock_ops *skops)
 	mark = bpf_sk_storage_get(&kmesh_l7_sock, sk, 0, 0);
 	if (!mark)
 		return 1;
-	t.local_ip4 = skops->local_ip4;
-	t.remote_ip4 = skops->remote_ip4;
-	t.local_port = bpf_htons(skops->local_port);
-	t.remote_port = skops->remote_port >> 16;
+	sockops_tuple(skops, &t);
+	/* the close callback uncounts a request of max_requests; other programs' flags are kept */
+	if (!(skops->bpf_sock_ops_cb_flags & BPF_SOCK_OPS_STATE_CB_FLAG))
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	conn.listener = mark->listener;
 	conn.route_id = NO_ROUTE;
 	if (bpf_map_update_elem(&kmesh_l7_conns, &t, &conn, BPF_ANY))
@@ -1210,4 +1319,37 @@ int kmesh_l7_marker_verdict(struct __sk_buff *skb)
 	if (!client)
 		return SK_DROP;
 	return bpf_sk_redirect_hash(skb, &kmesh_l7_clients, client, 0);
+}
+
+/* Reports are fixed-size records: one verdict per report, whatever the segments. */
+SEC("sk_skb/stream_parser")
+int kmesh_l7_report_parser(struct __sk_buff *skb)
+{
+	return KMESH_L7_REPORT_LEN;
+}
+
+/*
+ * A report from the daemon (struct kmesh_l7_report): a connect of its pool or slow path that
+ * failed counts toward the endpoint's outlier detection in the cluster, by kmesh_outlier.h's
+ * rule, as a failed connect of an application does at L4; an overflow of max_pending_requests
+ * counts in the cluster's overflows. Consumed here (dropped).
+ */
+SEC("sk_skb/stream_verdict")
+int kmesh_l7_report_verdict(struct __sk_buff *skb)
+{
+	struct kmesh_l7_report r;
+	struct kmesh_ep_state *st;
+
+	if (bpf_skb_load_bytes(skb, 0, &r, sizeof(r)))
+		return SK_DROP;
+	if (r.kind == KMESH_L7_REPORT_OVERFLOW) {
+		count_overflow(r.cluster_id);
+		return SK_DROP;
+	}
+	if (!bpf_map_lookup_elem(&kmesh_cl_policy, &r.cluster_id))
+		return SK_DROP;
+	st = upstream_state(r.cluster_id, r.ip4, r.port);
+	if (st)
+		record_failure(r.cluster_id, st, r.kind == KMESH_L7_REPORT_CONNECT_TIMEOUT);
+	return SK_DROP;
 }

@@ -162,6 +162,10 @@ struct kmesh_l7_cluster {
 	 * order, port in host order. */
 	__u32 ep_ip4[KMESH_L7_MAX_CLUSTER_ENDPOINTS];
 	__u16 ep_port[KMESH_L7_MAX_CLUSTER_ENDPOINTS];
+	/* Circuit breaker max_requests: routed connections of the cluster open at once (HTTP/1.1:
+	 * one request in flight each; kmesh_l7_requests counts them); 0: unlimited. */
+	__u32 max_requests;
+	__u32 pad;
 };
 
 /*
@@ -192,6 +196,28 @@ enum kmesh_l7_conn_state {
 	KMESH_L7_CONN_SPLICED = 1,   /* bytes go to upstream (kernel) */
 	KMESH_L7_CONN_SLOW = 2,	     /* no pooled socket: the daemon connects and splices */
 	KMESH_L7_CONN_DRAINING = 3,  /* the upstream closed: the client's sends reach the anchor (the drain marker) */
+	KMESH_L7_CONN_OVERFLOW = 4,  /* over the cluster's max_requests: the daemon answers 503 */
+};
+
+/*
+ * What the daemon tells the kernel's outlier detection and circuit-breaker counters: one
+ * KMESH_L7_REPORT_LEN-byte record per event on its report socket, whose verdict
+ * (kmesh_l7_report_verdict) applies it with the rule the L4 and L7 programs use
+ * (kmesh_outlier.h), so user space never writes a counter the kernel also writes.
+ */
+enum kmesh_l7_report_kind {
+	KMESH_L7_REPORT_CONNECT_FAILED = 1, /* a pool or slow-path connect was refused (or unreachable) */
+	KMESH_L7_REPORT_CONNECT_TIMEOUT = 2, /* a pool or slow-path connect timed out */
+	KMESH_L7_REPORT_OVERFLOW = 3,	     /* a request refused by max_pending_requests */
+};
+
+struct kmesh_l7_report {
+	__u32 cluster_id;
+	__u32 ip4;  /* network order */
+	__u16 port; /* host order (as kmesh_ep_state keys it) */
+	__u8 kind;  /* enum kmesh_l7_report_kind */
+	__u8 pad;
+	__u32 pad2;
 };
 
 /*
@@ -209,6 +235,7 @@ enum kmesh_l7_limits {
 	KMESH_L7_POOL_SLOTS = 64,
 	KMESH_L7_MARKER_LEN = 16,
 	KMESH_L7_MARKER_RING = 4096,
+	KMESH_L7_REPORT_LEN = 16,
 	/* Longest header or cookie name of a hash policy. */
 	KMESH_L7_HASH_NAME_MAX = 64,
 	/* Bytes of a header value hashed (longer values: their first bytes), and bytes of the Cookie
@@ -220,6 +247,8 @@ enum kmesh_l7_limits {
 struct kmesh_l7_exports {
 	enum kmesh_l7_limits limits;
 	enum kmesh_l7_hash_kind hash_kind;
+	enum kmesh_l7_report_kind report_kind;
+	struct kmesh_l7_report report;
 };
 struct kmesh_l7_exports kmesh_l7_exports KMESH_BTF_EXPORT;
 
@@ -248,7 +277,8 @@ enum kmesh_l7_counter {
 	KMESH_L7_CNT_TRUNCATED = 9,	 /* head longer than KMESH_L7_MAX_PARSE: routed on what was seen */
 	KMESH_L7_CNT_HASHED = 10,	 /* endpoint chosen by the route's hash key (maglev / ring_hash) */
 	KMESH_L7_CNT_HASH_KEY_ABSENT = 11, /* the route hashes but the request lacks the key: weighted pick */
-	KMESH_L7_COUNTERS = 12,
+	KMESH_L7_CNT_OVERFLOW = 12,	 /* over the cluster's max_requests: answered 503 by the daemon */
+	KMESH_L7_COUNTERS = 13,
 };
 
 /* Socket-local mark connect4 leaves on a connection it handed to the anchor. */

@@ -387,12 +387,16 @@ SEC("sockops")
 int kmesh_probe_sockops(struct bpf_sock_ops *skops)
 {
 	struct kmesh_probe_cgroup *cg;
+	__u32 op = skops->op;
 	struct bpf_sock *sk;
 
+	/* most runs are callbacks counted nowhere (TIMEOUT_INIT, RWND_INIT, NEEDS_ECN, ...): out first */
+	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_STATE_CB)
+		return 1;
 	if (skops->family != AF_INET && skops->family != AF_INET6)
 		return 1;
 
-	switch (skops->op) {
+	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		/* process context of connect(): ask for state changes (and start the clock) */
 		cg = my_cgroup();

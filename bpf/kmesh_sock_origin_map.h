@@ -64,6 +64,14 @@ struct {
 	__type(value, struct kmesh_conn);
 } kmesh_conn_origin SEC(".maps");
 
+/* kmesh_l4_mode[0]: enum kmesh_l4_mode bits, written by the daemon (src/controller/l4-sockops.ts). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} kmesh_l4_mode SEC(".maps");
+
 /* Written by the daemon (src/controller/origin-index.ts); read-only here. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -77,7 +85,9 @@ struct {
  * Programs that run after the deleting one in the same TCP_CLOSE callback (the probe, or
  * the same program of an enclosing registered cgroup) find the origin here. A callback
  * runs on one CPU without migrating; slots by cookie, so that a callback of another
- * socket interrupting this one (softirq) rarely takes the same slot.
+ * socket interrupting this one (softirq) rarely takes the same slot; when it does, the
+ * slot's cookie and snd_nxt no longer match, and the L4 sockops program, which counts
+ * outcomes, works on its own copy (see take_origin).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -85,6 +95,19 @@ struct {
 	__type(key, __u32);
 	__type(value, struct kmesh_origin_stash);
 } kmesh_origin_stash SEC(".maps");
+
+/*
+ * Does kmesh_conn_origin hold connections? Only while kmesh_l4_sockops is attached (KMESH_L4_SOCKOPS, set
+ * before any entry is added and never cleared while the pins live): it deletes them at close. Without it
+ * the hash stays empty, and a lookup by cookie there is a miss that still costs a bucket of a large array
+ * (a cache miss, bench/l4): readers ask this first, an array read the verifier inlines.
+ */
+static __always_inline int kmesh_conns_by_cookie(void)
+{
+	__u32 zero = 0, *mode = bpf_map_lookup_elem(&kmesh_l4_mode, &zero);
+
+	return mode && (*mode & KMESH_L4_SOCKOPS);
+}
 
 /* The origin connections steered to this endpoint (16-byte address, host-order port) share, if any. */
 static __always_inline struct kmesh_sock_origin *kmesh_shared_origin(const __u8 *addr, __u16 port)
@@ -129,7 +152,7 @@ static __always_inline int kmesh_origin_is_direct(const struct kmesh_sock_origin
 /* The origin of the socket with this cookie, NULL if it was not steered. */
 static __always_inline struct kmesh_sock_origin *kmesh_origin_of(__u64 cookie, struct bpf_sock *sk)
 {
-	struct kmesh_conn *conn = bpf_map_lookup_elem(&kmesh_conn_origin, &cookie);
+	struct kmesh_conn *conn = kmesh_conns_by_cookie() ? bpf_map_lookup_elem(&kmesh_conn_origin, &cookie) : 0;
 	struct kmesh_sock_origin *origin;
 
 	if (conn) {

@@ -123,6 +123,9 @@ export function needsPolicy(cluster: Cluster, layout: ClusterLayout | undefined)
   return (
     cluster.outlierDetection !== undefined ||
     cluster.maxConnections !== undefined ||
+    // L7 circuit breakers count their overflows in the cluster's state
+    cluster.maxPendingRequests !== undefined ||
+    cluster.maxRequests !== undefined ||
     cluster.connectTimeoutMs !== undefined ||
     cluster.lbPolicy === 'least_request' ||
     hashes(cluster) ||

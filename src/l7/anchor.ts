@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { BpfMap } from '../runtime/bpf-map.js';
 import { type DrainMarkers, MarkerScan } from './drain.js';
 import { CONN_STATE, l7Conn, tupleKey } from './layouts.js';
+import { type ConnectFailure, connectFailure, socketFd } from './pool.js';
 
 export interface AnchorMaps {
   conns: BpfMap;
@@ -25,8 +26,22 @@ export interface AnchorHooks {
   /** A client arrived: a pooled socket was probably just taken. */
   accepted(): void;
   /** The endpoint of a pool, for the slow path. */
-  endpointOfPool(poolId: number): { address: string; port: number } | undefined;
+  endpointOfPool(poolId: number): { address: string; port: number; connectTimeoutMs?: number } | undefined;
+  /** The cluster's max_pending_requests: slow-path connects it may have waiting at once. */
+  maxPending(clusterId: number): number | undefined;
+  /** A slow-path connect failed (outlier detection). */
+  connectFailed(clusterId: number, endpoint: { address: string; port: number }, cause: ConnectFailure): void;
+  /** A first request refused by max_pending_requests (the cluster's overflow count). */
+  overflow(clusterId: number): void;
 }
+
+/** Envoy's answer to a request over a circuit breaker: the client sees a clean 503 at once, never a hang. */
+const OVERFLOW_RESPONSE = Buffer.from(
+  'HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 8\r\n' +
+    'x-envoy-overloaded: true\r\nconnection: close\r\n\r\noverflow',
+);
+/** A request line's start: only HTTP gets the 503, anything else a plain close. */
+const REQUEST_START = /^[A-Z]+ /;
 
 /**
  * Without a drain marker (the client half-closed: its socket cannot send one; or no marker
@@ -62,7 +77,16 @@ export class Anchor {
   /** By the client's tuple (hex). */
   private readonly pairs = new Map<string, Pair>();
   /** Counted here: connections the daemon spliced itself, and connections closed because nothing could serve them. */
-  readonly stats = { slowPathSpliced: 0, slowPathFailed: 0, accepted: 0, drainMarkers: 0, finFallbacks: 0 };
+  readonly stats = {
+    slowPathSpliced: 0,
+    slowPathFailed: 0,
+    slowPathOverflows: 0,
+    accepted: 0,
+    drainMarkers: 0,
+    finFallbacks: 0,
+  };
+  /** Slow-path connects in progress per cluster id (max_pending_requests). */
+  private readonly pending = new Map<number, number>();
 
   private markers: DrainMarkers | undefined;
 
@@ -77,12 +101,16 @@ export class Anchor {
     this.markers = markers;
   }
 
-  /** Returns the address bound (the port the kernel chose for port 0). */
-  async listen(address: string, port: number): Promise<{ address: string; port: number }> {
+  /**
+   * Returns the address bound (the port the kernel chose for port 0). `fd`: a listening socket a previous
+   * daemon left in systemd's store, listened on as it is (its backlog holds the connections that arrived
+   * meanwhile).
+   */
+  async listen(address: string, port: number, fd?: number): Promise<{ address: string; port: number }> {
     const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.onAccept(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ host: address, port, backlog: 4096 }, () => {
+      server.listen(fd === undefined ? { host: address, port, backlog: 4096 } : { fd }, () => {
         server.off('error', reject);
         resolve();
       });
@@ -97,6 +125,61 @@ export class Anchor {
     return this.pairs.size;
   }
 
+  /** The listening socket's fd (for systemd's store). */
+  listenFd(): number | undefined {
+    const fd = (this.server as unknown as { _handle?: { fd?: number } } | undefined)?._handle?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
+  /** Every open socket of every pair (for systemd's store at a stop). */
+  pairFds(): number[] {
+    const fds: number[] = [];
+    for (const pair of this.pairs.values()) {
+      for (const socket of [pair.client, pair.upstream]) {
+        if (socket && !socket.destroyed) fds.push(socketFd(socket));
+      }
+    }
+    return fds;
+  }
+
+  /**
+   * Sockets a previous daemon handed over: accepted clients (their local end is the anchor) and upstream
+   * sockets, each taken back as when it was new — an upstream the kernel gave a client joins it (kmesh_l7_peers),
+   * a slow-path one is spliced again to the client whose state names it, the rest (ready pool sockets: the new
+   * pools refill) are closed.
+   */
+  adopt(sockets: Socket[], anchor: { address: string; port: number }): void {
+    const upstreams = new Map<string, Socket>();
+    const clients: Socket[] = [];
+    for (const socket of sockets) {
+      if (socket.localAddress === anchor.address && socket.localPort === anchor.port) clients.push(socket);
+      else upstreams.set(this.keyOf(socket).toString('hex'), socket);
+    }
+    for (const client of clients) {
+      const key = this.onAccept(client);
+      const state = this.connState(key);
+      const upstream = state?.state === CONN_STATE.slow ? upstreams.get(state.upstream.toString('hex')) : undefined;
+      if (!upstream) continue;
+      upstreams.delete(state?.upstream.toString('hex') ?? '');
+      const hex = key.toString('hex');
+      const pair = this.pairOf(hex);
+      pair.upstream = upstream;
+      client.removeAllListeners('data');
+      this.splice(hex, key, client, upstream);
+    }
+    for (const [hex, upstream] of upstreams) this.adoptUpstream(upstream, Buffer.from(hex, 'hex'), true);
+  }
+
+  /** A socket's tuple as seen from its local end. */
+  private keyOf(socket: Socket): Buffer {
+    return tupleKey(
+      socket.localAddress ?? '',
+      socket.localPort ?? 0,
+      socket.remoteAddress ?? '',
+      socket.remotePort ?? 0,
+    );
+  }
+
   private pairOf(clientHex: string): Pair {
     let pair = this.pairs.get(clientHex);
     if (!pair) {
@@ -106,7 +189,8 @@ export class Anchor {
     return pair;
   }
 
-  private onAccept(client: Socket): void {
+  /** A client's anchor-side socket; returns the client's tuple. */
+  private onAccept(client: Socket): Buffer {
     this.stats.accepted++;
     this.hooks.accepted();
     const key = tupleKey(
@@ -139,6 +223,7 @@ export class Anchor {
       this.forget(hex, key);
     });
     if (pair.upstreamEnded) this.drain(hex, key);
+    return key;
   }
 
   /** The upstream ended: pass its FIN on behind the bytes queued to the client. */
@@ -253,28 +338,86 @@ export class Anchor {
     const client = pair.client;
     if (!client || pair.upstream) return;
     const state = this.connState(key);
+    // over max_requests: the kernel counted the overflow and sent the request here
+    if (state?.state === CONN_STATE.overflow) {
+      this.refuse(client, chunk);
+      return;
+    }
     const endpoint = state?.state === CONN_STATE.slow ? this.hooks.endpointOfPool(state.pool_id) : undefined;
-    if (!endpoint) {
+    if (!state || !endpoint) {
       this.stats.slowPathFailed++;
       client.destroy();
       return;
     }
+    const clusterId = state.cluster_id;
+    const pending = this.pending.get(clusterId) ?? 0;
+    if (pending >= (this.hooks.maxPending(clusterId) ?? Number.POSITIVE_INFINITY)) {
+      this.stats.slowPathOverflows++;
+      this.hooks.overflow(clusterId);
+      this.refuse(client, chunk);
+      return;
+    }
+    this.pending.set(clusterId, pending + 1);
+    let waiting = true;
+    const connected = () => {
+      if (!waiting) return;
+      waiting = false;
+      clearTimeout(timer);
+      const left = (this.pending.get(clusterId) ?? 1) - 1;
+      if (left > 0) this.pending.set(clusterId, left);
+      else this.pending.delete(clusterId);
+    };
     this.stats.slowPathSpliced++;
     client.pause();
     const upstream = connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true });
+    const failed = (err: Error, cause: ConnectFailure) => {
+      if (!waiting) return;
+      connected();
+      this.stats.slowPathFailed++;
+      this.hooks.connectFailed(clusterId, endpoint, cause);
+      this.logger.debug({ endpoint: `${endpoint.address}:${endpoint.port}`, err: err.message }, 'L7 slow-path connect');
+      hardClose(client, false);
+      upstream.destroy();
+    };
+    const ms = endpoint.connectTimeoutMs;
+    const timer =
+      ms === undefined ? undefined : setTimeout(() => failed(new Error('connect timed out'), 'timeout'), ms);
     pair.upstream = upstream;
     upstream.write(chunk);
     client.removeAllListeners('data');
     upstream.once('connect', () => {
-      client.pipe(upstream);
-      upstream.pipe(client);
-      client.resume();
+      connected();
+      // the upstream's tuple in the client's state: a daemon taking the sockets over splices them again
+      const now = this.maps.conns.lookup(key);
+      if (now) {
+        this.keyOf(upstream).copy(now, l7Conn.offsetOf('upstream'));
+        this.maps.conns.update(key, now);
+      }
+      this.splice(hex, key, client, upstream);
     });
+    upstream.on('error', (err) => {
+      if (waiting) failed(err, connectFailure(err));
+    });
+  }
+
+  /** The slow path's user-space splice of a client and its upstream, until either closes. */
+  private splice(hex: string, key: Buffer, client: Socket, upstream: Socket): void {
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.resume();
     upstream.on('error', (err) => hardClose(client, isReset(err)));
     upstream.on('close', () => {
       hardClose(client, false);
       this.forget(hex, key);
     });
+  }
+
+  /** A clean refusal: 503 with x-envoy-overloaded for HTTP, a close for anything else; what follows is discarded. */
+  private refuse(client: Socket, chunk: Buffer): void {
+    client.removeAllListeners('data');
+    client.on('data', () => {});
+    if (REQUEST_START.test(chunk.subarray(0, 16).toString('latin1'))) client.end(OVERFLOW_RESPONSE);
+    else client.end();
   }
 
   close(): Promise<void> {

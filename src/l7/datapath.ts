@@ -4,6 +4,9 @@
  * socket-map programs, writes the route tables, keeps the upstream pools filled and runs
  * the anchor listener.
  */
+
+import { closeSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { MeshModel } from '../model/types.js';
@@ -13,9 +16,18 @@ import { check } from '../runtime/errors.js';
 import { libbpf } from '../runtime/libbpf.js';
 import { Anchor } from './anchor.js';
 import { DrainMarkers } from './drain.js';
-import { type Anchor as AnchorAddress, type DesiredL7, desiredL7, type Entry, type RouteName } from './encode.js';
-import { L7_COUNTERS, L7_STAGES, l7RouteStatKey } from './layouts.js';
-import { UpstreamPool } from './pool.js';
+import {
+  type Anchor as AnchorAddress,
+  type DesiredL7,
+  desiredL7,
+  type Entry,
+  type PoolPlan,
+  type RouteName,
+} from './encode.js';
+import { ANCHOR_FDNAME, CONN_FDNAME, dropStoredFds, fdStoreAvailable, storeFds, takeInheritedFds } from './fd-store.js';
+import { L7_COUNTERS, L7_STAGES, l7Cluster, l7RouteStatKey } from './layouts.js';
+import { type ConnectFailure, UpstreamPool } from './pool.js';
+import { KernelReports } from './reports.js';
 
 export const L7_OBJECT = 'kmesh_l7.bpf.o';
 export const L7_SOCKOPS = 'kmesh_l7_sockops';
@@ -53,7 +65,12 @@ export class L7Datapath {
   private refillQueued = false;
   private anchorAddress: AnchorAddress;
   private markers: DrainMarkers | undefined;
+  private reports: KernelReports | undefined;
+  /** The clusters each pooled endpoint serves (its failed connects count for each). */
+  private poolPlans = new Map<string, PoolPlan>();
+  private maxPending = new Map<number, number>();
   connectFailures = 0;
+  connectTimeouts = 0;
 
   private constructor(
     private readonly obj: BpfObject,
@@ -72,18 +89,36 @@ export class L7Datapath {
         ),
       );
     }
+    this.keepPoolIds();
     this.anchor = new Anchor(
       { conns: obj.map('kmesh_l7_conns'), peers: obj.map('kmesh_l7_peers'), clients: obj.map('kmesh_l7_clients') },
       {
         collectTaken: () => this.refillAll(),
         accepted: () => this.scheduleRefill(),
         endpointOfPool: (id) => {
-          for (const pool of this.pools.values()) if (pool.id === id) return { address: pool.address, port: pool.port };
+          for (const pool of this.pools.values()) if (pool.id === id) return pool;
           return undefined;
         },
+        maxPending: (clusterId) => this.maxPending.get(clusterId),
+        connectFailed: (clusterId, endpoint, cause) => this.report([clusterId], endpoint, cause),
+        overflow: (clusterId) => this.reports?.overflow(clusterId),
       },
       options.logger,
     );
+  }
+
+  /**
+   * A previous daemon's pool ids stay: connections it routed name them (kmesh_l7_conns.pool_id), and one that
+   * waited in the anchor's backlog through a restart takes the slow path to the endpoint its id meant.
+   */
+  private keepPoolIds(): void {
+    for (const value of this.live.get('clusters')?.values() ?? []) {
+      const c = l7Cluster.decode(value);
+      for (let i = 0; i < c.endpoint_count; i++) {
+        const ip = [...c.ep_ip4.subarray(4 * i, 4 * i + 4)].join('.');
+        this.poolIds.set(`${ip}:${c.ep_port[i]}`, c.pool_ids[i] as number);
+      }
+    }
   }
 
   /** Loads the object and attaches the socket-map programs; throws when the kernel refuses. */
@@ -111,6 +146,8 @@ export class L7Datapath {
       attach('kmesh_l7_upstream_verdict', 'kmesh_l7_upstreams');
       attach('kmesh_l7_marker_parser', 'kmesh_l7_markers');
       attach('kmesh_l7_marker_verdict', 'kmesh_l7_markers');
+      attach('kmesh_l7_report_parser', 'kmesh_l7_reports');
+      attach('kmesh_l7_report_verdict', 'kmesh_l7_reports');
     } catch (err) {
       obj.close();
       throw err;
@@ -125,7 +162,11 @@ export class L7Datapath {
 
   /** Listens on the anchor address (port 0: one the kernel picks); connect4 learns it from the listener entries. */
   async start(): Promise<void> {
-    this.anchorAddress = await this.anchor.listen(this.options.anchor.address, this.options.anchor.port);
+    const inherited = takeInheritedFds();
+    const anchorFd = inherited.find((f) => f.name === ANCHOR_FDNAME)?.fd;
+    this.anchorAddress = await this.anchor.listen(this.options.anchor.address, this.options.anchor.port, anchorFd);
+    const listenFd = this.anchor.listenFd();
+    if (anchorFd === undefined && listenFd !== undefined && fdStoreAvailable()) storeFds(ANCHOR_FDNAME, [listenFd]);
     this.markers = await DrainMarkers.open(
       {
         markers: this.obj.map('kmesh_l7_markers'),
@@ -135,6 +176,31 @@ export class L7Datapath {
       this.anchorAddress.address,
     );
     this.anchor.useMarkers(this.markers);
+    this.reports = await KernelReports.open(this.obj.map('kmesh_l7_reports'), this.anchorAddress.address);
+    const handed = inherited.filter((f) => f.name === CONN_FDNAME);
+    if (handed.length > 0) {
+      // ours now: systemd's copies would keep every socket open that we close
+      dropStoredFds(CONN_FDNAME);
+      const sockets = handed.flatMap(({ fd }) => {
+        try {
+          return [new Socket({ fd, readable: true, writable: true, allowHalfOpen: true })];
+        } catch (err) {
+          this.options.logger.debug({ fd, err: (err as Error).message }, 'L7 handed-over fd not a TCP socket');
+          closeSync(fd);
+          return [];
+        }
+      });
+      this.anchor.adopt(sockets, this.anchorAddress);
+      this.options.logger.info(
+        {
+          sockets: sockets.length,
+          unusable: handed.length - sockets.length,
+          pairs: this.anchor.openPairs,
+          anchor: anchorFd !== undefined,
+        },
+        'L7 sockets taken over from the previous daemon',
+      );
+    }
     this.refillTimer = setInterval(() => this.refillAll(), REFILL_MS);
     this.refillTimer.unref();
   }
@@ -161,14 +227,20 @@ export class L7Datapath {
   }
 
   write(desired: DesiredL7): void {
-    for (const endpoint of desired.endpoints) {
-      if (this.pools.has(endpoint)) continue;
-      const [address, port] = [
-        endpoint.slice(0, endpoint.lastIndexOf(':')),
-        Number(endpoint.slice(endpoint.lastIndexOf(':') + 1)),
-      ];
-      this.pools.set(endpoint, this.newPool(this.poolIdOf(endpoint), address, port));
+    for (const [endpoint, plan] of desired.endpoints) {
+      let pool = this.pools.get(endpoint);
+      if (!pool) {
+        const [address, port] = [
+          endpoint.slice(0, endpoint.lastIndexOf(':')),
+          Number(endpoint.slice(endpoint.lastIndexOf(':') + 1)),
+        ];
+        pool = this.newPool(this.poolIdOf(endpoint), address, port);
+        this.pools.set(endpoint, pool);
+      }
+      pool.connectTimeoutMs = plan.connectTimeoutMs;
     }
+    this.poolPlans = desired.endpoints;
+    this.maxPending = desired.maxPending;
     for (const [table, map] of TABLE_MAPS) this.writeTable(table, this.obj.map(map), desired.tables[table], 'upsert');
     for (const [table, map] of [...TABLE_MAPS].reverse())
       this.writeTable(table, this.obj.map(map), desired.tables[table], 'delete');
@@ -214,12 +286,27 @@ export class L7Datapath {
       },
       {
         adopted: (socket, key, giveUp) => this.anchor.adoptUpstream(socket, key, giveUp),
-        connectFailed: (pool, err) => {
+        connectFailed: (pool, err, cause) => {
+          const endpoint = `${pool.address}:${pool.port}`;
+          // one line when an endpoint starts failing; the pool then backs off and probes one connect at a time
+          if (pool.failing === 1) this.options.logger.warn({ endpoint, err: err.message }, 'L7 pool cannot connect');
           this.connectFailures++;
-          this.options.logger.debug({ endpoint: `${pool.address}:${pool.port}`, err: err.message }, 'L7 pool connect');
+          if (cause === 'timeout') this.connectTimeouts++;
+          this.report(this.poolPlans.get(endpoint)?.clusterIds ?? [], pool, cause);
         },
+        recovered: (pool, failures) =>
+          this.options.logger.info({ endpoint: `${pool.address}:${pool.port}`, failures }, 'L7 pool connects again'),
       },
     );
+  }
+
+  /**
+   * A pool or slow-path connect failed: when the endpoint is to blame, a failure of it in each of the
+   * clusters for the kernel's outlier detection (as a failed application connect at L4).
+   */
+  private report(clusterIds: number[], endpoint: { address: string; port: number }, cause: ConnectFailure): void {
+    if (cause === 'local') return;
+    for (const id of clusterIds) this.reports?.connectFailed(id, endpoint.address, endpoint.port, cause === 'timeout');
   }
 
   /** Top the pools up; coalesced so a burst of accepts costs one pass. */
@@ -250,6 +337,8 @@ export class L7Datapath {
     }
     out.pool_connects = [...this.pools.values()].reduce((s, p) => s + p.connects, 0);
     out.pool_connect_failures = this.connectFailures;
+    out.pool_connect_timeouts = this.connectTimeouts;
+    out.slow_path_overflows = this.anchor.stats.slowPathOverflows;
     out.slow_path_spliced = this.anchor.stats.slowPathSpliced;
     out.slow_path_failed = this.anchor.stats.slowPathFailed;
     out.accepted = this.anchor.stats.accepted;
@@ -287,12 +376,23 @@ export class L7Datapath {
     return this.obj.map(name);
   }
 
+  /**
+   * Stops; under systemd with a file-descriptor store the sockets go to the store first, so the L7
+   * connections outlive this process and the next daemon takes them back (fd-store.ts).
+   */
   async stop(): Promise<void> {
     if (this.refillTimer) clearInterval(this.refillTimer);
-    for (const pool of this.pools.values()) pool.close();
+    const fds = [...this.anchor.pairFds(), ...[...this.pools.values()].flatMap((p) => p.fds())];
+    const handedOver = fdStoreAvailable() && storeFds(CONN_FDNAME, fds, true);
+    if (handedOver) this.options.logger.info({ sockets: fds.length }, 'L7 sockets handed to the systemd store');
+    for (const pool of this.pools.values()) {
+      if (handedOver) pool.release();
+      else pool.close();
+    }
     this.pools.clear();
     await this.anchor.close();
     this.markers?.close();
+    this.reports?.close();
     this.obj.close();
   }
 }

@@ -11,10 +11,10 @@
  * byte is in the client's receive queue. See docs/l7.md (closes).
  */
 import { randomBytes } from 'node:crypto';
-import { connect, createServer, type Server, type Socket } from 'node:net';
 import { L7_MARKER_LEN as MARKER_LEN, L7_MARKER_RING as MARKER_RING } from '../abi/kernel.js';
 import type { BpfMap } from '../runtime/bpf-map.js';
-import { socketFd, u32Key } from './pool.js';
+import { u32Key } from './pool.js';
+import { openVerdictSocket, type VerdictSocket } from './verdict-socket.js';
 
 export interface DrainMaps {
   markers: BpfMap;
@@ -31,37 +31,16 @@ export class DrainMarkers {
 
   private constructor(
     private readonly maps: DrainMaps,
-    private readonly server: Server,
-    private readonly writer: Socket,
-    private readonly reader: Socket,
+    private readonly socket: VerdictSocket,
   ) {
     // A previous daemon's markers were consumed or are gone with its socket: start where the verdict is.
     this.tail = this.head();
     this.knownHead = this.tail;
   }
 
-  /** A connected loopback pair; the accepted end goes into kmesh_l7_markers (its verdict runs on what arrives). */
+  /** The marker socket goes into kmesh_l7_markers (its verdict runs on what arrives). */
   static async open(maps: DrainMaps, address: string): Promise<DrainMarkers> {
-    const server = createServer({ noDelay: true });
-    const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ host: address, port: 0 }, resolve);
-    });
-    const { port } = server.address() as { port: number };
-    const writer = connect({ host: address, port, noDelay: true });
-    await new Promise<void>((resolve, reject) => {
-      writer.once('connect', resolve);
-      writer.once('error', reject);
-    });
-    const reader = await accepted;
-    server.close();
-    const fd = Buffer.alloc(8);
-    fd.writeUInt32LE(socketFd(reader));
-    maps.markers.update(u32Key(0), fd);
-    writer.on('error', () => {});
-    reader.on('error', () => {});
-    return new DrainMarkers(maps, server, writer, reader);
+    return new DrainMarkers(maps, await openVerdictSocket(maps.markers, address));
   }
 
   private head(): bigint {
@@ -70,21 +49,19 @@ export class DrainMarkers {
 
   /** Queues a marker for the client; false when it cannot (ring full, socket gone): the caller falls back. */
   mark(clientKey: Buffer): boolean {
-    if (this.writer.destroyed) return false;
+    if (this.socket.writer.destroyed) return false;
     if (this.tail - this.knownHead >= BigInt(MARKER_RING)) {
       this.knownHead = this.head();
       if (this.tail - this.knownHead >= BigInt(MARKER_RING)) return false;
     }
     this.maps.ring.update(u32Key(Number(this.tail % BigInt(MARKER_RING))), clientKey);
     this.tail++;
-    this.writer.write(this.marker);
+    this.socket.writer.write(this.marker);
     return true;
   }
 
   close(): void {
-    this.writer.destroy();
-    this.reader.destroy();
-    this.server.close();
+    this.socket.close();
   }
 }
 

@@ -59,9 +59,18 @@ export interface DesiredL7 {
     routes: Map<string, Entry>;
     clusters: Map<string, Entry>;
   };
-  /** Endpoints that need a pool of pre-connected sockets, "address:port". */
-  endpoints: Set<string>;
+  /** Endpoints that need a pool of pre-connected sockets, by "address:port". */
+  endpoints: Map<string, PoolPlan>;
+  /** Cluster id → max_pending_requests: first requests the slow path may hold waiting for a connect. */
+  maxPending: Map<number, number>;
   routeNames: Map<number, RouteName>;
+}
+
+export interface PoolPlan {
+  /** The clusters routes reach the endpoint through: a failed pool connect counts for each. */
+  clusterIds: number[];
+  /** The shortest connect_timeout of those clusters, if any sets one. */
+  connectTimeoutMs?: number;
 }
 
 export interface Anchor {
@@ -219,7 +228,8 @@ export function desiredL7(
       routes: new Map(),
       clusters: new Map(),
     },
-    endpoints: new Set(),
+    endpoints: new Map(),
+    maxPending: new Map(),
     routeNames: new Map(),
   };
   const listeners = model.listeners.filter(isL7Listener);
@@ -291,12 +301,19 @@ export function desiredL7(
   for (const name of usedClusters) {
     const cluster = byName.get(name);
     if (!cluster) continue;
-    put(out.tables.clusters, u32(clusterIds.get(name) as number), clusterValue(cluster, out.endpoints, poolIdOf));
+    const id = clusterIds.get(name) as number;
+    put(out.tables.clusters, u32(id), clusterValue(cluster, id, out.endpoints, poolIdOf));
+    if (cluster.maxPendingRequests !== undefined) out.maxPending.set(id, cluster.maxPendingRequests);
   }
   return out;
 }
 
-function clusterValue(cluster: Cluster, endpoints: Set<string>, poolIdOf: (endpoint: string) => number): Buffer {
+function clusterValue(
+  cluster: Cluster,
+  id: number,
+  endpoints: Map<string, PoolPlan>,
+  poolIdOf: (endpoint: string) => number,
+): Buffer {
   const eps = cluster.endpoints.filter((e) => isIPv4(e.address));
   if (eps.length > L7_LIMITS.endpointsPerCluster) {
     throw new Error(
@@ -305,7 +322,13 @@ function clusterValue(cluster: Cluster, endpoints: Set<string>, poolIdOf: (endpo
   }
   let sum = 0;
   const keys = eps.map((e) => `${e.address}:${e.port}`);
-  for (const k of keys) endpoints.add(k);
+  for (const k of keys) {
+    const plan = endpoints.get(k) ?? { clusterIds: [] };
+    plan.clusterIds.push(id);
+    const timeout = cluster.connectTimeoutMs;
+    if (timeout !== undefined) plan.connectTimeoutMs = Math.min(timeout, plan.connectTimeoutMs ?? timeout);
+    endpoints.set(k, plan);
+  }
   // kmesh_lb_table names endpoints by their index in the L4 layout (priority order): where each is here
   const tablePos = hashes(cluster)
     ? endpointLevels(cluster)
@@ -328,6 +351,7 @@ function clusterValue(cluster: Cluster, endpoints: Set<string>, poolIdOf: (endpo
       4 * L7_LIMITS.endpointsPerCluster,
     ),
     ep_port: [...eps.map((e) => e.port), ...new Array(L7_LIMITS.endpointsPerCluster - eps.length).fill(0)],
+    max_requests: cluster.maxRequests ?? 0,
   });
 }
 

@@ -27,7 +27,7 @@ export const HASH_KIND = { none: 0, header: 1, cookie: 2 } as const;
 /** kmesh_l7_cluster.table_pos of an L4 endpoint index with no pool here (KMESH_L7_NO_POS). */
 export const NO_POS = 0xffffffff;
 export const LISTENER_FLAGS = { suffixDomains: 0x1, prefixDomains: 0x2, anyDomain: 0x4 } as const;
-export const CONN_STATE = { new: 0, spliced: 1, slow: 2, draining: 3 } as const;
+export const CONN_STATE = { new: 0, spliced: 1, slow: 2, draining: 3, overflow: 4 } as const;
 export const NO_ROUTE = 0xffffffff;
 
 /** kmesh_l7_counters indices (enum kmesh_l7_counter), in order. */
@@ -44,6 +44,7 @@ export const L7_COUNTERS = [
   'truncated',
   'hashed',
   'hash_key_absent',
+  'overflow',
 ] as const;
 
 const split = {
@@ -101,6 +102,21 @@ export const l7Cluster = new StructCodec('kmesh_l7_cluster', {
   /** Each position's endpoint as kmesh_ep_state keys it: IPv4 bytes as they travel, port in host order. */
   ep_ip4: bytes(4 * L7_LIMITS.endpointsPerCluster),
   ep_port: array(u16, L7_LIMITS.endpointsPerCluster),
+  /** Circuit breaker max_requests (routed connections open at once); 0: unlimited. */
+  max_requests: u32,
+  pad: u32,
+});
+
+/** A record on the daemon's report socket (kmesh_l7_report_verdict). */
+export const l7Report = new StructCodec('kmesh_l7_report', {
+  cluster_id: u32,
+  /** network order */
+  ip4: bytes(4),
+  /** host order */
+  port: u16,
+  kind: u8,
+  pad: u8,
+  pad2: u32,
 });
 
 /** Ports and addresses in network order: the bytes are written as they travel. */
@@ -136,6 +152,7 @@ export const L7_FLAT_LAYOUTS = [
   l7Tuple,
   l7PoolTaken,
   l7RouteStatKey,
+  l7Report,
 ];
 /** Layouts with nested structs: compared by size and member offsets only. */
 export const L7_NESTED_LAYOUTS = [l7Listener, l7Route, l7Conn];

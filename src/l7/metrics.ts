@@ -13,8 +13,10 @@ export function registerL7Metrics(
     help:
       'L7 connections by what happened to their first request: connections, routed, not_http, no_route, truncated ' +
       '(head over the parse limit), pool_hit, slow_path (pool empty: spliced by the daemon), no_endpoint, later_mismatch, ' +
-      'hashed (endpoint chosen by the route hash policy key), hash_key_absent (the route hashes, the request lacks the key); ' +
-      'and the daemon side: pool_connects, pool_connect_failures, slow_path_spliced, slow_path_failed, accepted, ' +
+      'hashed (endpoint chosen by the route hash policy key), hash_key_absent (the route hashes, the request lacks the key), ' +
+      'overflow (over the cluster max_requests: answered 503); and the daemon side: pool_connects, ' +
+      'pool_connect_failures, pool_connect_timeouts, slow_path_spliced, slow_path_failed, ' +
+      'slow_path_overflows (over max_pending_requests: answered 503), accepted, ' +
       'drain_markers (upstream FINs passed on behind a drain marker), fin_fallbacks (passed on after a delay instead).',
     labelNames: ['event'],
     registers: [registry],

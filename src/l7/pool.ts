@@ -26,7 +26,13 @@ export interface PoolEvents {
    * that never happened (its redirect failed), close it.
    */
   adopted(socket: Socket, key: Buffer, giveUp: boolean): boolean;
-  connectFailed(pool: UpstreamPool, err: Error): void;
+  /**
+   * A connect failed and the pool backs off. `cause`: the endpoint refused or could not be
+   * reached, the pool's connect timeout passed, or the daemon could not pool the socket.
+   */
+  connectFailed(pool: UpstreamPool, err: Error, cause: ConnectFailure): void;
+  /** A connect succeeded after `failures` failed in a row. */
+  recovered(pool: UpstreamPool, failures: number): void;
 }
 
 /** The fd under a connected net.Socket (Linux, TCP). */
@@ -49,8 +55,21 @@ function u64Value(n: bigint): Buffer {
 }
 
 const TAKEN_OFFSET = l7PoolTaken.offsetOf('taken');
-/** Back-off after a failed connect (endpoint down), so a dead endpoint is not hammered. */
+/**
+ * Back-off after failed connects (endpoint down), doubling from the first to the last, so a dead
+ * endpoint is not hammered; while failing, one connect at a time (a probe) instead of the depth.
+ */
 const RETRY_MS = 200;
+const MAX_RETRY_MS = 5000;
+
+export type ConnectFailure = 'endpoint' | 'timeout' | 'local';
+
+/** What the kernel's rule counts as the endpoint's failure (as the L4 sockops program: refused, unreachable, timed out). */
+export function connectFailure(err: Error): ConnectFailure {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ETIMEDOUT') return 'timeout';
+  return code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' ? 'endpoint' : 'local';
+}
 /** A taken socket whose client is still not recorded after this was not taken by a redirect that worked. */
 const CLAIM_MS = 1000;
 
@@ -62,8 +81,14 @@ export class UpstreamPool {
   private filled: bigint;
   private closed = false;
   private retryAt = 0;
+  /** Connects failed in a row (0: healthy). */
+  private failures = 0;
+  /** No connect has succeeded yet: probe with one before connecting the depth. */
+  private untried = true;
   /** Sockets connected (pool refills), for metrics. */
   connects = 0;
+  /** Given up on a connect after this (the smallest connect_timeout of its clusters); undefined: the kernel's. */
+  connectTimeoutMs: number | undefined;
 
   constructor(
     readonly id: number,
@@ -99,7 +124,8 @@ export class UpstreamPool {
       else this.handOver(slot, entry);
     }
     if (Date.now() < this.retryAt) return;
-    let want = this.depth - readyCount - this.connecting.size;
+    let want =
+      this.failures > 0 || this.untried ? 1 - this.connecting.size : this.depth - readyCount - this.connecting.size;
     for (let slot = 0; slot < L7_POOL_SLOTS && want > 0; slot++) {
       if (this.sockets[slot] || this.connecting.has(slot)) continue;
       this.connectSlot(slot);
@@ -117,17 +143,32 @@ export class UpstreamPool {
   private connectSlot(slot: number): void {
     this.connecting.add(slot);
     const socket = connect({ host: this.address, port: this.port, allowHalfOpen: true, noDelay: true });
-    const fail = (err: Error) => {
+    const timeoutMs = this.connectTimeoutMs;
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => fail(new Error(`connect timed out after ${timeoutMs} ms`), 'timeout'), timeoutMs);
+    const onError = (err: Error) => fail(err, connectFailure(err));
+    const fail = (err: Error, cause: ConnectFailure) => {
+      clearTimeout(timer);
+      socket.off('error', onError);
       this.connecting.delete(slot);
-      this.retryAt = Date.now() + RETRY_MS;
+      this.failures++;
+      this.retryAt = Date.now() + Math.min(MAX_RETRY_MS, RETRY_MS * 2 ** Math.min(this.failures - 1, 5));
       socket.destroy();
-      this.events.connectFailed(this, err);
+      // a pool withdrawn meanwhile says nothing about the endpoint any more
+      if (!this.closed) this.events.connectFailed(this, err, cause);
     };
-    socket.once('error', fail);
+    socket.once('error', onError);
     socket.once('connect', () => {
-      socket.off('error', fail);
+      clearTimeout(timer);
+      socket.off('error', onError);
       this.connecting.delete(slot);
       this.connects++;
+      if (this.failures > 0 && !this.closed) this.events.recovered(this, this.failures);
+      const probing = this.untried || this.failures > 0;
+      this.failures = 0;
+      this.untried = false;
       if (this.closed) {
         socket.destroy();
         return;
@@ -139,7 +180,7 @@ export class UpstreamPool {
         this.maps.upstreams.update(key, fd);
         this.maps.slots.update(u32Key(this.id * L7_POOL_SLOTS + slot), key);
       } catch (err) {
-        fail(err as Error);
+        fail(err as Error, 'local');
         return;
       }
       this.sockets[slot] = { socket, key };
@@ -150,6 +191,8 @@ export class UpstreamPool {
       socket.on('end', dropIfIdle);
       socket.on('close', dropIfIdle);
       socket.on('error', () => {});
+      // the probe got through: connect the rest now
+      if (probing) this.refill();
     });
   }
 
@@ -170,9 +213,31 @@ export class UpstreamPool {
     }
   }
 
+  /** Connects failed in a row now (0: the last one worked). */
+  get failing(): number {
+    return this.failures;
+  }
+
   /** Ready sockets now. */
   readyCount(): number {
     return this.sockets.filter(Boolean).length;
+  }
+
+  /** Every socket it holds (for systemd's store at a stop). */
+  fds(): number[] {
+    return this.sockets.flatMap((entry) => (entry && !entry.socket.destroyed ? [socketFd(entry.socket)] : []));
+  }
+
+  /**
+   * Closes its sockets here and leaves the kernel's view as it is: they were handed to systemd's store, ready
+   * ones keep serving first requests until the next daemon takes them back.
+   */
+  release(): void {
+    this.closed = true;
+    for (const [slot, entry] of this.sockets.entries()) {
+      this.sockets[slot] = undefined;
+      entry?.socket.destroy();
+    }
   }
 
   /** Withdraws every ready socket (the endpoint left the config). */

@@ -89,6 +89,10 @@ export interface Cluster {
   /** Connections (connecting or established) at once; beyond it connect() fails with ECONNREFUSED. */
   maxConnections?: number;
   connectTimeoutMs?: number;
+  /** L7 circuit breaker: first requests waiting for an upstream connect (the slow path) at once; beyond it 503. */
+  maxPendingRequests?: number;
+  /** L7 circuit breaker: routed HTTP connections (one request in flight each) at once; beyond it 503. */
+  maxRequests?: number;
   /** maglev and ring_hash only; default cgroup. */
   hashKey?: HashKey;
   /** Locality-weighted load balancing: endpoints of a locality share its weight. */

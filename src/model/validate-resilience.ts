@@ -20,6 +20,8 @@ export const RESILIENCE_LIMITS = {
   intervalMs: [1, 86_400_000],
   maxEjectionPercent: [1, 100],
   maxConnections: [1, 0xffffffff],
+  maxPendingRequests: [1, 0xffffffff],
+  maxRequests: [1, 0xffffffff],
   /** The SYN retransmission timeout is set in jiffies (≥ 4 ms) and capped by the kernel at 120 s. */
   connectTimeoutMs: [10, 300_000],
   /** Levels kept in the kernel (KMESH_MAX_PRIORITIES): priorities 0..7. */
@@ -179,8 +181,13 @@ export function resilienceProblems(cluster: Cluster, at: (key: string) => string
       );
     }
   }
-  if (cluster.maxConnections !== undefined && !inRange(cluster.maxConnections, L.maxConnections)) {
-    errors.push(`${at('max_connections')}: must be ${range(L.maxConnections)}, got ${cluster.maxConnections}`);
+  for (const [field, key] of [
+    ['maxConnections', 'max_connections'],
+    ['maxPendingRequests', 'max_pending_requests'],
+    ['maxRequests', 'max_requests'],
+  ] as const) {
+    const v = cluster[field];
+    if (v !== undefined && !inRange(v, L[field])) errors.push(`${at(key)}: must be ${range(L[field])}, got ${v}`);
   }
   if (cluster.connectTimeoutMs !== undefined && !inRange(cluster.connectTimeoutMs, L.connectTimeoutMs)) {
     errors.push(`${at('connect_timeout_ms')}: must be ${range(L.connectTimeoutMs)}, got ${cluster.connectTimeoutMs}`);

@@ -60,7 +60,7 @@ export function registerResilienceMetrics(registry: Registry, src: ResilienceSou
   perCluster(
     'counter',
     'kmesh_cluster_overflows_total',
-    'Connects refused because the cluster was at max_connections (circuit breaker).',
+    'Connects refused because the cluster was at max_connections, and L7 requests answered 503 over max_requests or max_pending_requests (circuit breakers).',
     (c) => c.overflowsTotal,
   );
   perCluster(

@@ -2,7 +2,8 @@
  * The L4 sockops program is attached only while the config needs it (issue 11): a plain config attaches none (the
  * kernel's own list of the cgroup's programs says so) and getpeername still names each of two VIPs reaching one
  * endpoint; the first cluster with outlier detection attaches it before its config is live, and ejection works;
- * a restarted daemon with a plain config keeps it attached. VIPs 127.50.0.x, ports 31001-31004.
+ * a restarted daemon with a plain config keeps it attached. While it is attached, kmesh-probe finds the origins
+ * that live in kmesh_conn_origin (it reads that hash only in this mode). VIPs 127.50.0.x, ports 31001-31004.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -17,6 +18,7 @@ import { parseConfig } from '../../src/controller/config/load.js';
 import { decodeAddr } from '../../src/model/address.js';
 import { BpfMap } from '../../src/runtime/bpf-map.js';
 import { activeSlotKey, l4ModeValue } from '../../src/runtime/maps/layouts.js';
+import { waitFor } from './probe-harness.js';
 import { makeCgroup } from './support/cgroup.js';
 import { configWithPinDir, testPinDir } from './support/daemon.js';
 import { count, dialFrom, echoBackend, holdFrom, tcpBackends } from './support/peers.js';
@@ -113,6 +115,40 @@ async function assertEachVipNamed(cgroup: string): Promise<void> {
   }
 }
 
+/** A kmesh-probe counter summed over the series with this destination_service. */
+async function probeCount(parts: Parts, metric: string, service: string): Promise<number> {
+  let sum = 0;
+  for (const line of (await parts.registry.metrics()).split('\n')) {
+    if (line.startsWith(`${metric}{`) && line.includes(`destination_service="${service}"`)) {
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return sum;
+}
+
+/**
+ * Each VIP's connections (one of them has its own kmesh_conn_origin entry, the endpoint's shared origin names the
+ * other) and a direct connect (the marker is in the hash too) are counted under their own name, opened and closed.
+ */
+async function assertProbeNamesEach(parts: Parts, cgroup: string): Promise<void> {
+  const N = 5;
+  const series = [...VIPS.map((vip, i) => ({ service: `vip${i}`, vip })), { service: 'unknown', vip: EP }];
+  const metrics = ['kmesh_tcp_connections_opened_total', 'kmesh_tcp_connections_closed_total'];
+  const before = await Promise.all(series.flatMap((s) => metrics.map((m) => probeCount(parts, m, s.service))));
+  for (const s of series) await dialFrom(cgroup, 'tcp', s.vip, s.vip === EP ? 31001 : 9080, N);
+  const delta = async () =>
+    (await Promise.all(series.flatMap((s) => metrics.map((m) => probeCount(parts, m, s.service))))).map(
+      (v, i) => v - (before[i] ?? 0),
+    );
+  // the closes arrive with the peers' FINs, after the client has gone
+  await waitFor('the closes counted', async () => (await delta()).every((d) => d >= N), 3000).catch(() => {});
+  assert.deepEqual(
+    await delta(),
+    series.flatMap(() => metrics.map(() => N)),
+    'opened, closed per service',
+  );
+}
+
 test('L4 sockops: none for a plain config; attached before the first outlier policy is live; kept across a restart', async (t) => {
   const cg = makeCgroup('sockops');
   t.after(() => cg.remove());
@@ -145,6 +181,7 @@ test('L4 sockops: none for a plain config; attached before the first outlier pol
   assert.equal(hasL4Sockops(cg.path), false, 'no L4 sockops for a plain config');
   assert.equal(mode(pinDir), 0);
   await assertEachVipNamed(cg.path);
+  await assertProbeNamesEach(first, cg.path);
   const held = await Promise.all(VIPS.map((vip) => holdFrom(cg.path, vip, 9081)));
   t.after(() => {
     for (const h of held) h.close();
@@ -158,6 +195,7 @@ test('L4 sockops: none for a plain config; attached before the first outlier pol
   await first.daemon.reload();
   assert.equal(hasL4Sockops(cg.path), true, 'L4 sockops attached with the outlier policy');
   assert.equal(mode(pinDir), 1);
+  await assertProbeNamesEach(first, cg.path);
   const tally = count(await dialFrom(cg.path, 'tcp', OD_VIP, 9080, 200));
   const refused = tally.get('error:ECONNREFUSED') ?? 0;
   assert.ok(refused >= 1 && refused <= 2, `refused connects: ${refused} (${JSON.stringify([...tally])})`);

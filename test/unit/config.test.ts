@@ -712,6 +712,8 @@ describe('kmesh.toml: resilience keys on [[clusters]]', () => {
       cluster(
         'outlier_detection = { consecutive_failures = 3, base_ejection_time_ms = 1000 }',
         'max_connections = 100',
+        'max_pending_requests = 10',
+        'max_requests = 20',
         'connect_timeout_ms = 500',
         'hash_key = "cgroup_and_source_address"',
         'locality_weights = [ { locality = "eu/a", weight = 1 }, { locality = "eu/b", weight = 2 } ]',
@@ -727,6 +729,8 @@ describe('kmesh.toml: resilience keys on [[clusters]]', () => {
       intervalMs: 10_000,
     });
     assert.equal(c?.maxConnections, 100);
+    assert.equal(c?.maxPendingRequests, 10);
+    assert.equal(c?.maxRequests, 20);
     assert.equal(c?.connectTimeoutMs, 500);
     assert.equal(c?.hashKey, 'cgroup_and_source_address');
     assert.deepEqual(c?.endpoints[0]?.locality, { region: 'eu', zone: 'a' });
@@ -753,6 +757,8 @@ describe('kmesh.toml: resilience keys on [[clusters]]', () => {
     ['outlier_detection = { consecutive_failures = 0 }', 'clusters[0].outlier_detection.consecutive_failures', 'got 0'],
     ['outlier_detection = { intervall_ms = 5 }', 'clusters[0].outlier_detection.intervall_ms', 'unknown key'],
     ['max_connections = 0', 'clusters[0].max_connections', 'got 0'],
+    ['max_pending_requests = 0', 'clusters[0].max_pending_requests', 'got 0'],
+    ['max_requests = -3', 'clusters[0].max_requests', 'got -3'],
     ['connect_timeout_ms = -1', 'clusters[0].connect_timeout_ms', 'got -1'],
     ['hash_key = "header"', 'clusters[0].hash_key', 'must be one of cgroup, source_address'],
     [

@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import { assignClusterIds } from '../../src/controller/cluster-ids.js';
 import { desiredL7 } from '../../src/l7/encode.js';
 import { l7Hash } from '../../src/l7/hash.js';
-import { DOMAIN_KIND, l7DomainKey, l7Listener } from '../../src/l7/layouts.js';
+import { DOMAIN_KIND, l7Cluster, l7DomainKey, l7Listener } from '../../src/l7/layouts.js';
 import type { MeshModel } from '../../src/model/types.js';
 import { cluster, ep, header, listener, route, vhost } from '../support/model-builders.js';
 
@@ -57,9 +57,26 @@ describe('desiredL7', () => {
       [DOMAIN_KIND.prefix, l7Hash('api.')],
       [DOMAIN_KIND.any, 0n],
     ]);
-    assert.deepEqual([...d.endpoints].sort(), ['127.0.0.1:1', '127.0.0.1:2']);
+    assert.deepEqual([...d.endpoints.keys()].sort(), ['127.0.0.1:1', '127.0.0.1:2']);
     // host plus the one header name the routes use
     assert.equal(d.tables.headerNames.size, 2);
+  });
+
+  test("circuit breakers and pools: max_requests in the cluster entry, max_pending and each pool's clusters and timeout", () => {
+    const m = model([route('canary', {}, 'v2')]);
+    m.clusters = [
+      cluster('v1', [ep('127.0.0.1', 1)], { maxPendingRequests: 3, connectTimeoutMs: 500 }),
+      cluster('v2', [ep('127.0.0.1', 1), ep('127.0.0.1', 2)], { maxRequests: 7, connectTimeoutMs: 200 }),
+    ];
+    const d = desiredL7(m, ids, anchor, () => 0, assignClusterIds);
+    const v2 = [...d.tables.clusters.values()]
+      .map((e) => l7Cluster.decode(e.value))
+      .find((c) => c.endpoint_count === 2);
+    assert.equal(v2?.max_requests, 7);
+    assert.deepEqual([...d.maxPending], [[11, 3]]);
+    // an endpoint in both clusters: its failed connects count for both; the shorter timeout applies
+    assert.deepEqual(d.endpoints.get('127.0.0.1:1'), { clusterIds: [12, 11], connectTimeoutMs: 200 });
+    assert.deepEqual(d.endpoints.get('127.0.0.1:2'), { clusterIds: [12], connectTimeoutMs: 200 });
   });
 
   test('over the limits: refused naming the listener, virtual host and route', () => {

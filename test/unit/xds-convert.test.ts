@@ -296,9 +296,10 @@ describe('xds conversion', () => {
       intervalMs: 5000,
     });
     assert.equal(cl?.maxConnections, 100);
+    assert.equal(cl?.maxRequests, 5);
+    assert.equal(cl?.maxPendingRequests, undefined);
     assert.equal(cl?.connectTimeoutMs, 2500);
     assert.deepEqual(cl?.unenforced, [
-      'circuit_breakers max_requests (per request: needs L7)',
       'circuit_breakers max_retries (per request: needs L7)',
       'least_request_lb_config.choice_count 3 (2 used)',
     ]);

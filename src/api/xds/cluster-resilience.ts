@@ -14,7 +14,7 @@ type M = any;
 /** The parts of the model Cluster a CDS resource carries beyond name, policy and endpoints. */
 export type ClusterResilience = Pick<
   Cluster,
-  'outlierDetection' | 'maxConnections' | 'connectTimeoutMs' | 'unenforced'
+  'outlierDetection' | 'maxConnections' | 'maxPendingRequests' | 'maxRequests' | 'connectTimeoutMs' | 'unenforced'
 > & { localityWeighted?: boolean };
 
 const num = (v: unknown): number =>
@@ -95,13 +95,18 @@ export function decodeClusterResilience(c: M, what: string): ClusterResilience {
         throw new XdsResourceError(`${what}: circuit_breakers max_connections 0 would refuse every connect`);
       out.maxConnections = max;
     }
+    // enforced by the L7 path for clusters HTTP routes use (docs/l7.md); istiod's default, the uint32 maximum,
+    // is no limit (the kernel then counts nothing)
     for (const [field, name] of [
       ['maxPendingRequests', 'max_pending_requests'],
       ['maxRequests', 'max_requests'],
-      ['maxRetries', 'max_retries'],
     ] as const) {
-      if (t[field]) unenforced.push(`circuit_breakers ${name} (per request: needs L7)`);
+      const v = wrapped(t[field]);
+      if (v === undefined || v === 0xffffffff) continue;
+      if (v === 0) throw new XdsResourceError(`${what}: circuit_breakers ${name} 0 would refuse every request`);
+      out[field] = v;
     }
+    if (t.maxRetries) unenforced.push('circuit_breakers max_retries (per request: needs L7)');
   }
   if (c.circuitBreakers?.perHostThresholds?.length) unenforced.push('circuit_breakers per_host_thresholds');
   const timeout = durationMs(c.connectTimeout);

@@ -262,6 +262,8 @@ function readCluster(t: TableReader, daemonLocality: Locality | undefined): Clus
   if (outlier) cluster.outlierDetection = outlier;
   for (const [key, field] of [
     ['max_connections', 'maxConnections'],
+    ['max_pending_requests', 'maxPendingRequests'],
+    ['max_requests', 'maxRequests'],
     ['connect_timeout_ms', 'connectTimeoutMs'],
   ] as const) {
     const v = t.has(key) ? t.modelInteger(key, limit(RESILIENCE_LIMITS[field])) : undefined;
