@@ -74,6 +74,11 @@ function hardClose(socket: Socket | undefined, reset: boolean): void {
 export class Anchor {
   private server: Server | undefined;
   private closing = false;
+  /**
+   * Client data waiting for serve(): after a restart the anchor listens on a backlog full of connections that
+   * took the slow path while no daemon ran, before the config has made the pools their state names.
+   */
+  private held: Array<() => void> | undefined = [];
   /** By the client's tuple (hex). */
   private readonly pairs = new Map<string, Pair>();
   /** Counted here: connections the daemon spliced itself, and connections closed because nothing could serve them. */
@@ -119,6 +124,13 @@ export class Anchor {
     this.server = server;
     const bound = server.address();
     return typeof bound === 'object' && bound ? { address: bound.address, port: bound.port } : { address, port };
+  }
+
+  /** The pools exist: client data is handled from now on (and what waited, in arrival order). */
+  serve(): void {
+    const held = this.held;
+    this.held = undefined;
+    for (const resume of held ?? []) resume();
   }
 
   get openPairs(): number {
@@ -330,6 +342,15 @@ export class Anchor {
   /** Bytes reach the anchor only on the slow path: splice them in user space. */
   private onClientData(hex: string, key: Buffer, chunk: Buffer): void {
     if (this.closing) return;
+    if (this.held) {
+      const client = this.pairs.get(hex)?.client;
+      client?.pause();
+      this.held.push(() => {
+        client?.resume();
+        this.onClientData(hex, key, chunk);
+      });
+      return;
+    }
     const pair = this.pairOf(hex);
     if (pair.draining) {
       this.onDrainData(hex, key, chunk);

@@ -239,6 +239,8 @@ export class L7Datapath {
       }
       pool.connectTimeoutMs = plan.connectTimeoutMs;
     }
+    // the slow path can find the endpoint of each pool id now
+    this.anchor.serve();
     this.poolPlans = desired.endpoints;
     this.maxPending = desired.maxPending;
     for (const [table, map] of TABLE_MAPS) this.writeTable(table, this.obj.map(map), desired.tables[table], 'upsert');

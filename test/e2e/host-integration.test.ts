@@ -29,6 +29,14 @@ const CLIENT_LOG = '/var/log/kmesh-e2e/client.log';
 const FIRST = 'kmesh-e2e-first.service';
 const FIRST_LOG = '/var/log/kmesh-e2e/first.log';
 const RESTARTS = 20;
+/** L7: an http listener with a header route, its client unit, and what the client writes. */
+const L7_VIP = '127.10.0.6';
+const L7_PORT = 9090;
+const L7_BACKENDS = { web: 18091, canary: 18092 };
+const L7_CLIENT = 'kmesh-e2e-l7.service';
+const L7_READY = '/var/log/kmesh-e2e/l7.ready';
+const L7_RESULT = '/var/log/kmesh-e2e/l7.json';
+const L7_LOAD_MS = 8000;
 
 function skipReason(): string | null {
   if (process.platform !== 'linux') return 'needs Linux';
@@ -86,6 +94,73 @@ function once() {
 }
 once();
 `;
+/** An HTTP backend named by its unit instance ("web-18091"): answers every request with x-backend: <name>. */
+const HTTP_BACKEND_JS = `import http from 'node:http';
+const [name, port] = process.argv[2].split('-');
+const server = http.createServer((req, res) => {
+  req.resume();
+  req.on('end', () => res.writeHead(200, { 'x-backend': name }).end(name + '\\n'));
+});
+server.keepAliveTimeout = 60000;
+server.listen(Number(port), '127.0.0.1');
+`;
+/**
+ * The L7 load: waits until the VIP answers (its cgroup is attached), writes the ready file, then for ms milliseconds runs
+ * 4 loops on keep-alive connections of their own with x-canary: 1 (the header route) and 2 loops of a new
+ * connection per request, one with the header and one without (the default route). Writes answers per second
+ * ("<kind>:<x-backend>" or "error:<kind>:<message>") and the keep-alive sockets used (a reconnect adds one).
+ */
+const L7_CLIENT_JS = `import http from 'node:http';
+import fs from 'node:fs';
+const [url, ms, readyFile, resultFile] = process.argv.slice(2);
+function get(headers, agent) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { agent, headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode === 200 ? String(res.headers['x-backend']) : 'status ' + res.statusCode));
+    });
+    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+const sleep = (t) => new Promise((r) => setTimeout(r, t));
+for (let i = 0; ; i++) {
+  if (await get({}, false).then(() => true, () => false)) break;
+  if (i > 200) process.exit(2);
+  await sleep(100);
+}
+fs.writeFileSync(readyFile, String(Date.now()));
+const bySecond = {};
+const errors = [];
+const add = (key) => {
+  if (key.startsWith('error')) errors.push(Date.now() + ' ' + key);
+  const s = (bySecond[Math.floor(Date.now() / 1000)] ??= {});
+  s[key] = (s[key] ?? 0) + 1;
+};
+const end = Date.now() + Number(ms);
+const sockets = new Set();
+const loop = async (kind, headers, agent) => {
+  while (Date.now() < end) {
+    await get(headers, agent).then((b) => add(kind + ':' + b), (e) => add('error:' + kind + ':' + e.message));
+  }
+};
+const canary = { 'x-canary': '1' };
+const agents = Array.from({ length: 4 }, () => {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  agent.on('free', (s) => sockets.add(s));
+  return agent;
+});
+await Promise.all([
+  ...agents.map((a) => loop('keepalive', canary, a)),
+  loop('fresh-canary', canary, false),
+  loop('fresh', {}, false),
+]);
+const ports = [...sockets].map((s) => s.localPort);
+fs.writeFileSync(resultFile + '.tmp', JSON.stringify({ bySecond, errors, keepaliveConnections: sockets.size, ports }));
+fs.renameSync(resultFile + '.tmp', resultFile);
+process.exit(0);
+`;
 const UNITS: Record<string, string> = {
   'kmesh-e2e-backend@.service': `[Unit]
 Description=kmesh e2e backend on port %i
@@ -97,6 +172,17 @@ Description=kmesh e2e client dialing the VIP
 [Service]
 LogsDirectory=kmesh-e2e
 ExecStart=/usr/bin/node /opt/kmesh-e2e/client.mjs ${VIP} ${VIP_PORT} ${CLIENT_LOG}
+`,
+  'kmesh-e2e-http@.service': `[Unit]
+Description=kmesh e2e HTTP backend %i
+[Service]
+ExecStart=/usr/bin/node /opt/kmesh-e2e/http-backend.mjs %i
+`,
+  [L7_CLIENT]: `[Unit]
+Description=kmesh e2e HTTP load on the L7 listener
+[Service]
+LogsDirectory=kmesh-e2e
+ExecStart=/usr/bin/node /opt/kmesh-e2e/l7-client.mjs http://${L7_VIP}:${L7_PORT}/ ${L7_LOAD_MS} ${L7_READY} ${L7_RESULT}
 `,
   // $$ is a literal $ for systemd; an unsteered connect to the VIP is refused (nothing listens there).
   [FIRST]: `[Unit]
@@ -124,6 +210,25 @@ address = "${VIP}"
 port = ${VIP_PORT}
 protocol = "tcp"
 cluster = "echo"
+`;
+/** Added by a reload before the L7 restart test, so the tests before it see the L4 config alone. */
+const L7_CONFIG = `[[services]]
+unit = "${L7_CLIENT}"
+[[clusters]]
+name = "web"
+endpoints = [ { address = "127.0.0.1", port = ${L7_BACKENDS.web} } ]
+[[clusters]]
+name = "canary"
+endpoints = [ { address = "127.0.0.1", port = ${L7_BACKENDS.canary} } ]
+[[listeners]]
+name = "web"
+address = "${L7_VIP}"
+port = ${L7_PORT}
+protocol = "http"
+cluster = "web"
+[[listeners.routes]]
+match = { headers = [ { name = "x-canary", exact = "1" } ] }
+cluster = "canary"
 `;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -177,6 +282,8 @@ describe('host integration in a booted systemd (nspawn)', { skip: reason ?? fals
     mkdirSync(join(c.root, 'opt', 'kmesh-e2e'), { recursive: true });
     writeFileSync(join(c.root, 'opt', 'kmesh-e2e', 'backend.mjs'), BACKEND_JS);
     writeFileSync(join(c.root, 'opt', 'kmesh-e2e', 'client.mjs'), CLIENT_JS);
+    writeFileSync(join(c.root, 'opt', 'kmesh-e2e', 'http-backend.mjs'), HTTP_BACKEND_JS);
+    writeFileSync(join(c.root, 'opt', 'kmesh-e2e', 'l7-client.mjs'), L7_CLIENT_JS);
     for (const [name, text] of Object.entries(UNITS))
       writeFileSync(join(c.root, 'etc', 'systemd', 'system', name), text);
     await c.sh('systemctl daemon-reload');
@@ -301,6 +408,82 @@ describe('host integration in a booted systemd (nspawn)', { skip: reason ?? fals
     );
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.stderr, /argument|Invalid/i);
+  });
+
+  test('systemctl restart kmesh under L7 load: 0 failed requests, keep-alive connections kept, header route routes', async (t) => {
+    const stored = async () => Number((await c.sh('systemctl show -p NFileDescriptorStore --value kmesh')).trim());
+    /** Polls until the store holds what `ok` wants; returns the last count. */
+    const storeUntil = async (ok: (n: number) => boolean) => {
+      let n = await stored();
+      for (let i = 0; i < 100 && !ok(n); i++) {
+        await sleep(100);
+        n = await stored();
+      }
+      return n;
+    };
+    writeFileSync(join(c.root, 'etc', 'kmesh', 'kmesh.toml'), CONFIG + L7_CONFIG);
+    await c.sh(
+      `systemctl start ${Object.entries(L7_BACKENDS)
+        .map(([n, p]) => `kmesh-e2e-http@${n}-${p}`)
+        .join(' ')}`,
+    );
+    await c.sh('systemctl reload kmesh');
+    // The L7 data path runs once its anchor listener is in systemd's store.
+    assert.equal(await storeUntil((n) => n >= 1), 1, `no anchor in the fd store:\n${await journal()}`);
+    await c.sh(`systemctl start ${L7_CLIENT}`);
+    for (let i = 0; i < 200 && !existsSync(join(c.root, L7_READY)); i++) await sleep(100);
+    assert.ok(existsSync(join(c.root, L7_READY)), `the L7 client never got an answer:\n${await journal()}`);
+    await sleep(1500);
+    const begin = Date.now();
+    const restart = await c.exec('systemctl restart kmesh');
+    const restarted = Date.now();
+    assert.equal(restart.code, 0, `systemctl restart kmesh: ${restart.stderr}\n${await journal()}`);
+    const resultFile = join(c.root, L7_RESULT);
+    for (let i = 0; i < 300 && !existsSync(resultFile); i++) await sleep(100);
+    assert.ok(existsSync(resultFile), `no result from the L7 client:\n${await journal()}`);
+    const result = JSON.parse(readFileSync(resultFile, 'utf8')) as {
+      bySecond: Record<string, Record<string, number>>;
+      errors: string[];
+      keepaliveConnections: number;
+      ports: number[];
+    };
+    const total: Record<string, number> = {};
+    const after: Record<string, number> = {};
+    for (const [second, tally] of Object.entries(result.bySecond)) {
+      for (const [k, n] of Object.entries(tally)) {
+        total[k] = (total[k] ?? 0) + n;
+        if (Number(second) * 1000 > restarted) after[k] = (after[k] ?? 0) + n;
+      }
+    }
+    const lines = (await c.sh('journalctl -u kmesh --no-pager -o cat')).split('\n').filter((l) => /L7 sockets/.test(l));
+    t.diagnostic(`systemctl restart kmesh took ${restarted - begin} ms; answers ${JSON.stringify(total)}`);
+    t.diagnostic(`in the seconds after the restart returned: ${JSON.stringify(after)}`);
+    t.diagnostic(`keep-alive connections ${result.keepaliveConnections} (local ports ${result.ports.join(' ')})`);
+    for (const l of lines.slice(-2)) t.diagnostic(l);
+    for (const e of result.errors)
+      t.diagnostic(
+        `failed ${Number(e.split(' ')[0]) - begin} ms after the restart began: ${e.split(' ').slice(1).join(' ')}`,
+      );
+    await c.sh('journalctl -u kmesh --no-pager -o short-precise > /var/log/kmesh-e2e/journal.txt');
+    writeFileSync('/tmp/l7sysd-journal.txt', readFileSync(join(c.root, '/var/log/kmesh-e2e/journal.txt')));
+    const wrong = Object.keys(total).filter(
+      (k) => !['keepalive:canary', 'fresh-canary:canary', 'fresh:web'].includes(k),
+    );
+    assert.deepEqual(wrong, [], `every request answered by its route's backend: ${JSON.stringify(total)}`);
+    assert.equal(result.keepaliveConnections, 4, 'the keep-alive connections are the ones opened before the restart');
+    for (const k of ['keepalive:canary', 'fresh-canary:canary', 'fresh:web']) {
+      assert.ok((after[k] ?? 0) >= 5, `${k} after the restart: ${JSON.stringify(after)}`);
+    }
+    assert.ok(
+      lines.some((l) => /handed to the systemd store/.test(l)),
+      lines.join('\n'),
+    );
+    assert.ok(
+      lines.some((l) => /taken over from the previous daemon/.test(l)),
+      lines.join('\n'),
+    );
+    // The new daemon had systemd drop the connection sockets (FDSTOREREMOVE): only the anchor stays stored.
+    assert.equal(await storeUntil((n) => n === 1), 1, 'the store holds more than the anchor after the take-over');
   });
 
   test('systemctl stop kmesh → traffic still flows (pinned programs)', async () => {
