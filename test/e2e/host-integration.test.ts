@@ -464,8 +464,6 @@ describe('host integration in a booted systemd (nspawn)', { skip: reason ?? fals
       t.diagnostic(
         `failed ${Number(e.split(' ')[0]) - begin} ms after the restart began: ${e.split(' ').slice(1).join(' ')}`,
       );
-    await c.sh('journalctl -u kmesh --no-pager -o short-precise > /var/log/kmesh-e2e/journal.txt');
-    writeFileSync('/tmp/l7sysd-journal.txt', readFileSync(join(c.root, '/var/log/kmesh-e2e/journal.txt')));
     const wrong = Object.keys(total).filter(
       (k) => !['keepalive:canary', 'fresh-canary:canary', 'fresh:web'].includes(k),
     );
