@@ -4,7 +4,8 @@
  *
  * Needs root, systemd-nspawn and debootstrap (scripts/deps-e2e.sh). The rootfs is cached (test/e2e/rootfs.sh);
  * the .deb is built with scripts/package.sh unless KMESH_E2E_DEB names one. Everything runs in the container's own
- * network namespace (VIP 127.10.0.5, backends on 127.0.0.1) and cgroups below a test-created cgroup.
+ * network namespace (VIP 127.10.0.5, L7 VIP 127.10.0.6, backends on 127.0.0.1) and cgroups below a test-created
+ * cgroup. The L7 test restarts kmesh through systemd under HTTP load: its sockets go through systemd's own fd store.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
