@@ -9,7 +9,7 @@
  * Without $NOTIFY_SOCKET (run by hand, in tests) every call is a no-op.
  */
 import { spawnSync } from 'node:child_process';
-import koffi from 'koffi';
+import { libsystemd } from '../runtime/libsystemd.js';
 
 type Sender = (state: string) => boolean;
 
@@ -17,18 +17,17 @@ let sender: Sender | null | undefined;
 
 function loadSender(): Sender | null {
   if (!process.env.NOTIFY_SOCKET) return null;
-  try {
-    const lib = koffi.load('libsystemd.so.0');
+  const lib = libsystemd();
+  if (lib) {
     const sdNotify = lib.func('int sd_notify(int unset_environment, const char *state)');
     // sd_notify returns >0 when sent, 0 when $NOTIFY_SOCKET is unset, <0 (-errno) on failure.
     return (state) => (sdNotify(0, state) as number) > 0;
-  } catch {
-    return (state) => {
-      const args = [`--pid=${process.pid}`, ...state.split('\n').filter((l) => l.length > 0)];
-      const r = spawnSync('systemd-notify', args, { stdio: 'ignore', timeout: 5000 });
-      return r.status === 0;
-    };
   }
+  return (state) => {
+    const args = [`--pid=${process.pid}`, ...state.split('\n').filter((l) => l.length > 0)];
+    const r = spawnSync('systemd-notify', args, { stdio: 'ignore', timeout: 5000 });
+    return r.status === 0;
+  };
 }
 
 /** Send a raw notify state (newline-separated KEY=VALUE). Returns false when not under systemd or sending failed. */

@@ -9,7 +9,8 @@
  * nothing is stored: a stop closes the L7 connections, and connect4 sends new ones to the listener's default
  * route while no anchor listens.
  */
-import koffi, { type LibraryHandle } from 'koffi';
+import type { LibraryHandle } from 'koffi';
+import { libsystemd } from '../runtime/libsystemd.js';
 
 export const ANCHOR_FDNAME = 'kmesh-l7-anchor';
 export const CONN_FDNAME = 'kmesh-l7-conn';
@@ -24,14 +25,14 @@ let sender: Sender | null | undefined;
 const BARRIER_US = 5_000_000;
 
 /**
- * sd_pid_notify_with_fds(3) from libsystemd through koffi (as src/controller/sd-notify.ts sends its states): the
+ * sd_pid_notify_with_fds(3) from libsystemd (src/runtime/libsystemd.ts, as src/controller/sd-notify.ts sends its states): the
  * fds go with the message by SCM_RIGHTS, from the main pid (NotifyAccess=main). Null without $NOTIFY_SOCKET or
  * libsystemd.
  */
 function loadSender(): Sender | null {
-  if (!process.env.NOTIFY_SOCKET) return null;
+  const lib = process.env.NOTIFY_SOCKET ? libsystemd() : null;
+  if (!lib) return null;
   try {
-    const lib = koffi.load('libsystemd.so.0');
     const send = lib.func(
       'int sd_pid_notify_with_fds(int pid, int unset_environment, const char *state, const int *fds, unsigned int n_fds)',
     );
