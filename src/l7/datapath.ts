@@ -22,6 +22,7 @@ import {
   desiredL7,
   type Entry,
   type PoolPlan,
+  poolKey,
   type RouteName,
 } from './encode.js';
 import { ANCHOR_FDNAME, CONN_FDNAME, dropStoredFds, fdStoreAvailable, storeFds, takeInheritedFds } from './fd-store.js';
@@ -116,7 +117,7 @@ export class L7Datapath {
       const c = l7Cluster.decode(value);
       for (let i = 0; i < c.endpoint_count; i++) {
         const ip = [...c.ep_ip4.subarray(4 * i, 4 * i + 4)].join('.');
-        this.poolIds.set(`${ip}:${c.ep_port[i]}`, c.pool_ids[i] as number);
+        this.poolIds.set(poolKey(ip, c.ep_port[i] as number), c.pool_ids[i] as number);
       }
     }
   }
@@ -289,7 +290,7 @@ export class L7Datapath {
       {
         adopted: (socket, key, giveUp) => this.anchor.adoptUpstream(socket, key, giveUp),
         connectFailed: (pool, err, cause) => {
-          const endpoint = `${pool.address}:${pool.port}`;
+          const endpoint = poolKey(pool.address, pool.port);
           // one line when an endpoint starts failing; the pool then backs off and probes one connect at a time
           if (pool.failing === 1) this.options.logger.warn({ endpoint, err: err.message }, 'L7 pool cannot connect');
           this.connectFailures++;
@@ -297,7 +298,7 @@ export class L7Datapath {
           this.report(this.poolPlans.get(endpoint)?.clusterIds ?? [], pool, cause);
         },
         recovered: (pool, failures) =>
-          this.options.logger.info({ endpoint: `${pool.address}:${pool.port}`, failures }, 'L7 pool connects again'),
+          this.options.logger.info({ endpoint: poolKey(pool.address, pool.port), failures }, 'L7 pool connects again'),
       },
     );
   }

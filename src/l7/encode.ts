@@ -66,6 +66,9 @@ export interface DesiredL7 {
   routeNames: Map<number, RouteName>;
 }
 
+/** How a pooled endpoint is named in DesiredL7.endpoints and the pool ids. */
+export const poolKey = (address: string, port: number): string => `${address}:${port}`;
+
 export interface PoolPlan {
   /** The clusters routes reach the endpoint through: a failed pool connect counts for each. */
   clusterIds: number[];
@@ -321,7 +324,7 @@ function clusterValue(
     );
   }
   let sum = 0;
-  const keys = eps.map((e) => `${e.address}:${e.port}`);
+  const keys = eps.map((e) => poolKey(e.address, e.port));
   for (const k of keys) {
     const plan = endpoints.get(k) ?? { clusterIds: [] };
     plan.clusterIds.push(id);

@@ -157,7 +157,8 @@ export const L7_FLAT_LAYOUTS = [
 /** Layouts with nested structs: compared by size and member offsets only. */
 export const L7_NESTED_LAYOUTS = [l7Listener, l7Route, l7Conn];
 
-function ipBytes(address: string): Buffer {
+/** An IPv4 address as the 4 bytes of the L7 structs' ip4 fields. */
+export function ipBytes(address: string): Buffer {
   return Buffer.from(address.split('.').map(Number));
 }
 

@@ -7,7 +7,7 @@
  */
 import { L7_REPORT_CONNECT_FAILED, L7_REPORT_CONNECT_TIMEOUT, L7_REPORT_OVERFLOW } from '../abi/kernel.js';
 import type { BpfMap } from '../runtime/bpf-map.js';
-import { l7Report } from './layouts.js';
+import { ipBytes, l7Report } from './layouts.js';
 import { openVerdictSocket, type VerdictSocket } from './verdict-socket.js';
 
 export class KernelReports {
@@ -32,7 +32,7 @@ export class KernelReports {
     // KMESH_L7_REPORT_LEN bytes: the parser cuts the stream into records of that size
     const record = l7Report.encode({
       cluster_id: clusterId,
-      ip4: Buffer.from(address.split('.').map(Number)),
+      ip4: ipBytes(address),
       port,
       kind,
     });
