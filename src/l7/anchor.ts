@@ -6,12 +6,13 @@
  * the client). When the kernel found no pooled socket, the bytes do arrive here and are
  * spliced in user space to a socket connected now (the slow path).
  */
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { BpfMap } from '../runtime/bpf-map.js';
 import { type DrainMarkers, MarkerScan } from './drain.js';
+import { poolKey } from './encode.js';
 import { CONN_STATE, l7Conn, tupleKey } from './layouts.js';
-import { type ConnectFailure, connectFailure, socketFd } from './pool.js';
+import { type ConnectFailure, dialEndpoint, socketFd } from './pool.js';
 
 export interface AnchorMaps {
   conns: BpfMap;
@@ -379,35 +380,23 @@ export class Anchor {
       return;
     }
     this.pending.set(clusterId, pending + 1);
-    let waiting = true;
-    const connected = () => {
-      if (!waiting) return;
-      waiting = false;
-      clearTimeout(timer);
+    this.stats.slowPathSpliced++;
+    client.pause();
+    const upstream = dialEndpoint(endpoint, endpoint.connectTimeoutMs, (failure) => {
       const left = (this.pending.get(clusterId) ?? 1) - 1;
       if (left > 0) this.pending.set(clusterId, left);
       else this.pending.delete(clusterId);
-    };
-    this.stats.slowPathSpliced++;
-    client.pause();
-    const upstream = connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true });
-    const failed = (err: Error, cause: ConnectFailure) => {
-      if (!waiting) return;
-      connected();
-      this.stats.slowPathFailed++;
-      this.hooks.connectFailed(clusterId, endpoint, cause);
-      this.logger.debug({ endpoint: `${endpoint.address}:${endpoint.port}`, err: err.message }, 'L7 slow-path connect');
-      hardClose(client, false);
-      upstream.destroy();
-    };
-    const ms = endpoint.connectTimeoutMs;
-    const timer =
-      ms === undefined ? undefined : setTimeout(() => failed(new Error('connect timed out'), 'timeout'), ms);
-    pair.upstream = upstream;
-    upstream.write(chunk);
-    client.removeAllListeners('data');
-    upstream.once('connect', () => {
-      connected();
+      if (failure) {
+        this.stats.slowPathFailed++;
+        this.hooks.connectFailed(clusterId, endpoint, failure.cause);
+        this.logger.debug(
+          { endpoint: poolKey(endpoint.address, endpoint.port), err: failure.err.message },
+          'L7 slow-path connect',
+        );
+        hardClose(client, false);
+        upstream.destroy();
+        return;
+      }
       // the upstream's tuple in the client's state: a daemon taking the sockets over splices them again
       const now = this.maps.conns.lookup(key);
       if (now) {
@@ -416,9 +405,9 @@ export class Anchor {
       }
       this.splice(hex, key, client, upstream);
     });
-    upstream.on('error', (err) => {
-      if (waiting) failed(err, connectFailure(err));
-    });
+    pair.upstream = upstream;
+    upstream.write(chunk);
+    client.removeAllListeners('data');
   }
 
   /** The slow path's user-space splice of a client and its upstream, until either closes. */

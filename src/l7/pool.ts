@@ -70,6 +70,42 @@ export function connectFailure(err: Error): ConnectFailure {
   if (code === 'ETIMEDOUT') return 'timeout';
   return code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' ? 'endpoint' : 'local';
 }
+export interface DialFailure {
+  err: Error;
+  cause: ConnectFailure;
+}
+
+/**
+ * Connects to an endpoint (a pool's socket, a slow-path upstream). `settled` runs once: without a failure when
+ * connected, else with why — refused or unreachable, `timeoutMs` passed (the cluster's connect_timeout), or a
+ * local error; the caller destroys the socket then. Errors after the connect are the caller's to handle.
+ */
+export function dialEndpoint(
+  endpoint: { address: string; port: number },
+  timeoutMs: number | undefined,
+  settled: (failure?: DialFailure) => void,
+): Socket {
+  const socket = connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true });
+  const done = (failure?: DialFailure) => {
+    clearTimeout(timer);
+    socket.off('error', onError);
+    socket.off('connect', onConnect);
+    settled(failure);
+  };
+  const onError = (err: Error) => done({ err, cause: connectFailure(err) });
+  const onConnect = () => done();
+  const timer =
+    timeoutMs === undefined
+      ? undefined
+      : setTimeout(
+          () => done({ err: new Error(`connect timed out after ${timeoutMs} ms`), cause: 'timeout' }),
+          timeoutMs,
+        );
+  socket.once('error', onError);
+  socket.once('connect', onConnect);
+  return socket;
+}
+
 /** A taken socket whose client is still not recorded after this was not taken by a redirect that worked. */
 const CLAIM_MS = 1000;
 
@@ -142,16 +178,7 @@ export class UpstreamPool {
 
   private connectSlot(slot: number): void {
     this.connecting.add(slot);
-    const socket = connect({ host: this.address, port: this.port, allowHalfOpen: true, noDelay: true });
-    const timeoutMs = this.connectTimeoutMs;
-    const timer =
-      timeoutMs === undefined
-        ? undefined
-        : setTimeout(() => fail(new Error(`connect timed out after ${timeoutMs} ms`), 'timeout'), timeoutMs);
-    const onError = (err: Error) => fail(err, connectFailure(err));
     const fail = (err: Error, cause: ConnectFailure) => {
-      clearTimeout(timer);
-      socket.off('error', onError);
       this.connecting.delete(slot);
       this.failures++;
       this.retryAt = Date.now() + Math.min(MAX_RETRY_MS, RETRY_MS * 2 ** Math.min(this.failures - 1, 5));
@@ -159,10 +186,11 @@ export class UpstreamPool {
       // a pool withdrawn meanwhile says nothing about the endpoint any more
       if (!this.closed) this.events.connectFailed(this, err, cause);
     };
-    socket.once('error', onError);
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      socket.off('error', onError);
+    const socket = dialEndpoint(this, this.connectTimeoutMs, (failure) => {
+      if (failure) {
+        fail(failure.err, failure.cause);
+        return;
+      }
       this.connecting.delete(slot);
       this.connects++;
       if (this.failures > 0 && !this.closed) this.events.recovered(this, this.failures);
